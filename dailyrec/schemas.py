@@ -14,7 +14,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dailyrec.errors import ContractError
 from dailyrec.storage import SUCCESS_MARKER, Store
+
 
 INT_SIDE = ["C1", "banner_pos", "device_type", "device_conn_type",
             "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21"]
@@ -57,10 +59,6 @@ ITEM_SCHEMA = pa.schema(
 
 SCHEMAS: dict[str, pa.Schema] = {"logs": LOG_SCHEMA, "users": USER_SCHEMA, "items": ITEM_SCHEMA}
 KEYS: dict[str, str] = {"users": "user_id", "items": "item_id"}
-
-
-class ContractError(ValueError):
-    """Input data breaks the log contract. The message names partition, file and column."""
 
 
 def _compatible(expected: pa.DataType, found: pa.DataType) -> bool:

@@ -1,0 +1,68 @@
+"""
+### hourly_log_check
+
+For one hour of impression logs (`logs/dt=YYYY-MM-DD/hour=HH`):
+
+1. **resolve_partition**: which hour: the `cur_date` + `hour` params of a manual trigger, else
+   the run's hour (`CronDataIntervalTimetable("0 * * * *")`: a run processes the hour that just
+   ended; see docs/scheduling.md);
+2. **wait_for_success**: waits, in *reschedule* mode (no worker slot held), for the hour's
+   `_SUCCESS` marker, up to 6 hours;
+3. **validate**: checks every Parquet file against the log contract (schema, nulls, labels,
+   event times inside the hour, minimum rows) and records the row count and CTR in
+   `log_checks/dt=.../hour=.../report.json`. A contract violation fails at once (no retry)
+   with the partition, file and column in the message.
+
+CLI equivalent: `python -m tasks.check_hour --cur-date 2026-11-01 --hour 5`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+
+from dailyrec.runctx import default_args
+
+
+@dag(
+    dag_id="hourly_log_check",
+    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
+    catchup=False,
+    max_active_runs=4,
+    default_args=default_args(),
+    tags=["dailyrec", "logs", "hourly"],
+    doc_md=__doc__,
+    params={
+        "cur_date": Param(None, type=["null", "string"], format="date",
+                          description="Day of the hour to check (YYYY-MM-DD); empty = the run's hour"),
+        "hour": Param(None, type=["null", "integer"], minimum=0, maximum=23,
+                      description="Hour 0-23; give it together with cur_date"),
+    },
+)
+def hourly_log_check():
+    @task
+    def resolve_partition(**context) -> dict:
+        from dailyrec.runctx import resolve_hour
+
+        cur_date, hour = resolve_hour(context)
+        return {"cur_date": cur_date, "hour": hour}
+
+    @task.sensor(poke_interval=60, timeout=6 * 3600, mode="reschedule")
+    def wait_for_success(partition: dict) -> bool:
+        from tasks.check_hour import hour_is_complete
+
+        return hour_is_complete(partition["cur_date"], partition["hour"])
+
+    @task
+    def validate(partition: dict) -> dict:
+        from tasks.check_hour import check_hour
+
+        return check_hour(partition["cur_date"], partition["hour"])
+
+    partition = resolve_partition()
+    wait_for_success(partition) >> validate(partition)
+
+
+hourly_log_check()

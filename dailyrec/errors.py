@@ -1,0 +1,11 @@
+"""The pipeline's exception types (light module: DAG files reference them at parse time)."""
+
+from __future__ import annotations
+
+
+class ContractError(ValueError):
+    """Input data breaks the log contract. The message names partition, file and column."""
+
+
+class GateRejected(RuntimeError):
+    """A trained model did not pass the evaluation gate and must not be published."""

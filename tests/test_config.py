@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import pytest
+
+from dailyrec.config import ConfigError, load_config, parse_set_args
+
+
+def test_defaults_load_and_validate():
+    cfg = load_config(environ={})
+    assert cfg.training.loss in ("bce", "softmax")
+    names = [f.name for f in cfg.features.spec]
+    assert "user_id" in names and "item_id" in names
+    assert {f.side for f in cfg.features.spec} == {"user", "item", "context"}
+    assert len(cfg.digest()) == 16
+
+
+def test_unknown_key_refused_with_its_name_and_source():
+    with pytest.raises(ConfigError, match=r"unknown key 'training.epohcs'.*per-run overrides|per-run overrides.*unknown key 'training.epohcs'"):
+        load_config(overrides={"training.epohcs": 3}, environ={})
+    with pytest.raises(ConfigError, match="unknown key 'nosuchsection'"):
+        load_config(overrides={"nosuchsection": {"a": 1}}, environ={})
+
+
+def test_bad_value_names_key_and_value():
+    with pytest.raises(ConfigError, match=r"'training.epochs'.*-1"):
+        load_config(overrides={"training.epochs": -1}, environ={})
+
+
+def test_precedence_file_env_overrides(tmp_path):
+    f = tmp_path / "extra.yaml"
+    f.write_text("training:\n  epochs: 5\n  batch_size: 64\n")
+    env = {"DAILYREC__TRAINING__EPOCHS": "7", "DAILYREC_DATA_ROOT": str(tmp_path / "d"),
+           "REDIS_URL": "redis://127.0.0.1:6379/3"}
+    cfg = load_config(files=[f], environ=env)
+    assert cfg.training.batch_size == 64          # from the file
+    assert cfg.training.epochs == 7               # env beats file
+    assert cfg.storage.data_root == str(tmp_path / "d")
+    assert cfg.redis.url == "redis://127.0.0.1:6379/3"
+    cfg2 = load_config(files=[f], environ=env, overrides={"training.epochs": 9})
+    assert cfg2.training.epochs == 9              # per-run beats env
+    assert cfg2.digest() != cfg.digest()
+
+
+def test_env_unknown_key_refused():
+    with pytest.raises(ConfigError, match="environment.*unknown key 'training.nope'"):
+        load_config(environ={"DAILYREC__TRAINING__NOPE": "1"})
+
+
+def test_config_file_via_env_and_bad_yaml(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(environ={"DAILYREC_CONFIG": str(bad)})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(environ={"DAILYREC_CONFIG": str(tmp_path / "missing.yaml")})
+
+
+def test_parse_set_args():
+    assert parse_set_args(["training.epochs=3", "run.publish=false", "sampling.hard_negative_sources=[exposed]"]) == {
+        "training.epochs": 3, "run.publish": False, "sampling.hard_negative_sources": ["exposed"]}
+    with pytest.raises(ConfigError):
+        parse_set_args(["novalue"])
+
+
+def test_feature_spec_duplicate_names_refused():
+    spec = [{"name": "user_id", "side": "user"}, {"name": "user_id", "side": "user"}]
+    with pytest.raises(ConfigError, match="duplicate feature names"):
+        load_config(overrides={"features.spec": spec}, environ={})

