@@ -77,7 +77,17 @@ def _default_features() -> list[FeatureSpec]:
 class StorageConfig(_Strict):
     data_root: str = ".work/data"
     """Local path or URI (``file:///...``; an object store URI pyarrow understands later)."""
+
+
+class ValidationConfig(_Strict):
+    """Volume checks of the wait-and-validate steps (an empty or truncated day is refused)."""
+
     min_rows_per_hour: int = Field(1, ge=0)
+    min_rows_per_day: int = Field(1000, ge=0)
+    min_clicks_per_day: int = Field(10, ge=0)
+    max_drop_vs_previous_day: float = Field(0.8, ge=0, le=1)
+    """Fail when the day has fewer than (1 - this) x the previous day's rows."""
+    wait_timeout_hours: float = Field(12, gt=0)
 
 
 class RedisConfig(_Strict):
@@ -189,6 +199,7 @@ class RunConfig(_Strict):
 
 class Config(_Strict):
     storage: StorageConfig = StorageConfig()
+    validation: ValidationConfig = ValidationConfig()
     redis: RedisConfig = RedisConfig()
     demo: DemoConfig = DemoConfig()
     features: FeaturesConfig = FeaturesConfig()

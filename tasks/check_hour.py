@@ -36,7 +36,7 @@ def check_hour(cur_date: str, hour: int, cfg: Config | None = None) -> dict[str,
     store = open_store(cfg)
     timer = Timer()
     with timer.step("validate"):
-        rep = validate_partition(store, "logs", cur_date, hour, min_rows=cfg.storage.min_rows_per_hour)
+        rep = validate_partition(store, "logs", cur_date, hour, min_rows=cfg.validation.min_rows_per_hour)
     report = make_manifest("check_hour", cfg, cur_date, inputs=[rep.partition], rows={"logs": rep.rows},
                            timings=timer.timings, hour=hour, check=rep.as_dict())
     out = store.partition("log_checks", cur_date, hour)
