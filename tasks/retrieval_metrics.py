@@ -68,9 +68,9 @@ def metrics_from_topk(topk: np.ndarray, truth: Sequence[np.ndarray], n_truth: Se
             hit += float(nh > 0)
             ideal = discounts[: min(n_truth[u], k)].sum()
             ndcg += (discounts[:k][hits].sum() / ideal) if ideal > 0 else 0.0
-        res[f"recall_at_{k}"] = rec / n
-        res[f"hitrate_at_{k}"] = hit / n
-        res[f"ndcg_at_{k}"] = ndcg / n
+        res[f"recall_at_{k}"] = float(rec / n)
+        res[f"hitrate_at_{k}"] = float(hit / n)
+        res[f"ndcg_at_{k}"] = float(ndcg / n)
     res["users"] = n
     return res
 
