@@ -1,0 +1,248 @@
+"""Feature preparation (tasks/features.py + sql/*.sql) on small synthetic partitions.
+
+The helpers at the top (:func:`make_events`, :func:`write_day`) build real log partitions (24
+hourly partitions per day with ``_SUCCESS``) and users/items snapshots through
+``dailyrec.schemas.write_partition``; tests/test_sampling.py reuses them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dailyrec.config import load_config
+from dailyrec.dates import date_range
+from dailyrec.schemas import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
+from dailyrec.storage import open_store
+
+DAY0 = "2026-11-01"
+
+
+# ---- synthetic data -----------------------------------------------------------------------
+def make_events(day: str, user_ids, item_ids, clicks, hours=None, seed: int = 0, **context) -> pa.Table:
+    """One day of log events: parallel sequences of users, items, clicks (0/1) and hours."""
+    n = len(user_ids)
+    rng = np.random.default_rng(seed)
+    hours = np.asarray(hours if hours is not None else rng.integers(0, 24, n), dtype=np.int64)
+    base = pd.Timestamp(day, tz="UTC")
+    secs = rng.integers(0, 3600, n)
+    times = base + pd.to_timedelta(hours * 3600 + secs, unit="s")
+    cols: dict[str, object] = {
+        "event_time": pa.array(times.to_numpy(), pa.timestamp("us", tz="UTC")),
+        "request_id": [f"{day}-{i}" for i in range(n)],
+        "user_id": [str(u) for u in user_ids],
+        "item_id": [str(i) for i in item_ids],
+        "click": pa.array(np.asarray(clicks, dtype=np.int8)),
+        "conversion": pa.array(np.zeros(n, dtype=np.int8)),
+        "device_model": context.get("device_model", [f"dm{int(x)}" for x in rng.integers(0, 5, n)]),
+        "device_type": pa.array(context.get("device_type", rng.integers(0, 4, n)), pa.int32()),
+        "device_conn_type": pa.array(context.get("device_conn_type", rng.integers(0, 3, n)), pa.int32()),
+        "banner_pos": pa.array(context.get("banner_pos", rng.integers(0, 2, n)), pa.int32()),
+    }
+    for f in LOG_SCHEMA:
+        if f.name in cols:
+            continue
+        cols[f.name] = (pa.array([f"{f.name}-0"] * n, f.type) if pa.types.is_string(f.type)
+                        else pa.array(np.zeros(n, dtype=np.int32), f.type))
+    t = pa.table({f.name: cols[f.name] for f in LOG_SCHEMA})
+    return t.cast(LOG_SCHEMA)
+
+
+def write_logs(store, day: str, events: pa.Table) -> None:
+    """Split one day of events into its 24 hourly partitions (empty hours included)."""
+    hours = pa.compute.hour(events["event_time"]).to_numpy()
+    for h in range(24):
+        write_partition(store, "logs", events.filter(pa.array(hours == h)), day, h)
+
+
+def make_users(user_ids) -> pa.Table:
+    ids = [str(u) for u in user_ids]
+    return pa.table({
+        "user_id": ids,
+        "user_gender": [("f", "m")[i % 2] for i in range(len(ids))],
+        "user_age_bucket": pa.array([i % 7 for i in range(len(ids))], pa.int32()),
+        "user_segment": [f"seg{i % 3}" for i in range(len(ids))],
+    }, schema=USER_SCHEMA)
+
+
+def make_items(item_ids, categories=None) -> pa.Table:
+    ids = [str(i) for i in item_ids]
+    cats = list(categories) if categories is not None else [f"cat{i % 4}" for i in range(len(ids))]
+    return pa.table({
+        "item_id": ids,
+        "item_category": cats,
+        "item_domain": [f"dom{i % 5}" for i in range(len(ids))],
+        "item_publisher": [f"pub{i % 6}" for i in range(len(ids))],
+        "item_created_dt": pa.array([dt.date(2026, 10, 1)] * len(ids), pa.date32()),
+    }, schema=ITEM_SCHEMA)
+
+
+def write_day(store, day: str, events: pa.Table, users: pa.Table, items: pa.Table) -> None:
+    write_logs(store, day, events)
+    write_partition(store, "users", users, day)
+    write_partition(store, "items", items, day)
+
+
+def random_day(day: str, n: int, n_users: int, n_items: int, seed: int, ctr: float = 0.2,
+               zipf: float = 1.1) -> pa.Table:
+    """Events with Zipf-ish item popularity over users u0.. and items i0.."""
+    rng = np.random.default_rng(seed)
+    w = 1.0 / np.arange(1, n_items + 1) ** zipf
+    items = rng.choice(n_items, n, p=w / w.sum())
+    users = rng.integers(0, n_users, n)
+    clicks = (rng.random(n) < ctr).astype(np.int8)
+    return make_events(day, [f"u{u}" for u in users], [f"i{i}" for i in items], clicks, seed=seed)
+
+
+def config(tmp_path, **overrides):
+    return load_config(overrides={"storage.data_root": str(tmp_path / "data"), **overrides}, environ={})
+
+
+def read(path) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
+
+
+# ---- counters and catalog -----------------------------------------------------------------
+def test_counters_and_catalog_match_a_hand_computation(tmp_path):
+    from tasks.features import CTR_PRIOR_STRENGTH, build_features
+
+    cfg = config(tmp_path, **{"features.counter_windows_days": [1, 3], "sampling.window_days": 2})
+    store = open_store(cfg)
+    days = date_range(DAY0, 4)
+    all_items = [f"i{i}" for i in range(30)]  # i25..i29 never occur in the logs
+    frames = []
+    for k, day in enumerate(days):
+        ev = random_day(day, 400, n_users=40, n_items=25, seed=k)
+        write_day(store, day, ev, make_users([f"u{u}" for u in range(45)]), make_items(all_items))
+        frames.append(ev.to_pandas().assign(dt=pd.Timestamp(day).date()))
+    cur = days[-1]
+    res = build_features(cur, cfg)
+    assert res["days"] == days[1:]  # max(3, 2) days
+    out = store.partition("features", cur)
+    logs = pd.concat(frames)
+
+    def expected(key: str) -> pd.DataFrame:
+        res = None
+        for w in (1, 3):
+            lo = (pd.Timestamp(cur) - pd.Timedelta(days=w - 1)).date()
+            win = logs[logs.dt >= lo]
+            g = win.groupby(key).agg(imp=("click", "size"), clk=("click", "sum"))
+            p = g.clk.sum() / g.imp.sum()
+            g[f"impressions_{w}d"] = g.imp
+            g[f"clicks_{w}d"] = g.clk
+            g[f"ctr_{w}d"] = (g.clk + CTR_PRIOR_STRENGTH * p) / (g.imp + CTR_PRIOR_STRENGTH)
+            g = g.drop(columns=["imp", "clk"])
+            res = g if res is None else res.join(g, how="outer")
+        win3 = logs[logs.dt >= (pd.Timestamp(cur) - pd.Timedelta(days=2)).date()]
+        res["last_seen_dt"] = win3.groupby(key).dt.max()
+        res["recency_days"] = [(pd.Timestamp(cur).date() - d).days for d in res.last_seen_dt]
+        for c in res.columns:
+            if c.startswith(("impressions_", "clicks_")):
+                res[c] = res[c].fillna(0).astype("int64")
+        return res
+
+    for key, fname in (("item_id", "item_counters.parquet"), ("user_id", "user_counters.parquet")):
+        got = read(f"{out}/{fname}").set_index(key)
+        exp = expected(key)
+        assert list(got.index) == sorted(exp.index)
+        exp = exp.loc[got.index]
+        for c in exp.columns:
+            if c.startswith("ctr_"):
+                # an id absent from the 1-day window: smoothed CTR of zero impressions = prior
+                e = exp[c].fillna(exp[c.replace("ctr", "clicks")].sum() / exp[c.replace("ctr", "impressions")].sum())
+                np.testing.assert_allclose(got[c].to_numpy(), e.to_numpy(), rtol=1e-9, err_msg=c)
+            else:
+                assert list(got[c]) == list(exp[c]), (key, c)
+
+    cat = read(f"{out}/catalog.parquet")
+    assert list(cat.item_id) == sorted(all_items)  # every snapshot item, seen or not
+    assert set(ITEM_SCHEMA.names) <= set(cat.columns)
+    unseen = cat[cat.item_id.isin([f"i{i}" for i in range(25, 30)])]
+    assert (unseen.impressions_3d == 0).all() and (unseen.clicks_1d == 0).all()
+    assert unseen.last_seen_dt.isna().all()
+    ic = read(f"{out}/item_counters.parquet").set_index("item_id")
+    seen = cat.set_index("item_id").loc[ic.index]
+    assert (seen.impressions_3d.to_numpy() == ic.impressions_3d.to_numpy()).all()
+    assert res["rows"]["catalog"] == 30
+
+    man = json.loads((tmp_path / "data" / "features" / f"dt={cur}" / "_manifest.json").read_text())
+    assert man["step"] == "features" and man["rows"]["catalog"] == 30
+    assert sorted(man["inputs"]["logs"]) == days[1:] and man["catalog_unseen_items"] == 5
+    assert {"inputs", "item_counters", "user_counters", "catalog", "vocabularies"} <= set(man["timings_s"])
+
+
+def test_missing_day_fails_naming_the_partition(tmp_path):
+    from tasks.features import build_features
+
+    cfg = config(tmp_path)
+    store = open_store(cfg)
+    write_day(store, DAY0, random_day(DAY0, 50, 5, 5, 0), make_users(["u0"]), make_items(["i0"]))
+    with pytest.raises(FileNotFoundError, match=r"logs/dt=2026-11-02"):
+        build_features("2026-11-02", cfg)
+    # a day with logs but no items snapshot names the snapshot partition
+    write_logs(store, "2026-11-02", random_day("2026-11-02", 50, 5, 5, 1))
+    with pytest.raises(FileNotFoundError, match=r"users/dt=2026-11-02"):
+        build_features("2026-11-02", cfg)
+
+
+def test_failure_leaves_the_previous_output(tmp_path):
+    from tasks.features import build_features
+
+    cfg = config(tmp_path)
+    store = open_store(cfg)
+    write_day(store, DAY0, random_day(DAY0, 80, 8, 6, 0), make_users([f"u{i}" for i in range(8)]),
+              make_items([f"i{i}" for i in range(6)]))
+    res = build_features(DAY0, cfg)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "data" / "features" / f"dt={DAY0}").iterdir()}
+    # break the items snapshot: a duplicate id violates the contract -> the step fails
+    write_partition(store, "items", make_items(["i0", "i0"]), DAY0)
+    with pytest.raises(Exception, match="duplicate"):
+        build_features(DAY0, cfg)
+    after = {p.name: p.read_bytes() for p in (tmp_path / "data" / "features" / f"dt={DAY0}").iterdir()}
+    assert after == before and res["rows"]["catalog"] == 6
+    leftovers = [p.name for p in (tmp_path / "data" / "features").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+# ---- vocabularies -------------------------------------------------------------------------
+def test_vocab_min_count_and_eviction_over_three_chained_days(tmp_path):
+    from tasks.features import build_features
+
+    cfg = config(tmp_path, **{"features.min_count": 2, "features.evict_after_days": 1,
+                              "sampling.window_days": 1, "features.counter_windows_days": [1]})
+    store = open_store(cfg)
+    d1, d2, d3 = date_range(DAY0, 3)
+    users = make_users(["a", "b", "c", "d"])
+    items = make_items(["x", "y", "z"])
+    # day 1: a twice (admitted), b once (below min_count)
+    write_day(store, d1, make_events(d1, ["a", "a", "b"], ["x", "x", "y"], [1, 0, 0]), users, items)
+    # day 2: only c twice; a is unseen for 1 day (kept), b once again (still below min_count)
+    write_day(store, d2, make_events(d2, ["c", "c", "b"], ["y", "y", "x"], [0, 0, 0]), users, items)
+    # day 3: c once (kept: last seen 1 day ago), d twice (admitted); a unseen 2 days > 1 (evicted)
+    write_day(store, d3, make_events(d3, ["c", "d", "d"], ["x", "x", "z"], [0, 1, 0]), users, items)
+
+    vocab = {}
+    for d in (d1, d2, d3):
+        res = build_features(d, cfg)
+        vocab[d] = json.loads(open(res["vocabularies"]).read())
+    assert vocab[d1]["user_id"] == ["a"]
+    assert vocab[d2]["user_id"] == ["a", "c"]
+    assert vocab[d3]["user_id"] == ["c", "d"]
+    assert vocab[d1]["item_id"] == ["x"]
+    assert vocab[d2]["item_id"] == ["x", "y"]          # y admitted (2), x seen once but kept
+    assert vocab[d3]["item_id"] == ["x", "y"]          # x admitted (3); y last seen d2, kept; z once
+    state = read(store.partition("features", d3) + "/vocab_state.parquet")
+    c = state[(state.feature == "user_id") & (state.id == "c")].iloc[0]
+    assert c.total_count == 3 and str(c.last_seen_dt) == d3  # 2 on d2 + 1 on d3, no double count
+    x = state[(state.feature == "item_id") & (state.id == "x")].iloc[0]
+    assert x.total_count == 2 + 1 + 2
+    # without the previous state (no chaining) day 3 only has its own admissions
+    store.delete_dir(store.partition("features", d2))
+    res = build_features(d3, cfg)
+    assert json.loads(open(res["vocabularies"]).read())["user_id"] == ["d"]
