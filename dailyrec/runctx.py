@@ -103,3 +103,39 @@ def overrides_from_params(params: dict[str, Any], mapping: dict[str, str]) -> di
         raise ValueError(f"config_overrides must be an object of dotted keys, got {extra!r}")
     out.update(extra)
     return out
+
+
+# Trigger-form params of the daily DAGs -> config keys.
+RETRIEVAL_PARAM_KEYS = {
+    "loss": "training.loss",
+    "epochs": "training.epochs",
+    "negatives_per_positive": "sampling.negatives_per_positive",
+    "hard_negative_sources": "sampling.hard_negative_sources",
+    "publish": "run.publish",
+    "index_factory": "index.factory",
+}
+RANKING_PARAM_KEYS = {
+    "num_experts": "ranking.num_experts",
+    "loss_weight_click": "ranking.loss_weights.click",
+    "loss_weight_conversion": "ranking.loss_weights.conversion",
+    "epochs": "ranking.epochs",
+    "publish": "run.publish",
+}
+
+
+def start_run(context: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    """First task of a daily DAG: the run's cur_date and its config overrides (validated now, so a
+    bad param fails the run at once with the key's name)."""
+    from dailyrec.config import load_config
+
+    params = dict(context.get("params") or {})
+    run = {"cur_date": resolve_cur_date(context), "overrides": overrides_from_params(params, mapping)}
+    cfg = load_config(overrides=run["overrides"])
+    run["config_hash"] = cfg.digest()
+    return run
+
+
+def config_for(run: dict[str, Any]) -> Any:
+    from dailyrec.config import load_config
+
+    return load_config(overrides=run.get("overrides"))

@@ -1,0 +1,160 @@
+"""The per-date run report: what each step of a daily DAG did, from the steps' own manifests.
+
+    python -m tasks.report --cur-date 2026-11-02 [--pipeline ranking]
+
+Reads the manifests and reports the steps wrote for ``cur_date`` (whatever exists: a run that
+stopped at the gate still gets a report) and writes ``reports/<pipeline>/dt=D/report.json`` and
+``report.md``; the summary is also logged, so it shows in the Airflow task log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dailyrec.config import Config, load_config
+from dailyrec.dates import parse_date
+from dailyrec.storage import open_store
+
+log = logging.getLogger("dailyrec.report")
+
+RETRIEVAL_SOURCES = {
+    "validate_day": "day_checks/{d}/report.json",
+    "features": "features/{d}/_manifest.json",
+    "samples": "samples/{d}/_manifest.json",
+    "train": "models/two_tower/{d}/_manifest.json",
+    "evaluate": "eval/two_tower/{d}/report.json",
+    "export": "embeddings/{d}/_manifest.json",
+    "index": "index/{d}/_manifest.json",
+    "publish": "registry/two_tower/{d}/published.json",
+}
+RANKING_SOURCES = {
+    "ranking_samples": "ranking_samples/{d}/_manifest.json",
+    "train": "models/mmoe/{d}/_manifest.json",
+    "evaluate": "eval/mmoe/{d}/report.json",
+    "publish": "registry/mmoe/{d}/published.json",
+}
+
+
+def _collect(store: Any, cur_date: str, sources: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for step, pattern in sources.items():
+        path = store.path(pattern.format(d=f"dt={cur_date}"))
+        out[step] = store.read_json(path) if store.exists(path) else None
+    return out
+
+
+def _fmt(x: Any, nd: int = 4) -> str:
+    return f"{x:.{nd}f}" if isinstance(x, float) else str(x)
+
+
+def _retrieval_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
+    lines = [f"# daily_retrieval report for {cur_date}", ""]
+    v = s["validate_day"]
+    lines.append(f"- logs: {v['rows']['logs']} impressions, {v['clicks']} clicks (CTR {_fmt(v['ctr'])}), "
+                 f"{v['rows']['items']} catalog items" if v else "- logs: not validated")
+    f = s["features"]
+    lines.append(f"- features: {f['rows']}" if f else "- features: not built")
+    sm = s["samples"]
+    if sm:
+        lines.append(f"- samples: {sm['rows']}")
+        stats = sm.get("stats") or sm.get("sampling_stats") or {}
+        if stats:
+            lines.append(f"  - sampling statistics: {stats}")
+    else:
+        lines.append("- samples: not selected")
+    t = s["train"]
+    if t:
+        warm = t.get("warm_start", {}).get("from")
+        lines.append(f"- training: model {t['model_version']}, loss {t['loss']}, final loss {_fmt(t['final_loss'])}, "
+                     f"{t['examples_per_s']} examples/s, warm start from {warm or 'nothing (cold start)'}")
+    else:
+        lines.append("- training: no model")
+    e = s["evaluate"]
+    if e:
+        gate = e["gate"]
+        lines.append(f"- gate on {gate['metric']}: {'PASSED' if gate['passed'] else 'FAILED'}"
+                     + ("" if gate["passed"] else f" ({'; '.join(gate['reasons'])})"))
+        ks = sorted({int(k.rsplit('_', 1)[1]) for k in e["table"]["new"] if k.startswith("recall_at_")})
+        lines += ["", "| model | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in ks) + " |",
+                  "|---|" + "---|" * (2 * len(ks))]
+        for name, m in e["table"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{m[f'recall_at_{k}']:.4f} | {m[f'ndcg_at_{k}']:.4f}"
+                                                     for k in ks) + " |")
+        lines.append("")
+    else:
+        lines.append("- evaluation: not run")
+    x = s["export"]
+    lines.append(f"- export: {x['rows']['items']} item vectors (dim {x['dim']})" if x else "- export: not run")
+    i = s["index"]
+    if i:
+        lines.append(f"- index: {i.get('index_type', i.get('type'))}, recall@{i.get('recall_k', '?')} vs exact "
+                     f"{_fmt(i.get('recall'))}")
+    else:
+        lines.append("- index: not built")
+    p = s["publish"]
+    if p:
+        lines.append(f"- Redis: version {p.get('version')} is current (previous {p.get('previous_version')}), "
+                     f"{p.get('keys_written')} keys, {_fmt(p.get('seconds'), 2)} s")
+    else:
+        lines.append("- Redis: nothing published for this date (the last good version stays online)")
+    return lines
+
+
+def _ranking_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
+    lines = [f"# daily_ranking report for {cur_date}", ""]
+    rs = s["ranking_samples"]
+    lines.append(f"- samples: {rs['rows']}" if rs else "- samples: not selected")
+    t = s["train"]
+    lines.append(f"- training: model {t.get('model_version')}, {t.get('examples_per_s')} examples/s, "
+                 f"warm start from {t.get('warm_start', {}).get('from') or 'nothing'}" if t else "- training: no model")
+    e = s["evaluate"]
+    if e:
+        gate = e["gate"]
+        lines.append(f"- gate: {'PASSED' if gate['passed'] else 'FAILED'} {'; '.join(gate.get('reasons', []))}")
+        for name, m in e.get("table", {}).items():
+            lines.append(f"  - {name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in m.items()
+                                                      if isinstance(v, (int, float))))
+        for w in e.get("warnings", []):
+            lines.append(f"  - warning: {w}")
+    p = s["publish"]
+    lines.append(f"- published: {p.get('model_dir')}" if p else "- published: nothing for this date")
+    return lines
+
+
+def write_report(cur_date: str, pipeline: str, cfg: Config | None = None) -> dict[str, Any]:
+    cfg = cfg or load_config()
+    cur_date = parse_date(cur_date).isoformat()
+    store = open_store(cfg)
+    sources = RETRIEVAL_SOURCES if pipeline == "retrieval" else RANKING_SOURCES
+    steps = _collect(store, cur_date, sources)
+    lines = (_retrieval_lines if pipeline == "retrieval" else _ranking_lines)(cur_date, steps)
+    text = "\n".join(lines) + "\n"
+    out = store.partition(f"reports/daily_{pipeline}", cur_date)
+    with store.atomic_output(out) as tmp:
+        store.write_json(f"{tmp}/report.json", {"cur_date": cur_date, "pipeline": pipeline, "steps": steps})
+        store.write_text(f"{tmp}/report.md", text)
+    log.info("run summary\n%s", text)
+    done = [k for k, v in steps.items() if v is not None]
+    return {"report": f"{out}/report.md", "steps_done": done}
+
+
+def retrieval_report(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
+    return write_report(cur_date, "retrieval", cfg)
+
+
+def ranking_report(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
+    return write_report(cur_date, "ranking", cfg)
+
+
+def main() -> None:
+    from dailyrec import cli
+
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--pipeline", choices=["retrieval", "ranking"], default="retrieval")
+    args = p.parse_args()
+    cli.run(lambda: write_report(args.cur_date, args.pipeline, cli.config_from_args(args)))
+
+
+if __name__ == "__main__":
+    main()
