@@ -20,6 +20,21 @@ EXPECTED: dict[str, dict] = {
         "edges": {("resolve_partition", "wait_for_success"), ("resolve_partition", "validate"),
                   ("wait_for_success", "validate")},
     },
+    "daily_retrieval": {
+        "tasks": {"start", "wait_for_logs", "validate_day", "build_features", "select_samples",
+                  "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings", "build_index",
+                  "publish_redis", "serving_check", "report"},
+        "edges": {
+            *{("start", t) for t in ["wait_for_logs", "validate_day", "build_features", "select_samples",
+                                     "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings",
+                                     "build_index", "publish_redis", "serving_check", "report"]},
+            ("wait_for_logs", "validate_day"), ("validate_day", "build_features"),
+            ("build_features", "select_samples"), ("select_samples", "train_two_tower"),
+            ("train_two_tower", "evaluate_gate"), ("evaluate_gate", "should_publish"),
+            ("should_publish", "export_embeddings"), ("export_embeddings", "build_index"),
+            ("build_index", "publish_redis"), ("publish_redis", "serving_check"), ("serving_check", "report"),
+        },
+    },
 }
 
 
@@ -74,6 +89,17 @@ def test_expected_tasks_and_edges(dagbag, dag_id):
     assert set(dag.task_ids) == EXPECTED[dag_id]["tasks"]
     edges = {(u, d) for u in dag.task_ids for d in dag.get_task(u).downstream_task_ids}
     assert edges == EXPECTED[dag_id]["edges"]
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_training_is_pooled_and_gated(dagbag, path):
+    dag = dagbag.get_dag(path.stem)
+    for t in dag.tasks:
+        if t.task_id.startswith("train_"):
+            assert t.pool == "dailyrec_training", t.task_id
+    if path.stem.startswith("daily_"):
+        assert dag.max_active_runs == 1, "daily runs chain through warm start: one at a time"
+        assert "cur_date" in dag.params
 
 
 def test_every_dag_has_expectations():
