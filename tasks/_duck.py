@@ -45,9 +45,13 @@ log = logging.getLogger("dailyrec.duck")
 
 
 def connect(threads: int | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection in UTC (dates of ``TIMESTAMPTZ`` values are UTC dates)."""
+    """An in-memory DuckDB connection in UTC (dates of ``TIMESTAMPTZ`` values are UTC dates) that
+    preserves insertion order."""
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    # results of queries without ORDER BY keep the scan order (files in the order given, rows in
+    # file order): the sampling step relies on it for determinism without a sort
+    con.execute("SET preserve_insertion_order = true")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con

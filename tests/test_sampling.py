@@ -1,0 +1,283 @@
+"""Retrieval sample selection (tasks/sample.py + sql/sample_*.sql): statistical and exact checks
+on small synthetic partitions (built with the helpers of tests/test_features.py)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from dailyrec.config import load_config
+from dailyrec.dates import date_range
+from dailyrec.storage import open_store
+from tests.test_features import DAY0, make_items, make_users, random_day, write_day
+
+DAYS = date_range(DAY0, 2)
+CUR = DAYS[-1]
+N_LOG_ITEMS, N_CATALOG, N_USERS = 60, 70, 150  # items i60..i69 are in the catalog, never in the logs
+HOLDOUT = 3
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two days of logs, snapshots and the features of CUR, built once for the module."""
+    from tasks.features import build_features
+
+    root = tmp_path_factory.mktemp("sampling")
+    base = {"storage.data_root": str(root / "data"), "sampling.window_days": 2,
+            "training.holdout_hours": HOLDOUT}
+    cfg = load_config(overrides=base, environ={})
+    store = open_store(cfg)
+    frames = []
+    for k, day in enumerate(DAYS):
+        ev = random_day(day, 3000, N_USERS, N_LOG_ITEMS, seed=100 + k, ctr=0.2, zipf=1.0)
+        write_day(store, day, ev, make_users([f"u{i}" for i in range(N_USERS)]),
+                  make_items([f"i{i}" for i in range(N_CATALOG)]))
+        frames.append(ev.to_pandas())
+    build_features(CUR, cfg)
+    logs = pd.concat(frames, ignore_index=True)
+    logs["day"] = logs.event_time.dt.strftime("%Y-%m-%d")
+    logs["hour"] = logs.event_time.dt.hour
+    holdout = (logs.day == CUR) & (logs.hour >= 24 - HOLDOUT)
+    train_logs = logs[~holdout]
+    return {"base": base, "store": store, "logs": logs, "train_logs": train_logs,
+            "holdout_logs": logs[holdout]}
+
+
+def run(world, **overrides):
+    """select_samples with the module's data and ``overrides``; returns (result, train df, manifest)."""
+    from tasks.sample import select_samples
+
+    cfg = load_config(overrides={**world["base"], **overrides}, environ={})
+    res = select_samples(CUR, cfg)
+    train = pq.read_table(res["train"]).to_pandas()
+    man = json.loads(open(f"{res['path']}/_manifest.json").read())
+    return res, train, man
+
+
+def clicked_pairs(world) -> set[tuple[str, str]]:
+    t = world["train_logs"]
+    t = t[t.click == 1]
+    return set(zip(t.user_id, t.item_id))
+
+
+def with_group(train: pd.DataFrame) -> pd.DataFrame:
+    """Each row's positive: rows of a positive follow it, so the group is a running count."""
+    train = train.copy()
+    train["group"] = (train.label == 1).cumsum() - 1
+    pos = train[train.label == 1].set_index("group")
+    train["pos_item"] = pos.item_id.reindex(train.group).to_numpy()
+    train["pos_category"] = pos.item_category.reindex(train.group).to_numpy()
+    train["pos_user"] = pos.user_id.reindex(train.group).to_numpy()
+    return train
+
+
+# ---- positives ----------------------------------------------------------------------------
+def test_positive_cap_holds(world):
+    _, train, man = run(world, **{"sampling.positive_cap_per_item": 5, "sampling.positive_subsample_t": None})
+    pos = train[train.label == 1]
+    per_item = pos.item_id.value_counts()
+    assert per_item.max() == 5
+    clicks = world["train_logs"].query("click == 1").item_id.value_counts()
+    assert per_item.to_dict() == {i: min(5, c) for i, c in clicks.items()}
+    st = man["stats"]
+    assert st["dropped_by_cap"] == int((clicks - 5).clip(lower=0).sum()) and st["dropped_by_subsampling"] == 0
+    assert (pos.source == "positive").all()
+    # log_q of a positive = log of its item's frequency among the kept positives
+    freq = per_item / len(pos)
+    np.testing.assert_allclose(pos.log_q, np.log(freq.reindex(pos.item_id).to_numpy()), rtol=1e-5)
+
+
+def test_positive_subsampling_follows_the_word2vec_keep_probability(world):
+    t = 0.01
+    _, train, man = run(world, **{"sampling.positive_subsample_t": t})
+    clicks = world["train_logs"].query("click == 1").item_id.value_counts()
+    f = clicks / clicks.sum()
+    p = np.minimum(1.0, np.sqrt(t / f) + t / f)
+    kept = train[train.label == 1].item_id.value_counts().reindex(clicks.index, fill_value=0)
+    assert (p < 0.5).any() and (kept[p == 1.0] == clicks[p == 1.0]).all()
+    sd = np.sqrt(clicks * p * (1 - p))
+    assert (np.abs(kept - clicks * p) <= 4 * sd + 1).all(), pd.DataFrame({"kept": kept, "exp": clicks * p})
+    assert man["stats"]["dropped_by_subsampling"] == int(clicks.sum() - kept.sum())
+
+
+# ---- random negatives -----------------------------------------------------------------------
+def test_random_negatives_follow_popularity_alpha(world):
+    alpha, npp = 0.5, 40
+    _, train, man = run(world, **{"sampling.positive_subsample_t": None, "sampling.negatives_per_positive": npp,
+                                  "sampling.popularity_alpha": alpha})
+    catalog = [f"i{i}" for i in range(N_CATALOG)]
+    clicks = world["train_logs"].query("click == 1").item_id.value_counts().reindex(catalog, fill_value=0)
+    q = (clicks + 1.0) ** alpha
+    q = q / q.sum()
+    rnd = train[train.source == "random"]
+    np.testing.assert_allclose(rnd.log_q, np.log(q.reindex(rnd.item_id).to_numpy()), rtol=1e-5)
+    assert rnd.label.eq(0).all()
+    # expected counts: q restricted to the items the row's user did not click (collisions redrawn)
+    cl = world["train_logs"].query("click == 1").groupby("user_id").item_id.agg(set)
+    rows_per_user = rnd.user_id.value_counts()
+    expected = pd.Series(0.0, index=catalog)
+    qv = q.to_numpy()
+    for u, n in rows_per_user.items():
+        mask = ~np.isin(catalog, list(cl.get(u, set())))
+        expected += n * qv * mask / (qv * mask).sum()
+    got = rnd.item_id.value_counts().reindex(catalog, fill_value=0)
+    assert got.sum() == len(rnd) and len(rnd) >= 0.99 * npp * (train.label == 1).sum()
+    ok = expected >= 5
+    chi2 = float((((got - expected) ** 2) / expected)[ok].sum())
+    dof = int(ok.sum()) - 1
+    assert chi2 < dof + 5 * np.sqrt(2 * dof), (chi2, dof)
+    top = expected.sort_values(ascending=False).index[:5]
+    np.testing.assert_allclose(got[top], expected[top], rtol=0.1)
+    # cold catalog items (never in the logs) are drawn too
+    cold = [f"i{i}" for i in range(N_LOG_ITEMS, N_CATALOG)]
+    assert got[cold].sum() > 0
+    assert man["stats"]["sources"]["random"]["cold_share"] > 0
+
+
+def test_no_negative_equals_a_positive_of_the_same_user(world):
+    _, train, man = run(world, **{"sampling.hard_negative_sources": ["exposed", "same_category"],
+                                  "sampling.hard_negatives_per_positive": 2,
+                                  "sampling.negatives_per_positive": 8})
+    clicked = clicked_pairs(world)
+    neg = train[train.label == 0]
+    assert set(neg.source) == {"random", "exposed", "same_category"}
+    bad = [p for p in zip(neg.user_id, neg.item_id) if p in clicked]
+    assert bad == []
+    assert man["stats"]["sources"]["random"]["collisions"] > 0  # the check had something to do
+
+
+# ---- hard negatives -------------------------------------------------------------------------
+def test_exposed_and_same_category_negatives(world):
+    _, train, man = run(world, **{"sampling.hard_negative_sources": ["exposed", "same_category"],
+                                  "sampling.hard_negatives_per_positive": 2})
+    train = with_group(train)
+    tl = world["train_logs"]
+    impressed = set(zip(tl.user_id, tl.item_id))
+    clicked = clicked_pairs(world)
+    exp = train[train.source == "exposed"]
+    assert len(exp) > 0 and exp.label.eq(0).all()
+    assert (exp.user_id == exp.pos_user).all()
+    assert all(p in impressed and p not in clicked for p in zip(exp.user_id, exp.item_id))
+    same = train[train.source == "same_category"]
+    assert len(same) > 0 and (same.item_category == same.pos_category).all()
+    assert (same.item_id != same.pos_item).all()
+    n_pos = int((train.label == 1).sum())
+    assert len(same) <= 2 * n_pos and len(exp) <= 2 * n_pos
+    # a negative copies the context of its positive
+    pos = train[train.label == 1].set_index("group")
+    for col in ("device_model", "banner_pos", "hour_of_day", "event_time"):
+        assert (train[col].to_numpy() == pos[col].reindex(train.group).to_numpy()).all(), col
+    st = man["stats"]["sources"]
+    assert st["exposed"]["count"] == len(exp) and st["same_category"]["count"] == len(same)
+
+
+def test_model_hard_negatives_skip_the_top_ranks():
+    from tasks.sample import model_hard_negatives
+
+    rng = np.random.default_rng(3)
+    U, I, D, k, skip = 23, 40, 8, 4, 3
+    uv, iv = rng.normal(size=(U, D)), rng.normal(size=(I, D))
+    ids = np.array([f"it{j}" for j in range(I)])
+    clicked = np.stack([rng.integers(0, U, 60), rng.integers(0, I, 60)], axis=1)
+    users, items, ranks = model_hard_negatives(uv, iv, ids, clicked, k, skip, block=5 * I)  # 5 users a block
+    cset = set(map(tuple, clicked.tolist()))
+    for u in range(U):
+        order = np.argsort(-(uv[u] @ iv.T).astype(np.float32), kind="stable")
+        want = [j for r, j in enumerate(order) if r >= skip and (u, j) not in cset][:k]
+        got = items[users == u]
+        assert list(got) == [ids[j] for j in want], u
+        assert (ranks[users == u] >= skip).all()
+        top = {ids[j] for j in order[:skip]}
+        assert not top & set(got)
+    # everything skipped when the catalog is smaller than skip_top
+    assert len(model_hard_negatives(uv, iv[:2], ids[:2], clicked[:0], k, 5)[0]) == 0
+
+
+def test_model_source_uses_given_vectors_and_is_skipped_without(world):
+    from tasks.sample import ModelVectors, select_samples
+
+    over = {**world["base"], "sampling.hard_negative_sources": ["model"], "sampling.hard_negatives_per_positive": 2,
+            "sampling.model_hard_skip_top": 2}
+    cfg = load_config(overrides=over, environ={})
+    res = select_samples(CUR, cfg)
+    man = json.loads(open(f"{res['path']}/_manifest.json").read())
+    assert "model" in man["stats"]["skipped_sources"] and "model" not in man["stats"]["sources"]
+    assert res["skipped_sources"] == man["stats"]["skipped_sources"]
+
+    rng = np.random.default_rng(0)
+    users = np.array([f"u{i}" for i in range(N_USERS)])
+    items = np.array([f"i{i}" for i in range(N_CATALOG + 5)])  # i70.. are unknown to the catalog
+    mv = ModelVectors(users, rng.normal(size=(N_USERS, 6)), items, rng.normal(size=(len(items), 6)), version="m1")
+    res = select_samples(CUR, cfg, model_vectors=mv)
+    train = with_group(pq.read_table(res["train"]).to_pandas())
+    model = train[train.source == "model"]
+    assert len(model) > 0 and model.label.eq(0).all()
+    assert set(model.item_id) <= {f"i{i}" for i in range(N_CATALOG)}
+    clicked = clicked_pairs(world)
+    assert not any(p in clicked for p in zip(model.user_id, model.item_id))
+    # each is outside the top 2 of the user's model ranking
+    uv = dict(zip(mv.user_ids, mv.user_vectors))
+    cat_vecs = mv.item_vectors[:N_CATALOG]
+    for u, it in zip(model.user_id, model.item_id):
+        scores = cat_vecs @ uv[u]
+        rank = int((scores > scores[int(it[1:])]).sum())
+        assert rank >= 2
+    man = json.loads(open(f"{res['path']}/_manifest.json").read())
+    assert man["stats"]["sources"]["model"]["model_version"] == "m1" and man["inputs"]["model_vectors"] == "m1"
+
+
+# ---- holdout, determinism, manifest -----------------------------------------------------------
+def test_holdout_hours_are_not_in_train(world):
+    res, train, man = run(world)
+    ts = pd.to_datetime(train.event_time)
+    on_cur = ts.dt.strftime("%Y-%m-%d") == CUR
+    assert (ts[on_cur].dt.hour < 24 - HOLDOUT).all() and on_cur.any()
+    assert (train.hour_of_day == ts.dt.hour).all()
+    hold = pq.read_table(res["holdout"]).to_pandas()
+    exp = world["holdout_logs"].query("click == 1")
+    assert len(hold) == len(exp) > 0 and sorted(hold.item_id) == sorted(exp.item_id)
+    assert (pd.to_datetime(hold.event_time).dt.hour >= 24 - HOLDOUT).all()
+    assert {"user_id", "user_gender", "user_age_bucket", "user_segment", "device_model", "hour_of_day",
+            "item_id", "in_catalog"} <= set(hold.columns)
+    assert hold.in_catalog.all() and hold.user_segment.notna().all()
+    # positives = the training-window clicks only
+    assert man["stats"]["clicks_in_window"] == int(world["train_logs"].click.sum())
+
+
+def test_same_seed_same_samples_other_seed_different(world):
+    over = {"sampling.hard_negative_sources": ["exposed", "same_category"]}
+    _, a, _ = run(world, **over)
+    _, b, _ = run(world, **over)
+    _, c, _ = run(world, **over, **{"sampling.seed": 8})
+    pd.testing.assert_frame_equal(a, b)
+    assert len(a) != len(c) or not a.item_id.equals(c.item_id)
+
+
+def test_manifest_statistics(world):
+    res, train, man = run(world, **{"sampling.hard_negative_sources": ["exposed", "same_category", "model"]})
+    st = man["stats"]
+    assert man["step"] == "sample" and man["cur_date"] == CUR
+    assert man["rows"]["train"] == len(train) and man["rows"]["holdout"] == res["rows"]["holdout"]
+    for s, n in train.source.value_counts().items():
+        assert st["sources"][s]["count"] == n
+        assert st["sources"][s]["distinct_items"] == train[train.source == s].item_id.nunique()
+        for key in ("mean_log_popularity", "cold_share", "mean_log_q"):
+            assert key in st["sources"][s]
+    # popularity skew: the word2vec subsampling and alpha < 1 flatten the negatives
+    assert st["sources"]["random"]["mean_log_popularity"] < st["sources"]["positive"]["mean_log_popularity"] + 1
+    assert st["events_in_window"] == len(world["train_logs"]) and st["catalog_items"] == N_CATALOG
+    assert st["skipped_sources"] == {"model": st["skipped_sources"]["model"]}
+    assert {"sql_clicks", "random_negatives", "assemble", "total"} <= set(man["timings_s"])
+    assert man["seed"][0] == 7
+
+
+def test_missing_catalog_fails_clearly(tmp_path):
+    from tasks.sample import select_samples
+
+    cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data")}, environ={})
+    with pytest.raises(FileNotFoundError, match=r"features/dt=2026-11-02/catalog\.parquet"):
+        select_samples(CUR, cfg)
