@@ -213,7 +213,6 @@ class _Negatives:
 
 def _resample_collisions(rng, owner_user, items, clicked_keys, n_items, redraw) -> tuple[np.ndarray, dict[str, int]]:
     """Redraw items that the owner user clicked (``redraw(mask) -> new items``); drop what is left."""
-    keep = np.ones(len(items), dtype=bool)
     resampled = 0
     coll = _member(clicked_keys, owner_user * n_items + items)
     first = int(coll.sum())
@@ -225,8 +224,7 @@ def _resample_collisions(rng, owner_user, items, clicked_keys, n_items, redraw) 
         items[idx] = redraw(idx)
         coll = np.zeros(len(items), dtype=bool)
         coll[idx] = _member(clicked_keys, owner_user[idx] * n_items + items[idx])
-    keep &= ~coll
-    return keep, {"collisions": first, "redraws": resampled, "dropped": int(coll.sum())}
+    return ~coll, {"collisions": first, "redraws": resampled, "dropped": int(coll.sum())}
 
 
 # ---- the step -------------------------------------------------------------------------------
@@ -373,6 +371,8 @@ def select_samples(cur_date: str, cfg: Config | None = None,
              "(%d dropped by subsampling, %d by the cap, %d clicks on items outside the catalog)",
              cur_date, events_in_window, clicks_in_window, n_pos, dropped_subsample, dropped_cap,
              unknown_item_clicks)
+    if n_pos == 0:
+        log.warning("samples dt=%s: no positive in the training window; train.parquet will be empty", cur_date)
 
     negs = _Negatives()
     pop_count = (item_clicks if POPULARITY_BY == "clicks" else impressions).astype(np.float64)
@@ -477,12 +477,11 @@ def select_samples(cur_date: str, cfg: Config | None = None,
         train = pa.table(cols)
 
     with timer.step("stats"):
-        impressions_f = impressions
-        per_source = {"positive": _source_stats(pos_item, pos_log_q, log_pop, impressions_f)}
+        per_source = {"positive": _source_stats(pos_item, pos_log_q, log_pop, impressions)}
         for s in SOURCES[1:]:
             if s in negs.parts:
                 _, it, lq = negs.parts[s]
-                per_source[s] = {**_source_stats(it, lq, log_pop, impressions_f), **negs.info[s]}
+                per_source[s] = {**_source_stats(it, lq, log_pop, impressions), **negs.info[s]}
         stats = {
             "events_in_window": events_in_window,
             "clicks_in_window": clicks_in_window,
