@@ -116,11 +116,19 @@ class SamplingConfig(_Strict):
     hard_negative_sources: list[Literal["exposed", "same_category", "model"]] = []
     hard_negatives_per_positive: int = Field(1, ge=0)
     model_hard_skip_top: int = Field(5, ge=0)
+    model_hard_pool: int = Field(20, ge=1)
+    """Model hard negatives computed per user; each positive draws from them."""
+    popularity_by: Literal["clicks", "impressions"] = "clicks"
+    popularity_floor: float = Field(1.0, gt=0)
+    """Added to every item's count, so a never-clicked item keeps q > 0."""
+    cold_impressions: int = Field(10, ge=1)
+    """An item with fewer impressions in the training window counts as cold in the statistics."""
     seed: int = 7
 
 
 class FeaturesConfig(_Strict):
     counter_windows_days: list[int] = [1, 7]
+    ctr_prior_strength: float = Field(20.0, gt=0)
     min_count: int = Field(1, ge=1)
     evict_after_days: int = Field(30, ge=1)
     spec: list[FeatureSpec] = Field(default_factory=_default_features)

@@ -36,8 +36,6 @@ from tasks import _duck
 log = logging.getLogger("dailyrec.features")
 
 # Candidate config keys (see the report / docs): features.ctr_prior_strength.
-CTR_PRIOR_STRENGTH = 20.0
-"""Weight, in impressions, of the global-CTR prior in the smoothed ``ctr_Wd``."""
 
 VOCAB_STATE_SCHEMA = pa.schema([
     pa.field("feature", pa.string(), nullable=False),
@@ -140,7 +138,7 @@ def build_features(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
              cur_date, len(files), len(hours), sorted(hours), users.num_rows, items.num_rows)
 
     con = open_events(store, files, users, items)
-    params = {"cur_date": cur_date, "max_window": max(windows), "prior_strength": CTR_PRIOR_STRENGTH}
+    params = {"cur_date": cur_date, "max_window": max(windows), "prior_strength": fc.ctr_prior_strength}
     with timer.step("item_counters"):
         item_counters = _duck.query_arrow(con, "counters", params, {"key": "item_id", "windows": windows})
     with timer.step("user_counters"):
@@ -208,7 +206,7 @@ def build_features(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
                     "prev_vocab_state": prev_path},
             rows=rows, timings=timer.timings,
             counter_windows_days=windows, vocab_window_days=vocab_days,
-            ctr_prior_strength=CTR_PRIOR_STRENGTH, min_count=fc.min_count,
+            ctr_prior_strength=fc.ctr_prior_strength, min_count=fc.min_count,
             evict_after_days=fc.evict_after_days, catalog_unseen_items=unseen,
             vocab_sizes=sizes, files=list(OUTPUT_FILES),
         )

@@ -49,15 +49,6 @@ log = logging.getLogger("dailyrec.sample")
 SOURCES = ("positive", "random", "exposed", "same_category", "model")
 """Values of the ``source`` column; rows of one positive follow it in this order."""
 
-# Candidate config keys (see docs/features-and-sampling.md and the report).
-POPULARITY_BY = "clicks"
-"""sampling.popularity_by: the count behind the negative distribution (clicks | impressions)."""
-POPULARITY_FLOOR = 1.0
-"""sampling.popularity_floor: added to every item's count, so a never-clicked item keeps q > 0."""
-COLD_IMPRESSIONS = 10
-"""sampling.cold_impressions: an item with fewer impressions in the training window is cold."""
-MODEL_HARD_POOL = 20
-"""sampling.model_hard_pool: model hard negatives computed per user, each positive draws from them."""
 RESAMPLE_ROUNDS = 8
 """Redraws of a negative that collides with a click of its user before it is dropped."""
 SCORE_BLOCK = 1 << 24
@@ -256,14 +247,15 @@ def _dict_take(col: pa.ChunkedArray | pa.Array, idx: np.ndarray) -> pa.Array:
     return arr.take(pa.array(idx))
 
 
-def _source_stats(items: np.ndarray, log_q: np.ndarray, log_pop: np.ndarray, impressions: np.ndarray) -> dict[str, Any]:
+def _source_stats(items: np.ndarray, log_q: np.ndarray, log_pop: np.ndarray, impressions: np.ndarray,
+                  cold_below: int) -> dict[str, Any]:
     if len(items) == 0:
         return {"count": 0, "distinct_items": 0}
     return {
         "count": int(len(items)),
         "distinct_items": int(np.count_nonzero(np.bincount(items))),
         "mean_log_popularity": round(float(log_pop[items].mean()), 4),
-        "cold_share": round(float((impressions[items] < COLD_IMPRESSIONS).mean()), 4),
+        "cold_share": round(float((impressions[items] < cold_below).mean()), 4),
         "mean_log_q": round(float(log_q.mean()), 4),
     }
 
@@ -375,10 +367,10 @@ def select_samples(cur_date: str, cfg: Config | None = None,
         log.warning("samples dt=%s: no positive in the training window; train.parquet will be empty", cur_date)
 
     negs = _Negatives()
-    pop_count = (item_clicks if POPULARITY_BY == "clicks" else impressions).astype(np.float64)
-    log_pop = np.log(pop_count + POPULARITY_FLOOR)
+    pop_count = (item_clicks if sc.popularity_by == "clicks" else impressions).astype(np.float64)
+    log_pop = np.log(pop_count + sc.popularity_floor)
     with timer.step("random_negatives"):
-        w = (pop_count + POPULARITY_FLOOR) ** sc.popularity_alpha
+        w = (pop_count + sc.popularity_floor) ** sc.popularity_alpha
         q = w / w.sum()
         cdf = np.cumsum(q)
 
@@ -435,7 +427,7 @@ def select_samples(cur_date: str, cfg: Config | None = None,
             else:
                 with timer.step("model_negatives"):
                     negs_model = _model_source(rng, model_vectors, user_table, catalog, pos_user, clicked_keys,
-                                               n_items, h, sc.model_hard_skip_top)
+                                               n_items, h, sc.model_hard_skip_top, sc.model_hard_pool)
                 negs.add("model", *negs_model[:3], **negs_model[3])
 
     with timer.step("assemble"):
@@ -477,11 +469,11 @@ def select_samples(cur_date: str, cfg: Config | None = None,
         train = pa.table(cols)
 
     with timer.step("stats"):
-        per_source = {"positive": _source_stats(pos_item, pos_log_q, log_pop, impressions)}
+        per_source = {"positive": _source_stats(pos_item, pos_log_q, log_pop, impressions, sc.cold_impressions)}
         for s in SOURCES[1:]:
             if s in negs.parts:
                 _, it, lq = negs.parts[s]
-                per_source[s] = {**_source_stats(it, lq, log_pop, impressions), **negs.info[s]}
+                per_source[s] = {**_source_stats(it, lq, log_pop, impressions, sc.cold_impressions), **negs.info[s]}
         stats = {
             "events_in_window": events_in_window,
             "clicks_in_window": clicks_in_window,
@@ -491,9 +483,9 @@ def select_samples(cur_date: str, cfg: Config | None = None,
             "dropped_by_cap": dropped_cap,
             "users_with_positives": n_users,
             "catalog_items": n_items,
-            "catalog_cold_share": round(float((impressions < COLD_IMPRESSIONS).mean()), 4),
-            "cold_impressions_below": COLD_IMPRESSIONS,
-            "popularity": f"{POPULARITY_BY} in the training window + {POPULARITY_FLOOR:g}",
+            "catalog_cold_share": round(float((impressions < sc.cold_impressions).mean()), 4),
+            "cold_impressions_below": sc.cold_impressions,
+            "popularity": f"{sc.popularity_by} in the training window + {sc.popularity_floor:g}",
             "popularity_alpha": sc.popularity_alpha,
             "random_q_max": float(q.max()),
             "random_q_min": float(q.min()),
@@ -532,7 +524,7 @@ def select_samples(cur_date: str, cfg: Config | None = None,
 
 
 def _model_source(rng, mv: ModelVectors, user_table: pa.Table, catalog: pa.Table, pos_user: np.ndarray,
-                  clicked_keys: np.ndarray, n_items: int, h: int, skip_top: int):
+                  clicked_keys: np.ndarray, n_items: int, h: int, skip_top: int, pool: int):
     """Map the model's ids to this run's codes, rank, and give each positive ``h`` draws."""
     import pandas as pd
 
@@ -552,7 +544,7 @@ def _model_source(rng, mv: ModelVectors, user_table: pa.Table, catalog: pa.Table
     pairs = pairs[(pairs >= 0).all(axis=1)]
     uu, items, rank = model_hard_negatives(
         np.asarray(mv.user_vectors)[u_row[users_in]], np.asarray(mv.item_vectors)[items_in],
-        i_code[items_in], pairs, MODEL_HARD_POOL, skip_top)
+        i_code[items_in], pairs, pool, skip_top)
     user_code = users_in[uu]
     order = np.argsort(user_code, kind="stable")
     user_code, items, rank = user_code[order], np.asarray(items, np.int64)[order], rank[order]
@@ -561,7 +553,7 @@ def _model_source(rng, mv: ModelVectors, user_table: pa.Table, catalog: pa.Table
     ok, off = _draw_from_groups(rng, pos_user[owner], start, count)
     chosen = items[off]
     info = {"model_version": mv.version, "users_known_to_model": int(len(users_in)),
-            "items_known_to_model": int(len(items_in)), "pool_per_user": MODEL_HARD_POOL,
+            "items_known_to_model": int(len(items_in)), "pool_per_user": pool,
             "skip_top": skip_top, "min_rank": int(rank[off].min()) if len(off) else None}
     return owner[ok], chosen, _log_freq(chosen, n_items), info
 

@@ -66,3 +66,10 @@ def test_feature_spec_duplicate_names_refused():
     spec = [{"name": "user_id", "side": "user"}, {"name": "user_id", "side": "user"}]
     with pytest.raises(ConfigError, match="duplicate feature names"):
         load_config(overrides={"features.spec": spec}, environ={})
+
+
+def test_shipped_config_files_are_valid():
+    from dailyrec.config import REPO_ROOT
+
+    for f in sorted((REPO_ROOT / "config").glob("*.yaml")):
+        load_config(files=[f], environ={})

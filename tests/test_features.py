@@ -110,7 +110,7 @@ def read(path) -> pd.DataFrame:
 
 # ---- counters and catalog -----------------------------------------------------------------
 def test_counters_and_catalog_match_a_hand_computation(tmp_path):
-    from tasks.features import CTR_PRIOR_STRENGTH, build_features
+    from tasks.features import build_features
 
     cfg = config(tmp_path, **{"features.counter_windows_days": [1, 3], "sampling.window_days": 2})
     store = open_store(cfg)
@@ -136,7 +136,7 @@ def test_counters_and_catalog_match_a_hand_computation(tmp_path):
             p = g.clk.sum() / g.imp.sum()
             g[f"impressions_{w}d"] = g.imp
             g[f"clicks_{w}d"] = g.clk
-            g[f"ctr_{w}d"] = (g.clk + CTR_PRIOR_STRENGTH * p) / (g.imp + CTR_PRIOR_STRENGTH)
+            g[f"ctr_{w}d"] = (g.clk + cfg.features.ctr_prior_strength * p) / (g.imp + cfg.features.ctr_prior_strength)
             g = g.drop(columns=["imp", "clk"])
             res = g if res is None else res.join(g, how="outer")
         win3 = logs[logs.dt >= (pd.Timestamp(cur) - pd.Timedelta(days=2)).date()]
