@@ -98,7 +98,7 @@ def daily_retrieval():
     @task
     def select_samples(run: dict) -> dict:
         from dailyrec.runctx import config_for
-        from tasks.sample import select_samples as step
+        from tasks.user_vectors import select_samples_with_model as step
 
         return step(run["cur_date"], config_for(run))
 
