@@ -58,9 +58,12 @@ def _retrieval_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
     sm = s["samples"]
     if sm:
         lines.append(f"- samples: {sm['rows']}")
-        stats = sm.get("stats") or sm.get("sampling_stats") or {}
-        if stats:
-            lines.append(f"  - sampling statistics: {stats}")
+        stats = sm.get("stats") or {}
+        for src, st in (stats.get("sources") or {}).items():
+            lines.append(f"  - {src}: {st.get('count')} rows, {st.get('distinct_items')} items, mean log-popularity "
+                         f"{_fmt(st.get('mean_log_popularity'), 3)}, cold share {_fmt(st.get('cold_share'), 3)}")
+        if stats.get("skipped_sources"):
+            lines.append(f"  - skipped sources: {stats['skipped_sources']}")
     else:
         lines.append("- samples: not selected")
     t = s["train"]
@@ -88,8 +91,9 @@ def _retrieval_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
     lines.append(f"- export: {x['rows']['items']} item vectors (dim {x['dim']})" if x else "- export: not run")
     i = s["index"]
     if i:
-        lines.append(f"- index: {i.get('index_type', i.get('type'))}, recall@{i.get('recall_k', '?')} vs exact "
-                     f"{_fmt(i.get('recall'))}")
+        ix = i.get("index", {})
+        lines.append(f"- index: {ix.get('type')} ({ix.get('factory')}), {ix.get('n')} items, recall@{ix.get('recall_k')} "
+                     f"vs exact search {_fmt(ix.get('recall_at_k'))} on {ix.get('recall_queries')}")
     else:
         lines.append("- index: not built")
     p = s["publish"]
