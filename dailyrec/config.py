@@ -110,7 +110,7 @@ class DemoConfig(_Strict):
 class SamplingConfig(_Strict):
     window_days: int = Field(2, ge=1)
     positive_cap_per_item: int | None = None
-    positive_subsample_t: float | None = 1e-3
+    positive_subsample_t: float | None = 5e-3
     negatives_per_positive: int = Field(4, ge=0)
     popularity_alpha: float = 0.75
     hard_negative_sources: list[Literal["exposed", "same_category", "model"]] = []
@@ -152,7 +152,7 @@ class TrainingConfig(_Strict):
     user_hidden: list[int] = [128, 64]
     item_hidden: list[int] = [128, 64]
     output_dim: int = Field(64, ge=2)
-    epochs: int = Field(2, ge=1)
+    epochs: int = Field(4, ge=1)
     batch_size: int = Field(1024, ge=1)
     learning_rate: float = Field(0.01, gt=0)
     lr_decay_rate: float = Field(0.9, gt=0, le=1)

@@ -4,7 +4,7 @@
 
 Users: those with a click in the held-out last ``training.holdout_hours`` hours of ``cur_date``
 (at most ``evaluation.max_eval_users``, a seeded sample). Candidates: the day's whole catalog
-minus the user's clicked items of the training window. Truth: the user's distinct held-out
+minus the items the user clicked in the training window (all clicks, before down-sampling). Truth: the user's distinct held-out
 clicked items. The same users, candidates and truth for every ranker:
 
 * ``new``: the model trained for ``cur_date``;
@@ -41,12 +41,11 @@ def popularity_column(columns: list[str]) -> str:
 
 def _eval_set(store: Any, cfg: Config, cur_date: str) -> dict[str, Any]:
     import numpy as np
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     sdir = store.partition("samples", cur_date)
     holdout = pq.read_table(f"{sdir}/holdout.parquet", filesystem=store.fs)
-    train = pq.read_table(f"{sdir}/train.parquet", columns=["user_id", "item_id", "label"], filesystem=store.fs)
+    seen_t = pq.read_table(f"{sdir}/seen.parquet", filesystem=store.fs)
     catalog = pq.read_table(f"{store.partition('features', cur_date)}/catalog.parquet", filesystem=store.fs)
     if holdout.num_rows == 0:
         raise ValueError(f"{sdir}/holdout.parquet has no clicks: nothing to evaluate "
@@ -63,7 +62,7 @@ def _eval_set(store: Any, cfg: Config, cur_date: str) -> dict[str, Any]:
     truth_items = hold.groupby("user_id")["item_id"].apply(lambda s: sorted(set(s)))
     truth = [np.array([pos[i] for i in truth_items[u] if i in pos], dtype=np.int64) for u in users]
     n_truth = [len(truth_items[u]) for u in users]
-    tr = train.filter(pc.equal(train.column("label"), 1)).to_pandas()
+    tr = seen_t.to_pandas()
     tr = tr[tr["user_id"].isin(set(users))]
     seen = tr.groupby("user_id")["item_id"].apply(lambda s: sorted(set(s)))
     exclude = [np.array([pos[i] for i in seen.get(u, []) if i in pos], dtype=np.int64) for u in users]

@@ -21,7 +21,8 @@ is DuckDB SQL (``sql/sample_*.sql``) and vectorised numpy; no per-row Python.
   on the previous model's vectors, passed as :class:`ModelVectors`; skipped with a warning
   when there are none).
 
-Output (atomic), ``samples/dt=D/``: ``train.parquet``, ``holdout.parquet``, ``_manifest.json``
+Output (atomic), ``samples/dt=D/``: ``train.parquet``, ``holdout.parquet``, ``seen.parquet`` (the
+distinct user/item clicks of the training window, before down-sampling), ``_manifest.json``
 (with per-source statistics). Deterministic under ``(sampling.seed, cur_date)``. See
 docs/features-and-sampling.md.
 """
@@ -503,6 +504,11 @@ def select_samples(cur_date: str, cfg: Config | None = None,
         pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd",
                        compression_level=1, store_schema=False)
         pq.write_table(holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
+        # every (user, item) clicked in the training window, before any down-sampling: the items
+        # the evaluation must not count as new recommendations (tasks.evaluate_two_tower)
+        seen = pa.table({"user_id": clicks["user_id"], "item_id": clicks["item_id"]}).group_by(
+            ["user_id", "item_id"]).aggregate([])
+        pq.write_table(seen, f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
         manifest = make_manifest(
             "sample", cfg, cur_date,
             inputs={"logs": {d: hours[d] for d in sorted(hours)}, "users": store.partition("users", cur_date),
