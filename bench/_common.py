@@ -122,8 +122,8 @@ def _flatten(metrics: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, metrics)]
 
 
-def regenerate_results_md() -> Path:
-    """Rebuild ``bench/RESULTS.md`` from all ``bench/results/*.json``."""
+def regenerate_results_md(paths: list[Path] | None = None) -> Path:
+    """Rebuild ``bench/RESULTS.md`` from all ``bench/results/*.json`` (or only from ``paths``)."""
     lines = [
         "# Benchmark results",
         "",
@@ -131,7 +131,7 @@ def regenerate_results_md() -> Path:
         "benchmark is run with `./dev bench NAME`, which rewrites its JSON file and this page.",
         "",
     ]
-    files = sorted(RESULTS_DIR.glob("*.json"))
+    files = sorted(RESULTS_DIR.glob("*.json") if paths is None else (Path(p) for p in paths))
     if not files:
         lines.append("_No results yet._")
     for path in files:

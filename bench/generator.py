@@ -9,8 +9,9 @@ Metrics (bench/results/generator.json, summarised in bench/RESULTS.md):
 
 * ``events_per_s``: events / wall seconds of the simulation, median over the repeats;
   ``events_per_s_first`` the first repeat alone (it also pays the process's first touch of the
-  memory of the tables), ``events_per_s_cpu`` events / process CPU seconds (median; less sensitive
-  to other load on the machine);
+  memory of the tables), ``events_per_s_cpu`` events per second of process CPU time summed over
+  the threads (median; less sensitive to other load on the machine); ``threads`` the generator's
+  thread count;
 * ``peak_rss_mb``: peak RSS of the process after the simulation (``ru_maxrss``);
 * ``universe_s``: one-off construction of the users, items and samplers (not in ``events_per_s``);
 * ``parquet_*``: write speed of the Parquet partitions.
@@ -49,11 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--write-events", type=int, default=2_000_000, help="events of the day written as Parquet (0: skip)")
     ap.add_argument("--start-date", default="2026-11-01")
+    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: tasks.generate_demo.THREADS)")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write results")
     args = ap.parse_args(argv)
     if args.events < 24 * args.days or args.repeats < 1:
         ap.error("need --events >= 24 * --days and --repeats >= 1")
 
+    if args.threads:
+        g.THREADS = args.threads
     base = {"demo.n_users": args.users, "demo.n_items": args.items, "demo.start_date": args.start_date}
     if args.categories:
         base["demo.n_categories"] = args.categories
@@ -101,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         "items": args.items,
         "categories": cfg.demo.n_categories,
         "repeats": args.repeats,
+        "threads": g.THREADS,
         "events_per_s": round(n / statistics.median(r["wall"] for r in runs)),
         "events_per_s_first": round(n / runs[0]["wall"]),
         "events_per_s_cpu": round(n / statistics.median(r["cpu"] for r in runs)),

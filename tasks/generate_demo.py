@@ -32,9 +32,10 @@ Everything is vectorised (no per-event Python): categorical draws use Walker ali
 for many distributions at once (per-user category tables, per-category item tables); a string
 column is a numpy gather from a small dictionary of equal-width ids (:class:`FixedStrings`) wrapped
 as an Arrow ``string`` array; request ids are hex strings built through a 65536-entry lookup
-table. A day is deterministic given the config and the date: its random stream is
-``numpy.random.default_rng([seed, tag, date ordinal])``; users and items use streams of the seed
-alone.
+table. The day is simulated in chunks of :data:`CHUNK` events on :data:`THREADS` threads, each chunk
+filling its slice of preallocated columns. A day is deterministic given the config and the date:
+its random streams are ``numpy.random.default_rng([seed, tag, date ordinal, chunk])``, whatever the
+number of threads; users and items use streams of the seed alone.
 
 CLI::
 
@@ -48,8 +49,10 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,7 +118,7 @@ NULL_SITE = ("85f751fd", "c4e18dd6", "50e219e0")
 NULL_APP = ("ecad2386", "7801e8d9", "07d7df22")
 UNKNOWN_DEVICE_ID = "a99f214a"
 
-_TAG_USERS, _TAG_ITEMS, _TAG_DAY, _TAG_CONTEXT, _TAG_PUBLISHERS = 1, 2, 3, 4, 5
+_TAG_USERS, _TAG_ITEMS, _TAG_DAY, _TAG_CONTEXT, _TAG_PUBLISHERS, _TAG_CLICK = 1, 2, 3, 4, 5, 6
 _US_PER_HOUR = 3_600_000_000
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
@@ -592,7 +595,29 @@ def _event_times(rng: np.random.Generator, counts: np.ndarray, day_start_us: int
 
 
 CHUNK = 1 << 20
-"""Events simulated per vectorised step (the temporaries of a chunk are reused, not re-allocated)."""
+"""Events per unit of work. Every chunk has its own random stream (seed, date, chunk number), so
+the output does not depend on how many threads run the chunks."""
+THREADS = max(1, min(4, os.cpu_count() or 1))
+"""Threads that simulate chunks (numpy releases the GIL in the heavy calls)."""
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _run(fn: Any, n: int) -> None:
+    """``fn(0) .. fn(n - 1)``, on a pool of :data:`THREADS` threads when that is more than one."""
+    global _POOL
+    if THREADS <= 1 or n <= 1:
+        for i in range(n):
+            fn(i)
+        return
+    if _POOL is None or _POOL[0] != THREADS:
+        _POOL = (THREADS, ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="generate_demo"))
+    for f in [_POOL[1].submit(fn, i) for i in range(n)]:
+        f.result()
+
+
+def _string_column(n: int, width: int, rows: np.ndarray) -> pa.StringArray:
+    return pa.StringArray.from_buffers(n, _offsets(n, width), pa.py_buffer(rows.view(np.uint8)))
 
 
 def simulate_day(cfg: Config, cur_date: str, timer: Timer | None = None) -> dict[str, pa.Table]:
@@ -610,118 +635,135 @@ def simulate_day(cfg: Config, cur_date: str, timer: Timer | None = None) -> dict
     E = int(demo.events_per_day)
     C = uni.n_categories
     K = np.int32(cat_.in_category.k)
-    rng = _rng(demo.seed, _TAG_DAY, d.toordinal())
+    seed, ordinal = demo.seed, d.toordinal()
+    rng = _rng(seed, _TAG_DAY, ordinal)
     f32, i32 = np.float32, np.int32
     pos_alias, size_alias, c18_alias = RowAlias(BANNER_POS_P), RowAlias(BANNER_SIZE_P), RowAlias(C18_P)
-    quality, item_buy = cat_.items["quality"], cat_.items["buy"]
+    items = cat_.items
+    n_chunks = -(-E // CHUNK)
+    seed_key = _splitmix64(np.array([seed % (1 << 63)], dtype=np.uint64))[0]
+
+    def strings(dictionary: FixedStrings) -> np.ndarray:
+        return np.empty(E, dtype=dictionary.rows.dtype)
 
     with timer.step("events"):
         counts = 1 + rng.multinomial(E - 24, DIURNAL / DIURNAL.sum())
-        day_start_us = (d.toordinal() - _EPOCH_ORDINAL) * 24 * _US_PER_HOUR
+        day_start_us = (ordinal - _EPOCH_ORDINAL) * 24 * _US_PER_HOUR
         hour, event_us = _event_times(rng, counts, day_start_us)
         user, category, item = (np.empty(E, i32) for _ in range(3))
-        pos, site, app, ip, conn, size, c18 = (np.empty(E, i32) for _ in range(7))
         z = np.empty(E, f32)
-        for lo in range(0, E, CHUNK):
-            hi = min(E, lo + CHUNK)
+        ints = {c: np.empty(E, i32) for c in ("C1", "banner_pos", "device_type", "device_conn_type", "C14",
+                                              "C15", "C16", "C17", "C18", "C19", "C20", "C21")}
+        strs = {
+            "user_id": strings(uni.user_ids), "item_id": strings(cat_.ids),
+            "site_id": strings(uni.site_cols[0]), "site_domain": strings(uni.site_cols[1]),
+            "site_category": strings(uni.site_cols[2]), "app_id": strings(uni.app_cols[0]),
+            "app_domain": strings(uni.app_cols[1]), "app_category": strings(uni.app_cols[2]),
+            "device_id": strings(uni.user_device_id), "device_ip": strings(uni.user_ips),
+            "device_model": strings(uni.user_device_model),
+        }
+        request_id = np.empty((E, 4), np.uint32)     # 16 hex chars
+
+        def chunk(i: int) -> None:
+            lo, hi = i * CHUNK, min(E, (i + 1) * CHUNK)
             n = hi - lo
+            r = _rng(seed, _TAG_DAY, ordinal, i + 1)
 
             def unif() -> np.ndarray:
-                return rng.random(n, dtype=f32)
+                return r.random(n, dtype=f32)
 
-            u = user[lo:hi] = uni.activity.sample(rng, n)
-            # the impressed item: the user's categories or global popularity, then popularity within
+            # who, and the impressed item: the user's categories or global popularity, then
+            # popularity within the category
+            u = uni.activity.sample(r, n)
             c = uni.pref_alias.sample(u, unif())
             popular = unif() < f32(POPULAR_SHARE)
             popular |= ~cat_.category_has_items[c]
-            c[popular] = cat_.category_dist.sample(None, rng.random(int(popular.sum()), dtype=f32))
-            category[lo:hi] = c
+            c[popular] = cat_.category_dist.sample(None, r.random(int(popular.sum()), dtype=f32))
             slot = cat_.in_category.sample(c, unif())
             slot += c * K
-            it = item[lo:hi] = cat_.slot_item[slot]
-            p = pos[lo:hi] = pos_alias.sample(None, unif())
+            it = cat_.slot_item[slot]
+            p = pos_alias.sample(None, unif())
+            user[lo:hi], category[lo:hi], item[lo:hi] = u, c, it
             # click logit without the day's offset
             uc = u * i32(C)
             uc += c
             zc = z[lo:hi]
             np.multiply(uni.log_affinity[uc], f32(AFFINITY_WEIGHT), out=zc)
             zc += uni.user_click[u]
-            zc += quality[it]
+            zc += items["quality"][it]
             zc += uni.category_click[c]
             zc += POS_LOGIT[p]
             zc += HOUR_LOGIT[hour[lo:hi]]
-            # context: web or app placement, device, banner size
+            # context: web or app placement, device, banner
             is_app = unif() < uni.user_app[u]
-            s_ = uni.site_dist.sample(rng, n)
-            s_[is_app] = N_SITES                       # the null site
-            site[lo:hi] = s_
-            a_ = uni.app_dist.sample(rng, n)
-            a_[~is_app] = N_APPS                       # the null app
-            app[lo:hi] = a_
-            ip_ = u * i32(2)
-            ip_ += unif() < f32(0.15)                  # a second IP (mobile network) now and then
-            ip[lo:hi] = ip_
-            cn = uni.user_conn[u]
-            cn[unif() < f32(0.1)] = 2
-            conn[lo:hi] = cn
-            size[lo:hi] = size_alias.sample(None, unif())
-            c18[lo:hi] = c18_alias.sample(None, unif())
+            site = uni.site_dist.sample(r, n)
+            site[is_app] = N_SITES                       # the null site
+            app = uni.app_dist.sample(r, n)
+            app[~is_app] = N_APPS                        # the null app
+            ip = u * i32(2)
+            ip += unif() < f32(0.15)                     # the second IP (mobile network) now and then
+            conn = uni.user_conn[u]
+            conn[unif() < f32(0.1)] = 2
+            size = size_alias.sample(None, unif())
+            c18 = c18_alias.sample(None, unif())
+            # the columns
+            for name, idx, src in (
+                ("C1", u, uni.user_c1), ("device_type", u, uni.user_device_type), ("C20", u, uni.user_c20),
+                ("C14", it, items["C14"]), ("C17", it, items["C17"]), ("C19", it, items["C19"]),
+                ("C21", it, items["C21"]), ("C15", size, BANNER_SIZES[:, 0]), ("C16", size, BANNER_SIZES[:, 1]),
+            ):
+                np.take(src, idx, out=ints[name][lo:hi])
+            ints["banner_pos"][lo:hi] = p
+            ints["device_conn_type"][lo:hi] = conn
+            ints["C18"][lo:hi] = c18
+            for name, idx, fs in (
+                ("user_id", u, uni.user_ids), ("item_id", it, cat_.ids), ("device_id", u, uni.user_device_id),
+                ("device_model", u, uni.user_device_model), ("device_ip", ip, uni.user_ips),
+                ("site_id", site, uni.site_cols[0]), ("site_domain", site, uni.site_cols[1]),
+                ("site_category", site, uni.site_cols[2]), ("app_id", app, uni.app_cols[0]),
+                ("app_domain", app, uni.app_cols[1]), ("app_category", app, uni.app_cols[2]),
+            ):
+                np.take(fs.rows, idx, out=strs[name][lo:hi])
+            # request ids: a bijective hash of (date, event number) mixed with the seed, in hex
+            key = np.arange(lo, hi, dtype=np.uint64)
+            key |= np.uint64(ordinal) << np.uint64(40)
+            key ^= seed_key
+            np.take(_HEX4, _splitmix64(key).view(np.uint16).reshape(n, 4)[:, ::-1], out=request_id[lo:hi])
+
+        _run(chunk, n_chunks)
 
     with timer.step("labels"):
         target = CTR_TARGET * (1 + CTR_DAILY_JITTER * rng.standard_normal())
         b = f32(_calibrate(z, target))
         click = np.empty(E, np.int8)
-        for lo in range(0, E, CHUNK):
-            hi = min(E, lo + CHUNK)
+
+        def clicks(i: int) -> None:
+            lo, hi = i * CHUNK, min(E, (i + 1) * CHUNK)
             zc = z[lo:hi]
             zc += b
-            click[lo:hi] = rng.random(hi - lo, dtype=f32) < _sigmoid(zc)
+            click[lo:hi] = _rng(seed, _TAG_CLICK, ordinal, i).random(hi - lo, dtype=f32) < _sigmoid(zc)
+
+        _run(clicks, n_chunks)
         del z
         clicked = np.flatnonzero(click)
         uc, ic, cc = user[clicked], item[clicked], category[clicked]
         zb = f32(0.5) * uni.log_affinity[uc * i32(C) + cc]
         zb += uni.user_buy[uc]
-        zb += item_buy[ic]
+        zb += items["buy"][ic]
         zb += uni.category_buy[cc]
         zb += f32(_calibrate(zb, CVR_TARGET))
         conversion = np.zeros(E, dtype=np.int8)
         conversion[clicked] = rng.random(len(clicked), dtype=f32) < _sigmoid(zb)
 
     with timer.step("arrow"):
-        key = (np.uint64(d.toordinal()) << np.uint64(40)) | np.arange(E, dtype=np.uint64)
-        key ^= _splitmix64(np.array([demo.seed % (1 << 63)], dtype=np.uint64))[0]
-        request_id = hex_strings(_splitmix64(key), 16)
-        del key
-        items = cat_.items
         cols: dict[str, pa.Array] = {
             "event_time": pa.array(event_us, pa.timestamp("us", tz="UTC")),
-            "request_id": request_id,
-            "user_id": uni.user_ids.take(user),
-            "item_id": cat_.ids.take(item),
-            "C1": pa.array(uni.user_c1[user]),
-            "banner_pos": pa.array(pos),
-            "site_id": uni.site_cols[0].take(site),
-            "site_domain": uni.site_cols[1].take(site),
-            "site_category": uni.site_cols[2].take(site),
-            "app_id": uni.app_cols[0].take(app),
-            "app_domain": uni.app_cols[1].take(app),
-            "app_category": uni.app_cols[2].take(app),
-            "device_id": uni.user_device_id.take(user),
-            "device_ip": uni.user_ips.take(ip),
-            "device_model": uni.user_device_model.take(user),
-            "device_type": pa.array(uni.user_device_type[user]),
-            "device_conn_type": pa.array(conn),
-            "C14": pa.array(items["C14"][item]),
-            "C15": pa.array(BANNER_SIZES[:, 0][size]),
-            "C16": pa.array(BANNER_SIZES[:, 1][size]),
-            "C17": pa.array(items["C17"][item]),
-            "C18": pa.array(c18),
-            "C19": pa.array(items["C19"][item]),
-            "C20": pa.array(uni.user_c20[user]),
-            "C21": pa.array(items["C21"][item]),
+            "request_id": _string_column(E, 16, request_id),
             "click": pa.array(click),
             "conversion": pa.array(conversion),
         }
+        cols.update({k: pa.array(v) for k, v in ints.items()})
+        cols.update({k: _string_column(E, v.dtype.itemsize, v) for k, v in strs.items()})
         logs = pa.Table.from_arrays([cols[f.name] for f in LOG_SCHEMA], schema=LOG_SCHEMA)
     return {"logs": logs, "users": uni.users_table, "items": cat_.table}
 

@@ -93,6 +93,16 @@ def test_other_date_or_seed_differs(tmp_path):
     assert pc.count_distinct(ids).as_py() == len(ids)
 
 
+def test_output_does_not_depend_on_threads_or_scheduling(tmp_path, monkeypatch):
+    cfg = small_cfg(tmp_path)
+    monkeypatch.setattr(g, "CHUNK", 3000)           # 14 chunks
+    monkeypatch.setattr(g, "THREADS", 1)
+    a = g.simulate_day(cfg, "2026-11-02")["logs"]
+    monkeypatch.setattr(g, "THREADS", 3)
+    b = g.simulate_day(cfg, "2026-11-02")["logs"]
+    assert a.equals(b)
+
+
 def test_deterministic_across_processes(tmp_path):
     cfg = small_cfg(tmp_path)
     here = table_digest(g.simulate_day(cfg, "2026-11-02")["logs"])
