@@ -35,16 +35,25 @@ def _airflow(*args: str, timeout: int = 3600, env: dict[str, str] | None = None)
                           env={**os.environ, **(env or {})})
 
 
+def _json_lines(text: str) -> list:
+    """The JSON array printed by an ``airflow ... -o json`` command (it may print warnings too)."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[{") or line == "[]":
+            return json.loads(line)
+    return []
+
+
 def check_dags() -> dict[str, Any]:
     """DAG ids Airflow parses from dags/ and the import errors (must be none)."""
     res = _airflow("dags", "list", "--local", "-o", "json")
     if res.returncode != 0:
         raise RuntimeError(f"airflow dags list failed:\n{res.stderr[-3000:]}")
-    text = res.stdout[res.stdout.find("["):]
-    dags = sorted(d["dag_id"] for d in json.loads(text[: text.rfind("]") + 1]))
+    dags = sorted(d["dag_id"] for d in _json_lines(res.stdout))
     errs = _airflow("dags", "list-import-errors", "--local", "-o", "json")
-    err_text = errs.stdout[errs.stdout.find("["):] if "[" in errs.stdout else "[]"
-    errors = json.loads(err_text[: err_text.rfind("]") + 1] or "[]")
+    errors = _json_lines(errs.stdout)
+    if errs.returncode != 0 and not errors:
+        errors = [{"error": errs.stdout[-2000:] + errs.stderr[-2000:]}]
     reser = _airflow("dags", "reserialize")
     if reser.returncode != 0:
         raise RuntimeError(f"airflow dags reserialize failed:\n{reser.stderr[-3000:]}")
@@ -94,7 +103,44 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
                 if not res["ok"]:
                     print(res["tail"], file=sys.stderr)
                     raise RuntimeError(f"{dag_id} failed for {d}; see the log above and .work/airflow/logs")
-    return {"dates": dates, "generated": gen, "redis": redis_info, "airflow": dag_info, "runs": runs}
+    result = {"dates": dates, "generated": gen, "redis": redis_info, "airflow": dag_info, "runs": runs}
+    if run_pipeline:
+        result["serving"] = serving_lines(cfg, dates[-1])
+    return result
+
+
+def serving_lines(cfg: Config, last_date: str) -> str:
+    """What Redis serves now, for a user active on the last date and for a user never seen."""
+    import pyarrow.compute as pc
+
+    from dailyrec.storage import open_store
+    from tasks.recall import format_recs, recommend
+    from tasks.user_vectors import latest_user_rows
+
+    rows = latest_user_rows(open_store(cfg), cfg, last_date)
+    active = rows.filter(pc.is_valid(rows.column("last_event_time")))
+    users = [str(active.column("user_id")[0]), "new-visitor-without-history"]
+    parts = ["Serving check (python -m tasks.recall --user-id U --k 50), read back from Redis:"]
+    parts += [format_recs(recommend(u, 50, cfg), show=5) for u in users]
+    return "\n".join(parts)
+
+
+def _date_row(store: Any, d: str) -> str:
+    def get(path: str) -> Any:
+        full = store.path(path.format(d=f"dt={d}"))
+        return store.read_json(full) if store.exists(full) else None
+
+    day, tr, ev, pub = (get("day_checks/{d}/report.json"), get("models/two_tower/{d}/_manifest.json"),
+                        get("eval/two_tower/{d}/report.json"), get("registry/two_tower/{d}/published.json"))
+    metric = ev["gate"]["metric"] if ev else "recall_at_50"
+
+    def m(name: str) -> str:
+        return f"{ev['table'][name][metric]:.3f}" if ev and name in ev["table"] else "-"
+
+    return (f"{d}  {day['rows']['logs'] if day else '-':>9}  {tr['rows']['train'] if tr else '-':>8}  "
+            f"{(tr or {}).get('warm_start', {}).get('from') or 'cold':>10}  {m('new'):>6}  {m('previous'):>6}  "
+            f"{m('popularity'):>6}  {('PASS' if ev['gate']['passed'] else 'FAIL') if ev else '-':>4}  "
+            f"{pub['version'] if pub else 'not published'}")
 
 
 def summary(cfg: Config, result: dict[str, Any]) -> str:
@@ -102,25 +148,29 @@ def summary(cfg: Config, result: dict[str, Any]) -> str:
 
     store = open_store(cfg)
     g = result["generated"]
-    lines = ["", "=" * 78, "dailyrec demo: summary", "=" * 78,
-             f"data root    {store.root}",
-             f"demo logs    {len(result['dates'])} day(s) {result['dates'][0]}..{result['dates'][-1]}: "
-             f"{g.get('events', '?')} impressions, CTR {g.get('ctr', float('nan')):.3f}, "
+    ok = sum(r["ok"] for r in result["runs"])
+    lines = ["", "=" * 100, "dailyrec demo: summary", "=" * 100,
+             f"data root  {store.root}",
+             f"demo logs  {len(result['dates'])} day(s) {result['dates'][0]}..{result['dates'][-1]}: "
+             f"{g.get('events', 0):,} impressions, CTR {g.get('ctr', float('nan')):.3f}, "
              f"{g.get('users', '?')} users, {g.get('items', '?')} items",
-             f"Redis        {result['redis']['where']} (redis-server {result['redis']['version']})",
-             f"Airflow      AIRFLOW_HOME={os.environ.get('AIRFLOW_HOME')}; DAGs: "
-             f"{', '.join(result['airflow']['dags'])}; import errors: {len(result['airflow']['import_errors'])}"]
-    for run in result["runs"]:
-        lines.append(f"run          {run['dag_id']} {run['cur_date']}: {'ok' if run['ok'] else 'FAILED'} "
-                     f"({run['seconds']:.0f}s)")
-    for d in result["dates"]:
-        rep = f"{store.partition('reports/daily_retrieval', d)}/report.md"
-        if store.exists(rep):
-            lines += ["", store.read_text(rep).strip()]
-    extra = result.get("serving")
-    if extra:
-        lines += ["", extra.strip()]
-    lines += ["", "Next: ./dev ui (Airflow UI), ./dev test (tests); docs/ explains every step.", "=" * 78]
+             f"Redis      {result['redis']['where']} (redis-server {result['redis']['version']})",
+             f"Airflow    AIRFLOW_HOME={os.environ.get('AIRFLOW_HOME')}",
+             f"           DAGs: {', '.join(result['airflow']['dags'])}; import errors: "
+             f"{len(result['airflow']['import_errors'])}",
+             f"runs       {ok}/{len(result['runs'])} `airflow dags test` runs succeeded "
+             f"({sum(r['seconds'] for r in result['runs']):.0f} s)"]
+    if result["runs"]:
+        lines += ["", "retrieval (recall@50 on the held-out hours; the gate compares new vs previous vs popularity):",
+                  f"{'cur_date':<10}  {'logs':>9}  {'train':>8}  {'warm from':>10}  {'new':>6}  {'prev':>6}  "
+                  f"{'pop':>6}  {'gate':>4}  Redis version"]
+        lines += [_date_row(store, d) for d in result["dates"]]
+        lines.append(f"full per-date reports: {store.path('reports', 'daily_retrieval')}/dt=*/report.md")
+    for extra in ("ranking", "serving"):
+        if result.get(extra):
+            lines += ["", result[extra].strip()]
+    lines += ["", "Next: ./dev ui (Airflow UI with these runs), ./dev test (tests); docs/ explains every step.",
+              "=" * 100]
     return "\n".join(lines)
 
 
