@@ -326,3 +326,27 @@ def test_cli_publish_status_rollback(rcfg):
                                                                                           "2026-11-02_m2"]
     assert cli("rollback")["current"] == "2026-11-01_m1"
     assert cli("rollback", "--to", "2026-11-02_m2")["current"] == "2026-11-02_m2"
+
+
+def test_variable_length_unicode_ids_round_trip(rcfg):
+    """Ids of many byte lengths (packed per length group) and non-ASCII ids land in the buckets
+    readers compute with zlib.crc32."""
+    import zlib
+
+    from dailyrec.storage import open_store
+    from tasks.publish import _id_groups, crc32_rows
+
+    rng = np.random.default_rng(4)
+    alphabet = list("abcxyz019-_é漢字🙂")
+    ids = sorted({"".join(rng.choice(alphabet, size=rng.integers(1, 24))) for _ in range(2500)} | {""})
+    for length, rows, mat in _id_groups(ids):
+        assert [zlib.crc32(ids[i].encode()) for i in rows] == crc32_rows(mat).tolist()
+    vectors = rng.standard_normal((len(ids), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    write_embeddings(open_store(rcfg), "2026-11-01", ids, vectors, "model/v1 (test)")
+    build_index("2026-11-01", rcfg)
+    res = publish("2026-11-01", rcfg)
+    assert res["version"].startswith("2026-11-01_model-v1--test-") and ":" not in res["version"]
+    got = read_vectors(get_redis(rcfg), rcfg.redis.namespace, res["version"], ids)
+    assert len(got) == len(ids)
+    assert all(np.array_equal(got[i], vectors[n]) for n, i in enumerate(ids))
