@@ -106,6 +106,10 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
     result = {"dates": dates, "generated": gen, "redis": redis_info, "airflow": dag_info, "runs": runs}
     if run_pipeline:
         result["serving"] = serving_lines(cfg, dates[-1])
+        if "daily_ranking" in dag_info["dags"]:
+            from tasks.score import demo_lines
+
+            result["ranking"] = "\n".join(demo_lines(cfg, dates))
     return result
 
 

@@ -35,6 +35,17 @@ EXPECTED: dict[str, dict] = {
             ("build_index", "publish_redis"), ("publish_redis", "serving_check"), ("serving_check", "report"),
         },
     },
+    "daily_ranking": {
+        "tasks": {"start", "wait_for_features", "build_ranking_samples", "train_mmoe", "evaluate_gate",
+                  "should_publish", "publish_model", "score_check", "report"},
+        "edges": {
+            *{("start", t) for t in ["wait_for_features", "build_ranking_samples", "train_mmoe", "evaluate_gate",
+                                     "should_publish", "publish_model", "score_check", "report"]},
+            ("wait_for_features", "build_ranking_samples"), ("build_ranking_samples", "train_mmoe"),
+            ("train_mmoe", "evaluate_gate"), ("evaluate_gate", "should_publish"),
+            ("should_publish", "publish_model"), ("publish_model", "score_check"), ("score_check", "report"),
+        },
+    },
 }
 
 

@@ -1,0 +1,292 @@
+"""Score rows with the published ranking model: calibrated click and conversion probabilities.
+
+    python -m tasks.score --input rows.parquet [--cur-date 2026-11-02] [--limit 20]
+    python -m tasks.score [--cur-date D] < rows.jsonl          # one JSON object per line
+
+The model: the SavedModel of the newest published ranking model (``registry/mmoe/dt=*/published.json``
+written by :func:`publish_mmoe`), or the one published for ``--cur-date``. Each input row must hold
+every raw feature of the model's serving signature (``features.spec`` at training time: user,
+context and item features); a missing one is an error naming it. Null values count as unknown
+(``""`` / 0), as in training. Output: one JSON line per row, in input order::
+
+    {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
+
+``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion | impression)``, both
+calibrated back from the model's training down-sample rate (tasks.ranking_samples.calibrate and
+calibrate_conversion). There is no Redis for the ranking model: ``published.json`` points at the
+SavedModel, and a serving system loads it from there.
+
+:func:`publish_mmoe` is the DAG's publish step (refuses a model whose gate did not pass);
+:func:`score_check` the DAG's check that the published model loads and scores the day's holdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from dailyrec.config import Config, load_config
+from dailyrec.dates import parse_date
+from dailyrec.errors import GateRejected
+from dailyrec.registry import eval_report_path, mark_published, model_dir
+from dailyrec.storage import MANIFEST, Store, open_store
+
+log = logging.getLogger("dailyrec.score")
+NAME = "mmoe"
+ID_COLUMNS = ("request_id", "user_id", "item_id")
+
+
+# ---- publish ------------------------------------------------------------------------------------
+def publish_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
+    """Mark the day's ranking model published (``registry/mmoe/dt=D/published.json``).
+
+    Refuses (:class:`~dailyrec.errors.GateRejected`) unless ``eval/mmoe/dt=D/report.json`` says
+    the gate passed. The record names the SavedModel, the model version and the down-sample rate
+    the scorer calibrates with.
+    """
+    from tasks.train_mmoe import artifact_dirs
+
+    cfg = cfg or load_config()
+    cur_date = parse_date(cur_date).isoformat()
+    store = open_store(cfg)
+    rep_path = eval_report_path(store, NAME, cur_date)
+    if not store.exists(rep_path):
+        raise FileNotFoundError(f"{rep_path} does not exist: evaluate the ranking model of {cur_date} first")
+    report = store.read_json(rep_path)
+    if not report.get("gate", {}).get("passed"):
+        raise GateRejected(f"the ranking model of {cur_date} did not pass its gate "
+                           f"({'; '.join(report.get('gate', {}).get('reasons', []))}); it is not published")
+    mdir = model_dir(store, NAME, cur_date)
+    man = store.read_json(f"{mdir}/{MANIFEST}")
+    keras_dir, saved_model = artifact_dirs(mdir, "main")
+    info = {"model_version": man["model_version"], "kind": man.get("kind", "mmoe"), "saved_model": saved_model,
+            "keras_model": keras_dir, "negative_downsample_rate": man["negative_downsample_rate"],
+            "gate": report["gate"], "metrics": report.get("table", {}).get("new", {})}
+    path = mark_published(store, NAME, cur_date, info)
+    log.info("ranking model %s published: %s -> %s", man["model_version"], path, saved_model)
+    return {"published": path, "model_version": man["model_version"], "saved_model": saved_model}
+
+
+def published_dates(store: Store) -> list[str]:
+    return [d for d in store.list_partitions(f"registry/{NAME}")
+            if store.exists(f"{store.partition(f'registry/{NAME}', d)}/published.json")]
+
+
+def published_model(store: Store, cur_date: str | None = None) -> dict[str, Any]:
+    """``published.json`` of the model published for ``cur_date``, or of the newest published one."""
+    dates = published_dates(store)
+    if cur_date is not None:
+        d = parse_date(cur_date).isoformat()
+        if d not in dates:
+            raise FileNotFoundError(f"no ranking model is published for {d} (its gate failed, publish was off, "
+                                    f"or the DAG did not run); published dates: {dates or 'none'}")
+    elif not dates:
+        raise FileNotFoundError(f"no ranking model has been published yet under {store.path('registry', NAME)} "
+                                "(run the daily_ranking DAG)")
+    else:
+        d = dates[-1]
+    return store.read_json(f"{store.partition(f'registry/{NAME}', d)}/published.json")
+
+
+# ---- scoring ------------------------------------------------------------------------------------
+class Scorer:
+    """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, "click", "conversion"}]``."""
+
+    def __init__(self, cfg: Config | None = None, cur_date: str | None = None):
+        from models.mmoe import load_ranking_model
+
+        self.cfg = cfg or load_config()
+        self.store = open_store(self.cfg)
+        self.info = published_model(self.store, cur_date)
+        self.rate = float(self.info["negative_downsample_rate"])
+        self.ranker = load_ranking_model(self.info["saved_model"])
+        self.features = list(self.ranker.feature_names)
+        self.int_features = {n for n, s in self.ranker.input_signature.items() if s.dtype.is_integer}
+
+    def _check(self, columns: list[str], where: str) -> None:
+        missing = [n for n in self.features if n not in columns]
+        if missing:
+            raise ValueError(f"{where}: missing feature column(s) {missing}; the ranking model "
+                             f"{self.info['model_version']} needs {self.features}")
+
+    def table_from_records(self, records: list[dict[str, Any]], where: str = "input") -> Any:
+        """JSON objects -> an Arrow table of the model's features (and the id columns present)."""
+        import pyarrow as pa
+
+        if not records:
+            raise ValueError(f"{where}: no rows to score")
+        missing: dict[str, list[int]] = {}
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                raise ValueError(f"{where}: row {i} is not a JSON object: {rec!r}")
+            for n in self.features:
+                if n not in rec:
+                    missing.setdefault(n, []).append(i)
+        if missing:
+            detail = "; ".join(f"'{n}' (rows {rows[:5]}{'...' if len(rows) > 5 else ''})" for n, rows in missing.items())
+            raise ValueError(f"{where}: missing feature column(s) {sorted(missing)}: {detail}; the ranking model "
+                             f"{self.info['model_version']} needs {self.features}")
+        cols: dict[str, Any] = {}
+        for n in [*ID_COLUMNS, *self.features]:
+            if n in cols or not any(n in r for r in records):
+                continue
+            values = [r.get(n) for r in records]
+            if n in self.int_features:
+                for i, v in enumerate(values):
+                    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                        raise ValueError(f"{where}: feature '{n}' must be an integer, got {v!r} in row {i}")
+                cols[n] = pa.array(values, pa.int64())
+            else:
+                cols[n] = pa.array([None if v is None else str(v) for v in values], pa.string())
+        return pa.table(cols)
+
+    def score(self, rows: Any, where: str = "input") -> list[dict[str, Any]]:
+        """Score an Arrow table or a list of dicts; calibrated probabilities per row."""
+        import pyarrow as pa
+
+        from tasks.evaluate_mmoe import predict_calibrated
+
+        table = rows if isinstance(rows, pa.Table) else self.table_from_records(list(rows), where)
+        self._check(table.column_names, where)
+        if table.num_rows == 0:
+            raise ValueError(f"{where}: no rows to score")
+        _, cal = predict_calibrated(self.ranker, table, self.rate, where=where)
+        ids = {c: table.column(c).to_pylist() for c in ID_COLUMNS if c in table.column_names}
+        out = []
+        for i in range(table.num_rows):
+            row: dict[str, Any] = {"row": i, **{c: v[i] for c, v in ids.items()}}
+            row["click"] = round(float(cal["click"][i]), 6)
+            row["conversion"] = round(float(cal["conversion"][i]), 6)
+            out.append(row)
+        return out
+
+
+def score_rows(rows: Any, cfg: Config | None = None, cur_date: str | None = None) -> list[dict[str, Any]]:
+    """One-shot :meth:`Scorer.score` with the published model (newest, or of ``cur_date``)."""
+    return Scorer(cfg, cur_date).score(rows)
+
+
+def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
+    """Rows from a Parquet file, a JSON-lines file, or (``path`` None) JSON lines on ``stream``."""
+    import pyarrow.parquet as pq
+
+    if path is not None and not path.endswith((".jsonl", ".json", ".ndjson")):
+        return pq.read_table(path), path
+    where = path or "stdin"
+    fh = open(path) if path is not None else (stream or sys.stdin)
+    try:
+        records = []
+        for k, line in enumerate(fh, start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{where}, line {k}: not valid JSON ({exc})") from None
+    finally:
+        if path is not None:
+            fh.close()
+    return records, where
+
+
+def score_check(cur_date: str, cfg: Config | None = None, n: int = 5) -> dict[str, Any]:
+    """The DAG's last check: the model published for ``cur_date`` loads and scores the first
+    ``n`` holdout rows of the day (with their labels, for a glance)."""
+    import pyarrow.parquet as pq
+
+    cfg = cfg or load_config()
+    cur_date = parse_date(cur_date).isoformat()
+    scorer = Scorer(cfg, cur_date)
+    path = f"{scorer.store.partition('ranking_samples', cur_date)}/holdout.parquet"
+    rows = pq.read_table(path, filesystem=scorer.store.fs).slice(0, n)
+    scored = scorer.score(rows, where=path)
+    for s, c, v in zip(scored, rows.column("click").to_pylist(), rows.column("conversion").to_pylist()):
+        s["label_click"], s["label_conversion"] = c, v
+        log.info("scored %s", json.dumps(s))
+    return {"model_version": scorer.info["model_version"], "saved_model": scorer.info["saved_model"], "rows": scored}
+
+
+def demo_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
+    """The ranking part of tasks.demo's summary: per date the gate's figures, then ``n`` holdout
+    rows of the newest published model's day scored by :class:`Scorer`."""
+    import pyarrow.parquet as pq
+
+    store = open_store(cfg)
+
+    def get(path: str) -> Any:
+        return store.read_json(store.path(path)) if store.exists(store.path(path)) else None
+
+    def auc(ev: Any, model: str, task: str) -> str:
+        v = (ev or {}).get("table", {}).get(model, {}).get(f"{task}_auc")
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    lines = ["ranking (AUC on the held-out hours; new MMoE / shared-bottom baseline / previous published):",
+             f"{'cur_date':<10}  {'train':>8}  {'warm from':>10}  {'click AUC':>19}  {'conversion AUC':>19}  "
+             f"{'calib':>5}  {'gate':>4}  published"]
+    for d in dates:
+        tr, ev = get(f"models/{NAME}/dt={d}/_manifest.json"), get(f"eval/{NAME}/dt={d}/report.json")
+        pub = get(f"registry/{NAME}/dt={d}/published.json")
+        cal = (ev or {}).get("table", {}).get("new", {}).get("click_calibration")
+        gate = "-" if not ev else ("pass" if ev["gate"]["passed"] else "FAIL")
+        lines.append(f"{d:<10}  {tr['rows']['train'] if tr else '-':>8}  "
+                     f"{(tr or {}).get('warm_start', {}).get('from') or '-':>10}  "
+                     f"{' / '.join(auc(ev, m, 'click') for m in ('new', 'shared_bottom', 'previous')):>19}  "
+                     f"{' / '.join(auc(ev, m, 'conversion') for m in ('new', 'shared_bottom', 'previous')):>19}  "
+                     f"{f'{cal:.2f}' if cal else '-':>5}  {gate:>4}  {pub['model_version'] if pub else '-'}")
+    for d in dates:
+        for w in (get(f"eval/{NAME}/dt={d}/report.json") or {}).get("warnings", []):
+            lines.append(f"warning {d}: {w}")
+    lines.append(f"full per-date reports: {store.path('reports', 'daily_ranking')}/dt=*/report.md")
+    try:
+        scorer = Scorer(cfg)
+    except FileNotFoundError as exc:
+        return lines + [str(exc)]
+    d = scorer.info["cur_date"]
+    path = f"{store.partition('ranking_samples', d)}/holdout.parquet"
+    if not store.exists(path):
+        return lines + [f"{path} is gone: nothing to score"]
+    rows = pq.read_table(path, filesystem=store.fs).slice(0, n)
+    lines += ["", f"Scoring check (python -m tasks.score --input rows.parquet): {scorer.info['model_version']} on "
+                  f"{rows.num_rows} held-out impressions of {d}, calibrated probabilities:",
+              f"  {'user_id':<12} {'item_id':<12} {'p(click)':>9} {'p(conv)':>9}  clicked  converted"]
+    for s, c, v in zip(scorer.score(rows, where=path), rows.column("click").to_pylist(),
+                       rows.column("conversion").to_pylist()):
+        lines.append(f"  {s.get('user_id', ''):<12} {s.get('item_id', ''):<12} {s['click']:>9.4f} "
+                     f"{s['conversion']:>9.4f}  {c:>7}  {v:>9}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dailyrec import cli
+    from dailyrec.config import ConfigError, parse_set_args
+    from dailyrec.errors import ContractError
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--input", help="a .parquet file, or a .jsonl file (default: JSON lines on stdin)")
+    p.add_argument("--cur-date", help="score with the model published for this day (default: the newest published)")
+    p.add_argument("--limit", type=int, help="score only the first N rows")
+    p.add_argument("--config", action="append", default=[], metavar="FILE")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    cli.setup_logging(logging.WARNING)
+    try:
+        cfg = load_config(overrides=parse_set_args(args.set), files=args.config)
+        rows, where = read_rows(args.input)
+        if args.limit is not None:
+            rows = rows.slice(0, args.limit) if hasattr(rows, "slice") else rows[:args.limit]
+        scorer = Scorer(cfg, args.cur_date)
+        scored = scorer.score(rows, where=where)
+    except (ContractError, ConfigError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for row in scored:
+        print(json.dumps(row))
+    print(f"scored {len(scored)} row(s) of {where} with {scorer.info['model_version']} (published for "
+          f"{scorer.info['cur_date']}, calibrated from r={scorer.rate:g})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
