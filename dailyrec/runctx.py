@@ -20,6 +20,7 @@ from typing import Any
 DETERMINISTIC_ERRORS = [
     "dailyrec.errors.ContractError",
     "dailyrec.config.ConfigError",
+    "dailyrec.errors.RecallTooLow",
 ]
 
 

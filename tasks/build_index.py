@@ -19,13 +19,13 @@ Output, written atomically (all three files or nothing)::
 * ``index.factory`` unset or ``auto``: ``Flat`` (exact ``IndexFlatIP``) when the catalog has fewer
   than ``index.exact_below`` items, otherwise ``IVF{nlist},Flat`` with
   ``nlist = index.nlist or round(4 * sqrt(n))`` (capped at ``n // 39`` so k-means has >= 39 points
-  per list), trained on a seeded sample of ``min(n, max(64 * nlist, 65536), TRAIN_SAMPLE_MAX)``
+  per list), trained on a seeded sample of ``min(n, max(64 * nlist, 65536), index.train_sample_max)``
   vectors, searched with ``nprobe = index.nprobe``. IVF rather than HNSW by default: it
   builds in a fraction of HNSW's time, takes ~no memory beyond the vectors, and ``nprobe`` trades
   recall for speed at query time without a rebuild.
 * ``index.factory`` = ``flat`` / ``ivf`` / ``hnsw``: that kind with the config's parameters
-  (``hnsw`` = ``HNSW{index.hnsw_m},Flat``, efConstruction ``HNSW_EF_CONSTRUCTION``, efSearch
-  ``HNSW_EF_SEARCH``).
+  (``hnsw`` = ``HNSW{index.hnsw_m},Flat``, efConstruction ``index.hnsw_ef_construction``, efSearch
+  ``index.hnsw_ef_search``).
 * any other value is a faiss ``index_factory`` string used verbatim (metric inner product), e.g.
   ``IVF1024,PQ16`` or ``HNSW48,Flat``; IVF ones get ``nprobe = index.nprobe``, HNSW ones efSearch.
 
@@ -33,7 +33,7 @@ faiss labels are row numbers: label ``i`` is ``ids.parquet`` row ``i`` (an id ar
 ``IndexIDMap2``: the mapping is dense, so the wrapper would only add 8 bytes per item and a hash map).
 
 **Recall check**: recall@K (``K = min(index.recall_k, n)``) of the index against exact
-(``IndexFlatIP``) search, averaged over up to ``RECALL_QUERIES`` query vectors: a seeded sample of
+(``IndexFlatIP``) search, averaged over up to ``index.recall_queries`` query vectors: a seeded sample of
 ``query_vectors`` when given (the pipeline passes user-tower vectors), otherwise the documented
 fallback: sampled item vectors plus Gaussian noise of norm ~``FALLBACK_NOISE``, re-normalised
 (an item itself would be its own nearest neighbour and flatter the index). Below
@@ -56,7 +56,7 @@ import pyarrow.parquet as pq
 
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
-from dailyrec.errors import ContractError
+from dailyrec.errors import ContractError, RecallTooLow
 from dailyrec.storage import MANIFEST, Store, Timer, make_manifest, open_store
 
 log = logging.getLogger("dailyrec.build_index")
@@ -67,9 +67,8 @@ ITEMS_FILE = "items.parquet"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 
-# Module-level defaults of knobs that have no config key yet (proposed: index.recall_queries,
-# index.hnsw_ef_search, index.hnsw_ef_construction, index.train_sample_max).
-RECALL_QUERIES = 1000
+# Defaults of make_index() when called without a config (benchmarks); the pipeline passes
+# index.hnsw_ef_search, index.hnsw_ef_construction and index.train_sample_max.
 FALLBACK_NOISE = 0.3
 HNSW_EF_SEARCH = 256
 HNSW_EF_CONSTRUCTION = 80
@@ -81,8 +80,6 @@ IDS_SCHEMA = pa.schema([pa.field("faiss_id", pa.int64(), nullable=False),
                         pa.field("item_id", pa.string(), nullable=False)])
 
 
-class RecallTooLow(ValueError):
-    """The index's recall@K against exact search is below ``index.min_recall_at_k``."""
 
 
 # ---- input -----------------------------------------------------------------------------------------
@@ -247,7 +244,8 @@ def set_search_params(index: Any, nprobe: int | None = None, ef_search: int | No
 
 
 def make_index(vectors: np.ndarray, factory: str, nprobe: int = 16, ef_search: int = HNSW_EF_SEARCH,
-               ef_construction: int = HNSW_EF_CONSTRUCTION, seed: int = SEED) -> Any:
+               ef_construction: int = HNSW_EF_CONSTRUCTION, seed: int = SEED,
+               train_sample_max: int = TRAIN_SAMPLE_MAX) -> Any:
     """Build (train + add) an inner-product index from a faiss factory string."""
     import faiss
 
@@ -261,7 +259,7 @@ def make_index(vectors: np.ndarray, factory: str, nprobe: int = 16, ef_search: i
             nlist = faiss.extract_index_ivf(index).nlist
         except Exception:
             nlist = 256
-        size = min(n, max(64 * nlist, 65_536), TRAIN_SAMPLE_MAX)
+        size = min(n, max(64 * nlist, 65_536), train_sample_max)
         rng = np.random.default_rng(seed)
         sample = vectors if size >= n else vectors[np.sort(rng.choice(n, size, replace=False))]
         try:
@@ -388,14 +386,16 @@ def build_index(cur_date: str, cfg: Config | None = None, query_vectors: np.ndar
     log.info("dt=%s: %d items x %d dims (model %s) -> %s index %r", cur_date, n, dim, emb.model_version,
              kind, factory)
     with timer.step("build"):
-        index = make_index(emb.vectors, factory, nprobe=cfg.index.nprobe)
+        index = make_index(emb.vectors, factory, nprobe=cfg.index.nprobe, ef_search=cfg.index.hnsw_ef_search,
+                           ef_construction=cfg.index.hnsw_ef_construction,
+                           train_sample_max=cfg.index.train_sample_max)
     kind = index_kind(index)
 
     k = min(cfg.index.recall_k, n)
     if query_vectors is not None:
-        queries, source = sample_queries(query_vectors, dim, RECALL_QUERIES), "query_vectors"
+        queries, source = sample_queries(query_vectors, dim, cfg.index.recall_queries), "query_vectors"
     else:
-        queries, source = fallback_queries(emb.vectors, RECALL_QUERIES), "perturbed_items"
+        queries, source = fallback_queries(emb.vectors, cfg.index.recall_queries), "perturbed_items"
     with timer.step("recall"):
         labels, ann_s = timed_search(index, queries, k)
         if kind == "flat":

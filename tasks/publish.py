@@ -14,7 +14,7 @@ is docs/redis-layout.md)::
     ns:v:<ver>:meta                 string  JSON: cur_date, created, model_version, count, dim, buckets, index ...
     ns:v:<ver>:vec:<b>              hash    item_id -> dim float32 little-endian; b = crc32(utf8(item_id)) % buckets
     ns:v:<ver>:ids                  string  JSON array of item ids, faiss label i = element i (chunks: :ids:1 ...)
-    ns:v:<ver>:index                string  faiss.serialize_index bytes (chunks of BLOB_CHUNK_BYTES: :index:1 ...)
+    ns:v:<ver>:index                string  faiss.serialize_index bytes (chunks of redis.blob_chunk_mb: :index:1 ...)
     ns:v:<ver>:complete             string  marker, set in the same transaction that makes the version visible
     ns:stage:<ver>:...              the same keys while a publish is loading (never read by readers)
 
@@ -54,11 +54,8 @@ from tasks.build_index import read_embeddings, read_index_output
 
 log = logging.getLogger("dailyrec.publish")
 
-# Module-level defaults of knobs without a config key yet (proposed: redis.publish_batch,
-# redis.vectors_per_bucket, redis.blob_chunk_mb). The environment variables are for tests/benches.
-VECTORS_PER_BUCKET = 1024
-PUBLISH_BATCH = 4096            # vectors per pipelined round trip
-BLOB_CHUNK_BYTES = 64 << 20     # Redis strings max out at 512 MB; smaller chunks keep commands short
+# redis.publish_batch, redis.vectors_per_bucket and redis.blob_chunk_mb are config keys; the
+# environment variables below override them in tests and benchmarks (tiny batches and chunks).
 SPOT_CHECKS = 256
 LOCK_TTL_MS = 120_000
 LOCK_WAIT_S = 300.0
@@ -76,12 +73,12 @@ def _env_float(name: str, default: float) -> float:
     return float(v) if v else default
 
 
-def publish_batch() -> int:
-    return max(1, _env_int("DAILYREC_PUBLISH_BATCH", PUBLISH_BATCH))
+def publish_batch(cfg: Config) -> int:
+    return max(1, _env_int("DAILYREC_PUBLISH_BATCH", cfg.redis.publish_batch))
 
 
-def blob_chunk_bytes() -> int:
-    return max(1, _env_int("DAILYREC_PUBLISH_CHUNK_BYTES", BLOB_CHUNK_BYTES))
+def blob_chunk_bytes(cfg: Config) -> int:
+    return max(1, _env_int("DAILYREC_PUBLISH_CHUNK_BYTES", cfg.redis.blob_chunk_mb << 20))
 
 
 def batch_delay_s() -> float:
@@ -114,8 +111,8 @@ def bucket_of(item_id: str, buckets: int) -> int:
     return zlib.crc32(item_id.encode()) % buckets
 
 
-def n_buckets(count: int) -> int:
-    return max(1, math.ceil(count / VECTORS_PER_BUCKET))
+def n_buckets(count: int, per_bucket: int) -> int:
+    return max(1, math.ceil(count / per_bucket))
 
 
 def _glob_escape(s: str) -> str:
@@ -472,9 +469,9 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
 
         # -- stage vectors: hashes ns:stage:<ver>:vec:<b>; see _VectorPacker
         with timer.step("prepare"):
-            buckets = n_buckets(n)
+            buckets = n_buckets(n, cfg.redis.vectors_per_bucket)
             packer = _VectorPacker(emb, buckets)
-        batch, delay = publish_batch(), batch_delay_s()
+        batch, delay = publish_batch(cfg), batch_delay_s()
         with timer.step("stage_vectors"), _RawPipe(r) as raw_pipe:
             for cmds in packer.batches(lambda b: keys.stage(ver, f"vec:{b}").encode(), batch):
                 cmds.extend(lock.renew_command())
@@ -486,7 +483,7 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
 
         # -- stage blobs and meta
         ids_blob = json.dumps(inp.ids, separators=(",", ":"), ensure_ascii=False).encode()
-        chunk = blob_chunk_bytes()
+        chunk = blob_chunk_bytes(cfg)
         blobs = {"index": _chunks(inp.index_bytes, chunk), "ids": _chunks(ids_blob, chunk)}
 
         meta = {

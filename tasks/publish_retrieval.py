@@ -54,9 +54,9 @@ def publish_two_tower(cur_date: str, cfg: Config | None = None, allow_backwards:
                                                        "seconds", "redis", "namespace")}
                               | {"previous_version": res.get("previous")})
         log.info("registry: %s is the published two-tower model (%s)", cur_date, path)
-    else:
-        log.warning("%s was loaded into Redis but is not current (an older date; allow_backwards=%s)",
-                    cur_date, allow_backwards)
+    elif res.get("skipped"):
+        log.warning("%s is older than the current version's date: nothing was loaded and 'current' stays "
+                    "(pass allow_backwards to publish it and move 'current' back)", cur_date)
     return {k: res.get(k) for k in ("version", "current", "previous", "keys_written", "vectors", "seconds",
                                     "skipped", "deleted_versions")}
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,26 @@ def redis_cfg(request, cfg):
 
         return cfg.with_overrides({"redis.url": url, "redis.namespace": f"test-{uuid.uuid4().hex[:10]}"})
     return cfg
+
+
+PG_URL = os.environ.get("DAILYREC_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
+
+
+@pytest.fixture
+def pg_database():
+    import psycopg2
+
+    name = f"dailyrec_af_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
+    except Exception as exc:
+        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG_URL}/{name}"
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        conn.close()

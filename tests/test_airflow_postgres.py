@@ -2,34 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 from tests.conftest import run_airflow
-
-PG = os.environ.get("DAILYREC_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
-
-
-@pytest.fixture
-def pg_database():
-    import psycopg2
-
-    name = f"dailyrec_af_{uuid.uuid4().hex[:8]}"
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    except Exception as exc:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
 
 
 @pytest.mark.slow
