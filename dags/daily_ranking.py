@@ -30,20 +30,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from dailyrec.assets import FEATURES_ASSET, TRAINING_POOL
 from dailyrec.runctx import default_args
-
-TRAINING_POOL = "dailyrec_training"
-
-# The retrieval DAG's features output (features/dt=YYYY-MM-DD/ under the data root), for lineage.
-FEATURES_ASSET = Asset(
-    name="dailyrec_features",
-    uri="x-dailyrec://features",
-    group="dailyrec",
-    extra={"path": "<data_root>/features/dt=YYYY-MM-DD/", "done_marker": "_manifest.json",
-           "producer": "daily_retrieval.build_features"},
-)
 
 
 @dag(

@@ -33,9 +33,8 @@ import datetime as dt
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
+from dailyrec.assets import FEATURES_ASSET, TRAINING_POOL
 from dailyrec.runctx import default_args
-
-TRAINING_POOL = "dailyrec_training"
 
 
 @dag(
@@ -88,7 +87,7 @@ def daily_retrieval():
 
         return step(run["cur_date"], config_for(run))
 
-    @task
+    @task(outlets=[FEATURES_ASSET])
     def build_features(run: dict) -> dict:
         from dailyrec.runctx import config_for
         from tasks.features import build_features as step
