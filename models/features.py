@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 
-def _spec_dicts(specs: list[Any]) -> list[dict[str, Any]]:
+def spec_dicts(specs: list[Any]) -> list[dict[str, Any]]:
     return [s.model_dump() if hasattr(s, "model_dump") else dict(s) for s in specs]
 
 
@@ -46,7 +46,7 @@ class FeatureEncoder(keras.layers.Layer):
 
     def __init__(self, specs: list[Any], vocabularies: dict[str, list[str]] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        self.specs = _spec_dicts(specs)
+        self.specs = spec_dicts(specs)
         self.vocabularies = {k: [str(v) for v in vals] for k, vals in (vocabularies or {}).items()}
         self.lookups: dict[str, keras.layers.Layer] = {}
         self.embeddings: dict[str, keras.layers.Embedding] = {}

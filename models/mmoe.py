@@ -11,7 +11,7 @@ Pieces (shapes in ``[...]``; ``B`` is the batch size):
 * :class:`RankingModel` -- raw features -> ``FeatureEncoder`` (+ optional item x context cross)
   -> MMoE or shared bottom -> one tower per task -> sigmoid. Outputs
   ``{"click": [B, 1], "conversion": [B, 1]}`` probabilities.
-* :class:`DecayWithFloor` -- exponential learning-rate decay with a floor.
+* :class:`~models.optim.DecayWithFloor` -- exponential learning-rate decay with a floor (shared with the two-tower model).
 * :func:`build_ranking_model` -- from ``RankingConfig`` / ``FeaturesConfig``, built and compiled.
 * :func:`ranking_dataset` -- the training batch format (see below).
 * :func:`gate_diagnostics` -- mean gate weight per expert per task, normalised entropy, collapse.
@@ -42,7 +42,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from models.features import FeatureEncoder, _spec_dicts, warm_start_encoder
+from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
+from models.optim import DecayWithFloor
 
 TASKS: tuple[str, ...] = ("click", "conversion")
 KERAS_FILE = "model.keras"
@@ -51,36 +52,6 @@ KERAS_FILE = "model.keras"
 # --------------------------------------------------------------------------------------------
 # Learning-rate schedule
 # --------------------------------------------------------------------------------------------
-
-
-@keras.saving.register_keras_serializable(package="dailyrec")
-class DecayWithFloor(keras.optimizers.schedules.LearningRateSchedule):
-    """``lr(step) = max(initial * decay_rate ** (step / decay_steps), floor)``.
-
-    ``staircase=True`` uses ``floor(step / decay_steps)`` (decays in discrete jumps).
-    """
-
-    def __init__(self, initial_learning_rate: float, decay_rate: float, decay_steps: int,
-                 floor: float = 0.0, staircase: bool = False):
-        super().__init__()
-        if decay_steps <= 0:
-            raise ValueError(f"decay_steps must be > 0, got {decay_steps}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_rate = float(decay_rate)
-        self.decay_steps = int(decay_steps)
-        self.floor = float(floor)
-        self.staircase = bool(staircase)
-
-    def __call__(self, step: Any) -> Any:
-        p = ops.divide(ops.cast(step, "float32"), float(self.decay_steps))
-        if self.staircase:
-            p = ops.floor(p)
-        lr = ops.multiply(self.initial_learning_rate, ops.power(self.decay_rate, p))
-        return ops.maximum(lr, self.floor)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_rate": self.decay_rate,
-                "decay_steps": self.decay_steps, "floor": self.floor, "staircase": self.staircase}
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +345,7 @@ class RankingModel(keras.Model):
         self.use_cross = bool(use_cross)
         self.cross_dim = int(cross_dim)
 
-        self.encoder = FeatureEncoder(_spec_dicts(specs), vocabularies, name="encoder")
+        self.encoder = FeatureEncoder(spec_dicts(specs), vocabularies, name="encoder")
         specs_d = self.encoder.specs
         self.item_features = [s["name"] for s in specs_d if s["side"] == "item"]
         self.context_features = [s["name"] for s in specs_d if s["side"] == "context"]
@@ -546,7 +517,7 @@ def ranking_dataset(features: Mapping[str, Any], labels: Mapping[str, Any],
         specs: if given, string features are cast to ``str`` and int features to int64.
     """
     feats = {}
-    kinds = {s["name"]: s.get("dtype", "string") for s in _spec_dicts(specs)} if specs else {}
+    kinds = {s["name"]: s.get("dtype", "string") for s in spec_dicts(specs)} if specs else {}
     for name, col in features.items():
         arr = np.asarray(col)
         if kinds.get(name) == "string" or (not kinds and arr.dtype.kind in "OUS"):
@@ -579,7 +550,7 @@ def synthetic_ranking_data(specs: list[Any], n: int, seed: int = 0,
     feats: dict[str, np.ndarray] = {}
     s_click = np.zeros(n)
     s_conv = np.zeros(n)
-    for s in _spec_dicts(specs):
+    for s in spec_dicts(specs):
         name = s["name"]
         if s.get("dtype", "string") == "string":
             vocab = (vocabularies or {}).get(name) or [f"{name}_{i}" for i in range(id_cardinality)]

@@ -43,7 +43,8 @@ import numpy as np
 import tensorflow as tf
 
 from models import losses
-from models.features import FeatureEncoder, _spec_dicts, warm_start_encoder
+from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
+from models.optim import DecayWithFloor, LazyAdam
 
 LABEL_KEY = "label"
 LOG_Q_KEY = "log_q"
@@ -56,58 +57,6 @@ META_FILE = "two_tower.json"
 
 
 # --------------------------------------------------------------------------- schedule
-
-
-@keras.saving.register_keras_serializable(package="dailyrec")
-class ExponentialDecayWithFloor(keras.optimizers.schedules.LearningRateSchedule):
-    """``lr(step) = max(floor, initial_learning_rate * decay_rate ** (step / decay_steps))``."""
-
-    def __init__(self, initial_learning_rate: float, decay_rate: float, decay_steps: int, floor: float = 0.0):
-        super().__init__()
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_rate = float(decay_rate)
-        self.decay_steps = int(decay_steps)
-        self.floor = float(floor)
-
-    def __call__(self, step: Any) -> Any:
-        step = tf.cast(step, tf.float32)
-        lr = self.initial_learning_rate * tf.pow(self.decay_rate, step / float(self.decay_steps))
-        return tf.maximum(tf.constant(self.floor, tf.float32), lr)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_rate": self.decay_rate,
-                "decay_steps": self.decay_steps, "floor": self.floor}
-
-
-@keras.saving.register_keras_serializable(package="dailyrec")
-class LazyAdam(keras.optimizers.Adam):
-    """Adam whose sparse (``tf.IndexedSlices``) gradients update only the rows they touch.
-
-    Embedding tables get their gradient as ``IndexedSlices``; Keras' Adam densifies them and
-    updates every row's moments each step, which for 200k-row tables dominates the step time.
-    Here, as in TF1's ``LazyAdamOptimizer``, only the rows seen in the batch have their moments
-    and values updated (rows absent from a batch keep their moments, they do not decay). Dense
-    gradients (the MLPs) get the ordinary Adam update.
-    """
-
-    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
-        if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad:
-            return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        rows, position = tf.unique(gradient.indices)
-        grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), position, tf.shape(rows)[0])
-        lr = tf.cast(learning_rate, dtype)
-        local_step = tf.cast(self.iterations + 1, dtype)
-        beta_1 = tf.cast(self.beta_1, dtype)
-        beta_2 = tf.cast(self.beta_2, dtype)
-        alpha = lr * tf.sqrt(1 - tf.pow(beta_2, local_step)) / (1 - tf.pow(beta_1, local_step))
-        m = self._momentums[self._get_variable_index(variable)]
-        v = self._velocities[self._get_variable_index(variable)]
-        m_rows = beta_1 * tf.gather(m.value, rows) + (1 - beta_1) * grad
-        v_rows = beta_2 * tf.gather(v.value, rows) + (1 - beta_2) * tf.square(grad)
-        self.assign(m, tf.IndexedSlices(m_rows, rows))
-        self.assign(v, tf.IndexedSlices(v_rows, rows))
-        self.assign_sub(variable, tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
 
 
 # --------------------------------------------------------------------------- towers
@@ -141,7 +90,7 @@ class _Tower(keras.Model):
     def __init__(self, specs: list[Any], vocabularies: dict[str, list[str]] | None = None,
                  hidden_units: list[int] | tuple[int, ...] = (128, 64), output_dim: int = 64, **kwargs: Any):
         super().__init__(**kwargs)
-        self.specs = _spec_dicts(specs)
+        self.specs = spec_dicts(specs)
         names = {s["name"] for s in self.specs}
         self.vocabularies = {k: list(v) for k, v in (vocabularies or {}).items() if k in names}
         self.hidden_units = [int(h) for h in hidden_units]
@@ -338,8 +287,8 @@ class TwoTowerModel(keras.Model):
 
 
 def make_optimizer(train_cfg: Any) -> keras.optimizers.Optimizer:
-    """:class:`LazyAdam` with :class:`ExponentialDecayWithFloor` from a ``TrainingConfig``."""
-    schedule = ExponentialDecayWithFloor(train_cfg.learning_rate, train_cfg.lr_decay_rate,
+    """:class:`~models.optim.LazyAdam` with :class:`~models.optim.DecayWithFloor` from a ``TrainingConfig``."""
+    schedule = DecayWithFloor(train_cfg.learning_rate, train_cfg.lr_decay_rate,
                                          train_cfg.lr_decay_steps, train_cfg.lr_floor)
     return LazyAdam(learning_rate=schedule)
 

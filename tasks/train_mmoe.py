@@ -41,6 +41,7 @@ from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.registry import model_dir, warm_start_source
 from dailyrec.storage import MANIFEST, Timer, make_manifest, open_store
+from tasks.training import training_callbacks
 
 log = logging.getLogger("dailyrec.train_mmoe")
 NAME = "mmoe"
@@ -60,48 +61,6 @@ def artifact_dirs(root: str, role: str = "main") -> tuple[str, str]:
         raise ValueError(f"role must be 'main' or 'baseline', got {role!r}")
     base = root if role == "main" else f"{root}/{BASELINE}"
     return f"{base}/{KERAS_DIR}", f"{base}/{SAVED_MODEL_DIR}"
-
-
-def _callbacks(cfg: Config, kind: str, ckpt_dir: str, tb_dir: str, model: Any) -> list[Any]:
-    import keras
-    import tensorflow as tf
-
-    ckpt = tf.train.Checkpoint(model=model)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=cfg.training.checkpoints_keep)
-    every = cfg.training.checkpoint_every_steps
-    epochs = cfg.ranking.epochs
-
-    class Checkpoints(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.step = 0
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self.step += 1
-            if self.step % every == 0:
-                manager.save(checkpoint_number=self.step)
-
-        def on_train_end(self, logs: Any = None) -> None:
-            manager.save(checkpoint_number=self.step)
-
-    class EpochLog(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.t0 = time.perf_counter()
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            opt = model.optimizer
-            lr = opt.learning_rate
-            lr = float(lr.numpy()) if hasattr(lr, "numpy") else float(lr)
-            shown = ", ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
-            log.info("%s epoch %d/%d: %s, lr=%.5f (%.1fs)", kind, epoch + 1, epochs, shown, lr,
-                     time.perf_counter() - self.t0)
-
-    return [Checkpoints(), EpochLog(),
-            keras.callbacks.TensorBoard(log_dir=tb_dir, update_freq="epoch", write_graph=False)]
 
 
 def _fit_one(cfg: Config, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
@@ -132,7 +91,9 @@ def _fit_one(cfg: Config, kind: str, vocabularies: dict[str, list[str]], feature
     t0 = time.perf_counter()
     with timer.step(f"{kind}_fit"):
         hist = model.fit(ds, epochs=rc.epochs, verbose=0, shuffle=False,  # the dataset shuffles
-                         callbacks=_callbacks(cfg, kind, ckpt_dir, tb_dir, model))
+                         callbacks=training_callbacks(model, log, kind, cfg.ranking.epochs, ckpt_dir, tb_dir,
+                                                    cfg.training.checkpoint_every_steps,
+                                                    cfg.training.checkpoints_keep))
     fit_s = time.perf_counter() - t0
     history = {k: [round(float(x), 6) for x in v] for k, v in hist.history.items()}
     info = {"kind": kind, "params": int(model.count_params()), "history": history, "warm_start": warm,

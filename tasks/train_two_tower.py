@@ -26,6 +26,7 @@ from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.registry import model_dir, warm_start_source
 from dailyrec.storage import Timer, make_manifest, open_store
+from tasks.training import training_callbacks
 
 log = logging.getLogger("dailyrec.train_two_tower")
 NAME = "two_tower"
@@ -33,46 +34,6 @@ NAME = "two_tower"
 
 def model_version(cur_date: str, cfg: Config) -> str:
     return f"tt-{cur_date}-{cfg.digest()[:8]}"
-
-
-def _callbacks(cfg: Config, ckpt_dir: str, tb_dir: str, model: Any) -> list[Any]:
-    import keras
-    import tensorflow as tf
-
-    ckpt = tf.train.Checkpoint(model=model)
-    manager = tf.train.CheckpointManager(ckpt, ckpt_dir, max_to_keep=cfg.training.checkpoints_keep)
-    every = cfg.training.checkpoint_every_steps
-
-    class Checkpoints(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.step = 0
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self.step += 1
-            if self.step % every == 0:
-                manager.save(checkpoint_number=self.step)
-
-        def on_train_end(self, logs: Any = None) -> None:
-            manager.save(checkpoint_number=self.step)
-
-    class EpochLog(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.t0 = time.perf_counter()
-
-        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-            lr = model.optimizer.learning_rate
-            lr = float(lr.numpy()) if hasattr(lr, "numpy") else float(lr)
-            shown = ", ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
-            log.info("epoch %d/%d: %s, lr=%.5f (%.1fs)", epoch + 1, cfg.training.epochs, shown, lr,
-                     time.perf_counter() - self.t0)
-
-    return [Checkpoints(), EpochLog(),
-            keras.callbacks.TensorBoard(log_dir=tb_dir, update_freq="epoch", write_graph=False)]
 
 
 def train_two_tower(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
@@ -125,7 +86,9 @@ def train_two_tower(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         with timer.step("fit"):
             hist = model.fit(ds, epochs=tc.epochs, verbose=0,
-                             callbacks=_callbacks(cfg, str(ckpt_dir), f"{tmp}/tensorboard", model))
+                             callbacks=training_callbacks(model, log, "two_tower", tc.epochs, str(ckpt_dir),
+                                                        f"{tmp}/tensorboard", tc.checkpoint_every_steps,
+                                                        tc.checkpoints_keep))
         fit_s = time.perf_counter() - t0
         with timer.step("save"):
             save_model(model, f"{tmp}/model")

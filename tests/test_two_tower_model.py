@@ -86,13 +86,13 @@ def test_model_loss_equals_loss_functions_on_full_embeddings():
 
 
 def test_lr_schedule_decays_to_floor_and_serialises():
-    sched = tt.ExponentialDecayWithFloor(0.01, 0.5, 10, floor=0.002)
+    sched = tt.DecayWithFloor(0.01, 0.5, 10, floor=0.002)
     assert float(sched(0)) == pytest.approx(0.01)
     assert float(sched(10)) == pytest.approx(0.005)
     assert float(sched(5)) == pytest.approx(0.01 * 0.5 ** 0.5, rel=1e-5)
     assert float(sched(1000)) == pytest.approx(0.002)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sched))
-    assert isinstance(again, tt.ExponentialDecayWithFloor) and again.get_config() == sched.get_config()
+    assert isinstance(again, tt.DecayWithFloor) and again.get_config() == sched.get_config()
 
 
 def test_lazy_adam_matches_adam_on_touched_rows_and_leaves_others():
