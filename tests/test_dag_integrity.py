@@ -115,3 +115,47 @@ def test_training_is_pooled_and_gated(dagbag, path):
 
 def test_every_dag_has_expectations():
     assert {p.stem for p in DAG_FILES} <= set(EXPECTED), "add the new DAG's tasks and edges to EXPECTED"
+
+
+BAD_PARAMS = {
+    "daily_retrieval": [{"epochs": 0}, {"loss": "bogus"}, {"cur_date": "2026-13-45"}, {"cur_date": "yesterday"},
+                        {"hard_negative_sources": ["nope"]}, {"negatives_per_positive": -1}],
+    "daily_ranking": [{"cur_date": "2026-02-30"}, {"epochs": 0}],
+    "hourly_log_check": [{"hour": 24}, {"cur_date": "11/01/2026"}],
+}
+GOOD_PARAMS = {
+    "daily_retrieval": {"cur_date": "2026-11-02", "epochs": 3, "loss": "bce", "hard_negative_sources": ["exposed"],
+                        "publish": False, "config_overrides": {"sampling.popularity_alpha": 0.5}},
+    "daily_ranking": {"cur_date": "2026-11-02", "publish": False},
+    "hourly_log_check": {"cur_date": "2026-11-02", "hour": 23},
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(BAD_PARAMS))
+def test_trigger_form_validates_params(dagbag, dag_id):
+    """What the UI's trigger form (and `--conf`) accepts: bad values are refused before any task runs."""
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.get_dag(dag_id)
+    for bad in BAD_PARAMS[dag_id]:
+        params = copy.deepcopy(dag.params)
+        with pytest.raises(ParamValidationError):
+            params.update(bad)
+            params.validate()
+    params = copy.deepcopy(dag.params)
+    params.update(GOOD_PARAMS[dag_id])
+    assert params.validate()["cur_date"] == GOOD_PARAMS[dag_id]["cur_date"]
+
+
+def test_start_task_refuses_unknown_config_keys():
+    """`config_overrides` is free-form in the form; `start` validates it against the config."""
+    from dailyrec.config import ConfigError
+    from dailyrec.runctx import RETRIEVAL_PARAM_KEYS, start_run
+
+    ctx = {"params": {"cur_date": "2026-11-02", "config_overrides": {"sampling.nonsense": 1}}}
+    with pytest.raises(ConfigError, match="unknown key 'sampling.nonsense'"):
+        start_run(ctx, RETRIEVAL_PARAM_KEYS)
+    ok = start_run({"params": {"cur_date": "2026-11-02", "epochs": 3}}, RETRIEVAL_PARAM_KEYS)
+    assert ok["cur_date"] == "2026-11-02" and ok["overrides"] == {"training.epochs": 3}
