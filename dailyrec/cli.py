@@ -15,6 +15,9 @@ from dailyrec.config import Config, ConfigError, load_config, parse_set_args
 def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # faiss logs at INFO each SIMD build it could not load before the one it uses; absl/TF chatter
+    for noisy in ("faiss.loader", "absl", "tensorflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def parser(description: str, cur_date: bool = True) -> argparse.ArgumentParser:
