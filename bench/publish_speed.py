@@ -58,8 +58,9 @@ and the DAG run in child processes and report their own).
 
 Merging: with ``--only`` naming a subset, the metrics of the parts not run are carried over from
 the existing JSON (``--out``) with their ``parts`` entry (command and date of the run that measured
-them; for a file written before parts existed, its top-level command and date), and the top-level
-``command`` is this run's. Without ``--only`` the JSON is rewritten from scratch.
+them; for a file written before parts existed, its top-level command, date and load averages, and
+the last commit of the file when it is unmodified), and the top-level ``command`` is this run's.
+Without ``--only`` the JSON is rewritten from scratch.
 
 Writes bench/results/publish_speed.json (through bench/_common.py when it exists).
 """
@@ -810,9 +811,23 @@ def carried_metrics(path: Path, parts: list[str]) -> tuple[dict[str, Any], dict[
             info[g] = old_parts[g]
         else:  # written before parts existed: the whole file came from one run
             info[g] = {"command": doc.get("command"), "date": doc.get("date"),
+                       "result_committed_in": _last_commit_of(path),
                        "load_avg_1m_start": old.get("load_avg_1m_start"), "load_avg_1m_end": old.get("load_avg_1m_end"),
                        "process_peak_rss_mb": old.get("peak_rss_mb"), "carried_from_previous_result": True}
     return keep, info
+
+
+def _last_commit_of(path: Path) -> str | None:
+    """The last commit that changed ``path``, when the file is as committed (else None)."""
+    try:
+        git = ["git", "-C", str(REPO)]
+        if subprocess.run([*git, "diff", "--quiet", "HEAD", "--", str(path)], timeout=10).returncode != 0:
+            return None
+        out = subprocess.run([*git, "log", "-1", "--format=%h %cI", "--", str(path)], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        return out or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def ordered(metrics: dict[str, Any]) -> dict[str, Any]:
