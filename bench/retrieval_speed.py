@@ -1,0 +1,323 @@
+"""Speed of the daily retrieval steps at scale: feature SQL, sample selection, two-tower training.
+
+One day of demo logs (``tasks.generate_demo``, default 10M events, 200k users, 50k items) is
+written to a temporary data root, then each step runs **in its own subprocess** (so every step's
+peak RSS is its own, ``ru_maxrss``) on ``cur_date`` = that day with ``sampling.window_days = 1``
+(the window is that day alone) and otherwise the default config:
+
+* ``features``: ``tasks.features.build_features`` (DuckDB SQL over the Parquet logs) -> ``features_s``;
+* ``sample``: ``tasks.sample.select_samples`` ``--sample-repeats`` times (deterministic, same
+  output each time) -> ``sample_events_per_s`` = events in the window / wall seconds of the step
+  (median of the repeats; the step's own ``events_per_s`` of its manifest), plus the best and the
+  per-CPU-second figure;
+* ``train``: ``tasks.train_two_tower.train_two_tower`` with ``training.epochs = 1`` and
+  ``training.batch_size = --batch-size`` (default 4096) on the whole ``train.parquet``, for each
+  loss (softmax with logQ, the default; bce): the step's own ``examples_per_s`` (rows / seconds of
+  ``fit``, first-step tracing included), its load time (Parquet -> arrays) and the peak RSS;
+* ``fit``: a timed ``fit`` of ``models.two_tower.build_two_tower`` on ``tasks.tf_inputs.dataset``
+  over the first ``--fit-rows`` rows of the same ``train.parquet`` (the pipeline's model, batches
+  and optimizer), ``--warmup-steps`` steps excluded -> steady-state examples/s, wall and per CPU
+  second, for each loss.
+
+The machine is shared: every step records the 1-minute load average before and after and its
+process CPU seconds (``*_cpu`` figures are per CPU-second: less sensitive to other load).
+
+    ./dev bench retrieval_speed [--events 10000000] [--users 200000] [--items 50000]
+                                [--batch-size 4096] [--fit-rows 2000000] [--losses softmax bce]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import command_line, regenerate_results_md, write_result  # noqa: E402
+
+NAME = "retrieval_speed"
+DAY = "2026-11-01"
+RESULT_TAG = "STAGE-RESULT "
+
+
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _cfg(p: dict[str, Any]):
+    from dailyrec.config import load_config
+
+    return load_config(overrides={"storage.data_root": p["root"], **p["overrides"]})
+
+
+# ---- stages (each runs in its own process) ------------------------------------------------------
+
+def stage_generate(p: dict[str, Any]) -> dict[str, Any]:
+    from tasks.generate_demo import generate
+
+    s = generate(_cfg(p), DAY, 1)
+    return {"events": s["events"], "clicks": s["clicks"], "users": s["users"], "items": s["items"],
+            "seconds": s["seconds"]}
+
+
+def stage_features(p: dict[str, Any]) -> dict[str, Any]:
+    from dailyrec.storage import open_store
+    from tasks.features import build_features
+
+    cfg = _cfg(p)
+    t0 = time.perf_counter()
+    r = build_features(DAY, cfg)
+    wall = time.perf_counter() - t0
+    man = open_store(cfg).read_json(f"{r['path']}/_manifest.json")
+    return {"seconds": round(wall, 3), "timings_s": man["timings_s"], "rows": r["rows"]}
+
+
+def stage_sample(p: dict[str, Any]) -> dict[str, Any]:
+    from dailyrec.storage import open_store
+    from tasks.sample import select_samples
+
+    cfg = _cfg(p)
+    runs = []
+    for _ in range(p["repeats"]):
+        c0, t0 = _cpu_s(), time.perf_counter()
+        r = select_samples(DAY, cfg)
+        wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+        man = open_store(cfg).read_json(f"{r['path']}/_manifest.json")
+        runs.append({"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events": man["stats"]["events_in_window"],
+                     "manifest_events_per_s": man["events_per_s"], "timings_s": man["timings_s"],
+                     "rows": r["rows"]})
+    return {"runs": runs}
+
+
+def stage_train(p: dict[str, Any]) -> dict[str, Any]:
+    from dailyrec.storage import open_store
+    from tasks.train_two_tower import train_two_tower
+
+    cfg = _cfg(p)
+    c0, t0 = _cpu_s(), time.perf_counter()
+    r = train_two_tower(DAY, cfg)
+    wall, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    man = open_store(cfg).read_json(f"{r['model_dir']}/_manifest.json")
+    fit_s = man["timings_s"].get("fit")
+    return {"rows": r["rows"], "examples_per_s": r["examples_per_s"], "timings_s": man["timings_s"],
+            "fit_s": fit_s, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "final_loss": r["final_loss"]}
+
+
+def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
+    import keras
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from dailyrec.storage import open_store
+    from models.two_tower import build_two_tower
+    from tasks.tf_inputs import dataset, feature_arrays
+
+    cfg = _cfg(p)
+    store = open_store(cfg)
+    tc = cfg.training
+    path = f"{store.partition('samples', DAY)}/train.parquet"
+    t0 = time.perf_counter()
+    pf = pq.ParquetFile(path)
+    table = pf.read() if p["fit_rows"] <= 0 else pq.read_table(path).slice(0, p["fit_rows"])
+    arrays = feature_arrays(table, cfg.features.spec, extra={"label": "float32", "log_q": "float32"})
+    n = table.num_rows
+    del table
+    vocab = store.read_json(f"{store.partition('features', DAY)}/vocabularies.json")
+    tf.keras.utils.set_random_seed(tc.seed)
+    model = build_two_tower(tc, cfg.features, vocab)
+    ds = dataset(arrays, tc.batch_size, shuffle_seed=tc.seed, drop_remainder=True)
+    prep_s = time.perf_counter() - t0
+    warm = p["warmup_steps"]
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t = self.c = None
+            self.steps = 0
+            self.end = (0.0, 0.0)
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if batch == warm:
+                self.t, self.c = time.perf_counter(), _cpu_s()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.steps = batch + 1
+            self.end = (time.perf_counter(), _cpu_s())
+
+    clock = StepClock()
+    t1 = time.perf_counter()
+    hist = model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
+    total = time.perf_counter() - t1
+    timed = clock.steps - warm
+    if clock.t is None or timed <= 0:
+        raise RuntimeError(f"only {clock.steps} steps: need more than --warmup-steps {warm}")
+    wall, cpu = clock.end[0] - clock.t, clock.end[1] - clock.c
+    ex = timed * tc.batch_size
+    return {"rows": n, "batch_size": tc.batch_size, "steps": clock.steps, "warmup_steps": warm,
+            "timed_steps": timed, "timed_examples": ex, "timed_wall_s": round(wall, 3), "timed_cpu_s": round(cpu, 3),
+            "examples_per_s": round(ex / wall), "examples_per_cpu_s": round(ex / cpu),
+            "fit_total_s": round(total, 3), "prepare_s": round(prep_s, 3),
+            "final_loss": round(float(hist.history["loss"][-1]), 4),
+            "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                        "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
+
+
+STAGES = {"generate": stage_generate, "features": stage_features, "sample": stage_sample,
+          "train": stage_train, "fit": stage_fit}
+
+
+def _stage_entry(stage: str, params: str) -> int:
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    p = json.loads(params)
+    load0, c0, t0 = _load(), _cpu_s(), time.perf_counter()
+    out = STAGES[stage](p)
+    out.update({"process_wall_s": round(time.perf_counter() - t0, 3), "process_cpu_s": round(_cpu_s() - c0, 3),
+                "peak_rss_mb": _rss_mb(), "load_avg_1m": {"before": load0, "after": _load()}})
+    print(RESULT_TAG + json.dumps(out), flush=True)
+    return 0
+
+
+def run_stage(stage: str, p: dict[str, Any]) -> dict[str, Any]:
+    """Run one stage in a fresh interpreter; its stderr goes through, its result comes back."""
+    print(f"[{time.strftime('%H:%M:%S')}] {stage} (load {_load()}) ...", flush=True)
+    proc = subprocess.run([sys.executable, __file__, "--stage", stage, "--params", json.dumps(p)],
+                          stdout=subprocess.PIPE, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+    if proc.returncode != 0 or not lines:
+        sys.stdout.write(proc.stdout)
+        raise RuntimeError(f"stage {stage} failed with exit code {proc.returncode}")
+    res = json.loads(lines[-1][len(RESULT_TAG):])
+    print(f"[{time.strftime('%H:%M:%S')}] {stage}: {json.dumps(res)[:600]}", flush=True)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog=f"./dev bench {NAME}", description=__doc__.split("\n")[0])
+    ap.add_argument("--events", type=int, default=10_000_000, help="events of the day")
+    ap.add_argument("--users", type=int, default=200_000)
+    ap.add_argument("--items", type=int, default=50_000)
+    ap.add_argument("--batch-size", type=int, default=4096)
+    ap.add_argument("--losses", nargs="+", choices=["softmax", "bce"], default=["softmax", "bce"])
+    ap.add_argument("--sample-repeats", type=int, default=3)
+    ap.add_argument("--fit-rows", type=int, default=2_000_000, help="rows of the steady-state fit (0: all)")
+    ap.add_argument("--warmup-steps", type=int, default=20)
+    ap.add_argument("--skip-train", action="store_true", help="no train_two_tower stage (only the timed fit)")
+    ap.add_argument("--data-root", help="use (and keep) this data root; an existing day is not regenerated")
+    ap.add_argument("--no-save", action="store_true", help="print only; do not write results")
+    ap.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
+    ap.add_argument("--params", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.stage:
+        return _stage_entry(args.stage, args.params)
+
+    t_start = time.perf_counter()
+    load_start = _load()
+    root = args.data_root or tempfile.mkdtemp(prefix="dailyrec-speed-")
+    base = {"demo.events_per_day": args.events, "demo.n_users": args.users, "demo.n_items": args.items,
+            "demo.start_date": DAY, "sampling.window_days": 1, "training.batch_size": args.batch_size,
+            "training.epochs": 1, "training.warm_start": False}
+    p = {"root": root, "overrides": base}
+    res: dict[str, Any] = {}
+    try:
+        if not Path(root, "logs", f"dt={DAY}").exists():
+            res["generate"] = run_stage("generate", p)
+        res["features"] = run_stage("features", p)
+        res["sample"] = run_stage("sample", {**p, "repeats": args.sample_repeats})
+        for loss in args.losses:
+            lp = {**p, "overrides": {**base, "training.loss": loss}}
+            if not args.skip_train:
+                res[f"train_{loss}"] = run_stage("train", lp)
+            res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows, "warmup_steps": args.warmup_steps})
+        import pyarrow.parquet as pq
+
+        day_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(root, "logs", f"dt={DAY}").rglob("*.parquet"))
+        disk_mb = round(sum(f.stat().st_size for f in Path(root).rglob("*") if f.is_file()) / 2**20, 1)
+    finally:
+        if not args.data_root:
+            shutil.rmtree(root, ignore_errors=True)
+
+    sruns = res["sample"]["runs"]
+    events = sruns[0]["events"]  # the training window's events (the manifest's events_per_s counts these)
+    s_wall = statistics.median(r["wall_s"] for r in sruns)
+    s_cpu = statistics.median(r["cpu_s"] for r in sruns)
+    loads = [v for r in res.values() for v in r["load_avg_1m"].values()]
+    main_loss = args.losses[0]
+    metrics: dict[str, Any] = {
+        "events": day_events,
+        "events_in_training_window": events,
+        "users": args.users,
+        "items": args.items,
+        "sample_events_per_s": round(events / s_wall),
+        "sample_events_per_s_note": ("events of the training window (the day minus the "
+                                     "training.holdout_hours = 3 holdout hours, which the step also reads) / wall "
+                                     "seconds of select_samples, median of the repeats"),
+        "sample_day_events_per_s": round(day_events / s_wall),
+        "sample_events_per_s_best": round(events / min(r["wall_s"] for r in sruns)),
+        "sample_events_per_cpu_s": round(events / s_cpu),
+        "sample_s": {"median": round(s_wall, 3), "runs": [r["wall_s"] for r in sruns]},
+        "sample_manifest_events_per_s": [r["manifest_events_per_s"] for r in sruns],
+        "sample_rows": sruns[0]["rows"],
+        "sample_timings_s": sruns[len(sruns) // 2]["timings_s"],
+        "features_s": res["features"]["seconds"],
+        "features_timings_s": res["features"]["timings_s"],
+        "train_examples_per_s": res[f"fit_{main_loss}"]["examples_per_s"],
+        "train_examples_per_s_note": (f"steady state of the pipeline's model on its samples (loss {main_loss}, "
+                                      f"batch {args.batch_size}, first {args.warmup_steps} steps excluded); "
+                                      "train_step_* are the whole train_two_tower step"),
+        "batch_size": args.batch_size,
+    }
+    for loss in args.losses:
+        f = res[f"fit_{loss}"]
+        metrics[f"train_examples_per_s_{loss}"] = f["examples_per_s"]
+        metrics[f"train_examples_per_cpu_s_{loss}"] = f["examples_per_cpu_s"]
+        metrics[f"fit_{loss}"] = {k: f[k] for k in ("rows", "timed_steps", "timed_wall_s", "timed_cpu_s",
+                                                    "fit_total_s", "prepare_s", "peak_rss_mb", "final_loss")}
+        if f"train_{loss}" in res:
+            t = res[f"train_{loss}"]
+            metrics[f"train_step_{loss}"] = {
+                "rows": t["rows"], "examples_per_s": t["examples_per_s"], "fit_s": t["fit_s"],
+                "examples_per_cpu_s_step": round(t["rows"] / t["cpu_s"]), "load_s": t["timings_s"].get("load"),
+                "save_s": t["timings_s"].get("save"), "wall_s": t["wall_s"], "peak_rss_mb": t["peak_rss_mb"],
+                "final_loss": t["final_loss"]}
+    metrics.update({
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in res.values()),
+        "peak_rss_mb_by_stage": {k: r["peak_rss_mb"] for k, r in res.items()},
+        "generate": res.get("generate", "reused an existing data root"),
+        "data_root_mb": disk_mb,
+        "load_avg_1m": {"start": load_start, "min": min(loads), "max": max(loads), "by_stage": {
+            k: r["load_avg_1m"] for k, r in res.items()}},
+        "cpu_s_by_stage": {k: r["process_cpu_s"] for k, r in res.items()},
+        "tf_threads": res[f"fit_{main_loss}"]["threads"],
+        "wall_seconds": round(time.perf_counter() - t_start, 1),
+    })
+    print(json.dumps(metrics, indent=1))
+    if not args.no_save:
+        path = write_result(NAME, command_line(NAME, argv), metrics)
+        md = regenerate_results_md()
+        print(f"wrote {path} and {md}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
