@@ -65,7 +65,7 @@ of memory), the day is halved and the measurement repeated; the JSON says which 
 is copied with the command that produced it (``./dev bench mmoe_synthetic``); if that file is
 absent it is re-run here with ``--quick``.
 
-    ./dev bench mmoe            # full run (~45-60 min on the shared 2-core machine)
+    ./dev bench mmoe            # full run (~30-50 min on the shared 2-core machine)
     ./dev bench mmoe --quick    # smoke run (small data, 1 seed, 200k-impression throughput)
 """
 
