@@ -2,7 +2,7 @@
 
 One day of demo logs (``tasks.generate_demo``, default 10M events, 200k users, 50k items) is
 written to a temporary data root, then each step runs **in its own subprocess** (so every step's
-peak RSS is its own, ``ru_maxrss``) on ``cur_date`` = that day with ``sampling.window_days = 1``
+peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.window_days = 1``
 (the window is that day alone) and otherwise the default config:
 
 * ``features``: ``tasks.features.build_features`` (DuckDB SQL over the Parquet logs) -> ``features_s``;
@@ -56,6 +56,14 @@ def _cpu_s() -> float:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS in MB: ``VmHWM`` (``ru_maxrss`` of a forked child starts at the
+    parent's RSS), ``ru_maxrss`` where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
@@ -198,16 +206,47 @@ def _stage_entry(stage: str, params: str) -> int:
     return 0
 
 
-def run_stage(stage: str, p: dict[str, Any]) -> dict[str, Any]:
-    """Run one stage in a fresh interpreter; its stderr goes through, its result comes back."""
-    print(f"[{time.strftime('%H:%M:%S')}] {stage} (load {_load()}) ...", flush=True)
-    proc = subprocess.run([sys.executable, __file__, "--stage", stage, "--params", json.dumps(p)],
-                          stdout=subprocess.PIPE, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
+def _mem_available_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("inf")
+
+
+class StageKilled(RuntimeError):
+    pass
+
+
+def run_stage(stage: str, p: dict[str, Any], min_available_mb: float = 2048) -> dict[str, Any]:
+    """Run one stage in a fresh interpreter; its stderr goes through, its result comes back.
+
+    The machine is shared: when the system's available memory falls below ``min_available_mb``
+    while the stage runs, the stage (our own child process) is killed and :class:`StageKilled`
+    raised, rather than pushing other people's jobs into the OOM killer.
+    """
+    print(f"[{time.strftime('%H:%M:%S')}] {stage} (load {_load()}, available {_mem_available_mb():,.0f} MB) ...",
+          flush=True)
+    out = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen([sys.executable, __file__, "--stage", stage, "--params", json.dumps(p)],
+                            stdout=out, text=True)
+    low = float("inf")
+    while proc.poll() is None:
+        avail = _mem_available_mb()
+        low = min(low, avail)
+        if avail < min_available_mb:
+            proc.kill()
+            proc.wait()
+            raise StageKilled(f"stage {stage} killed: system MemAvailable fell to {avail:,.0f} MB "
+                              f"(< {min_available_mb:,.0f} MB)")
+        time.sleep(0.25)
+    out.seek(0)
+    stdout = out.read()
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
-        sys.stdout.write(proc.stdout)
+        sys.stdout.write(stdout)
         raise RuntimeError(f"stage {stage} failed with exit code {proc.returncode}")
     res = json.loads(lines[-1][len(RESULT_TAG):])
+    res["system_mem_available_min_mb"] = round(low)
     print(f"[{time.strftime('%H:%M:%S')}] {stage}: {json.dumps(res)[:600]}", flush=True)
     return res
 
@@ -223,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-rows", type=int, default=2_000_000, help="rows of the steady-state fit (0: all)")
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--skip-train", action="store_true", help="no train_two_tower stage (only the timed fit)")
+    ap.add_argument("--min-available-mb", type=float, default=2048,
+                    help="kill a stage when the system's MemAvailable falls below this (shared machine)")
     ap.add_argument("--data-root", help="use (and keep) this data root; an existing day is not regenerated")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write results")
     ap.add_argument("--stage", choices=list(STAGES), help=argparse.SUPPRESS)
@@ -239,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             "training.epochs": 1, "training.warm_start": False}
     p = {"root": root, "overrides": base}
     res: dict[str, Any] = {}
+    killed: dict[str, str] = {}
     try:
         if not Path(root, "logs", f"dt={DAY}").exists():
             res["generate"] = run_stage("generate", p)
@@ -247,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         for loss in args.losses:
             lp = {**p, "overrides": {**base, "training.loss": loss}}
             if not args.skip_train:
-                res[f"train_{loss}"] = run_stage("train", lp)
-            res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows, "warmup_steps": args.warmup_steps})
+                try:
+                    res[f"train_{loss}"] = run_stage("train", lp, args.min_available_mb)
+                except StageKilled as exc:
+                    print(exc, flush=True)
+                    killed[f"train_{loss}"] = str(exc)
+            res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows, "warmup_steps": args.warmup_steps},
+                                           args.min_available_mb)
         import pyarrow.parquet as pq
 
         day_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(root, "logs", f"dt={DAY}").rglob("*.parquet"))
@@ -302,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                 "final_loss": t["final_loss"]}
     metrics.update({
         "peak_rss_mb": max(r["peak_rss_mb"] for r in res.values()),
+        "stages_killed_for_memory": killed,
+        "system_mem_available_min_mb_by_stage": {k: r["system_mem_available_min_mb"] for k, r in res.items()},
         "peak_rss_mb_by_stage": {k: r["peak_rss_mb"] for k, r in res.items()},
         "generate": res.get("generate", "reused an existing data root"),
         "data_root_mb": disk_mb,
