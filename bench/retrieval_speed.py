@@ -43,6 +43,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np  # noqa: E402
+
 from bench._common import command_line, regenerate_results_md, write_result  # noqa: E402
 
 NAME = "retrieval_speed"
@@ -113,7 +115,17 @@ def stage_sample(p: dict[str, Any]) -> dict[str, Any]:
         runs.append({"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "events": man["stats"]["events_in_window"],
                      "manifest_events_per_s": man["events_per_s"], "timings_s": man["timings_s"],
                      "rows": r["rows"]})
-    return {"runs": runs}
+    # the baseline: reading the day's logs (the columns the sampler needs) with pyarrow, no work on them
+    import pyarrow.parquet as pq
+
+    files = sorted(str(f) for f in Path(p["root"], "logs", f"dt={DAY}").rglob("*.parquet"))
+    cols = ["user_id", "item_id", "click", "event_time"]
+    reads = []
+    for _ in range(p["repeats"]):
+        t0 = time.perf_counter()
+        n = sum(pq.read_table(f, columns=cols).num_rows for f in files)
+        reads.append(round(time.perf_counter() - t0, 3))
+    return {"runs": runs, "read_baseline": {"columns": cols, "files": len(files), "rows": n, "runs_s": reads}}
 
 
 def stage_train(p: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +140,28 @@ def stage_train(p: dict[str, Any]) -> dict[str, Any]:
     fit_s = man["timings_s"].get("fit")
     return {"rows": r["rows"], "examples_per_s": r["examples_per_s"], "timings_s": man["timings_s"],
             "fit_s": fit_s, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "final_loss": r["final_loss"]}
+
+
+def _StepClock(warm: int):
+    """A Keras callback timing the steps after the first ``warm`` ones (wall and CPU)."""
+    import keras
+
+    class StepClock(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.t = self.c = None
+            self.steps = 0
+            self.end = (0.0, 0.0)
+
+        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+            if batch == warm:
+                self.t, self.c = time.perf_counter(), _cpu_s()
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.steps = batch + 1
+            self.end = (time.perf_counter(), _cpu_s())
+
+    return StepClock()
 
 
 def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
@@ -156,22 +190,7 @@ def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
     prep_s = time.perf_counter() - t0
     warm = p["warmup_steps"]
 
-    class StepClock(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.t = self.c = None
-            self.steps = 0
-            self.end = (0.0, 0.0)
-
-        def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
-            if batch == warm:
-                self.t, self.c = time.perf_counter(), _cpu_s()
-
-        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
-            self.steps = batch + 1
-            self.end = (time.perf_counter(), _cpu_s())
-
-    clock = StepClock()
+    clock = _StepClock(warm)
     t1 = time.perf_counter()
     hist = model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
     total = time.perf_counter() - t1
@@ -189,8 +208,80 @@ def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
                         "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}}
 
 
+def stage_plain_fit(p: dict[str, Any]) -> dict[str, Any]:
+    """The baseline: a plain Keras two-tower on the same rows, ids only, numpy in, ``fit`` as-is.
+
+    ``user_id`` / ``item_id`` -> integer codes (``pandas.factorize``, not timed) -> Embedding(32)
+    -> Dense(64) -> L2 per tower; ``softmax``: in-batch softmax over the batch's rows
+    (temperature 0.05); ``bce``: sigmoid of cosine / 0.05 against the row's label. Same batch
+    size, rows, epochs and warm-up exclusion as ``fit``.
+    """
+    import keras
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from keras import ops
+
+    from dailyrec.storage import open_store
+
+    cfg = _cfg(p)
+    store = open_store(cfg)
+    bs = cfg.training.batch_size
+    path = f"{store.partition('samples', DAY)}/train.parquet"
+    t0 = time.perf_counter()
+    table = pq.read_table(path, columns=["user_id", "item_id", "label"])
+    if p["fit_rows"] > 0:
+        table = table.slice(0, p["fit_rows"])
+    df = table.to_pandas()
+    u, nu = pd.factorize(df["user_id"])[0].astype("int32"), df["user_id"].nunique()
+    i, ni = pd.factorize(df["item_id"])[0].astype("int32"), df["item_id"].nunique()
+    y = df["label"].to_numpy("float32")
+    del table, df
+    keras.utils.set_random_seed(cfg.training.seed)
+    temp = 0.05
+
+    def tower(n: int, name: str):
+        x = keras.Input(shape=(), dtype="int32", name=name)
+        e = keras.layers.Embedding(n, 32)(x)
+        return x, keras.layers.UnitNormalization()(keras.layers.Dense(64)(e))
+
+    ui, uv = tower(nu, "user")
+    ii, iv = tower(ni, "item")
+
+    class InBatchSoftmax(keras.layers.Layer):
+        def call(self, a, b):
+            logits = ops.matmul(a, ops.transpose(b)) / temp
+            return ops.logsumexp(logits, axis=1) - ops.diagonal(logits)
+
+    if p["loss"] == "softmax":
+        out = InBatchSoftmax()(uv, iv)
+        model = keras.Model([ui, ii], out)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=lambda _y, per_row: per_row)
+        target = np.zeros_like(y)
+    else:
+        out = keras.layers.Activation("sigmoid")(ops.sum(uv * iv, axis=1) / temp)
+        model = keras.Model([ui, ii], out)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+        target = y
+    prep_s = time.perf_counter() - t0
+    warm = p["warmup_steps"]
+    clock = _StepClock(warm)
+    t1 = time.perf_counter()
+    hist = model.fit([u, i], target, batch_size=bs, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
+    total = time.perf_counter() - t1
+    timed = clock.steps - warm
+    if clock.t is None or timed <= 0:
+        raise RuntimeError(f"only {clock.steps} steps: need more than --warmup-steps {warm}")
+    wall, cpu = clock.end[0] - clock.t, clock.end[1] - clock.c
+    ex = timed * bs
+    return {"rows": int(len(u)), "users": int(nu), "items": int(ni), "batch_size": bs, "steps": clock.steps,
+            "timed_steps": timed, "timed_wall_s": round(wall, 3), "timed_cpu_s": round(cpu, 3),
+            "examples_per_s": round(ex / wall), "examples_per_cpu_s": round(ex / cpu),
+            "fit_total_s": round(total, 3), "prepare_s": round(prep_s, 3),
+            "final_loss": round(float(hist.history["loss"][-1]), 4)}
+
+
 STAGES = {"generate": stage_generate, "features": stage_features, "sample": stage_sample,
-          "train": stage_train, "fit": stage_fit}
+          "train": stage_train, "fit": stage_fit, "plain_fit": stage_plain_fit}
 
 
 def _stage_entry(stage: str, params: str) -> int:
@@ -296,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                     killed[f"train_{loss}"] = str(exc)
             res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows, "warmup_steps": args.warmup_steps},
                                            args.min_available_mb)
+            res[f"plain_fit_{loss}"] = run_stage("plain_fit", {**lp, "fit_rows": args.fit_rows, "loss": loss,
+                                                               "warmup_steps": args.warmup_steps},
+                                                 args.min_available_mb)
         import pyarrow.parquet as pq
 
         day_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(root, "logs", f"dt={DAY}").rglob("*.parquet"))
@@ -325,6 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         "sample_s": {"median": round(s_wall, 3), "runs": [r["wall_s"] for r in sruns]},
         "sample_manifest_events_per_s": [r["manifest_events_per_s"] for r in sruns],
         "sample_rows": sruns[0]["rows"],
+        "parquet_read_events_per_s": round(res["sample"]["read_baseline"]["rows"]
+                                           / statistics.median(res["sample"]["read_baseline"]["runs_s"])),
+        "sample_vs_parquet_read": round(statistics.median(res["sample"]["read_baseline"]["runs_s"]) / s_wall, 3),
+        "sample_vs_parquet_read_note": ("baseline measured in the same run: pyarrow reading the whole day's logs "
+                                        "(user_id, item_id, click, event_time) without any work; "
+                                        "ratio = read seconds / select_samples seconds"),
         "sample_timings_s": sruns[len(sruns) // 2]["timings_s"],
         "features_s": res["features"]["seconds"],
         "features_timings_s": res["features"]["timings_s"],
@@ -340,6 +440,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics[f"train_examples_per_cpu_s_{loss}"] = f["examples_per_cpu_s"]
         metrics[f"fit_{loss}"] = {k: f[k] for k in ("rows", "timed_steps", "timed_wall_s", "timed_cpu_s",
                                                     "fit_total_s", "prepare_s", "peak_rss_mb", "final_loss")}
+        b = res[f"plain_fit_{loss}"]
+        metrics[f"plain_keras_examples_per_s_{loss}"] = b["examples_per_s"]
+        metrics[f"train_vs_plain_keras_{loss}"] = round(f["examples_per_s"] / b["examples_per_s"], 3)
+        metrics[f"plain_fit_{loss}"] = {k: b[k] for k in ("rows", "users", "items", "timed_steps", "timed_wall_s",
+                                                          "timed_cpu_s", "examples_per_cpu_s", "peak_rss_mb",
+                                                          "final_loss")}
         if f"train_{loss}" in res:
             t = res[f"train_{loss}"]
             metrics[f"train_step_{loss}"] = {
