@@ -41,14 +41,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def _mem_gb() -> float | None:
+def _proc_kb(path: str, key: str) -> int | None:
+    """The ``key:`` line of a /proc file (``/proc/meminfo``, ``/proc/self/status``) in kB, or None."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024 / 1024, 1)
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{key}:"):
+                return int(line.split()[1])
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _mem_gb() -> float | None:
+    kb = _proc_kb("/proc/meminfo", "MemTotal")
+    return None if kb is None else round(kb / 1024 / 1024, 1)
+
+
+def mem_available_mb() -> float:
+    """The system's ``MemAvailable`` in MB (infinite where /proc is absent)."""
+    kb = _proc_kb("/proc/meminfo", "MemAvailable")
+    return float("inf") if kb is None else kb / 1024
+
+
+def load_avg() -> float:
+    """The 1-minute load average, rounded (the machine is shared: every figure records it)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def machine_info() -> dict[str, Any]:
@@ -62,7 +79,14 @@ def machine_info() -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (``ru_maxrss``), in MB."""
+    """Peak resident set size of this process so far, in MB.
+
+    ``VmHWM`` of ``/proc/self/status``: it starts afresh at ``exec``, whereas a subprocess's
+    ``ru_maxrss`` inherits its parent's peak at ``fork``. ``ru_maxrss`` where /proc is absent.
+    """
+    kb = _proc_kb("/proc/self/status", "VmHWM")
+    if kb is not None:
+        return round(kb / 1024, 1)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
@@ -86,6 +110,14 @@ def write_result(name: str, command: str, metrics: dict[str, Any]) -> Path:
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
+    return path
+
+
+def save_result(name: str, argv: list[str] | None, metrics: dict[str, Any]) -> Path:
+    """:func:`write_result` with the command as run, then :func:`regenerate_results_md`; says so."""
+    path = write_result(name, command_line(name, argv), metrics)
+    md = regenerate_results_md()
+    print(f"wrote {path} and {md}")
     return path
 
 

@@ -12,7 +12,7 @@ Metrics (bench/results/generator.json, summarised in bench/RESULTS.md):
   memory of the tables), ``events_per_s_cpu`` events per second of process CPU time summed over
   the threads (median; less sensitive to other load on the machine); ``threads`` the generator's
   thread count;
-* ``peak_rss_mb``: peak RSS of the process after the simulation (``ru_maxrss``);
+* ``peak_rss_mb``: peak RSS of the process after the simulation (``VmHWM``);
 * ``universe_s``: one-off construction of the users, items and samplers (not in ``events_per_s``);
 * ``parquet_*``: write speed of the Parquet partitions.
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import shutil
 import statistics
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import command_line, peak_rss_mb, regenerate_results_md, write_result  # noqa: E402
+from bench._common import load_avg, peak_rss_mb, save_result  # noqa: E402
 from dailyrec.config import load_config  # noqa: E402
 from dailyrec.dates import date_range  # noqa: E402
 from dailyrec.storage import Timer  # noqa: E402
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "simulate_steps_s": {k: round(statistics.median(v), 3) for k, v in steps.items() if k != "universe"},
         "ctr": round(clicks / n, 4),
         "cvr": round(conversions / max(clicks, 1), 4),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": load_avg(),
     }
 
     if args.write_events > 0:
@@ -146,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in metrics.items():
         print(f"  {k}: {v}")
     if not args.no_save:
-        path = write_result("generator", command_line("generator", argv), metrics)
-        md = regenerate_results_md()
-        print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path} and {md.name}")
+        save_result("generator", argv, metrics)
     return 0
 
 

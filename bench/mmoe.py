@@ -76,7 +76,6 @@ import datetime as dt
 import json
 import logging
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -89,8 +88,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench._common import (RESULTS_DIR, command_line, peak_rss_mb, regenerate_results_md,  # noqa: E402
-                           write_result)
+from bench._common import RESULTS_DIR, load_avg, peak_rss_mb, save_result  # noqa: E402
 
 NAME = "mmoe"
 TASKS = ("click", "conversion")
@@ -104,22 +102,6 @@ ML_TEST_WINDOW = 22            # 1998-04-01 .. 1998-04-22
 SYNTHETIC_JSON = RESULTS_DIR / "mmoe_synthetic.json"
 
 log = logging.getLogger("bench.mmoe")
-
-
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
-def _vm_hwm_mb() -> float:
-    """Peak RSS of this process from ``/proc/self/status`` (``VmHWM``). Unlike ``ru_maxrss`` it
-    starts afresh at ``exec``: a subprocess's ``ru_maxrss`` inherits its parent's peak at fork."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return peak_rss_mb()
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -207,7 +189,7 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
         scfg = cfg.with_overrides({"ranking.seed": seed})
         store = open_store(scfg)
         t0 = time.perf_counter()
-        load0 = _load()
+        load0 = load_avg()
         train_mmoe(cur_date, scfg, kind="mmoe", baseline=True)
         train_s = time.perf_counter() - t0
         man = store.read_json(f"{model_dir(store, 'mmoe', cur_date)}/{MANIFEST}")
@@ -426,7 +408,7 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
                               "training.holdout_hours": 0, "ranking.epochs": 1,
                               "ranking.batch_size": args.batch_size})
     day = cfg.demo.start_date
-    w0, c0, l0 = time.perf_counter(), time.process_time(), _load()
+    w0, c0, l0 = time.perf_counter(), time.process_time(), load_avg()
     out: dict[str, Any] = {"phase": args.phase}
     if args.phase == "generate":
         from tasks.generate_demo import generate
@@ -456,10 +438,10 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
         fits: list[dict[str, Any]] = []
 
         def timed_fit(self, *a, **kw):  # wraps the pipeline's fit call to time it in CPU seconds too
-            fw, fc, fl = time.perf_counter(), time.process_time(), _load()
+            fw, fc, fl = time.perf_counter(), time.process_time(), load_avg()
             hist = keras.Model.fit(self, *a, **kw)
             fits.append({"kind": self.kind, "wall_s": time.perf_counter() - fw,
-                         "cpu_s": time.process_time() - fc, "load_avg_1m_start": fl, "load_avg_1m_end": _load()})
+                         "cpu_s": time.process_time() - fc, "load_avg_1m_start": fl, "load_avg_1m_end": load_avg()})
             return hist
 
         mmoe.RankingModel.fit = timed_fit
@@ -478,7 +460,7 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
         out["mmoe"]["manifest_examples_per_s"] = man["examples_per_s"]
         out["params"] = man["params"]
     out.update(wall_seconds=round(time.perf_counter() - w0, 1), cpu_seconds=round(time.process_time() - c0, 1),
-               load_avg_1m_start=l0, load_avg_1m_end=_load(), peak_rss_mb=_vm_hwm_mb())
+               load_avg_1m_start=l0, load_avg_1m_end=load_avg(), peak_rss_mb=peak_rss_mb())
     return out
 
 
@@ -587,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [_config(".").ranking.seed + i for i in range(args.seeds)]
     work = Path(tempfile.mkdtemp(prefix="dailyrec-bench-mmoe-", dir=args.workdir))
     t_all = time.perf_counter()
-    loads = {"start": _load()}
+    loads = {"start": load_avg()}
     metrics: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     try:
@@ -609,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds["throughput"] = round(time.perf_counter() - t0, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    loads["end"] = _load()
+    loads["end"] = load_avg()
 
     ml = results.get("movielens")
     if ml:
@@ -650,9 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(json.dumps(headline, indent=1))
     if not args.no_write:
-        path = write_result(NAME, command_line(NAME, list(argv if argv is not None else sys.argv[1:])), metrics)
-        md = regenerate_results_md()
-        print(f"wrote {path} and {md}")
+        save_result(NAME, list(argv if argv is not None else sys.argv[1:]), metrics)
     return 0
 
 

@@ -62,7 +62,7 @@ them; for a file written before parts existed, its top-level command, date and l
 the last commit of the file when it is unmodified), and the top-level ``command`` is this run's.
 Without ``--only`` the JSON is rewritten from scratch.
 
-Writes bench/results/publish_speed.json (through bench/_common.py when it exists).
+Writes bench/results/publish_speed.json (through bench/_common.py).
 """
 
 from __future__ import annotations
@@ -71,7 +71,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -90,6 +89,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench._common import command_line, load_avg, machine_info, peak_rss_mb, regenerate_results_md, write_result  # noqa: E402
 from dailyrec.config import load_config  # noqa: E402
 from dailyrec.storage import code_version, open_store  # noqa: E402
 from tasks import build_index as bi  # noqa: E402
@@ -119,46 +119,6 @@ PART_KEYS: dict[str, tuple[str, ...]] = {
 # The issue's figures first in the JSON (and in RESULTS.md).
 HEADLINE = ("export_items_per_s", "ann_recall_at_100", "ann_speedup_vs_exact", "redis_vectors_per_s",
             "redis_benchmark_set_per_s", "redis_load_ratio_vs_benchmark", "dag_wall_s", "dag_wall_s_cold")
-
-
-def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb, "python": platform.python_version(),
-            "platform": platform.platform()}
-
-
-def _peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-try:  # the shared helpers (bench/_common.py), when present
-    sys.path.insert(0, str(REPO / "bench"))
-    import _common  # type: ignore[import-not-found]
-except ImportError:
-    _common = None
-machine = _common.machine_info if _common is not None else _machine
-peak_rss_mb = _common.peak_rss_mb if _common is not None else _peak_rss_mb
-
-
-def load_avg() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def user_vectors(centers: np.ndarray, count: int, spread: float, seed: int) -> np.ndarray:
@@ -871,7 +831,7 @@ def main() -> None:
     if unknown or not parts:
         p.error(f"--only: unknown part(s) {unknown}; choose from {', '.join(PARTS)}")
     parts = [x for x in PARTS if x in parts]
-    command = _common.command_line(NAME) if _common is not None else " ".join(["./dev bench", NAME, *sys.argv[1:]])
+    command = command_line(NAME)
     started = now_utc()
 
     metrics: dict[str, Any] = {}
@@ -913,12 +873,12 @@ def main() -> None:
     metrics = ordered(metrics)
 
     default_out = (REPO / "bench" / "results" / f"{NAME}.json").resolve()
-    if _common is not None and Path(args.out).resolve() == default_out:
-        path = _common.write_result(NAME, command, metrics)
-        _common.regenerate_results_md()
+    if Path(args.out).resolve() == default_out:
+        path = write_result(NAME, command, metrics)
+        regenerate_results_md()
         result = json.loads(Path(path).read_text())
     else:
-        result = {"command": command, "date": started, "machine": machine(), "metrics": metrics}
+        result = {"command": command, "date": started, "machine": machine_info(), "metrics": metrics}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

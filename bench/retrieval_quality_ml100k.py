@@ -46,7 +46,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -63,7 +62,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from bench._common import command_line, regenerate_results_md, write_result  # noqa: E402
+from bench._common import command_line, load_avg, save_result  # noqa: E402
 from dailyrec.config import REPO_ROOT, Config, load_config  # noqa: E402
 from dailyrec.dates import previous, window  # noqa: E402
 from dailyrec.storage import Store, open_store  # noqa: E402
@@ -302,10 +301,6 @@ def _header() -> str:
     return f"{'config':<36}" + "".join(f"{c:>16}" for c in ("recall@10", "recall@50", "recall@100", "ndcg@50"))
 
 
-def _loadavg() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 # ---- --tune: the validation sweep --------------------------------------------------------------
 
 ONLY = "bench.only_losses"
@@ -375,7 +370,7 @@ def tune(cfg: Config, stage: str, losses: list[str], seeds: list[int]) -> dict[s
                 per_seed.append(r["metrics"])
                 secs.append(r["seconds"]["train"])
             row = {"loss": loss, "overrides": extra, **_aggregate(per_seed, seeds),
-                   "train_seconds": secs, "load_avg_1m": _loadavg()}
+                   "train_seconds": secs, "load_avg_1m": load_avg()}
             out["runs"].append(row)
             print(_fmt_row(f"{loss} {json.dumps(extra)}"[:36], row), flush=True)
     return out
@@ -426,7 +421,7 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str]) ->
                     r = run_two_tower(c, ev, mv=mv if source == "model" else None)
                 runs[config_name(loss, source)].append(r)
             del base_train
-            log.warning("loss %s seed %d done (load %.2f)", loss, seed, _loadavg())
+            log.warning("loss %s seed %d done (load %.2f)", loss, seed, load_avg())
         for name, rs in runs.items():
             table[name] = _aggregate([r["metrics"] for r in rs], seeds)
             details[name] = {
@@ -467,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
         TUNED.update(parse_set_args(args.sets))
 
     t_start = time.perf_counter()
-    load_start = _loadavg()
+    load_start = load_avg()
     cpu_start = time.process_time()
     root = args.data_root or tempfile.mkdtemp(prefix="dailyrec-ml100k-")
     try:
@@ -541,14 +536,12 @@ def main(argv: list[str] | None = None) -> int:
                         "chosen setting on that split (1 seed) next to the popularity baselines"),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
         "cpu_seconds_main_process": round(time.process_time() - cpu_start, 1),
-        "load_avg_1m": {"start": load_start, "end": _loadavg()},
+        "load_avg_1m": {"start": load_start, "end": load_avg()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__},
     }
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("table", "details", "tuning")}, indent=1))
     if not args.no_save:
-        path = write_result(NAME, command_line(NAME, argv), metrics)
-        md = regenerate_results_md()
-        print(f"wrote {path} and {md}")
+        save_result(NAME, argv, metrics)
     return 0
 
 

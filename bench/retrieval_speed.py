@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import shutil
 import statistics
@@ -45,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
-from bench._common import command_line, regenerate_results_md, write_result  # noqa: E402
+from bench._common import load_avg, mem_available_mb, peak_rss_mb, save_result  # noqa: E402
 
 NAME = "retrieval_speed"
 DAY = "2026-11-01"
@@ -55,22 +54,6 @@ RESULT_TAG = "STAGE-RESULT "
 def _cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
-
-
-def _rss_mb() -> float:
-    """This process's peak RSS in MB: ``VmHWM`` (``ru_maxrss`` of a forked child starts at the
-    parent's RSS), ``ru_maxrss`` where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def _load() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
 def _cfg(p: dict[str, Any]):
@@ -142,7 +125,7 @@ def stage_train(p: dict[str, Any]) -> dict[str, Any]:
             "fit_s": fit_s, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "final_loss": r["final_loss"]}
 
 
-def _StepClock(warm: int):
+def _step_clock(warm: int):
     """A Keras callback timing the steps after the first ``warm`` ones (wall and CPU)."""
     import keras
 
@@ -178,8 +161,9 @@ def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
     tc = cfg.training
     path = f"{store.partition('samples', DAY)}/train.parquet"
     t0 = time.perf_counter()
-    pf = pq.ParquetFile(path)
-    table = pf.read() if p["fit_rows"] <= 0 else pq.read_table(path).slice(0, p["fit_rows"])
+    table = pq.read_table(path)
+    if p["fit_rows"] > 0:
+        table = table.slice(0, p["fit_rows"])
     arrays = feature_arrays(table, cfg.features.spec, extra={"label": "float32", "log_q": "float32"})
     n = table.num_rows
     del table
@@ -190,7 +174,7 @@ def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
     prep_s = time.perf_counter() - t0
     warm = p["warmup_steps"]
 
-    clock = _StepClock(warm)
+    clock = _step_clock(warm)
     t1 = time.perf_counter()
     hist = model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
     total = time.perf_counter() - t1
@@ -264,7 +248,7 @@ def stage_plain_fit(p: dict[str, Any]) -> dict[str, Any]:
         target = y
     prep_s = time.perf_counter() - t0
     warm = p["warmup_steps"]
-    clock = _StepClock(warm)
+    clock = _step_clock(warm)
     t1 = time.perf_counter()
     hist = model.fit([u, i], target, batch_size=bs, epochs=1, shuffle=True, verbose=0, callbacks=[clock])
     total = time.perf_counter() - t1
@@ -289,19 +273,12 @@ def _stage_entry(stage: str, params: str) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     p = json.loads(params)
-    load0, c0, t0 = _load(), _cpu_s(), time.perf_counter()
+    load0, c0, t0 = load_avg(), _cpu_s(), time.perf_counter()
     out = STAGES[stage](p)
     out.update({"process_wall_s": round(time.perf_counter() - t0, 3), "process_cpu_s": round(_cpu_s() - c0, 3),
-                "peak_rss_mb": _rss_mb(), "load_avg_1m": {"before": load0, "after": _load()}})
+                "peak_rss_mb": peak_rss_mb(), "load_avg_1m": {"before": load0, "after": load_avg()}})
     print(RESULT_TAG + json.dumps(out), flush=True)
     return 0
-
-
-def _mem_available_mb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 1024
-    return float("inf")
 
 
 class StageKilled(RuntimeError):
@@ -315,14 +292,14 @@ def run_stage(stage: str, p: dict[str, Any], min_available_mb: float = 2048) -> 
     while the stage runs, the stage (our own child process) is killed and :class:`StageKilled`
     raised, rather than pushing other people's jobs into the OOM killer.
     """
-    print(f"[{time.strftime('%H:%M:%S')}] {stage} (load {_load()}, available {_mem_available_mb():,.0f} MB) ...",
+    print(f"[{time.strftime('%H:%M:%S')}] {stage} (load {load_avg()}, available {mem_available_mb():,.0f} MB) ...",
           flush=True)
     out = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, __file__, "--stage", stage, "--params", json.dumps(p)],
                             stdout=out, text=True)
     low = float("inf")
     while proc.poll() is None:
-        avail = _mem_available_mb()
+        avail = mem_available_mb()
         low = min(low, avail)
         if avail < min_available_mb:
             proc.kill()
@@ -364,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         return _stage_entry(args.stage, args.params)
 
     t_start = time.perf_counter()
-    load_start = _load()
+    load_start = load_avg()
     root = args.data_root or tempfile.mkdtemp(prefix="dailyrec-speed-")
     base = {"demo.events_per_day": args.events, "demo.n_users": args.users, "demo.n_items": args.items,
             "demo.start_date": DAY, "sampling.window_days": 1, "training.batch_size": args.batch_size,
@@ -468,9 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     })
     print(json.dumps(metrics, indent=1))
     if not args.no_save:
-        path = write_result(NAME, command_line(NAME, argv), metrics)
-        md = regenerate_results_md()
-        print(f"wrote {path} and {md}")
+        save_result(NAME, argv, metrics)
     return 0
 
 
