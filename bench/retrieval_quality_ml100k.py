@@ -212,13 +212,13 @@ def popularity_rows(ev: EvalSet) -> dict[str, dict[str, float]]:
 
 # ---- one two-tower run -----------------------------------------------------------------------
 
-def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str):
+def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str, item_vectors: np.ndarray):
+    """Every training user's vector and the catalog's (already computed for the metrics)."""
     from tasks.evaluate_two_tower import tower_vectors
     from tasks.sample import ModelVectors
 
-    specs = cfg.features.spec
-    u = tower_vectors(f"{model_dir}/user_tower", ev.train_user_rows, specs)
-    v = tower_vectors(f"{model_dir}/item_tower", ev.catalog, specs)
+    u = tower_vectors(f"{model_dir}/user_tower", ev.train_user_rows, cfg.features.spec)
+    v = item_vectors
     return ModelVectors(user_ids=ev.train_user_rows.column("user_id").to_numpy(zero_copy_only=False),
                         user_vectors=u, item_ids=ev.catalog.column("item_id").to_numpy(zero_copy_only=False),
                         item_vectors=v, version=version)
@@ -245,7 +245,7 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False)
            "seconds": {"sample": round(t1 - t0, 2), "train": round(t2 - t1, 2),
                        "eval": round(time.perf_counter() - t2, 2)}}
     if keep_vectors:
-        out["model_vectors"] = model_vectors(cfg, ev, tr["model_dir"], tr["model_version"])
+        out["model_vectors"] = model_vectors(cfg, ev, tr["model_dir"], tr["model_version"], v)
     return out
 
 
