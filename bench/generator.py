@@ -36,7 +36,7 @@ from bench._common import load_avg, peak_rss_mb, save_result  # noqa: E402
 from dailyrec.config import load_config  # noqa: E402
 from dailyrec.dates import date_range  # noqa: E402
 from dailyrec.storage import Timer  # noqa: E402
-from tasks import generate_demo as g  # noqa: E402
+from dailyrec.demo import generator as g  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--write-events", type=int, default=2_000_000, help="events of the day written as Parquet (0: skip)")
     ap.add_argument("--start-date", default="2026-11-01")
-    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: tasks.generate_demo.THREADS)")
+    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: dailyrec.demo.generator.THREADS)")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write results")
     args = ap.parse_args(argv)
     if args.events < 24 * args.days or args.repeats < 1:

@@ -3,22 +3,22 @@ generated logs and on MovieLens-100K, training throughput and peak memory at 10M
 the MMoE paper's synthetic table (copied from ``bench/results/mmoe_synthetic.json``).
 
 Everything runs through the pipeline's own steps, in temporary data roots (removed at the end):
-``tasks.features.build_features`` -> ``tasks.ranking_samples.build_ranking_samples`` ->
-``tasks.train_mmoe.train_mmoe`` (MMoE + its shared-bottom baseline, the same rows, epochs, batch
+``tasks.retrieval.features.build_features`` -> ``tasks.ranking.ranking_samples.build_ranking_samples`` ->
+``tasks.ranking.train_mmoe.train_mmoe`` (MMoE + its shared-bottom baseline, the same rows, epochs, batch
 size, schedule and seed; ``matched_shared_bottom_units``: the same parameter budget) ->
-``tasks.evaluate_mmoe.evaluate_mmoe`` (AUC and log loss per task, on calibrated predictions). The
+``tasks.ranking.evaluate_mmoe.evaluate_mmoe`` (AUC and log loss per task, on calibrated predictions). The
 config is the pipeline default (``ranking.*``: 4 experts of [64], towers [32], 2 epochs, batch
 2048, Adam 0.005 with ``DecayWithFloor``, non-clicks kept at 0.5) with warm start off; every run
 is repeated for ``--seeds`` values of ``ranking.seed`` (13, 14, 15: initialisation and shuffling;
 the samples are built once, so the seeds see the same rows). Reported per model and task: mean,
 standard deviation (n-1) and the per-seed values, plus the paired difference MMoE - shared bottom.
 
-**Generated logs** (``tasks.generate_demo.generate``, the demo defaults: 3 days of 200,000
+**Generated logs** (``dailyrec.demo.generator.generate``, the demo defaults: 3 days of 200,000
 impressions, 5,000 users, 2,000 items): features of every day, ranking samples of the last day
 (``sampling.window_days`` = 2 days, non-clicks down-sampled), the pipeline's holdout scheme:
 every impression of the last ``training.holdout_hours`` = 3 hours of the last day.
 
-**MovieLens-100K** (``/work/shared/data/movielens-100k``): ``tasks.import_movielens`` into the
+**MovieLens-100K** (``/work/shared/data/movielens-100k``): ``dailyrec.ingest.movielens`` into the
 contract (``click`` = 1 for every rating, ``conversion`` = rating >= 4). Time split at
 ``T = 1998-04-01 00:00 UTC``: the training rows are the ranking samples of ``cur_date =
 1998-03-31`` with ``sampling.window_days = 200`` (every rating before T) and ``holdout_hours =
@@ -129,8 +129,8 @@ def _auc_given_click(cfg, cur_date: str) -> dict[str, float | None]:
     from dailyrec.registry import model_dir
     from dailyrec.storage import open_store
     from models.mmoe import load_ranking_model
-    from tasks.evaluate_mmoe import auc, model_rate, predict_calibrated
-    from tasks.train_mmoe import artifact_dirs
+    from tasks.ranking.evaluate_mmoe import auc, model_rate, predict_calibrated
+    from tasks.ranking.train_mmoe import artifact_dirs
 
     store = open_store(cfg)
     hold_path = f"{store.partition('ranking_samples', cur_date)}/holdout.parquet"
@@ -155,7 +155,7 @@ def popularity_baseline(cfg, cur_date: str) -> dict[str, float | None]:
     import pyarrow.parquet as pq
 
     from dailyrec.storage import open_store
-    from tasks.evaluate_mmoe import auc
+    from tasks.ranking.evaluate_mmoe import auc
 
     store = open_store(cfg)
     sdir = store.partition("ranking_samples", cur_date)
@@ -180,8 +180,8 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
     """train_mmoe + evaluate_mmoe for each ``ranking.seed``; per model and task AUC/log loss stats."""
     from dailyrec.registry import eval_report_path, model_dir
     from dailyrec.storage import MANIFEST, open_store
-    from tasks.evaluate_mmoe import evaluate_mmoe
-    from tasks.train_mmoe import train_mmoe
+    from tasks.ranking.evaluate_mmoe import evaluate_mmoe
+    from tasks.ranking.train_mmoe import train_mmoe
 
     per: dict[str, dict[str, list]] = {k: {} for k in KINDS.values()}
     runs = []
@@ -235,9 +235,9 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
 # ---- generated logs ------------------------------------------------------------------------------------
 def run_generated(work: Path, args: argparse.Namespace, seeds: list[int]) -> dict[str, Any]:
     from dailyrec.dates import date_range
-    from tasks.features import build_features
-    from tasks.generate_demo import generate
-    from tasks.ranking_samples import build_ranking_samples
+    from tasks.retrieval.features import build_features
+    from dailyrec.demo.generator import generate
+    from tasks.ranking.ranking_samples import build_ranking_samples
 
     root = work / "generated"
     cfg = _config(root, {"demo.events_per_day": args.gen_events, "demo.n_users": args.gen_users,
@@ -330,9 +330,9 @@ def run_movielens(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     import pyarrow.parquet as pq
 
     from dailyrec.storage import MANIFEST, open_store
-    from tasks.features import build_features
-    from tasks.import_movielens import import_movielens
-    from tasks.ranking_samples import build_ranking_samples
+    from tasks.retrieval.features import build_features
+    from dailyrec.ingest.movielens import import_movielens
+    from tasks.ranking.ranking_samples import build_ranking_samples
 
     root = work / "movielens"
     files = [str(ROOT / "config" / "imported-logs.yaml")]
@@ -411,13 +411,13 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
     w0, c0, l0 = time.perf_counter(), time.process_time(), load_avg()
     out: dict[str, Any] = {"phase": args.phase}
     if args.phase == "generate":
-        from tasks.generate_demo import generate
+        from dailyrec.demo.generator import generate
 
         s = generate(cfg, day, 1)
         out.update(events=s["events"], clicks=s["clicks"], conversions=s["conversions"])
     elif args.phase == "samples":
-        from tasks.features import build_features
-        from tasks.ranking_samples import build_ranking_samples
+        from tasks.retrieval.features import build_features
+        from tasks.ranking.ranking_samples import build_ranking_samples
 
         f0 = time.perf_counter()
         build_features(day, cfg)
@@ -433,7 +433,7 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
         from dailyrec.registry import model_dir
         from dailyrec.storage import MANIFEST, open_store
         from models import mmoe
-        from tasks.train_mmoe import train_mmoe
+        from tasks.ranking.train_mmoe import train_mmoe
 
         fits: list[dict[str, Any]] = []
 

@@ -26,14 +26,14 @@ Four parts; all of them by default, ``--only`` names a subset (see "Merging" bel
   <dim*4> -P <publish batch> -n <items> -q`` on the same server, interleaved (publish, benchmark,
   re-publish, benchmark), best of each. (``ann`` and ``redis`` share the synthetic vectors and the
   default ``build_index`` run.)
-* ``export``: ``tasks.export_embeddings`` at ``--export-items`` (default ``--items``) x the
+* ``export``: ``tasks.retrieval.export_embeddings`` at ``--export-items`` (default ``--items``) x the
   default ``training.output_dim`` (64). In a temp data root: a catalog in the features layout
   (``features/dt=D/catalog.parquet``: the ITEM_SCHEMA side features plus the counter columns of
   ``sql/catalog.sql``, synthetic values), ``vocabularies.json`` whose ``item_id`` vocabulary holds
   every catalog id (so the item tower's ``item_id`` is a ``StringLookup`` over N ids, an
   (N+1) x 32 table, not the spec's hashing fallback) and ``user_id`` 5000 ids, and a small
   synthetic ``samples/dt=D/train.parquet`` (``--export-train-rows`` rows, 1 positive : 4 uniform
-  negatives, logQ); then the pipeline's own ``python -m tasks.train_two_tower`` (cold start,
+  negatives, logQ); then the pipeline's own ``python -m tasks.retrieval.train_two_tower`` (cold start,
   ``training.epochs = --export-train-epochs``) writes ``models/two_tower/dt=D/`` with its real
   manifest; then a fresh process imports TensorFlow and times ``export_embeddings(D, cfg)`` end to
   end (``--export-worker``): ``export_items_per_s`` = items / that call's wall seconds (the
@@ -41,7 +41,7 @@ Four parts; all of them by default, ``--only`` names a subset (see "Merging" bel
   and the process's RSS before the call and peak RSS (``VmHWM``). The output is checked (N rows, dim, unit
   norms, ids = catalog ids).
 * ``dag``: the whole ``daily_retrieval`` DAG at demo scale: a temp data root and AIRFLOW_HOME
-  (``airflow db migrate``, SQLite), ``python -m tasks.generate_demo`` for 2 days with the default
+  (``airflow db migrate``, SQLite), ``python -m dailyrec.demo.generator`` for 2 days with the default
   config (``demo.*``: 200k events/day; ``--dag-set KEY=VALUE`` changes config keys through
   ``DAILYREC__*`` variables, recorded), the ``dailyrec_training`` pool as ``./dev demo`` sets it,
   then ``airflow dags test daily_retrieval D1`` (cold: ``dag_wall_s_cold``) and ``... D2`` (warm
@@ -92,8 +92,8 @@ sys.path.insert(0, str(REPO))
 from bench._common import command_line, load_avg, machine_info, peak_rss_mb, regenerate_results_md, write_result  # noqa: E402
 from dailyrec.config import load_config  # noqa: E402
 from dailyrec.storage import code_version, open_store  # noqa: E402
-from tasks import build_index as bi  # noqa: E402
-from tasks import publish as pub  # noqa: E402
+from dailyrec import ann as bi  # noqa: E402
+from dailyrec.publishing import redis_publish as pub  # noqa: E402
 
 NAME = "publish_speed"
 DAY = "2026-11-01"
@@ -390,7 +390,7 @@ def synthetic_catalog(n: int, day: str, seed: int) -> Any:
     """``features/dt=D/catalog.parquet`` columns (sql/catalog.sql): ITEM_SCHEMA + counters."""
     import pyarrow as pa
 
-    from dailyrec.schemas import ITEM_SCHEMA
+    from dailyrec.contract import ITEM_SCHEMA
 
     rng = np.random.default_rng(seed)
     width = max(6, len(str(n - 1)))
@@ -425,7 +425,7 @@ def synthetic_catalog(n: int, day: str, seed: int) -> Any:
 
 
 def synthetic_train_sample(catalog: Any, rows: int, n_users: int, day: str, seed: int) -> Any:
-    """A small ``samples/dt=D/train.parquet`` (tasks.sample's columns): 1 positive : 4 negatives."""
+    """A small ``samples/dt=D/train.parquet`` (tasks.retrieval.sample's columns): 1 positive : 4 negatives."""
     import pyarrow as pa
 
     rng = np.random.default_rng(seed)
@@ -473,7 +473,7 @@ def export_worker(day: str) -> None:
     t = time.perf_counter()
     import tensorflow as tf
 
-    from tasks.export_embeddings import export_embeddings
+    from tasks.retrieval.export_embeddings import export_embeddings
     import_s = time.perf_counter() - t
     cfg = load_config()  # the environment set by the parent: DAILYREC_DATA_ROOT, DAILYREC__*
     rss_before = rss_now_mb()
@@ -532,17 +532,17 @@ def export_part(args: argparse.Namespace) -> dict[str, Any]:
         del catalog, vocab, train
 
         # ---- the pipeline's training step (real model dir and manifest) -------------------------
-        cmd = [sys.executable, "-m", "tasks.train_two_tower", "--cur-date", DAY]
+        cmd = [sys.executable, "-m", "tasks.retrieval.train_two_tower", "--cur-date", DAY]
         tr = run_measured(cmd, env, work / "train.log", timeout=3600)
         if tr["rc"] != 0:
-            raise RuntimeError(f"tasks.train_two_tower failed (rc {tr['rc']}):\n{tail(work / 'train.log')}")
+            raise RuntimeError(f"tasks.retrieval.train_two_tower failed (rc {tr['rc']}):\n{tail(work / 'train.log')}")
         mdir = f"{store.partition('models/two_tower', DAY)}"
         tm = store.read_json(f"{mdir}/_manifest.json")
         model_vocab = store.read_json(f"{mdir}/model/vocabularies.json")
         if len(model_vocab.get("item_id", [])) != n:
             raise RuntimeError(f"the trained model's item_id vocabulary has {len(model_vocab.get('item_id', []))} ids, "
                                f"expected {n}")
-        out["train"] = {"command": "python -m tasks.train_two_tower --cur-date " + DAY, "rows": tm["rows"],
+        out["train"] = {"command": "python -m tasks.retrieval.train_two_tower --cur-date " + DAY, "rows": tm["rows"],
                         "epochs": cfg.training.epochs, "process_wall_s": tr["wall_s"], "timings_s": tm["timings_s"],
                         "final_loss": tm["final_loss"], "model_version": tm["model_version"],
                         "warm_start_from": tm["warm_start"]["from"],
@@ -612,9 +612,9 @@ def _task_rows(db: Path, dag_id: str) -> tuple[dict[str, Any], list[dict[str, An
 
 
 def _step_timings(store: Any, day: str) -> dict[str, Any]:
-    """Seconds of each step from the files tasks.report reads: ``timings_s`` (its ``total`` when
+    """Seconds of each step from the files dailyrec.report reads: ``timings_s`` (its ``total`` when
     the step records one, else the sum of the sub-steps) or, for the publish entry, ``seconds``."""
-    from tasks.report import RETRIEVAL_SOURCES
+    from dailyrec.report import RETRIEVAL_SOURCES
 
     out: dict[str, Any] = {}
     for step, pattern in RETRIEVAL_SOURCES.items():
@@ -676,10 +676,10 @@ def dag_part(args: argparse.Namespace) -> dict[str, Any]:
         if res["rc"] != 0:
             raise RuntimeError(f"airflow db migrate failed:\n{tail(work / 'migrate.log')}")
         out["db_migrate_s"] = res["wall_s"]
-        cmd = [sys.executable, "-m", "tasks.generate_demo", "--start-date", dates[0], "--days", str(DAG_DAYS)]
+        cmd = [sys.executable, "-m", "dailyrec.demo.generator", "--start-date", dates[0], "--days", str(DAG_DAYS)]
         res = run_measured(cmd, env, work / "generate.log", timeout=3600)
         if res["rc"] != 0:
-            raise RuntimeError(f"tasks.generate_demo failed:\n{tail(work / 'generate.log')}")
+            raise RuntimeError(f"dailyrec.demo.generator failed:\n{tail(work / 'generate.log')}")
         out["generate_s"] = res["wall_s"]
         res = run_measured([airflow, "pools", "set", TRAINING_POOL, "1", "one training job at a time (2 cores)"],
                            env, work / "pool.log", timeout=300)

@@ -1,20 +1,20 @@
 """Speed of the daily retrieval steps at scale: feature SQL, sample selection, two-tower training.
 
-One day of demo logs (``tasks.generate_demo``, default 10M events, 200k users, 50k items) is
+One day of demo logs (``dailyrec.demo.generator``, default 10M events, 200k users, 50k items) is
 written to a temporary data root, then each step runs **in its own subprocess** (so every step's
 peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.window_days = 1``
 (the window is that day alone) and otherwise the default config:
 
-* ``features``: ``tasks.features.build_features`` (DuckDB SQL over the Parquet logs) -> ``features_s``;
-* ``sample``: ``tasks.sample.select_samples`` ``--sample-repeats`` times (deterministic, same
+* ``features``: ``tasks.retrieval.features.build_features`` (DuckDB SQL over the Parquet logs) -> ``features_s``;
+* ``sample``: ``tasks.retrieval.sample.select_samples`` ``--sample-repeats`` times (deterministic, same
   output each time) -> ``sample_events_per_s`` = events in the window / wall seconds of the step
   (median of the repeats; the step's own ``events_per_s`` of its manifest), plus the best and the
   per-CPU-second figure;
-* ``train``: ``tasks.train_two_tower.train_two_tower`` with ``training.epochs = 1`` and
+* ``train``: ``tasks.retrieval.train_two_tower.train_two_tower`` with ``training.epochs = 1`` and
   ``training.batch_size = --batch-size`` (default 4096) on the whole ``train.parquet``, for each
   loss (softmax with logQ, the default; bce): the step's own ``examples_per_s`` (rows / seconds of
   ``fit``, first-step tracing included), its load time (Parquet -> arrays) and the peak RSS;
-* ``fit``: a timed ``fit`` of ``models.two_tower.build_two_tower`` on ``tasks.tf_inputs.dataset``
+* ``fit``: a timed ``fit`` of ``models.two_tower.build_two_tower`` on ``dailyrec.inputs.dataset``
   over the first ``--fit-rows`` rows of the same ``train.parquet`` (the pipeline's model, batches
   and optimizer), ``--warmup-steps`` steps excluded -> steady-state examples/s, wall and per CPU
   second, for each loss.
@@ -65,7 +65,7 @@ def _cfg(p: dict[str, Any]):
 # ---- stages (each runs in its own process) ------------------------------------------------------
 
 def stage_generate(p: dict[str, Any]) -> dict[str, Any]:
-    from tasks.generate_demo import generate
+    from dailyrec.demo.generator import generate
 
     s = generate(_cfg(p), DAY, 1)
     return {"events": s["events"], "clicks": s["clicks"], "users": s["users"], "items": s["items"],
@@ -74,7 +74,7 @@ def stage_generate(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_features(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
-    from tasks.features import build_features
+    from tasks.retrieval.features import build_features
 
     cfg = _cfg(p)
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def stage_features(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_sample(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
-    from tasks.sample import select_samples
+    from tasks.retrieval.sample import select_samples
 
     cfg = _cfg(p)
     runs = []
@@ -113,7 +113,7 @@ def stage_sample(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_train(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
-    from tasks.train_two_tower import train_two_tower
+    from tasks.retrieval.train_two_tower import train_two_tower
 
     cfg = _cfg(p)
     c0, t0 = _cpu_s(), time.perf_counter()
@@ -154,7 +154,7 @@ def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
 
     from dailyrec.storage import open_store
     from models.two_tower import build_two_tower
-    from tasks.tf_inputs import dataset, feature_arrays
+    from dailyrec.inputs import dataset, feature_arrays
 
     cfg = _cfg(p)
     store = open_store(cfg)

@@ -4,17 +4,17 @@
 Turns one day of impression logs (`cur_date`) into a trained, evaluated MMoE ranking model with
 two tasks, click and conversion, and publishes it when it passes its gate:
 
-| task | step (also a CLI: `python -m tasks.<module> --cur-date D`) |
-|---|---|
-| `start` | resolves `cur_date` and the run's config overrides (params) |
-| `wait_for_features` | waits (reschedule mode) for `features/dt=D/_manifest.json`, written by `daily_retrieval`'s `build_features` |
-| `build_ranking_samples` | `tasks.ranking_samples`: impressions with both labels, non-clicks down-sampled, holdout hours (SQL in `sql/ranking_*.sql`) |
-| `train_mmoe` | `tasks.train_mmoe`: MMoE + shared-bottom baseline, warm start, LR decay, checkpoints (pool `dailyrec_training`) |
-| `evaluate_gate` | `tasks.evaluate_mmoe`: AUC / log loss / calibration per task, gate diagnostics; new vs baseline vs yesterday's; the gate |
-| `should_publish` | continues only if the gate passed and the `publish` param is on |
-| `publish_model` | `tasks.score.publish_mmoe`: `registry/mmoe/dt=D/published.json` points at the SavedModel |
-| `score_check` | `tasks.score.score_check`: the published model loads and scores holdout rows |
-| `report` | `tasks.report.ranking_report`: the run's summary (runs whatever happened upstream) |
+| task | stage (also a CLI: `python -m tasks.<stage> --cur-date D`) | what it does |
+|---|---|---|
+| `start` | | resolves `cur_date` and the run's config overrides (params); refuses a bad config |
+| `wait_for_features` | `ranking.ranking_samples` (its `ready`) | waits (reschedule mode) for `features/dt=D/_manifest.json`, written by `daily_retrieval`'s `build_features` |
+| `build_ranking_samples` | `ranking.ranking_samples` | impressions with both labels, non-clicks down-sampled, holdout hours (SQL in `sql/ranking_*.sql`) |
+| `train_mmoe` | `ranking.train_mmoe` | MMoE + shared-bottom baseline, warm start, LR decay, checkpoints (pool `dailyrec_training`) |
+| `evaluate_gate` | `ranking.evaluate_mmoe` | AUC / log loss / calibration per task, gate diagnostics; new vs baseline vs yesterday's; the gate |
+| `should_publish` | | continues only if the gate passed and the `publish` param is on |
+| `publish_model` | `ranking.publish_model` | `registry/mmoe/dt=D/published.json` points at the SavedModel |
+| `score_check` | `serving.score_check` | the published model loads and scores holdout rows |
+| `report` | `ranking.report` | the run's summary (runs whatever happened upstream) |
 
 **Schedule**: `CronDataIntervalTimetable("0 0 * * *", "UTC")`, like `daily_retrieval`: the run
 for day D starts when D is over and processes D. It is a DAG of its own so that it can be
@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
 
-from dailyrec.assets import FEATURES_ASSET, TRAINING_POOL
-from dailyrec.runctx import default_args
+from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, report, run_stage, should_publish, start,
+                                wait_until_ready)
+from dailyrec.runctx import RANKING_PARAM_KEYS, default_args
 
 
 @dag(
@@ -61,85 +62,17 @@ from dailyrec.runctx import default_args
     },
 )
 def daily_ranking():
-    @task
-    def start(**context) -> dict:
-        from dailyrec.runctx import RANKING_PARAM_KEYS, start_run
-
-        return start_run(context, RANKING_PARAM_KEYS)
-
-    @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule", inlets=[FEATURES_ASSET])
-    def wait_for_features(run: dict) -> bool:
-        from dailyrec.runctx import config_for
-        from tasks.ranking_samples import features_ready
-
-        ready = features_ready(run["cur_date"], config_for(run))
-        print(f"features of {run['cur_date']}: {'ready' if ready else 'not built yet (daily_retrieval)'}")
-        return ready
-
-    @task
-    def build_ranking_samples(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.ranking_samples import build_ranking_samples as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(pool=TRAINING_POOL, retries=0)
-    def train_mmoe(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.train_mmoe import train_mmoe as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(retries=0)
-    def evaluate_gate(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.evaluate_mmoe import evaluate_mmoe as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def should_publish(run: dict, gate: dict) -> bool:
-        from dailyrec.runctx import config_for
-
-        if not gate["passed"]:
-            print(f"gate failed for {run['cur_date']}: {gate['reasons']}; nothing is published")
-            return False
-        if not config_for(run).run.publish:
-            print("publish is off for this run (param publish=false)")
-            return False
-        return True
-
-    @task
-    def publish_model(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.score import publish_mmoe as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task
-    def score_check(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.score import score_check as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(trigger_rule="all_done", retries=0)
-    def report(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.report import ranking_report as step
-
-        return step(run["cur_date"], config_for(run))
-
-    run = start()
-    waited = wait_for_features(run)
-    samples = build_ranking_samples(run)
-    model = train_mmoe(run)
-    gate = evaluate_gate(run)
+    run = start(RANKING_PARAM_KEYS)
+    waited = wait_until_ready.override(task_id="wait_for_features", inlets=[FEATURES_ASSET])(
+        "ranking.ranking_samples", run)
+    samples = run_stage.override(task_id="build_ranking_samples")("ranking.ranking_samples", run)
+    model = run_stage.override(task_id="train_mmoe", pool=TRAINING_POOL, retries=0)("ranking.train_mmoe", run)
+    gate = run_stage.override(task_id="evaluate_gate", retries=0)("ranking.evaluate_mmoe", run)
     go = should_publish(run, gate)
-    published = publish_model(run)
-    checked = score_check(run)
+    published = run_stage.override(task_id="publish_model")("ranking.publish_model", run)
+    checked = run_stage.override(task_id="score_check")("serving.score_check", run)
     waited >> samples >> model >> gate
-    go >> published >> checked >> report(run)
+    go >> published >> checked >> report("ranking.report", run)
 
 
 daily_ranking()

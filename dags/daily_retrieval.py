@@ -4,21 +4,21 @@
 Turns one day of impression logs (`cur_date`) into a trained, evaluated two-tower retrieval
 model, and publishes it when it passes its gate:
 
-| task | step (also a CLI: `python -m tasks.<module> --cur-date D`) |
-|---|---|
-| `start` | resolves `cur_date` and the run's config overrides (params) |
-| `wait_for_logs` | waits (reschedule mode) for the 24 hourly `_SUCCESS` markers |
-| `validate_day` | `tasks.validate_day`: contract and volumes; an empty or truncated day stops here |
-| `build_features` | `tasks.features`: counters, catalog, vocabularies (SQL in `sql/`, DuckDB) |
-| `select_samples` | `tasks.sample`: positives, random/hard negatives, holdout hours |
-| `train_two_tower` | `tasks.train_two_tower`: warm start, LR decay, checkpoints (pool `dailyrec_training`) |
-| `evaluate_gate` | `tasks.evaluate_two_tower`: new vs yesterday's vs popularity; the gate |
-| `should_publish` | continues only if the gate passed and the `publish` param is on |
-| `export_embeddings` | `tasks.export_embeddings`: a vector for every catalog item |
-| `build_index` | `tasks.build_index`: FAISS index, recall vs exact search |
-| `publish_redis` | `tasks.publish_retrieval`: versioned load, atomic switch, retention |
-| `serving_check` | `tasks.recall`: reads Redis back and recommends for a known user |
-| `report` | `tasks.report`: the run's summary (runs whatever happened upstream) |
+| task | stage (also a CLI: `python -m tasks.<stage> --cur-date D`) | what it does |
+|---|---|---|
+| `start` | | resolves `cur_date` and the run's config overrides (params); refuses a bad config |
+| `wait_for_logs` | `ingest.validate_day` (its `ready`) | waits (reschedule mode) for the 24 hourly `_SUCCESS` markers |
+| `validate_day` | `ingest.validate_day` | contract and volumes; an empty or truncated day stops here |
+| `build_features` | `retrieval.features` | counters, catalog, vocabularies (SQL in `sql/`, DuckDB) |
+| `select_samples` | `retrieval.sample` | positives, random/hard negatives, holdout hours |
+| `train_two_tower` | `retrieval.train_two_tower` | warm start, LR decay, checkpoints (pool `dailyrec_training`) |
+| `evaluate_gate` | `retrieval.evaluate_two_tower` | new vs yesterday's vs popularity; the gate |
+| `should_publish` | | continues only if the gate passed and the `publish` param is on |
+| `export_embeddings` | `retrieval.export_embeddings` | a vector for every catalog item |
+| `build_index` | `retrieval.build_index` | FAISS index, recall vs exact search on real user vectors |
+| `publish_redis` | `retrieval.publish_redis` | versioned load, atomic switch, retention, registry entry |
+| `serving_check` | `serving.serving_check` | reads Redis back and recommends for a known and a new user |
+| `report` | `retrieval.report` | the run's summary (runs whatever happened upstream) |
 
 **Schedule**: `CronDataIntervalTimetable("0 0 * * *", "UTC")`: the run for day D starts when D
 is over and processes D. Backfill: `airflow backfill create --dag-id daily_retrieval
@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
 
-from dailyrec.assets import FEATURES_ASSET, TRAINING_POOL
-from dailyrec.runctx import default_args
+from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, report, run_stage, should_publish, start,
+                                wait_until_ready)
+from dailyrec.runctx import RETRIEVAL_PARAM_KEYS, default_args
 
 
 @dag(
@@ -65,117 +66,21 @@ from dailyrec.runctx import default_args
     },
 )
 def daily_retrieval():
-    @task
-    def start(**context) -> dict:
-        from dailyrec.runctx import RETRIEVAL_PARAM_KEYS, start_run
-
-        return start_run(context, RETRIEVAL_PARAM_KEYS)
-
-    @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule")
-    def wait_for_logs(run: dict) -> bool:
-        from dailyrec.runctx import config_for
-        from tasks.validate_day import missing_hours
-
-        missing = missing_hours(run["cur_date"], config_for(run))
-        print(f"{run['cur_date']}: {24 - len(missing)}/24 hours complete; missing {missing}")
-        return not missing
-
-    @task
-    def validate_day(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.validate_day import validate_day as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(outlets=[FEATURES_ASSET])
-    def build_features(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.features import build_features as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task
-    def select_samples(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.user_vectors import select_samples_with_model as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(pool=TRAINING_POOL, retries=0)
-    def train_two_tower(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.train_two_tower import train_two_tower as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(retries=0)
-    def evaluate_gate(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.evaluate_two_tower import evaluate_two_tower as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task.short_circuit(ignore_downstream_trigger_rules=False)
-    def should_publish(run: dict, gate: dict) -> bool:
-        from dailyrec.runctx import config_for
-
-        if not gate["passed"]:
-            print(f"gate failed for {run['cur_date']}: {gate['reasons']}; nothing is published")
-            return False
-        if not config_for(run).run.publish:
-            print("publish is off for this run (param publish=false)")
-            return False
-        return True
-
-    @task
-    def export_embeddings(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.export_embeddings import export_embeddings as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task
-    def build_index(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.publish_retrieval import build_index_with_user_queries as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(retries=3)
-    def publish_redis(run: dict, **context) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.publish_retrieval import publish_two_tower as step
-
-        return step(run["cur_date"], config_for(run), allow_backwards=bool(context["params"].get("allow_backwards")))
-
-    @task
-    def serving_check(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.recall import serving_check as step
-
-        return step(run["cur_date"], config_for(run))
-
-    @task(trigger_rule="all_done", retries=0)
-    def report(run: dict) -> dict:
-        from dailyrec.runctx import config_for
-        from tasks.report import retrieval_report as step
-
-        return step(run["cur_date"], config_for(run))
-
-    run = start()
-    waited = wait_for_logs(run)
-    checked = validate_day(run)
-    feats = build_features(run)
-    samples = select_samples(run)
-    model = train_two_tower(run)
-    gate = evaluate_gate(run)
+    run = start(RETRIEVAL_PARAM_KEYS)
+    waited = wait_until_ready.override(task_id="wait_for_logs")("ingest.validate_day", run)
+    checked = run_stage.override(task_id="validate_day")("ingest.validate_day", run)
+    feats = run_stage.override(task_id="build_features", outlets=[FEATURES_ASSET])("retrieval.features", run)
+    samples = run_stage.override(task_id="select_samples")("retrieval.sample", run)
+    model = run_stage.override(task_id="train_two_tower", pool=TRAINING_POOL, retries=0)(
+        "retrieval.train_two_tower", run)
+    gate = run_stage.override(task_id="evaluate_gate", retries=0)("retrieval.evaluate_two_tower", run)
     go = should_publish(run, gate)
-    emb = export_embeddings(run)
-    index = build_index(run)
-    pub = publish_redis(run)
-    served = serving_check(run)
+    emb = run_stage.override(task_id="export_embeddings")("retrieval.export_embeddings", run)
+    index = run_stage.override(task_id="build_index")("retrieval.build_index", run)
+    pub = run_stage.override(task_id="publish_redis", retries=3)("retrieval.publish_redis", run)
+    served = run_stage.override(task_id="serving_check")("serving.serving_check", run)
     waited >> checked >> feats >> samples >> model >> gate
-    go >> emb >> index >> pub >> served >> report(run)
+    go >> emb >> index >> pub >> served >> report("retrieval.report", run)
 
 
 daily_retrieval()

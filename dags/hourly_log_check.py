@@ -3,7 +3,7 @@
 
 For one hour of impression logs (`logs/dt=YYYY-MM-DD/hour=HH`):
 
-1. **resolve_partition**: which hour: the `cur_date` + `hour` params of a manual trigger, else
+1. **start**: which hour: the `cur_date` + `hour` params of a manual trigger, else
    the run's hour (`CronDataIntervalTimetable("0 * * * *")`: a run processes the hour that just
    ended; see docs/scheduling.md);
 2. **wait_for_success**: waits, in *reschedule* mode (no worker slot held), for the hour's
@@ -13,15 +13,20 @@ For one hour of impression logs (`logs/dt=YYYY-MM-DD/hour=HH`):
    `log_checks/dt=.../hour=.../report.json`. A contract violation fails at once (no retry)
    with the partition, file and column in the message.
 
-CLI equivalent: `python -m tasks.check_hour --cur-date 2026-11-01 --hour 5`.
+| task | stage (also a CLI: `python -m tasks.<stage> --cur-date D --hour H`) | what it does |
+|---|---|---|
+| `start` | | resolves the hour (`cur_date` + `hour`) |
+| `wait_for_success` | `ingest.check_hour` (its `ready`) | waits for the hour's `_SUCCESS` (reschedule mode) |
+| `validate` | `ingest.check_hour` | the contract check and the hour's report |
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag
 
+from dailyrec.dag_tasks import run_stage, start, wait_until_ready
 from dailyrec.runctx import default_args
 
 
@@ -42,27 +47,10 @@ from dailyrec.runctx import default_args
     },
 )
 def hourly_log_check():
-    @task
-    def resolve_partition(**context) -> dict:
-        from dailyrec.runctx import resolve_hour
-
-        cur_date, hour = resolve_hour(context)
-        return {"cur_date": cur_date, "hour": hour}
-
-    @task.sensor(poke_interval=60, timeout=6 * 3600, mode="reschedule")
-    def wait_for_success(partition: dict) -> bool:
-        from tasks.check_hour import hour_is_complete
-
-        return hour_is_complete(partition["cur_date"], partition["hour"])
-
-    @task
-    def validate(partition: dict) -> dict:
-        from tasks.check_hour import check_hour
-
-        return check_hour(partition["cur_date"], partition["hour"])
-
-    partition = resolve_partition()
-    wait_for_success(partition) >> validate(partition)
+    run = start({}, hourly=True)
+    waited = wait_until_ready.override(task_id="wait_for_success", poke_interval=60, timeout=6 * 3600)(
+        "ingest.check_hour", run)
+    waited >> run_stage.override(task_id="validate")("ingest.check_hour", run)
 
 
 hourly_log_check()

@@ -54,6 +54,15 @@ class FeatureSpec(_Strict):
     embedding_dim: int = Field(16, ge=1)
     dtype: Literal["string", "int"] = "string"
 
+    @model_validator(mode="after")
+    def _kind_matches_dtype(self) -> "FeatureSpec":
+        # Both models read the raw value by dtype and look it up by kind: the two must agree.
+        if (self.kind == "int") != (self.dtype == "int"):
+            raise ValueError(f"feature {self.name!r}: kind={self.kind!r} needs dtype="
+                             f"{'int' if self.kind == 'int' else 'string'!r}, got dtype={self.dtype!r} "
+                             "(kind 'int' takes integer values; 'vocab' and 'hash' take strings)")
+        return self
+
 
 def _default_features() -> list[FeatureSpec]:
     s = FeatureSpec
@@ -99,8 +108,10 @@ class RedisConfig(_Strict):
     """Vectors per pipelined round trip of a publish."""
     vectors_per_bucket: int = Field(1024, ge=1)
     """Vectors per Redis hash (``ns:v:<ver>:vec:<bucket>``)."""
-    blob_chunk_mb: int = Field(64, ge=1, le=500)
-    """Chunk size of the index/id blobs (a Redis string holds at most 512 MB)."""
+    blob_chunk_bytes: int = Field(64 << 20, ge=1, le=500 << 20)
+    """Chunk size of the index/id blobs in bytes (a Redis string holds at most 512 MB)."""
+    publish_batch_delay_s: float = Field(0.0, ge=0)
+    """Pause between pipelined batches of a publish, to pace the load on a Redis that also serves."""
 
 
 class DemoConfig(_Strict):
@@ -134,6 +145,7 @@ class SamplingConfig(_Strict):
 
 class FeaturesConfig(_Strict):
     counter_windows_days: list[int] = [1, 7]
+    """Windows (days) of the item/user counters; distinct, each 1..365."""
     ctr_prior_strength: float = Field(20.0, gt=0)
     min_count: int = Field(1, ge=1)
     evict_after_days: int = Field(30, ge=1)
@@ -141,6 +153,9 @@ class FeaturesConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self) -> "FeaturesConfig":
+        w = self.counter_windows_days
+        if not w or len(set(w)) != len(w) or any(not 1 <= d <= 365 for d in w):
+            raise ValueError(f"features.counter_windows_days must be distinct day counts in 1..365, got {w}")
         names = [f.name for f in self.spec]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -149,6 +164,24 @@ class FeaturesConfig(_Strict):
 
     def by_side(self, side: str) -> list[FeatureSpec]:
         return [f for f in self.spec if f.side == side]
+
+
+class OptimizerConfig(_Strict):
+    """The optimizer of a model: Adam (``lazy_adam``: Adam updating only the embedding rows a batch
+    touches, see models/optim.py) with exponential learning-rate decay and a floor:
+    ``lr(step) = max(floor, learning_rate * decay_rate ** (step / decay_steps))``."""
+
+    name: Literal["adam", "lazy_adam"] = "lazy_adam"
+    learning_rate: float = Field(0.01, gt=0)
+    decay_rate: float = Field(0.9, gt=0, le=1)
+    decay_steps: int = Field(200, ge=1)
+    floor: float = Field(1e-4, ge=0)
+
+    @model_validator(mode="after")
+    def _floor_below_start(self) -> "OptimizerConfig":
+        if self.floor > self.learning_rate:
+            raise ValueError(f"optimizer: floor {self.floor} is above learning_rate {self.learning_rate}")
+        return self
 
 
 class TrainingConfig(_Strict):
@@ -160,10 +193,7 @@ class TrainingConfig(_Strict):
     output_dim: int = Field(64, ge=2)
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(1024, ge=1)
-    learning_rate: float = Field(0.01, gt=0)
-    lr_decay_rate: float = Field(0.9, gt=0, le=1)
-    lr_decay_steps: int = Field(200, ge=1)
-    lr_floor: float = Field(1e-4, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig()
     checkpoint_every_steps: int = Field(500, ge=1)
     checkpoints_keep: int = Field(3, ge=1)
     warm_start: bool = True
@@ -171,12 +201,26 @@ class TrainingConfig(_Strict):
     seed: int = 11
 
 
+GATE_METRIC_PREFIXES = ("recall_at_", "ndcg_at_")
+
+
 class EvaluationConfig(_Strict):
     ks: list[int] = [10, 50, 100]
     gate_metric: str = "recall_at_50"
+    """``recall_at_K`` or ``ndcg_at_K`` with K one of ``ks``."""
     max_drop_vs_previous: float = Field(0.02, ge=0)
     require_beat_popularity: bool = True
     max_eval_users: int = Field(2000, ge=1)
+
+    @model_validator(mode="after")
+    def _gate_metric_is_evaluated(self) -> "EvaluationConfig":
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ValueError(f"evaluation.ks must be positive cut-offs, got {self.ks}")
+        evaluated = [f"{p}{k}" for p in GATE_METRIC_PREFIXES for k in self.ks]
+        if self.gate_metric not in evaluated:
+            raise ValueError(f"evaluation.gate_metric {self.gate_metric!r} is not one of the evaluated metrics "
+                             f"{evaluated} (evaluation.ks={self.ks})")
+        return self
 
 
 class IndexConfig(_Strict):
@@ -195,6 +239,10 @@ class IndexConfig(_Strict):
     recall_k: int = Field(100, ge=1)
 
 
+RANKING_TASKS = ("click", "conversion")
+"""The ranking model's tasks, in output order (ESMM-style: conversion is post-click)."""
+
+
 class RankingConfig(_Strict):
     num_experts: int = Field(4, ge=1)
     expert_units: list[int] = [64]
@@ -205,16 +253,28 @@ class RankingConfig(_Strict):
     negative_downsample_rate: float = Field(0.5, gt=0, le=1)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(2048, ge=1)
-    learning_rate: float = Field(0.005, gt=0)
-    lr_decay_rate: float = Field(0.9, gt=0, le=1)
-    lr_decay_steps: int = Field(200, ge=1)
-    lr_floor: float = Field(1e-4, ge=0)
+    optimizer: OptimizerConfig = OptimizerConfig(name="adam", learning_rate=0.005)
     max_auc_drop_vs_previous: float = Field(0.01, ge=0)
     seed: int = 13
+
+    @model_validator(mode="after")
+    def _loss_weights_name_tasks(self) -> "RankingConfig":
+        unknown = sorted(set(self.loss_weights) - set(RANKING_TASKS))
+        missing = [t for t in RANKING_TASKS if t not in self.loss_weights]
+        if unknown or missing:
+            raise ValueError(f"ranking.loss_weights must give a weight for each task {list(RANKING_TASKS)}: "
+                             + (f"unknown {unknown}" if unknown else "") + ("; " if unknown and missing else "")
+                             + (f"missing {missing}" if missing else ""))
+        if any(w < 0 for w in self.loss_weights.values()) or not any(self.loss_weights.values()):
+            raise ValueError(f"ranking.loss_weights must be >= 0 and not all 0, got {self.loss_weights}")
+        return self
 
 
 class RunConfig(_Strict):
     publish: bool = True
+    """Publish when the gate passes (trigger param ``publish``)."""
+    allow_backwards: bool = False
+    """Let an older date's publish move Redis ``current`` back in time (trigger param ``allow_backwards``)."""
 
 
 class Config(_Strict):

@@ -114,6 +114,7 @@ RETRIEVAL_PARAM_KEYS = {
     "hard_negative_sources": "sampling.hard_negative_sources",
     "publish": "run.publish",
     "index_factory": "index.factory",
+    "allow_backwards": "run.allow_backwards",
 }
 RANKING_PARAM_KEYS = {
     "num_experts": "ranking.num_experts",
@@ -124,13 +125,18 @@ RANKING_PARAM_KEYS = {
 }
 
 
-def start_run(context: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
-    """First task of a daily DAG: the run's cur_date and its config overrides (validated now, so a
-    bad param fails the run at once with the key's name)."""
+def start_run(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False) -> dict[str, Any]:
+    """First task of every DAG: the run's ``cur_date`` (and ``hour`` when ``hourly``) and its config
+    overrides, validated now (every cross-field rule of the config included), so a bad param fails
+    the run at once with the key's name, before any work."""
     from dailyrec.config import load_config
 
     params = dict(context.get("params") or {})
-    run = {"cur_date": resolve_cur_date(context), "overrides": overrides_from_params(params, mapping)}
+    run: dict[str, Any] = {"overrides": overrides_from_params(params, mapping)}
+    if hourly:
+        run["cur_date"], run["hour"] = resolve_hour(context)
+    else:
+        run["cur_date"] = resolve_cur_date(context)
     cfg = load_config(overrides=run["overrides"])
     run["config_hash"] = cfg.digest()
     return run

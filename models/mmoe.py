@@ -43,7 +43,7 @@ import tensorflow as tf
 from keras import ops
 
 from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
-from models.optim import DecayWithFloor
+from models.optim import DecayWithFloor, make_optimizer
 
 TASKS: tuple[str, ...] = ("click", "conversion")
 KERAS_FILE = "model.keras"
@@ -455,10 +455,10 @@ class RankingModel(keras.Model):
         self.build()
 
 
-def compile_ranking_model(model: RankingModel, learning_rate: float = 0.005, decay_rate: float = 0.9,
-                          decay_steps: int = 200, lr_floor: float = 1e-4,
+def compile_ranking_model(model: RankingModel, optimizer: keras.optimizers.Optimizer | None = None,
                           loss_weights: Mapping[str, float] | None = None) -> RankingModel:
-    """Adam(:class:`DecayWithFloor`), per-task BCE weighted by ``loss_weights``, AUC per task.
+    """``optimizer`` (default Adam(:class:`DecayWithFloor`) of the default ``ranking.optimizer``),
+    per-task BCE weighted by ``loss_weights``, AUC per task.
 
     Logged metric names: ``loss``, ``<task>_loss``, ``<task>_auc``.
     """
@@ -466,7 +466,7 @@ def compile_ranking_model(model: RankingModel, learning_rate: float = 0.005, dec
     if set(weights) != set(model.tasks):
         raise ValueError(f"loss_weights must name exactly the tasks {model.tasks}, got {sorted(weights)}")
     model.compile(
-        optimizer=keras.optimizers.Adam(DecayWithFloor(learning_rate, decay_rate, decay_steps, lr_floor)),
+        optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(DecayWithFloor(0.005, 0.9, 200, 1e-4)),
         loss={t: keras.losses.BinaryCrossentropy() for t in model.tasks},
         loss_weights={t: float(weights[t]) for t in model.tasks},
         metrics={t: [keras.metrics.AUC(name="auc")] for t in model.tasks},
@@ -496,8 +496,7 @@ def build_ranking_model(rank_cfg: Any, features_cfg: Any, vocabularies: dict[str
         use_cross=rank_cfg.use_cross, tasks=TASKS,
     )
     model(model.dummy_batch(), training=False)
-    return compile_ranking_model(model, rank_cfg.learning_rate, rank_cfg.lr_decay_rate,
-                                 rank_cfg.lr_decay_steps, rank_cfg.lr_floor, rank_cfg.loss_weights)
+    return compile_ranking_model(model, make_optimizer(rank_cfg.optimizer), rank_cfg.loss_weights)
 
 
 # --------------------------------------------------------------------------------------------

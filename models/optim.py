@@ -72,3 +72,16 @@ class LazyAdam(keras.optimizers.Adam):
         self.assign(m, tf.IndexedSlices(m_rows, rows))
         self.assign(v, tf.IndexedSlices(v_rows, rows))
         self.assign_sub(variable, tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon), rows))
+
+
+def make_optimizer(opt_cfg: Any) -> keras.optimizers.Optimizer:
+    """The optimizer of an ``OptimizerConfig`` (``name``, ``learning_rate``, ``decay_rate``,
+    ``decay_steps``, ``floor``): :class:`LazyAdam` or Keras ``Adam`` on a :class:`DecayWithFloor`
+    schedule. One builder for both models (two-tower: ``training.optimizer``; MMoE:
+    ``ranking.optimizer``)."""
+    schedule = DecayWithFloor(opt_cfg.learning_rate, opt_cfg.decay_rate, opt_cfg.decay_steps, opt_cfg.floor)
+    if opt_cfg.name == "lazy_adam":
+        return LazyAdam(learning_rate=schedule)
+    if opt_cfg.name == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule)
+    raise ValueError(f"unknown optimizer {opt_cfg.name!r} (adam, lazy_adam)")

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from models import losses
 from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
-from models.optim import DecayWithFloor, LazyAdam
+from models.optim import LazyAdam, make_optimizer
 
 LABEL_KEY = "label"
 LOG_Q_KEY = "log_q"
@@ -286,13 +286,6 @@ class TwoTowerModel(keras.Model):
         return cls(**config)
 
 
-def make_optimizer(train_cfg: Any) -> keras.optimizers.Optimizer:
-    """:class:`~models.optim.LazyAdam` with :class:`~models.optim.DecayWithFloor` from a ``TrainingConfig``."""
-    schedule = DecayWithFloor(train_cfg.learning_rate, train_cfg.lr_decay_rate,
-                                         train_cfg.lr_decay_steps, train_cfg.lr_floor)
-    return LazyAdam(learning_rate=schedule)
-
-
 def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, list[str]] | None = None,
                     item_id_feature: str = "item_id") -> TwoTowerModel:
     """Build (on a dummy batch) and compile a :class:`TwoTowerModel`.
@@ -315,7 +308,7 @@ def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, l
                           logq_correction=train_cfg.logq_correction, item_id_feature=item_id_feature,
                           name="two_tower")
     model.build_dummy()
-    model.compile(optimizer=make_optimizer(train_cfg), jit_compile=False)
+    model.compile(optimizer=make_optimizer(train_cfg.optimizer), jit_compile=False)
     return model
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pyarrow as pa
 
-from dailyrec.schemas import LOG_SCHEMA
+from dailyrec.contract import LOG_SCHEMA
 
 
 def tiny_logs(cur_date: str = "2026-11-01", hour: int = 3, n: int = 20) -> pa.Table:

@@ -59,7 +59,7 @@ def test_backfill_runs_dates_in_order(airflow_home, pg_database, tmp_path):
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": pg_database}
     res = run_airflow(env, "db", "migrate")
     assert res.returncode == 0, res.stderr[-3000:]
-    gen = subprocess.run([sys.executable, "-m", "tasks.generate_demo", "--start-date", DATES[0], "--days", "3"],
+    gen = subprocess.run([sys.executable, "-m", "dailyrec.demo.generator", "--start-date", DATES[0], "--days", "3"],
                          env=env, cwd=str(REPO), capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr[-3000:]
     assert run_airflow(env, "pools", "set", "dailyrec_training", "1", "training").returncode == 0

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dailyrec.errors import ContractError
-from dailyrec.schemas import LOG_SCHEMA, read_partition, validate_partition, write_partition
+from dailyrec.contract import LOG_SCHEMA, read_partition, validate_partition, write_partition
 from dailyrec.storage import SUCCESS_MARKER
 from tests.helpers import tiny_logs
 
@@ -81,23 +81,23 @@ def test_min_rows(store):
 
 
 def test_failed_check_writes_nothing(cfg, store):
-    from tasks.check_hour import check_hour
+    from tasks.ingest.check_hour import step as check_hour
 
     t = tiny_logs().drop_columns(["click"])
     _write_raw(store, t)
     before = sorted(p.name for p in store.local_path(store.root).rglob("*"))
     with pytest.raises(ContractError, match="'click' is missing"):
-        check_hour("2026-11-01", 3, cfg)
+        check_hour("2026-11-01", cfg, hour=3)
     after = sorted(p.name for p in store.local_path(store.root).rglob("*"))
     assert before == after
     assert not store.exists(store.partition("log_checks", "2026-11-01", 3))
 
 
 def test_check_hour_records_report(cfg, store):
-    from tasks.check_hour import check_hour
+    from tasks.ingest.check_hour import step as check_hour
 
     write_partition(store, "logs", tiny_logs(), "2026-11-01", 3)
-    out = check_hour("2026-11-01", 3, cfg)
+    out = check_hour("2026-11-01", cfg, hour=3)
     rep = store.read_json(out["report"])
     assert rep["rows"] == {"logs": 20} and rep["check"]["clicks"] == 10
     assert rep["config_hash"] == cfg.digest() and rep["code_version"]

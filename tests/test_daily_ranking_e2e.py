@@ -1,5 +1,5 @@
 """End to end through Airflow: `airflow dags test daily_ranking` on generated data for two
-consecutive dates, after the features of those dates were built directly (tasks.features, the
+consecutive dates, after the features of those dates were built directly (tasks.retrieval.features, the
 retrieval DAG's step the ranking DAG waits for). Day 2 warm starts from day 1; the score CLI then
 scores a few rows with the published model. Timings of each run are printed (pytest -s)."""
 
@@ -36,10 +36,10 @@ def test_two_days_through_airflow(airflow_home, tmp_path):
     env = {**airflow_home, **SMALL, "DAILYREC_DATA_ROOT": str(root)}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    gen = _run(["-m", "tasks.generate_demo", "--start-date", DATES[0], "--days", str(len(DATES))], env)
+    gen = _run(["-m", "dailyrec.demo.generator", "--start-date", DATES[0], "--days", str(len(DATES))], env)
     assert gen.returncode == 0, gen.stderr[-3000:]
     for d in DATES:
-        res = _run(["-m", "tasks.features", "--cur-date", d], env)
+        res = _run(["-m", "tasks.retrieval.features", "--cur-date", d], env)
         assert res.returncode == 0, res.stderr[-3000:]
     timings["generate + features"] = time.perf_counter() - t0
 
@@ -79,7 +79,7 @@ def test_two_days_through_airflow(airflow_home, tmp_path):
     rows = pq.read_table(root / f"ranking_samples/dt={DATES[1]}/holdout.parquet").slice(0, 5)
     pq.write_table(rows, tmp_path / "rows.parquet")
     t = time.perf_counter()
-    res = _run(["-m", "tasks.score", "--input", str(tmp_path / "rows.parquet")], env)
+    res = _run(["-m", "dailyrec.scoring", "--input", str(tmp_path / "rows.parquet")], env)
     timings["score CLI (5 rows)"] = time.perf_counter() - t
     assert res.returncode == 0, res.stderr[-3000:]
     scored = [json.loads(line) for line in res.stdout.splitlines()]

@@ -33,7 +33,7 @@ def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_three_days_through_airflow(airflow_home, tmp_path):
     root = tmp_path / "data"
     env = {**airflow_home, **SMALL, "DAILYREC_DATA_ROOT": str(root)}
-    gen = _run(["-m", "tasks.generate_demo", "--start-date", DATES[0], "--days", "3"], env)
+    gen = _run(["-m", "dailyrec.demo.generator", "--start-date", DATES[0], "--days", "3"], env)
     assert gen.returncode == 0, gen.stderr[-3000:]
 
     for d in DATES[:2]:
@@ -50,13 +50,13 @@ def test_three_days_through_airflow(airflow_home, tmp_path):
     assert ev2["gate"]["passed"] and set(ev2["table"]) == {"new", "previous", "popularity"}
     assert ev2["table"]["new"]["recall_at_50"] > ev2["table"]["popularity"]["recall_at_50"]
 
-    status = _run(["-m", "tasks.publish", "status"], env)
+    status = _run(["-m", "dailyrec.publishing.redis_publish", "status"], env)
     assert status.returncode == 0, status.stderr[-3000:]
     st = json.loads(status.stdout)
     assert st["current"].startswith(DATES[1]) and st["previous"].startswith(DATES[0])
 
     # day 3: a deliberately bad model (no warm start, a learning rate that cannot learn)
-    bad = {"config_overrides": {"training.learning_rate": 1e-9, "training.lr_floor": 0.0,
+    bad = {"config_overrides": {"training.optimizer.learning_rate": 1e-9, "training.optimizer.floor": 0.0,
                                 "training.warm_start": False, "training.epochs": 1}}
     res = run_airflow(airflow_home, "dags", "test", "daily_retrieval", DATES[2], "--conf", json.dumps(bad),
                       extra_env=env)
@@ -64,7 +64,7 @@ def test_three_days_through_airflow(airflow_home, tmp_path):
     ev3 = json.loads((root / f"eval/two_tower/dt={DATES[2]}/report.json").read_text())
     assert not ev3["gate"]["passed"] and ev3["gate"]["reasons"]
     assert not (root / f"embeddings/dt={DATES[2]}").exists()
-    st = json.loads(_run(["-m", "tasks.publish", "status"], env).stdout)
+    st = json.loads(_run(["-m", "dailyrec.publishing.redis_publish", "status"], env).stdout)
     assert st["current"].startswith(DATES[1]), "a failed gate must keep the last good model online"
     report = (root / f"reports/daily_retrieval/dt={DATES[2]}/report.md").read_text()
     assert "FAILED" in report and "nothing published" in report
@@ -73,7 +73,7 @@ def test_three_days_through_airflow(airflow_home, tmp_path):
     hold = json.loads((root / f"day_checks/dt={DATES[1]}/report.json").read_text())
     assert hold["rows"]["logs"] > 0
     for user in ["u00001", "someone-new"]:
-        rec = _run(["-m", "tasks.recall", "--user-id", user, "--k", "20", "--json"], env)
+        rec = _run(["-m", "dailyrec.serving", "--user-id", user, "--k", "20", "--json"], env)
         assert rec.returncode == 0, rec.stderr[-3000:]
         out = json.loads(rec.stdout)
         assert len(out["items"]) == 20 and out["cur_date"] == DATES[1]

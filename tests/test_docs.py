@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dailyrec.schemas import SCHEMAS
+from dailyrec.contract import SCHEMAS
 
 REPO = Path(__file__).resolve().parents[1]
 

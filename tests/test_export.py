@@ -12,12 +12,12 @@ def test_export_covers_the_catalog_and_matches_the_tower(tmp_path):
     from dailyrec.config import load_config
     from dailyrec.storage import open_store
     from models.two_tower import load_tower
-    from tasks.export_embeddings import export_embeddings
-    from tasks.features import build_features
-    from tasks.generate_demo import generate
-    from tasks.sample import select_samples
-    from tasks.tf_inputs import feature_arrays
-    from tasks.train_two_tower import train_two_tower
+    from tasks.retrieval.export_embeddings import export_embeddings
+    from tasks.retrieval.features import build_features
+    from dailyrec.demo.generator import generate
+    from tasks.retrieval.sample import select_samples
+    from dailyrec.inputs import feature_arrays
+    from tasks.retrieval.train_two_tower import train_two_tower
 
     cfg = load_config(environ={}, overrides={
         "storage.data_root": str(tmp_path / "data"), "demo.events_per_day": 20000, "demo.n_users": 500,

@@ -2,7 +2,7 @@
 
 The helpers at the top (:func:`make_events`, :func:`write_day`) build real log partitions (24
 hourly partitions per day with ``_SUCCESS``) and users/items snapshots through
-``dailyrec.schemas.write_partition``; tests/test_sampling.py reuses them.
+``dailyrec.contract.write_partition``; tests/test_sampling.py reuses them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from dailyrec.config import load_config
 from dailyrec.dates import date_range
-from dailyrec.schemas import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
 from dailyrec.storage import open_store
 
 DAY0 = "2026-11-01"
@@ -110,7 +110,7 @@ def read(path) -> pd.DataFrame:
 
 # ---- counters and catalog -----------------------------------------------------------------
 def test_counters_and_catalog_match_a_hand_computation(tmp_path):
-    from tasks.features import build_features
+    from tasks.retrieval.features import build_features
 
     cfg = config(tmp_path, **{"features.counter_windows_days": [1, 3], "sampling.window_days": 2})
     store = open_store(cfg)
@@ -178,7 +178,7 @@ def test_counters_and_catalog_match_a_hand_computation(tmp_path):
 
 
 def test_missing_day_fails_naming_the_partition(tmp_path):
-    from tasks.features import build_features
+    from tasks.retrieval.features import build_features
 
     cfg = config(tmp_path)
     store = open_store(cfg)
@@ -192,7 +192,7 @@ def test_missing_day_fails_naming_the_partition(tmp_path):
 
 
 def test_failure_leaves_the_previous_output(tmp_path):
-    from tasks.features import build_features
+    from tasks.retrieval.features import build_features
 
     cfg = config(tmp_path)
     store = open_store(cfg)
@@ -212,7 +212,7 @@ def test_failure_leaves_the_previous_output(tmp_path):
 
 # ---- vocabularies -------------------------------------------------------------------------
 def test_vocab_min_count_and_eviction_over_three_chained_days(tmp_path):
-    from tasks.features import build_features
+    from tasks.retrieval.features import build_features
 
     cfg = config(tmp_path, **{"features.min_count": 2, "features.evict_after_days": 1,
                               "sampling.window_days": 1, "features.counter_windows_days": [1]})

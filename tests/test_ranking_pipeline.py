@@ -2,8 +2,8 @@
 calibration, the conversion-without-click error), MMoE training with warm start, export/reload,
 the score CLI, and the evaluation gate. Real DuckDB, TensorFlow and files; no mocks.
 
-Data: three demo days (tasks.generate_demo, 20k impressions a day) and their features
-(tasks.features), built once for the module. Days 1 and 2 are trained, evaluated and published
+Data: three demo days (dailyrec.demo.generator, 20k impressions a day) and their features
+(tasks.retrieval.features), built once for the module. Days 1 and 2 are trained, evaluated and published
 once (fixture ``trained``); day 3 is trained deliberately badly in the gate test.
 """
 
@@ -45,8 +45,8 @@ def _cfg(root, **extra):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tasks.features import build_features
-    from tasks.generate_demo import generate
+    from tasks.retrieval.features import build_features
+    from dailyrec.demo.generator import generate
 
     root = tmp_path_factory.mktemp("ranking") / "data"
     cfg = _cfg(root)
@@ -59,10 +59,10 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(world):
     """Days 1 and 2: samples, train (MMoE + baseline), evaluate, publish when the gate passes."""
-    from tasks.evaluate_mmoe import evaluate_mmoe
-    from tasks.ranking_samples import build_ranking_samples
-    from tasks.score import publish_mmoe
-    from tasks.train_mmoe import train_mmoe
+    from tasks.ranking.evaluate_mmoe import evaluate_mmoe
+    from tasks.ranking.ranking_samples import build_ranking_samples
+    from dailyrec.scoring import publish_mmoe
+    from tasks.ranking.train_mmoe import train_mmoe
 
     cfg = world["cfg"]
     out = {}
@@ -94,7 +94,7 @@ def _manifest(world, dataset, d):
 
 # ---- samples ------------------------------------------------------------------------------------
 def test_samples_downsample_non_clicks_keep_every_click_and_the_whole_holdout(world):
-    from tasks.ranking_samples import build_ranking_samples
+    from tasks.ranking.ranking_samples import build_ranking_samples
 
     d = DAYS[1]
     res = build_ranking_samples(d, world["cfg"])
@@ -142,7 +142,7 @@ def test_samples_downsample_non_clicks_keep_every_click_and_the_whole_holdout(wo
 
 
 def test_rate_one_keeps_everything(world, tmp_path):
-    from tasks.ranking_samples import build_ranking_samples
+    from tasks.ranking.ranking_samples import build_ranking_samples
 
     cfg = world["cfg"].with_overrides({"ranking.negative_downsample_rate": 1.0})
     res = build_ranking_samples(DAYS[2], cfg)
@@ -151,7 +151,7 @@ def test_rate_one_keeps_everything(world, tmp_path):
 
 
 def test_calibrate_inverts_downsampling():
-    from tasks.ranking_samples import calibrate, calibrate_conversion
+    from tasks.ranking.ranking_samples import calibrate, calibrate_conversion
 
     rng = np.random.default_rng(0)
     q_click = rng.uniform(0.001, 0.999, 1000)
@@ -169,8 +169,8 @@ def test_calibrate_inverts_downsampling():
 
 def test_conversion_without_click_is_an_error(tmp_path):
     from dailyrec.errors import ContractError
-    from tasks.features import build_features
-    from tasks.ranking_samples import build_ranking_samples
+    from tasks.retrieval.features import build_features
+    from tasks.ranking.ranking_samples import build_ranking_samples
     from tests.test_features import make_items, make_users, random_day, write_day
 
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data"), "sampling.window_days": 1},
@@ -192,7 +192,7 @@ def test_conversion_without_click_is_an_error(tmp_path):
 
 
 def test_samples_need_the_features_manifest(tmp_path):
-    from tasks.ranking_samples import build_ranking_samples, features_ready
+    from tasks.ranking.ranking_samples import build_ranking_samples, features_ready
 
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data")}, environ={})
     assert not features_ready(DAYS[0], cfg)
@@ -259,7 +259,7 @@ def test_export_and_reload_give_identical_scores(world, trained):
     import tensorflow as tf
 
     from models.mmoe import load_model, load_ranking_model
-    from tasks.tf_inputs import feature_arrays
+    from dailyrec.inputs import feature_arrays
 
     mdir = world["root"] / f"models/mmoe/dt={DAYS[1]}"
     rows = pq.read_table(world["root"] / f"ranking_samples/dt={DAYS[1]}/holdout.parquet").slice(0, 500)
@@ -277,7 +277,7 @@ def test_export_and_reload_give_identical_scores(world, trained):
 def _score_cli(world, *args, stdin=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAILYREC")}
     env.update({"DAILYREC_DATA_ROOT": str(world["root"]), "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"})
-    return subprocess.run([sys.executable, "-m", "tasks.score", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "dailyrec.scoring", *args], capture_output=True, text=True,
                           timeout=300, cwd=str(REPO), env=env, input=stdin)
 
 
@@ -285,7 +285,7 @@ def _score_cli(world, *args, stdin=None):
 def test_score_cli_on_a_parquet_file(world, trained, tmp_path):
     import io
 
-    from tasks.score import Scorer, read_rows
+    from dailyrec.scoring import Scorer, read_rows
 
     rows = pq.read_table(world["root"] / f"ranking_samples/dt={DAYS[1]}/holdout.parquet").slice(0, 7)
     path = tmp_path / "rows.parquet"
@@ -323,13 +323,13 @@ def test_score_cli_on_a_parquet_file(world, trained, tmp_path):
 def test_gate_blocks_a_deliberately_worse_model(world, trained):
     from dailyrec.errors import GateRejected
     from dailyrec.registry import published_before
-    from tasks.evaluate_mmoe import evaluate_mmoe
-    from tasks.ranking_samples import build_ranking_samples
-    from tasks.score import publish_mmoe, published_dates
-    from tasks.train_mmoe import train_mmoe
+    from tasks.ranking.evaluate_mmoe import evaluate_mmoe
+    from tasks.ranking.ranking_samples import build_ranking_samples
+    from dailyrec.scoring import publish_mmoe, published_dates
+    from tasks.ranking.train_mmoe import train_mmoe
 
     d = DAYS[2]
-    bad = world["cfg"].with_overrides({"ranking.learning_rate": 1e-9, "ranking.lr_floor": 0.0,
+    bad = world["cfg"].with_overrides({"ranking.optimizer.learning_rate": 1e-9, "ranking.optimizer.floor": 0.0,
                                        "training.warm_start": False, "ranking.epochs": 1})
     build_ranking_samples(d, bad)
     train_mmoe(d, bad, baseline=False)

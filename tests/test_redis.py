@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dailyrec.redis_conn import describe, get_redis
+from dailyrec.publishing.connection import describe, get_redis
 
 
 def test_get_redis_round_trip(redis_cfg):
@@ -26,7 +26,7 @@ def test_embedded_server_is_shared_and_persists_across_processes(cfg):
     r = get_redis(cfg)
     r.set("dailyrec:shared", "from-parent")
     code = (
-        "from dailyrec.config import load_config; from dailyrec.redis_conn import get_redis\n"
+        "from dailyrec.config import load_config; from dailyrec.publishing.connection import get_redis\n"
         f"cfg = load_config(overrides={{'storage.data_root': {cfg.storage.data_root!r}}}, environ={{}})\n"
         "r = get_redis(cfg); print(r.get('dailyrec:shared').decode()); r.set('dailyrec:child', 'x')\n"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.retrieval_metrics import constant_scorer, dot_scorer, evaluate_ranker, metrics_from_topk, top_k
+from dailyrec.metrics import constant_scorer, dot_scorer, evaluate_ranker, metrics_from_topk, top_k
 
 
 def test_hand_computed_example():

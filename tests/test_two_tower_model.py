@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dailyrec.config import FeatureSpec, FeaturesConfig, TrainingConfig
+from dailyrec.config import FeatureSpec, FeaturesConfig, OptimizerConfig, TrainingConfig
 from models import losses
 from models import two_tower as tt
 
@@ -306,7 +306,7 @@ def test_loss_falls_and_recall_beats_random(loss_name):
     keras.utils.set_random_seed(1)
     data, held_i, item_cat = _synthetic_data()
     fc = _synthetic_features()
-    tc = TrainingConfig(loss=loss_name, learning_rate=0.01, lr_decay_steps=100, **SMALL_TRAIN)
+    tc = TrainingConfig(loss=loss_name, optimizer=OptimizerConfig(learning_rate=0.01, decay_steps=100), **SMALL_TRAIN)
     vocabs = {"user_id": [f"u{x}" for x in range(N_USERS)], "item_id": [f"i{x}" for x in range(N_ITEMS)]}
     model = tt.build_two_tower(tc, fc, vocabs)
     ds = tf.data.Dataset.from_tensor_slices(data).shuffle(len(data["label"]), seed=1).batch(500)

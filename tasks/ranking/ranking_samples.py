@@ -1,6 +1,6 @@
 """Ranking samples (stage 1 of the daily ranking DAG): labelled impressions for the MMoE ranker.
 
-    python -m tasks.ranking_samples --cur-date 2026-11-03 [--set ranking.negative_downsample_rate=0.25]
+    python -m tasks.ranking.ranking_samples --cur-date 2026-11-03 [--set ranking.negative_downsample_rate=0.25]
 
 Inputs: the hourly logs of the last ``sampling.window_days`` days up to ``cur_date``, the users
 snapshot of ``cur_date`` and ``features/dt=D/catalog.parquet`` (the retrieval DAG's features step;
@@ -21,7 +21,7 @@ its ``_manifest.json`` must exist, it is written last). The SQL is ``sql/ranking
 * holdout rows: every impression of the last ``training.holdout_hours`` hours of ``cur_date``,
   not down-sampled (``downsample_rate`` = ``sample_weight`` = 1);
 * a conversion without a click is a data error: the day validation rejects it already
-  (``dailyrec.schemas``); here it raises :class:`~dailyrec.errors.ContractError` too, naming the days.
+  (``dailyrec.contract``); here it raises :class:`~dailyrec.errors.ContractError` too, naming the days.
 
 Output (atomic), ``ranking_samples/dt=D/``: ``train.parquet``, ``holdout.parquet``,
 ``_manifest.json`` (per-label statistics before/after down-sampling, the rate, the seed).
@@ -87,7 +87,7 @@ def features_ready(cur_date: str, cfg: Config | None = None) -> bool:
 def feature_columns(cfg: Config, catalog_columns: list[str]) -> tuple[list[str], list[str], list[str]]:
     """(user, context, item) feature names of ``features.spec`` other than the two ids, checked
     against where they come from (users snapshot, log columns / ``hour_of_day``, catalog)."""
-    from dailyrec.schemas import LOG_SCHEMA, USER_SCHEMA
+    from dailyrec.contract import LOG_SCHEMA, USER_SCHEMA
 
     fc = cfg.features
     user = [f.name for f in fc.by_side("user") if f.name != "user_id"]
@@ -139,9 +139,9 @@ def build_ranking_samples(cur_date: str, cfg: Config | None = None) -> dict[str,
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from dailyrec.schemas import ITEM_SCHEMA
-    from tasks import _duck
-    from tasks.features import log_inputs, open_events, read_snapshot
+    from dailyrec.contract import ITEM_SCHEMA
+    from dailyrec import sql as _duck
+    from tasks.retrieval.features import log_inputs, open_events, read_snapshot
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()
@@ -157,7 +157,7 @@ def build_ranking_samples(cur_date: str, cfg: Config | None = None) -> dict[str,
         fman = features_manifest_path(store, cur_date)
         if not store.exists(fman):
             raise FileNotFoundError(f"{fman} does not exist: the features of {cur_date} are not built yet "
-                                    f"(daily_retrieval's build_features, or python -m tasks.features --cur-date {cur_date})")
+                                    f"(daily_retrieval's build_features, or python -m tasks.retrieval.features --cur-date {cur_date})")
         catalog_path = f"{fdir}/catalog.parquet"
         with store.fs.open_input_file(catalog_path) as fh:
             catalog = pq.read_table(fh)
@@ -175,7 +175,7 @@ def build_ranking_samples(cur_date: str, cfg: Config | None = None) -> dict[str,
         raise ContractError(
             f"ranking samples {cur_date}: column 'conversion' is 1 where 'click' is 0 on {sum(per_day.values())} "
             f"impression(s) of the window (per day: {per_day}); a conversion must follow a click. "
-            f"Fix the logs (the day validation, tasks.validate_day, rejects them as well).")
+            f"Fix the logs (the day validation, tasks.ingest.validate_day, rejects them as well).")
     with timer.step("sql_impressions"):
         rows = _duck.query_arrow(con, "ranking_impressions", params,
                                  {"user_features": user_feats, "context": context, "item_features": item_feats})
@@ -235,7 +235,7 @@ def build_ranking_samples(cur_date: str, cfg: Config | None = None) -> dict[str,
             negative_downsample_rate=rate, seed=seed,
             features={"user": user_feats, "context": context, "item": item_feats},
             training_window={"days": sorted(hours), "excluded_hours_of_cur_date": holdout_hours},
-            calibration="p_true = p / (p + (1 - p) / negative_downsample_rate) (tasks.ranking_samples.calibrate)",
+            calibration="p_true = p / (p + (1 - p) / negative_downsample_rate) (tasks.ranking.ranking_samples.calibrate)",
         )
         manifest["timings_s"]["total"] = timer.total()
         store.write_json(f"{tmp}/{MANIFEST}", manifest)

@@ -1,7 +1,7 @@
 """Score rows with the published ranking model: calibrated click and conversion probabilities.
 
-    python -m tasks.score --input rows.parquet [--cur-date 2026-11-02] [--limit 20]
-    python -m tasks.score [--cur-date D] < rows.jsonl          # one JSON object per line
+    python -m dailyrec.scoring --input rows.parquet [--cur-date 2026-11-02] [--limit 20]
+    python -m dailyrec.scoring [--cur-date D] < rows.jsonl          # one JSON object per line
 
 The model: the SavedModel of the newest published ranking model (``registry/mmoe/dt=*/published.json``
 written by :func:`publish_mmoe`), or the one published for ``--cur-date``. Each input row must hold
@@ -12,7 +12,7 @@ context and item features); a missing one is an error naming it. Null values cou
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
 
 ``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion | impression)``, both
-calibrated back from the model's training down-sample rate (tasks.ranking_samples.calibrate and
+calibrated back from the model's training down-sample rate (tasks.ranking.ranking_samples.calibrate and
 calibrate_conversion). There is no Redis for the ranking model: ``published.json`` points at the
 SavedModel, and a serving system loads it from there.
 
@@ -47,7 +47,7 @@ def publish_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
     the gate passed. The record names the SavedModel, the model version and the down-sample rate
     the scorer calibrates with.
     """
-    from tasks.train_mmoe import artifact_dirs
+    from tasks.ranking.train_mmoe import artifact_dirs
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()
@@ -147,7 +147,7 @@ class Scorer:
         """Score an Arrow table or a list of dicts; calibrated probabilities per row."""
         import pyarrow as pa
 
-        from tasks.evaluate_mmoe import predict_calibrated
+        from tasks.ranking.evaluate_mmoe import predict_calibrated
 
         table = rows if isinstance(rows, pa.Table) else self.table_from_records(list(rows), where)
         self._check(table.column_names, where)
@@ -209,7 +209,7 @@ def score_check(cur_date: str, cfg: Config | None = None, n: int = 5) -> dict[st
 
 
 def demo_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
-    """The ranking part of tasks.demo's summary: per date the gate's figures, then ``n`` holdout
+    """The ranking part of dailyrec.demo.run's summary: per date the gate's figures, then ``n`` holdout
     rows of the newest published model's day scored by :class:`Scorer`."""
     import pyarrow.parquet as pq
 
@@ -248,7 +248,7 @@ def demo_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
     if not store.exists(path):
         return lines + [f"{path} is gone: nothing to score"]
     rows = pq.read_table(path, filesystem=store.fs).slice(0, n)
-    lines += ["", f"Scoring check (python -m tasks.score --input rows.parquet): {scorer.info['model_version']} on "
+    lines += ["", f"Scoring check (python -m dailyrec.scoring --input rows.parquet): {scorer.info['model_version']} on "
                   f"{rows.num_rows} held-out impressions of {d}, calibrated probabilities:",
               f"  {'user_id':<12} {'item_id':<12} {'p(click)':>9} {'p(conv)':>9}  clicked  converted"]
     for s, c, v in zip(scorer.score(rows, where=path), rows.column("click").to_pylist(),

@@ -1,6 +1,6 @@
 """Feature preparation (stage 2 of the daily retrieval DAG): counters, catalog and vocabularies.
 
-    python -m tasks.features --cur-date 2026-11-03 [--set features.min_count=2]
+    python -m tasks.retrieval.features --cur-date 2026-11-03 [--set features.min_count=2]
 
 Reads the hourly log partitions of the last ``max(features.counter_windows_days,
 sampling.window_days)`` days up to ``cur_date`` (the days that exist; ``cur_date`` itself must
@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date, previous, window
-from dailyrec.schemas import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, read_partition, validate_partition
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, read_partition, validate_partition
 from dailyrec.storage import SUCCESS_MARKER, Store, Timer, make_manifest, open_store
-from tasks import _duck
+from dailyrec import sql as _duck
 
 log = logging.getLogger("dailyrec.features")
 

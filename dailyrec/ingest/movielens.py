@@ -1,6 +1,6 @@
 """Import a MovieLens ratings directory (100K or 1M format) into the log contract.
 
-    python -m tasks.import_movielens --input DIR [--data-root DIR] [--set key=value]
+    python -m dailyrec.ingest.movielens --input DIR [--data-root DIR] [--set key=value]
         [--start YYYY-MM-DD --end YYYY-MM-DD] [--no-fill-empty-hours] [--format auto|100k|1m]
 
 The format is detected from the files in ``DIR``:
@@ -43,7 +43,7 @@ import pyarrow.csv as pacsv
 
 from dailyrec.config import Config
 from dailyrec.storage import open_store
-from tasks._importing import (DEFAULT_STR, InputError, PartitionWriter, base_parser, check_mask,
+from dailyrec.ingest.common import (DEFAULT_STR, InputError, PartitionWriter, base_parser, check_mask,
                               complete_logs, concat_str, date_filter, date_span, day_of, hour_bounds,
                               in_range_mask, items_table, parse_int, run_cli, users_table)
 
@@ -388,7 +388,7 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
 # ---- CLI ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = base_parser("python -m tasks.import_movielens",
+    p = base_parser("python -m dailyrec.ingest.movielens",
                     "Import a MovieLens 100K or 1M directory into the log contract.")
     p.add_argument("--format", dest="fmt", choices=["auto", "100k", "1m"], default="auto",
                    help="input format (default: detected from the files present)")

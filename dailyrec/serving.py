@@ -1,6 +1,6 @@
 """Serving check: recommend items for a user from what Redis serves now.
 
-    python -m tasks.recall --user-id u00042 --k 50
+    python -m dailyrec.serving --user-id u00042 --k 50
 
 Reads the ``current`` version from Redis (its meta, the FAISS index and the id map), computes
 the user's vector with that version's exported user tower (``models/two_tower/dt=<its date>/
@@ -30,7 +30,7 @@ def _user_row(store: Any, cfg: Config, cur_date: str, user_id: str) -> tuple[Any
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from tasks.user_vectors import latest_user_rows
+    from dailyrec.users import latest_user_rows
 
     rows = latest_user_rows(store, cfg, cur_date)
     row = rows.filter(pc.equal(rows.column("user_id"), user_id))
@@ -54,8 +54,8 @@ def _user_row(store: Any, cfg: Config, cur_date: str, user_id: str) -> tuple[Any
 def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str, Any]:
     import numpy as np
 
-    from tasks.evaluate_two_tower import tower_vectors
-    from tasks.publish import load_current
+    from tasks.retrieval.evaluate_two_tower import tower_vectors
+    from dailyrec.publishing.redis_publish import load_current
 
     cfg = cfg or load_config()
     store = open_store(cfg)
@@ -84,7 +84,7 @@ def serving_check(cur_date: str, cfg: Config | None = None, k: int = 50) -> dict
     ``k`` items from the current Redis version."""
     import pyarrow.compute as pc
 
-    from tasks.user_vectors import latest_user_rows
+    from dailyrec.users import latest_user_rows
 
     cfg = cfg or load_config()
     store = open_store(cfg)

@@ -225,3 +225,35 @@ def write_partition(store: Store, dataset: str, table: pa.Table, cur_date: str, 
             with store.fs.open_output_stream(f"{tmp}/{SUCCESS_MARKER}"):
                 pass
     return final
+
+
+# ---- completeness and volumes of a day ------------------------------------------------------------
+
+def hour_complete(store: Store, cur_date: str, hour: int) -> bool:
+    """True when ``logs/dt=cur_date/hour=HH/_SUCCESS`` exists."""
+    return store.exists(f"{store.partition('logs', cur_date, hour)}/{SUCCESS_MARKER}")
+
+
+def missing_hours(store: Store, cur_date: str) -> list[int]:
+    """Hours (0-23) of ``cur_date`` whose ``_SUCCESS`` marker is not there yet."""
+    return [h for h in range(24) if not hour_complete(store, cur_date, h)]
+
+
+def check_day_volumes(day: str, rows: int, clicks: int, previous_rows: int | None, vcfg: Any) -> None:
+    """Refuse an empty, click-less or truncated day (``vcfg``: ``dailyrec.config.ValidationConfig``).
+
+    Raises:
+        ContractError: fewer rows than ``min_rows_per_day``, fewer clicks than
+            ``min_clicks_per_day``, or fewer rows than ``(1 - max_drop_vs_previous_day)`` x the
+            previous day's ``previous_rows``; the message names the partition ``day``.
+    """
+    if rows < vcfg.min_rows_per_day:
+        raise ContractError(f"{day}: {rows} rows in the day, fewer than validation.min_rows_per_day="
+                            f"{vcfg.min_rows_per_day} (empty or truncated day)")
+    if clicks < vcfg.min_clicks_per_day:
+        raise ContractError(f"{day}: {clicks} clicks in the day, fewer than validation.min_clicks_per_day="
+                            f"{vcfg.min_clicks_per_day}")
+    if previous_rows is not None and rows < (1 - vcfg.max_drop_vs_previous_day) * previous_rows:
+        raise ContractError(
+            f"{day}: {rows} rows, less than {1 - vcfg.max_drop_vs_previous_day:.0%} of the "
+            f"previous day's {previous_rows} (truncated day? see validation.max_drop_vs_previous_day)")

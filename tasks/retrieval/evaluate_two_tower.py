@@ -1,6 +1,6 @@
 """Evaluate the day's two-tower model on the held-out hours and decide whether it may be published.
 
-    python -m tasks.evaluate_two_tower --cur-date 2026-11-02
+    python -m tasks.retrieval.evaluate_two_tower --cur-date 2026-11-02
 
 Users: those with a click in the held-out last ``training.holdout_hours`` hours of ``cur_date``
 (at most ``evaluation.max_eval_users``, a seeded sample). Candidates: the day's whole catalog
@@ -74,7 +74,7 @@ def _eval_set(store: Any, cfg: Config, cur_date: str) -> dict[str, Any]:
 
 def tower_vectors(tower_dir: str, table: Any, specs: list[Any]) -> Any:
     from models.two_tower import load_tower
-    from tasks.tf_inputs import feature_arrays, predict_in_batches
+    from dailyrec.inputs import feature_arrays, predict_in_batches
 
     tower = load_tower(tower_dir)
     wanted = [s for s in specs if s.name in tower.feature_names]
@@ -82,7 +82,7 @@ def tower_vectors(tower_dir: str, table: Any, specs: list[Any]) -> Any:
 
 
 def evaluate_two_tower(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
-    from tasks.retrieval_metrics import constant_scorer, dot_scorer, evaluate_ranker
+    from dailyrec.metrics import constant_scorer, dot_scorer, evaluate_ranker
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()

@@ -1,9 +1,9 @@
 """Retrieval sample selection (stage 3 of the daily retrieval DAG): positives, negatives, holdout.
 
-    python -m tasks.sample --cur-date 2026-11-03 [--set sampling.negatives_per_positive=8]
+    python -m tasks.retrieval.sample --cur-date 2026-11-03 [--set sampling.negatives_per_positive=8]
 
 Inputs: the hourly logs of the last ``sampling.window_days`` days up to ``cur_date``, the users
-snapshot of ``cur_date`` and ``features/dt=D/catalog.parquet`` (tasks.features). The heavy lifting
+snapshot of ``cur_date`` and ``features/dt=D/catalog.parquet`` (tasks.retrieval.features). The heavy lifting
 is DuckDB SQL (``sql/sample_*.sql``) and vectorised numpy; no per-row Python.
 
 * training window: the window minus the last ``training.holdout_hours`` hours of ``cur_date``;
@@ -40,10 +40,10 @@ import pyarrow.parquet as pq
 
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date, window
-from dailyrec.schemas import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.storage import Timer, make_manifest, open_store
-from tasks import _duck
-from tasks.features import log_inputs, open_events, read_snapshot
+from dailyrec import sql as _duck
+from tasks.retrieval.features import log_inputs, open_events, read_snapshot
 
 log = logging.getLogger("dailyrec.sample")
 
@@ -276,7 +276,7 @@ def select_samples(cur_date: str, cfg: Config | None = None,
         fdir = store.partition("features", cur_date)
         catalog_path = f"{fdir}/catalog.parquet"
         if not store.exists(catalog_path):
-            raise FileNotFoundError(f"{catalog_path} does not exist: run tasks.features for {cur_date} first")
+            raise FileNotFoundError(f"{catalog_path} does not exist: run tasks.retrieval.features for {cur_date} first")
         with store.fs.open_input_file(catalog_path) as fh:
             catalog = pq.read_table(fh)
         n_items = catalog.num_rows
@@ -505,7 +505,7 @@ def select_samples(cur_date: str, cfg: Config | None = None,
                        compression_level=1, store_schema=False)
         pq.write_table(holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
         # every (user, item) clicked in the training window, before any down-sampling: the items
-        # the evaluation must not count as new recommendations (tasks.evaluate_two_tower)
+        # the evaluation must not count as new recommendations (tasks.retrieval.evaluate_two_tower)
         seen = pa.table({"user_id": clicks["user_id"], "item_id": clicks["item_id"]}).group_by(
             ["user_id", "item_id"]).aggregate([])
         pq.write_table(seen, f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")

@@ -1,6 +1,6 @@
 """Stage 7 of the daily retrieval DAG: build the FAISS index of the item embeddings.
 
-    python -m tasks.build_index --cur-date 2026-11-01 [--set index.factory=hnsw] [--query-vectors users.npy]
+    python -m dailyrec.ann --cur-date 2026-11-01 [--set index.factory=hnsw] [--query-vectors users.npy]
 
 Input (written by the embedding export step)::
 
@@ -448,7 +448,7 @@ def read_index_output(store: Store, cur_date: str) -> tuple[dict[str, Any], str,
     """``(manifest, index.faiss path, ids.parquet path)`` of a built index (FileNotFoundError if absent)."""
     out = index_dir(store, cur_date)
     if not store.exists(f"{out}/{MANIFEST}"):
-        raise FileNotFoundError(f"no index for {cur_date}: {out}/{MANIFEST} is missing (run tasks.build_index)")
+        raise FileNotFoundError(f"no index for {cur_date}: {out}/{MANIFEST} is missing (run dailyrec.ann)")
     return store.read_json(f"{out}/{MANIFEST}"), f"{out}/{INDEX_FILE}", f"{out}/{IDS_FILE}"
 
 

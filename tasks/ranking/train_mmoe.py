@@ -1,9 +1,9 @@
 """Train the MMoE ranking model (click, conversion) for one ``cur_date``, and its shared-bottom baseline.
 
-    python -m tasks.train_mmoe --cur-date 2026-11-02 [--set ranking.num_experts=6] [--kind shared_bottom] [--no-baseline]
+    python -m tasks.ranking.train_mmoe --cur-date 2026-11-02 [--set ranking.num_experts=6] [--kind shared_bottom] [--no-baseline]
 
-Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking_samples) and
-``features/dt=D/vocabularies.json`` (tasks.features). The model is ``models.mmoe`` built from
+Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) and
+``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.mmoe`` built from
 ``ranking.*`` and ``features.spec``; it trains *unweighted* on the down-sampled rows (the
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
 in the manifest). Warm start from the newest gate-passed model strictly before ``cur_date``
@@ -41,7 +41,7 @@ from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.registry import model_dir, warm_start_source
 from dailyrec.storage import MANIFEST, Timer, make_manifest, open_store
-from tasks.training import training_callbacks
+from dailyrec.training import training_callbacks
 
 log = logging.getLogger("dailyrec.train_mmoe")
 NAME = "mmoe"
@@ -112,7 +112,7 @@ def train_mmoe(cur_date: str, cfg: Config | None = None, kind: str = "mmoe", bas
     import pyarrow.parquet as pq
 
     from models.mmoe import export_ranking_model, save_model
-    from tasks.tf_inputs import feature_arrays
+    from dailyrec.inputs import feature_arrays
 
     if kind not in ("mmoe", BASELINE):
         raise ValueError(f"kind must be 'mmoe' or '{BASELINE}', got {kind!r}")

@@ -39,7 +39,7 @@ number of threads; users and items use streams of the seed alone.
 
 CLI::
 
-    python -m tasks.generate_demo --start-date 2026-11-01 --days 3 [--events-per-day N] [--set k=v ...]
+    python -m dailyrec.demo.generator --start-date 2026-11-01 --days 3 [--events-per-day N] [--set k=v ...]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ import pyarrow.compute as pc
 
 from dailyrec.config import Config, ConfigError, DemoConfig, load_config, parse_set_args
 from dailyrec.dates import date_range, parse_date
-from dailyrec.schemas import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
 from dailyrec.storage import Timer, make_manifest, open_store
 
 log = logging.getLogger("dailyrec.generate_demo")
@@ -778,7 +778,7 @@ def _hour_slices(logs: pa.Table, cur_date: str) -> list[tuple[int, int]]:
 
 
 def _inputs(cfg: Config) -> dict[str, Any]:
-    return {"generator": "tasks.generate_demo", "seed": cfg.demo.seed,
+    return {"generator": "dailyrec.demo.generator", "seed": cfg.demo.seed,
             "anchor_date": parse_date(cfg.demo.start_date).isoformat(), "params": knobs()}
 
 
@@ -861,7 +861,7 @@ def generate(cfg: Config, start_date: str, days: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tasks.generate_demo", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m dailyrec.demo.generator", description=__doc__.split("\n")[0])
     ap.add_argument("--start-date", help="first date to write (default: demo.start_date)")
     ap.add_argument("--days", type=int, help="number of days (default: demo.days)")
     ap.add_argument("--events-per-day", type=int, help="sets demo.events_per_day")

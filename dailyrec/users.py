@@ -21,8 +21,8 @@ log = logging.getLogger("dailyrec.user_vectors")
 def latest_user_rows(store: Store, cfg: Config, cur_date: str) -> pa.Table:
     """Every user of the ``users`` snapshot of ``cur_date`` with the context of their latest
     impression in the training window (``last_event_time`` NULL for users without one)."""
-    from tasks import _duck
-    from tasks.features import log_inputs, open_events, read_snapshot
+    from dailyrec import sql as _duck
+    from tasks.retrieval.features import log_inputs, open_events, read_snapshot
 
     files, _ = log_inputs(store, window(cur_date, cfg.sampling.window_days), cur_date)
     users = read_snapshot(store, "users", cur_date)
@@ -32,14 +32,14 @@ def latest_user_rows(store: Store, cfg: Config, cur_date: str) -> pa.Table:
 
 
 def previous_model_vectors(store: Store, cfg: Config, cur_date: str) -> Any:
-    """``tasks.sample.ModelVectors`` of the newest gate-passed model before ``cur_date`` for this
+    """``tasks.retrieval.sample.ModelVectors`` of the newest gate-passed model before ``cur_date`` for this
     day's active users and catalog, or ``None`` when there is no such model."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from dailyrec.registry import warm_start_source
-    from tasks.evaluate_two_tower import tower_vectors
-    from tasks.sample import ModelVectors
+    from tasks.retrieval.evaluate_two_tower import tower_vectors
+    from tasks.retrieval.sample import ModelVectors
 
     src = warm_start_source(store, "two_tower", cur_date)
     if src is None:
@@ -58,7 +58,7 @@ def previous_model_vectors(store: Store, cfg: Config, cur_date: str) -> Any:
 def select_samples_with_model(cur_date: str, cfg: Config) -> dict[str, Any]:
     """The DAG's sample step: passes yesterday's model vectors when the ``model`` source is on."""
     from dailyrec.storage import open_store
-    from tasks.sample import select_samples
+    from tasks.retrieval.sample import select_samples
 
     mv = None
     if "model" in cfg.sampling.hard_negative_sources:

@@ -1,11 +1,11 @@
-"""Shared helpers of the public-log importers (``tasks.import_avazu``, ``tasks.import_movielens``).
+"""Shared helpers of the public-log importers (``dailyrec.ingest.avazu``, ``dailyrec.ingest.movielens``).
 
 * :class:`InputError`: bad input; the message names the file, the line (when known) and the column.
 * vectorised value checks (:func:`parse_int`, :func:`check_mask`) that report the first bad row;
 * :func:`complete_logs`: fills the contract columns a source does not have with documented defaults;
 * :class:`PartitionWriter`: writes log hours and dimension snapshots with
-  :func:`dailyrec.schemas.write_partition` (atomic, ``_SUCCESS``, ``_manifest.json``), checks each
-  written partition with :func:`dailyrec.schemas.validate_partition`, fills empty hours and keeps
+  :func:`dailyrec.contract.write_partition` (atomic, ``_SUCCESS``, ``_manifest.json``), checks each
+  written partition with :func:`dailyrec.contract.validate_partition`, fills empty hours and keeps
   the counters of the summary.
 
 See docs/importers.md.
@@ -31,7 +31,7 @@ import pyarrow.fs as pafs
 from dailyrec.config import Config, ConfigError, load_config, parse_set_args
 from dailyrec.dates import parse_date
 from dailyrec.errors import ContractError
-from dailyrec.schemas import (INT_SIDE, ITEM_SCHEMA, LOG_SCHEMA, STR_SIDE, USER_SCHEMA, validate_partition,
+from dailyrec.contract import (INT_SIDE, ITEM_SCHEMA, LOG_SCHEMA, STR_SIDE, USER_SCHEMA, validate_partition,
                               write_partition)
 from dailyrec.storage import Store, make_manifest
 

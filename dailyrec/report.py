@@ -1,6 +1,6 @@
 """The per-date run report: what each step of a daily DAG did, from the steps' own manifests.
 
-    python -m tasks.report --cur-date 2026-11-02 [--pipeline ranking]
+    python -m dailyrec.report --cur-date 2026-11-02 [--pipeline ranking]
 
 Reads the manifests and reports the steps wrote for ``cur_date`` (whatever exists: a run that
 stopped at the gate still gets a report) and writes ``reports/<pipeline>/dt=D/report.json`` and

@@ -1,6 +1,6 @@
 """Evaluate the day's ranking model on the held-out hours and decide whether it may be published.
 
-    python -m tasks.evaluate_mmoe --cur-date 2026-11-02
+    python -m tasks.ranking.evaluate_mmoe --cur-date 2026-11-02
 
 Rows: ``ranking_samples/dt=D/holdout.parquet``, every impression of the last
 ``training.holdout_hours`` hours of ``cur_date`` (not down-sampled). The same rows for every model:
@@ -11,7 +11,7 @@ Rows: ``ranking_samples/dt=D/holdout.parquet``, every impression of the last
 * ``previous``: the newest *published* ranking model before ``cur_date`` (yesterday's), if any.
 
 Every model's predictions are calibrated back from its own training down-sample rate (the
-``negative_downsample_rate`` of its manifest; ``tasks.ranking_samples.calibrate`` and
+``negative_downsample_rate`` of its manifest; ``tasks.ranking.ranking_samples.calibrate`` and
 ``calibrate_conversion``) before the metrics. Per task (click, conversion): ``auc``,
 ``logloss``, ``calibration`` (mean calibrated prediction / mean label; 1 is perfect),
 ``mean_pred``, ``mean_label`` and ``mean_raw_pred`` (the uncalibrated mean).
@@ -103,8 +103,8 @@ def model_rate(store: Any, mdir: str) -> float:
 
 def predict_calibrated(ranker: Any, table: Any, rate: float, where: str = "rows") -> tuple[dict, dict]:
     """Raw and calibrated ``{task: float64[n]}`` of a loaded ranker on an Arrow table."""
-    from tasks.ranking_samples import calibrate, calibrate_conversion
-    from tasks.tf_inputs import feature_arrays
+    from tasks.ranking.ranking_samples import calibrate, calibrate_conversion
+    from dailyrec.inputs import feature_arrays
 
     feats = feature_arrays(table, signature_specs(ranker), where=where)
     raw = {t: np.asarray(v, dtype=np.float64).reshape(-1) for t, v in ranker(feats).items()}
@@ -130,8 +130,8 @@ def evaluate_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from models.mmoe import gate_diagnostics, load_model, load_ranking_model
-    from tasks.tf_inputs import feature_arrays
-    from tasks.train_mmoe import artifact_dirs
+    from dailyrec.inputs import feature_arrays
+    from tasks.ranking.train_mmoe import artifact_dirs
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()
@@ -142,7 +142,7 @@ def evaluate_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
     new_dir = model_dir(store, NAME, cur_date)
     for p in (hold_path, f"{new_dir}/{MANIFEST}"):
         if not store.exists(p):
-            raise FileNotFoundError(f"{p} is missing: run tasks.ranking_samples and tasks.train_mmoe for {cur_date} first")
+            raise FileNotFoundError(f"{p} is missing: run tasks.ranking.ranking_samples and tasks.ranking.train_mmoe for {cur_date} first")
     with timer.step("load"):
         holdout = pq.read_table(hold_path, filesystem=store.fs)
         new_man = store.read_json(f"{new_dir}/{MANIFEST}")

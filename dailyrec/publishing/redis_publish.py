@@ -1,8 +1,8 @@
 """Stage 8 of the daily retrieval DAG: atomic, versioned publish of item vectors + index to Redis.
 
-    python -m tasks.publish --cur-date 2026-11-01 [--allow-backwards]
-    python -m tasks.publish rollback [--to VERSION]
-    python -m tasks.publish status
+    python -m dailyrec.publishing.redis_publish --cur-date 2026-11-01 [--allow-backwards]
+    python -m dailyrec.publishing.redis_publish rollback [--to VERSION]
+    python -m dailyrec.publishing.redis_publish status
 
 Key layout (all under ``cfg.redis.namespace`` = ``ns``; the full description, with the reasons,
 is docs/redis-layout.md)::
@@ -48,9 +48,9 @@ import pyarrow.parquet as pq
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.errors import ContractError
-from dailyrec.redis_conn import describe, get_redis
+from dailyrec.publishing.connection import describe, get_redis
 from dailyrec.storage import Store, Timer, open_store
-from tasks.build_index import read_embeddings, read_index_output
+from dailyrec.ann import read_embeddings, read_index_output
 
 log = logging.getLogger("dailyrec.publish")
 
@@ -410,7 +410,7 @@ class _Inputs:
         inputs = self.index_manifest.get("inputs") or {}
         if inputs.get("embeddings_sha256") != self.emb.sha256:
             raise ContractError(f"the index of {cur_date} was built from other embeddings than "
-                                f"{self.emb.path} (sha256 differs): re-run tasks.build_index first")
+                                f"{self.emb.path} (sha256 differs): re-run dailyrec.ann first")
         with store.fs.open_input_file(ids_path) as f:
             ids = pq.read_table(f)
         faiss_ids = ids.column("faiss_id").to_numpy()

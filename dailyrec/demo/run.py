@@ -75,8 +75,8 @@ def run_dag(dag_id: str, cur_date: str, overrides: dict[str, Any] | None = None)
 
 def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from dailyrec.redis_conn import describe, get_redis
-    from tasks.generate_demo import generate
+    from dailyrec.publishing.connection import describe, get_redis
+    from dailyrec.demo.generator import generate
 
     dates = date_range(start_date, days)
     log.info("generating demo data for %s .. %s", dates[0], dates[-1])
@@ -107,7 +107,7 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
     if run_pipeline:
         result["serving"] = serving_lines(cfg, dates[-1])
         if "daily_ranking" in dag_info["dags"]:
-            from tasks.score import demo_lines
+            from dailyrec.scoring import demo_lines
 
             result["ranking"] = "\n".join(demo_lines(cfg, dates))
     return result
@@ -118,13 +118,13 @@ def serving_lines(cfg: Config, last_date: str) -> str:
     import pyarrow.compute as pc
 
     from dailyrec.storage import open_store
-    from tasks.recall import format_recs, recommend
-    from tasks.user_vectors import latest_user_rows
+    from dailyrec.serving import format_recs, recommend
+    from dailyrec.users import latest_user_rows
 
     rows = latest_user_rows(open_store(cfg), cfg, last_date)
     active = rows.filter(pc.is_valid(rows.column("last_event_time")))
     users = [str(active.column("user_id")[0]), "new-visitor-without-history"]
-    parts = ["Serving check (python -m tasks.recall --user-id U --k 50), read back from Redis:"]
+    parts = ["Serving check (python -m dailyrec.serving --user-id U --k 50), read back from Redis:"]
     parts += [format_recs(recommend(u, 50, cfg), show=5) for u in users]
     return "\n".join(parts)
 

@@ -1,6 +1,6 @@
 """Export item vectors for the whole catalog of ``cur_date`` from the day's item tower.
 
-    python -m tasks.export_embeddings --cur-date 2026-11-02 [--format text]
+    python -m tasks.retrieval.export_embeddings --cur-date 2026-11-02 [--format text]
 
 Every item of ``features/dt=D/catalog.parquet`` (the day's item snapshot, seen in the logs or not)
 gets exactly one vector. Output (atomic), ``embeddings/dt=D/``: ``items.parquet`` with
@@ -28,7 +28,7 @@ def export_embeddings(cur_date: str, cfg: Config | None = None,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tasks.evaluate_two_tower import tower_vectors
+    from tasks.retrieval.evaluate_two_tower import tower_vectors
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()

@@ -1,6 +1,6 @@
 """Import an Avazu CTR ``train.csv`` into the log contract (hourly logs + daily users/items).
 
-    python -m tasks.import_avazu --input PATH/train.csv [--data-root DIR] [--set key=value]
+    python -m dailyrec.ingest.avazu --input PATH/train.csv [--data-root DIR] [--set key=value]
         [--start YYYY-MM-DD --end YYYY-MM-DD] [--no-fill-empty-hours] [--unsorted]
         [--event-time spread|hour_start]
 
@@ -48,9 +48,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from dailyrec.config import Config
-from dailyrec.schemas import INT_SIDE, ITEM_SCHEMA, STR_SIDE
+from dailyrec.contract import INT_SIDE, ITEM_SCHEMA, STR_SIDE
 from dailyrec.storage import open_store
-from tasks._importing import (InputError, PartitionWriter, base_parser, check_mask, complete_logs,
+from dailyrec.ingest.common import (InputError, PartitionWriter, base_parser, check_mask, complete_logs,
                               concat_str, date_filter, date_span, day_of, hour_event_times, in_range_mask,
                               items_table, line_ref, parse_int, run_cli, users_table)
 
@@ -401,7 +401,7 @@ def import_avazu(cfg: Config, path: str | Path, *, start: str | None = None, end
 # ---- CLI ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = base_parser("python -m tasks.import_avazu", "Import an Avazu train.csv into the log contract.")
+    p = base_parser("python -m dailyrec.ingest.avazu", "Import an Avazu train.csv into the log contract.")
     p.add_argument("--unsorted", action="store_true",
                    help="the file is not sorted by hour: spill every hour to a temporary file and "
                         "write all hours at the end (bounded memory, extra disk I/O)")

@@ -1,13 +1,13 @@
 """The retrieval DAG's index and publish steps, wired to the rest of the pipeline.
 
-* :func:`build_index_with_user_queries`: the FAISS build (``tasks.build_index``) with its recall
+* :func:`build_index_with_user_queries`: the FAISS build (``dailyrec.ann``) with its recall
   measured on real user vectors: the day's user tower on each active user's latest context.
-* :func:`publish_two_tower`: the Redis publish (``tasks.publish``) and, once ``current`` points
+* :func:`publish_two_tower`: the Redis publish (``dailyrec.publishing.redis_publish``) and, once ``current`` points
   at the new version, the registry entry that makes it "yesterday's published model" for the
   next day's gate.
 
-    python -m tasks.publish_retrieval index --cur-date D
-    python -m tasks.publish_retrieval publish --cur-date D [--allow-backwards]
+    python -m tasks.retrieval.publish_redis index --cur-date D
+    python -m tasks.retrieval.publish_redis publish --cur-date D [--allow-backwards]
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ log = logging.getLogger("dailyrec.publish_retrieval")
 def build_index_with_user_queries(cur_date: str, cfg: Config | None = None, max_users: int = 5000) -> dict[str, Any]:
     import pyarrow.compute as pc
 
-    from tasks.build_index import build_index
-    from tasks.evaluate_two_tower import tower_vectors
-    from tasks.user_vectors import latest_user_rows
+    from dailyrec.ann import build_index
+    from tasks.retrieval.evaluate_two_tower import tower_vectors
+    from dailyrec.users import latest_user_rows
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()
@@ -43,7 +43,7 @@ def build_index_with_user_queries(cur_date: str, cfg: Config | None = None, max_
 
 
 def publish_two_tower(cur_date: str, cfg: Config | None = None, allow_backwards: bool = False) -> dict[str, Any]:
-    from tasks.publish import publish
+    from dailyrec.publishing.redis_publish import publish
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()

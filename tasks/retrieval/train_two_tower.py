@@ -1,9 +1,9 @@
 """Train the two-tower retrieval model for one ``cur_date``.
 
-    python -m tasks.train_two_tower --cur-date 2026-11-02 [--set training.epochs=3]
+    python -m tasks.retrieval.train_two_tower --cur-date 2026-11-02 [--set training.epochs=3]
 
-Inputs: ``samples/dt=D/train.parquet`` (tasks.sample) and ``features/dt=D/vocabularies.json``
-(tasks.features). Warm start from the newest gate-passed model strictly before ``cur_date``
+Inputs: ``samples/dt=D/train.parquet`` (tasks.retrieval.sample) and ``features/dt=D/vocabularies.json``
+(tasks.retrieval.features). Warm start from the newest gate-passed model strictly before ``cur_date``
 (known ids keep their embedding rows, new ids are initialised; dense layers copied). Exponential
 learning-rate decay with a floor; a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/two_tower/dt=D/``; TensorBoard
@@ -26,7 +26,7 @@ from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.registry import model_dir, warm_start_source
 from dailyrec.storage import Timer, make_manifest, open_store
-from tasks.training import training_callbacks
+from dailyrec.training import training_callbacks
 
 log = logging.getLogger("dailyrec.train_two_tower")
 NAME = "two_tower"
@@ -41,7 +41,7 @@ def train_two_tower(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
     import tensorflow as tf
 
     from models.two_tower import build_two_tower, export_towers, load_model, save_model, warm_start_from
-    from tasks.tf_inputs import dataset, feature_arrays
+    from dailyrec.inputs import dataset, feature_arrays
 
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()
