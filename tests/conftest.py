@@ -16,6 +16,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """``tests/unit`` tests are marked ``unit``, ``tests/integration`` ones ``integration``."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "unit" in parts:
+            item.add_marker(pytest.mark.unit)
+        elif "integration" in parts:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture
 def cfg(tmp_path):
     """A config whose data root is a fresh temp folder (embedded Redis lives there too)."""
@@ -60,13 +70,6 @@ def airflow_home(tmp_path_factory) -> dict[str, str]:
     res = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return env
-
-
-def run_airflow(env: dict[str, str], *args: str, timeout: int = 900, extra_env: dict[str, str] | None = None
-                ) -> subprocess.CompletedProcess:
-    full = {**env, **(extra_env or {})}
-    return subprocess.run([env["DAILYREC_AIRFLOW_BIN"], *args], env=full, capture_output=True,
-                          text=True, timeout=timeout, cwd=str(REPO))
 
 
 def _machine_redis_url() -> str | None:

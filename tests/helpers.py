@@ -1,12 +1,32 @@
-"""Small hand-made inputs for tests that need exact control over the rows."""
+"""The tests' shared builders: small hand-made inputs (exact control over the rows), real log
+partitions of synthetic days (24 hourly partitions with ``_SUCCESS`` plus users/items snapshots,
+written through ``dailyrec.contract.write_partition``), and the ``airflow`` subprocess runner."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from dailyrec.contract import LOG_SCHEMA
+from dailyrec.config import load_config
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A demo small enough for a DAG run in a test (environment variables of the airflow subprocesses).
+SMALL_DEMO_ENV = {
+    "DAILYREC__DEMO__EVENTS_PER_DAY": "40000",
+    "DAILYREC__DEMO__N_USERS": "1500",
+    "DAILYREC__DEMO__N_ITEMS": "600",
+    "DAILYREC__TRAINING__EPOCHS": "6",
+    "DAILYREC__TRAINING__BATCH_SIZE": "512",
+    "DAILYREC__VALIDATION__MIN_ROWS_PER_DAY": "100",
+}
 
 
 def tiny_logs(cur_date: str = "2026-11-01", hour: int = 3, n: int = 20) -> pa.Table:
@@ -24,3 +44,101 @@ def tiny_logs(cur_date: str = "2026-11-01", hour: int = 3, n: int = 20) -> pa.Ta
         else:
             cols[f.name] = pa.array([i % 3 for i in range(n)], f.type)
     return pa.table(cols, schema=LOG_SCHEMA)
+
+
+def run_airflow(env: dict[str, str], *args: str, timeout: int = 900, extra_env: dict[str, str] | None = None
+                ) -> subprocess.CompletedProcess:
+    """``airflow ARGS`` in the environment of the ``airflow_home`` fixture, from the repo root."""
+    full = {**env, **(extra_env or {})}
+    return subprocess.run([env["DAILYREC_AIRFLOW_BIN"], *args], env=full, capture_output=True,
+                          text=True, timeout=timeout, cwd=str(REPO))
+
+
+# ---- synthetic days of real partitions ----------------------------------------------------------
+DAY0 = "2026-11-01"
+
+
+# ---- synthetic data -----------------------------------------------------------------------
+def make_events(day: str, user_ids, item_ids, clicks, hours=None, seed: int = 0, **context) -> pa.Table:
+    """One day of log events: parallel sequences of users, items, clicks (0/1) and hours."""
+    n = len(user_ids)
+    rng = np.random.default_rng(seed)
+    hours = np.asarray(hours if hours is not None else rng.integers(0, 24, n), dtype=np.int64)
+    base = pd.Timestamp(day, tz="UTC")
+    secs = rng.integers(0, 3600, n)
+    times = base + pd.to_timedelta(hours * 3600 + secs, unit="s")
+    cols: dict[str, object] = {
+        "event_time": pa.array(times.to_numpy(), pa.timestamp("us", tz="UTC")),
+        "request_id": [f"{day}-{i}" for i in range(n)],
+        "user_id": [str(u) for u in user_ids],
+        "item_id": [str(i) for i in item_ids],
+        "click": pa.array(np.asarray(clicks, dtype=np.int8)),
+        "conversion": pa.array(np.zeros(n, dtype=np.int8)),
+        "device_model": context.get("device_model", [f"dm{int(x)}" for x in rng.integers(0, 5, n)]),
+        "device_type": pa.array(context.get("device_type", rng.integers(0, 4, n)), pa.int32()),
+        "device_conn_type": pa.array(context.get("device_conn_type", rng.integers(0, 3, n)), pa.int32()),
+        "banner_pos": pa.array(context.get("banner_pos", rng.integers(0, 2, n)), pa.int32()),
+    }
+    for f in LOG_SCHEMA:
+        if f.name in cols:
+            continue
+        cols[f.name] = (pa.array([f"{f.name}-0"] * n, f.type) if pa.types.is_string(f.type)
+                        else pa.array(np.zeros(n, dtype=np.int32), f.type))
+    t = pa.table({f.name: cols[f.name] for f in LOG_SCHEMA})
+    return t.cast(LOG_SCHEMA)
+
+
+def write_logs(store, day: str, events: pa.Table) -> None:
+    """Split one day of events into its 24 hourly partitions (empty hours included)."""
+    hours = pa.compute.hour(events["event_time"]).to_numpy()
+    for h in range(24):
+        write_partition(store, "logs", events.filter(pa.array(hours == h)), day, h)
+
+
+def make_users(user_ids) -> pa.Table:
+    ids = [str(u) for u in user_ids]
+    return pa.table({
+        "user_id": ids,
+        "user_gender": [("f", "m")[i % 2] for i in range(len(ids))],
+        "user_age_bucket": pa.array([i % 7 for i in range(len(ids))], pa.int32()),
+        "user_segment": [f"seg{i % 3}" for i in range(len(ids))],
+    }, schema=USER_SCHEMA)
+
+
+def make_items(item_ids, categories=None) -> pa.Table:
+    ids = [str(i) for i in item_ids]
+    cats = list(categories) if categories is not None else [f"cat{i % 4}" for i in range(len(ids))]
+    return pa.table({
+        "item_id": ids,
+        "item_category": cats,
+        "item_domain": [f"dom{i % 5}" for i in range(len(ids))],
+        "item_publisher": [f"pub{i % 6}" for i in range(len(ids))],
+        "item_created_dt": pa.array([dt.date(2026, 10, 1)] * len(ids), pa.date32()),
+    }, schema=ITEM_SCHEMA)
+
+
+def write_day(store, day: str, events: pa.Table, users: pa.Table, items: pa.Table) -> None:
+    write_logs(store, day, events)
+    write_partition(store, "users", users, day)
+    write_partition(store, "items", items, day)
+
+
+def random_day(day: str, n: int, n_users: int, n_items: int, seed: int, ctr: float = 0.2,
+               zipf: float = 1.1) -> pa.Table:
+    """Events with Zipf-ish item popularity over users u0.. and items i0.."""
+    rng = np.random.default_rng(seed)
+    w = 1.0 / np.arange(1, n_items + 1) ** zipf
+    items = rng.choice(n_items, n, p=w / w.sum())
+    users = rng.integers(0, n_users, n)
+    clicks = (rng.random(n) < ctr).astype(np.int8)
+    return make_events(day, [f"u{u}" for u in users], [f"i{i}" for i in items], clicks, seed=seed)
+
+
+def config(tmp_path, **overrides):
+    return load_config(overrides={"storage.data_root": str(tmp_path / "data"), **overrides}, environ={})
+
+
+def read(path) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
+
+

@@ -108,7 +108,7 @@ def test_deterministic_across_processes(tmp_path):
     here = table_digest(g.simulate_day(cfg, "2026-11-02")["logs"])
     code = (
         "import json, sys; from dailyrec.config import load_config; from dailyrec.demo import generator as g;"
-        "from tests.test_generator import table_digest;"
+        "from tests.integration.test_generator import table_digest;"
         "cfg = load_config(overrides=json.loads(sys.argv[1]), environ={});"
         "print(table_digest(g.simulate_day(cfg, '2026-11-02')['logs']))"
     )

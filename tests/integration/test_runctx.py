@@ -10,7 +10,7 @@ import pytest
 from dailyrec.runctx import overrides_from_params, resolve_cur_date, resolve_hour
 from dailyrec.contract import write_partition
 from dailyrec.storage import open_store
-from tests.conftest import run_airflow
+from tests.helpers import run_airflow
 from tests.helpers import tiny_logs
 
 UTC = dt.timezone.utc

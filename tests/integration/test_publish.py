@@ -24,7 +24,7 @@ from dailyrec.ann import build_index, write_embeddings
 from dailyrec.publishing.redis_publish import (Keys, current_version, load_current, publish, read_vectors, rollback, status,
                            version_id)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DIM = 16
 
 

@@ -17,7 +17,7 @@ from dailyrec.errors import ContractError
 from dailyrec.ann import (RecallTooLow, build_index, clustered_vectors, fallback_queries, index_dir,
                                write_embeddings)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-11-01"
 N, DIM = 6000, 32
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from dailyrec.contract import SCHEMAS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_contract_doc_lists_every_column():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_airflow
+from tests.helpers import run_airflow
 
 
 @pytest.mark.slow

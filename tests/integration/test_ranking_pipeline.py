@@ -24,7 +24,7 @@ import pytest
 from dailyrec.config import load_config
 from dailyrec.dates import date_range
 from dailyrec.storage import open_store
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 DAYS = date_range("2026-11-01", 3)
 HOLDOUT_HOURS = 3
@@ -171,7 +171,7 @@ def test_conversion_without_click_is_an_error(tmp_path):
     from dailyrec.errors import ContractError
     from tasks.retrieval.features import build_features
     from tasks.ranking.ranking_samples import build_ranking_samples
-    from tests.test_features import make_items, make_users, random_day, write_day
+    from tests.helpers import make_items, make_users, random_day, write_day
 
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data"), "sampling.window_days": 1},
                       environ={})

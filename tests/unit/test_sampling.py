@@ -13,7 +13,7 @@ import pytest
 from dailyrec.config import load_config
 from dailyrec.dates import date_range
 from dailyrec.storage import open_store
-from tests.test_features import DAY0, make_items, make_users, random_day, write_day
+from tests.helpers import DAY0, make_items, make_users, random_day, write_day
 
 DAYS = date_range(DAY0, 2)
 CUR = DAYS[-1]

@@ -24,7 +24,7 @@ from dailyrec.ingest.common import InputError
 from dailyrec.ingest.avazu import import_avazu
 from dailyrec.ingest.movielens import import_movielens
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 AVAZU_SAMPLE = SHARED / "avazu-sample" / "avazu_train_head10k.csv"
 ML100K = SHARED / "movielens-100k"
 

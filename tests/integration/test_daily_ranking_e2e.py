@@ -13,7 +13,7 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO, run_airflow
+from tests.helpers import REPO, run_airflow
 
 DATES = ["2026-11-01", "2026-11-02"]
 SMALL = {

@@ -14,8 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, run_airflow
-from tests.test_daily_retrieval_e2e import SMALL
+from tests.helpers import REPO, SMALL_DEMO_ENV as SMALL, run_airflow
 
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
 

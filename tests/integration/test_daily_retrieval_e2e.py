@@ -11,17 +11,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_airflow
+from tests.helpers import REPO, SMALL_DEMO_ENV as SMALL, run_airflow
 
 DATES = ["2026-11-01", "2026-11-02", "2026-11-03"]
-SMALL = {
-    "DAILYREC__DEMO__EVENTS_PER_DAY": "40000",
-    "DAILYREC__DEMO__N_USERS": "1500",
-    "DAILYREC__DEMO__N_ITEMS": "600",
-    "DAILYREC__TRAINING__EPOCHS": "6",
-    "DAILYREC__TRAINING__BATCH_SIZE": "512",
-    "DAILYREC__VALIDATION__MIN_ROWS_PER_DAY": "100",
-}
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
