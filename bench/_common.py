@@ -7,19 +7,26 @@
        "metrics": {...}}
 
 * :func:`regenerate_results_md` rebuilds ``bench/RESULTS.md`` from every ``results/*.json``: one
-  section per benchmark with its command, date, machine and a table of its metrics. The figures in
-  RESULTS.md (and in any doc that points to it) only ever come from those JSON files.
+  section per benchmark with its command, date, machine, load average and one short table of its
+  headline figures, each beside the baseline measured in the same run and the ratio, as declared in
+  :data:`HEADLINES`. The figures in RESULTS.md (and in any doc that points to it) only ever come
+  from those JSON files. ``./dev python bench/_common.py`` regenerates the page without running a
+  benchmark; ``--check`` exits 1 if it is stale.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
+import re
 import resource
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -121,76 +128,303 @@ def save_result(name: str, argv: list[str] | None, metrics: dict[str, Any]) -> P
     return path
 
 
-def _fmt(value: Any) -> str:
+# ---- bench/RESULTS.md: one short table of headline figures per benchmark ----------------------
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One row of a benchmark's table in RESULTS.md: a figure beside its same-run baseline.
+
+    ``key`` and ``baseline_key`` are paths into the result's ``metrics`` (``a.b[0].c``, see
+    :func:`lookup`). ``label`` may hold ``{path}`` placeholders filled from the metrics (e.g. the
+    index that was measured). ``fmt`` is a :func:`format` spec used for both figures. ``spread`` /
+    ``baseline_spread`` are paths of a standard deviation shown as ``± s``. Without
+    ``baseline_key`` the run measured no baseline for the figure and the row says "-".
+    The ratio column is ``value / baseline``.
+    """
+
+    label: str
+    key: str
+    fmt: str = ",.0f"
+    baseline: str = ""
+    baseline_key: str | None = None
+    spread: str | None = None
+    baseline_spread: str | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What RESULTS.md shows of one benchmark (declared in :data:`HEADLINES`).
+
+    ``rows``: its headline figures (3-8); ``load``: paths of the 1-minute load averages of the run,
+    each a path or ``(label, path)``; ``scale``: ``(label, path)`` of the size of the run, shown on
+    one line; ``parts``: path of ``{part: {command, date, load_avg_1m_start, load_avg_1m_end}}``
+    when the result assembles parts measured by different runs (publish_speed).
+    """
+
+    rows: tuple[Headline, ...]
+    load: tuple[str | tuple[str, str], ...] = ()
+    scale: tuple[tuple[str, str], ...] = ()
+    parts: str | None = None
+
+
+def _mmoe_auc(task: str, data: str, label: str) -> Headline:
+    return Headline(f"AUC {label}, {data}, MMoE (mean of seeds)", f"{data}.mmoe.auc_{task}.mean", ".4f",
+                    "shared bottom, same budget", f"{data}.shared_bottom.auc_{task}.mean",
+                    f"{data}.mmoe.auc_{task}.std", f"{data}.shared_bottom.auc_{task}.std")
+
+
+def _synthetic_mse(i: int) -> Headline:
+    t = f"synthetic.table[{i}]"
+    return Headline(f"test MSE (lower is better), task correlation {{{t}.correlation}}, MMoE",
+                    f"{t}.mmoe.mean.mean", ".4f", "shared bottom", f"{t}.shared_bottom.mean.mean",
+                    f"{t}.mmoe.mean.std", f"{t}.shared_bottom.mean.std")
+
+
+def _recall50(config: str, baseline: str = "popularity") -> Headline:
+    return Headline(f"Recall@50, {config}", f"table.{config}.recall_at_50.mean", ".4f",
+                    f"{baseline} (catalog counter)", f"table.{baseline}.recall_at_50.mean",
+                    f"table.{config}.recall_at_50.std")
+
+
+#: The headline rows of every benchmark, keyed by its name (``bench/results/<name>.json``).
+HEADLINES: dict[str, Summary] = {
+    "generator": Summary(
+        scale=(("events", "events"), ("days", "days"), ("users", "users"), ("items", "items"),
+               ("threads", "threads"), ("CTR", "ctr"), ("CVR after click", "cvr")),
+        load=("load_avg_1m",),
+        rows=(
+            Headline("simulated events/s (wall, median of {repeats} repeats)", "events_per_s"),
+            Headline("simulated events per CPU-second (median)", "events_per_s_cpu"),
+            Headline("Parquet write, events/s ({parquet_events} events)", "parquet_events_per_s"),
+            Headline("Parquet size, bytes/event", "parquet_bytes_per_event", ".1f"),
+            Headline("peak RSS, MB", "peak_rss_mb"),
+        )),
+    "mmoe": Summary(
+        scale=(("seeds", "config.seeds"), ("MovieLens training rows", "movielens.train_rows.train"),
+               ("generated training rows", "generated.train_rows.train"),
+               ("throughput impressions", "throughput.events")),
+        load=(("start", "load_avg_1m.start"), ("end", "load_avg_1m.end"),
+              ("throughput fit start, end", "train_load_avg_1m")),
+        rows=(
+            _mmoe_auc("click", "movielens", "click"),
+            _mmoe_auc("conversion", "movielens", "conversion"),
+            _mmoe_auc("conversion_given_click", "movielens", "conversion given click"),
+            Headline("AUC click, movielens, MMoE (mean of seeds)", "movielens.mmoe.auc_click.mean", ".4f",
+                     "popularity (item click count, model-free)", "movielens.popularity_baseline.auc_click"),
+            _mmoe_auc("click", "generated", "click"),
+            _mmoe_auc("conversion", "generated", "conversion"),
+            Headline("training examples/s, MMoE ({throughput.train_rows} rows, batch {throughput.batch_size})",
+                     "throughput.phases.train.mmoe.examples_per_s", ",.0f",
+                     "shared bottom, same rows", "throughput.phases.train.shared_bottom.examples_per_s"),
+            Headline("peak RSS of the training phase, MB", "peak_rss_mb"),
+        )),
+    "mmoe_synthetic": Summary(
+        scale=(("train rows", "synthetic.setup.n_train"), ("test rows", "synthetic.setup.n_test"),
+               ("seeds", "synthetic.setup.seeds"), ("MMoE params", "synthetic.setup.params.mmoe"),
+               ("shared-bottom params", "synthetic.setup.params.shared_bottom")),
+        load=(("start", "load_avg_1m.start"), ("end", "load_avg_1m.end")),
+        rows=(
+            *(_synthetic_mse(i) for i in range(4)),
+            Headline("model-step examples/s, MMoE (median, batch {ranking_train_throughput.batch_size})",
+                     "ranking_train_throughput.mmoe.examples_per_s_median", ",.0f", "shared bottom",
+                     "ranking_train_throughput.shared_bottom.examples_per_s_median"),
+        )),
+    "publish_speed": Summary(
+        scale=(("items", "items"), ("dim", "dim"), ("queries", "queries"), ("k", "k")),
+        load=(("start", "load_avg_1m_start"), ("end", "load_avg_1m_end")),
+        parts="parts",
+        rows=(
+            Headline("export, item vectors/s", "export_items_per_s"),
+            Headline("ANN recall@100, {ann_best_config.factory} nprobe {ann_best_config.nprobe}",
+                     "ann_recall_at_100", ".4f", "exact search (Flat)", "index_table.flat.exact.recall_at_100"),
+            Headline("ANN queries/s, {ann_best_config.factory} nprobe {ann_best_config.nprobe}",
+                     "ann_best_config.qps", ",.0f", "exact search (Flat)", "exact_qps"),
+            Headline("Redis publish, vectors/s", "redis_vectors_per_s", ",.0f",
+                     "redis-benchmark SET/s ({redis_benchmark_command})", "redis_benchmark_set_per_s"),
+            Headline("daily retrieval DAG, wall s (second day)", "dag_wall_s", ".1f"),
+            Headline("peak RSS of the bench process, MB", "peak_rss_mb"),
+        )),
+    "retrieval_quality_ml100k": Summary(
+        scale=(("evaluation users", "protocol.eval_users"), ("candidates", "protocol.candidates"),
+               ("training clicks", "protocol.train_clicks"), ("seeds", "seeds")),
+        load=(("start", "load_avg_1m.start"), ("end", "load_avg_1m.end")),
+        rows=(
+            Headline("Recall@50, best two-tower ({best_config})", "recall_at_50_two_tower", ".4f",
+                     "popularity (catalog counter)", "recall_at_50_popularity", "recall_at_50_two_tower_std"),
+            Headline("Recall@50, best two-tower ({best_config})", "recall_at_50_two_tower", ".4f",
+                     "recent popularity (14 days)", "recall_at_50_recent_popularity",
+                     "recall_at_50_two_tower_std"),
+            Headline("NDCG@50, best two-tower ({best_config})", "ndcg_at_50_two_tower", ".4f",
+                     "popularity (catalog counter)", "ndcg_at_50_popularity"),
+            _recall50("two_tower_softmax_logq"),
+            _recall50("two_tower_softmax_nologq"),
+        )),
+    "retrieval_speed": Summary(
+        scale=(("events", "events"), ("users", "users"), ("items", "items"), ("batch", "batch_size")),
+        load=(("start", "load_avg_1m.start"), ("min", "load_avg_1m.min"), ("max", "load_avg_1m.max")),
+        rows=(
+            Headline("sample selection, training-window events/s (median)", "sample_events_per_s"),
+            Headline("sample selection, the day's events/s (median)", "sample_day_events_per_s", ",.0f",
+                     "pyarrow read of the day's logs", "parquet_read_events_per_s"),
+            Headline("two-tower fit, examples/s, softmax", "train_examples_per_s_softmax", ",.0f",
+                     "plain Keras two-tower (ids only)", "plain_keras_examples_per_s_softmax"),
+            Headline("two-tower fit, examples/s, bce", "train_examples_per_s_bce", ",.0f",
+                     "plain Keras two-tower (ids only)", "plain_keras_examples_per_s_bce"),
+            Headline("train step, examples/s, softmax ({train_step_softmax.rows} rows)",
+                     "train_step_softmax.examples_per_s"),
+            Headline("peak RSS, largest stage, MB", "peak_rss_mb"),
+        )),
+}
+
+_MISSING = object()
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def lookup(metrics: Any, path: str) -> Any:
+    """The value at ``path`` in ``metrics`` (``"a.b[0].c"``: keys split on dots, ``[i]`` indexes a
+    list), or ``_MISSING`` when any step is absent."""
+    value = metrics
+    for key, index in _PATH_TOKEN.findall(path):
+        try:
+            value = value[int(index)] if index else value[key]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return _MISSING
+    return value
+
+
+def _fmt(value: Any, spec: str | None = None) -> str:
+    """A figure for a Markdown cell: ``spec`` (a :func:`format` spec) for numbers, else a short default."""
+    if value is _MISSING:
+        return "missing"
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
+    if isinstance(value, (int, float)) and spec:
+        return format(value, spec)
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            return str(value)
-        if abs(value) >= 1000:
-            return f"{value:,.0f}"
-        if abs(value) >= 100:
-            return f"{value:.1f}"
-        return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(_fmt(v) for v in value)
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _flatten(metrics: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """``{"a": {"b": 1}, "t": [{"x": 2}]}`` -> ``[("a.b", 1), ("t[0].x", 2)]`` (scalar lists stay whole)."""
-    if isinstance(metrics, dict):
-        rows: list[tuple[str, Any]] = []
-        for k, v in metrics.items():
-            rows.extend(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-        return rows
-    if isinstance(metrics, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in metrics):
-        rows = []
-        for i, v in enumerate(metrics):
-            rows.extend(_flatten(v, f"{prefix}[{i}]"))
-        return rows
-    return [(prefix, metrics)]
+def _fill(label: str, metrics: Any) -> str:
+    """``label`` with every ``{path}`` replaced by that metric."""
+    return re.sub(r"\{([^{}]+)\}", lambda m: _fmt(lookup(metrics, m.group(1))), label)
 
 
-def regenerate_results_md(paths: list[Path] | None = None) -> Path:
-    """Rebuild ``bench/RESULTS.md`` from all ``bench/results/*.json`` (or only from ``paths``)."""
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return float(value) if ok and math.isfinite(value) else None
+
+
+def _figure(metrics: Any, key: str, spread: str | None, spec: str) -> str:
+    text = _fmt(lookup(metrics, key), spec)
+    s = _number(lookup(metrics, spread)) if spread else None
+    return text if s is None else f"{text} ± {format(s, spec.lstrip(','))}"
+
+
+def headline_row(metrics: Any, h: Headline) -> str:
+    """One Markdown table row: figure, value, baseline, baseline value, ratio, JSON keys."""
+    keys = f"`{h.key}`"
+    if h.baseline_key is None:
+        baseline, base_value, ratio = "-", "-", "-"
+    else:
+        baseline = _fill(h.baseline, metrics)
+        base_value = _figure(metrics, h.baseline_key, h.baseline_spread, h.fmt)
+        v, b = _number(lookup(metrics, h.key)), _number(lookup(metrics, h.baseline_key))
+        ratio = f"{v / b:.3g}x" if v is not None and b else "n/a"
+        keys += f" / `{h.baseline_key}`"
+    cells = [_fill(h.label, metrics), _figure(metrics, h.key, h.spread, h.fmt), baseline, base_value, ratio, keys]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _load_line(metrics: Any, load: tuple[str | tuple[str, str], ...]) -> str:
+    parts = []
+    for entry in load:
+        label, path = entry if isinstance(entry, tuple) else ("", entry)
+        parts.append(f"{label} {_fmt(lookup(metrics, path))}".strip())
+    return "; ".join(parts) if parts else "not recorded"
+
+
+def _section(name: str, doc: dict[str, Any]) -> list[str]:
+    metrics = doc.get("metrics") or {}
+    summary = HEADLINES.get(name)
+    m = doc.get("machine") or {}
+    machine = ", ".join(x for x in (
+        str(m.get("cpu", "")), f"{m['cores']} cores" if "cores" in m else "",
+        f"{m['mem_gb']} GB" if "mem_gb" in m else "", f"Python {m['python']}" if "python" in m else "") if x)
+    lines = [f"## {name}", "",
+             f"- command: `{doc.get('command', '?')}`",
+             f"- date: {doc.get('date', '?')}; machine: {machine or '?'}"]
+    if summary is None:
+        return lines + [f"- full result: [`results/{name}.json`](results/{name}.json)", "",
+                        f"_No headline rows declared for `{name}` in `HEADLINES` of `bench/_common.py`._", ""]
+    lines.append(f"- load average (1 min): {_load_line(metrics, summary.load)}")
+    if summary.scale:
+        lines.append("- scale: " + "; ".join(f"{label} {_fmt(lookup(metrics, p))}" for label, p in summary.scale))
+    parts = lookup(metrics, summary.parts) if summary.parts else None
+    if isinstance(parts, dict) and parts:
+        lines.append("- parts measured by separate runs:")
+        for part, info in parts.items():
+            info = info or {}
+            lines.append(f"  - {part}: `{info.get('command', '?')}`, {info.get('date', '?')}, load "
+                         f"{_fmt(info.get('load_avg_1m_start', _MISSING))} -> {_fmt(info.get('load_avg_1m_end', _MISSING))}")
+    lines += [f"- full result: [`results/{name}.json`](results/{name}.json)", "",
+              "| figure | value | baseline (same run) | baseline value | ratio | JSON keys |",
+              "|---|---|---|---|---|---|",
+              *(headline_row(metrics, h) for h in summary.rows), ""]
+    return lines
+
+
+def render_results_md(paths: list[Path] | None = None) -> str:
+    """The text of ``bench/RESULTS.md`` from all ``bench/results/*.json`` (or only from ``paths``):
+    per benchmark its command, date, machine, load average and the :data:`HEADLINES` table."""
     lines = [
         "# Benchmark results",
         "",
-        "Generated by `bench/_common.py` from `bench/results/*.json`; do not edit by hand. Every",
-        "benchmark is run with `./dev bench NAME`, which rewrites its JSON file and this page.",
+        "Generated by `bench/_common.py` from `bench/results/*.json`; do not edit by hand. A run of",
+        "`./dev bench NAME` rewrites its JSON file and this page; `./dev python bench/_common.py`",
+        "regenerates the page alone. The rows are declared in `HEADLINES` of `bench/_common.py`;",
+        "every figure is read from the JSON (keys in the last column). ratio = value / baseline, both",
+        "measured in the same run; \"-\": the run has no baseline for that figure. `± s`: standard",
+        "deviation over seeds. What each benchmark measures: [docs/benchmarks.md](../docs/benchmarks.md).",
         "",
     ]
     files = sorted(RESULTS_DIR.glob("*.json") if paths is None else (Path(p) for p in paths))
     if not files:
         lines.append("_No results yet._")
     for path in files:
-        name = path.stem
         try:
             doc = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            lines += [f"## {name}", "", f"_unreadable result file `{path.name}`: {exc}_", ""]
+            lines += [f"## {path.stem}", "", f"_unreadable result file `{path.name}`: {exc}_", ""]
             continue
-        m = doc.get("machine") or {}
-        lines += [
-            f"## {name}",
-            "",
-            f"- command: `{doc.get('command', '?')}`",
-            f"- date: {doc.get('date', '?')}",
-            "- machine: " + ", ".join(
-                f"{k} {_fmt(m[k])}" for k in ("cpu", "cores", "mem_gb", "python", "platform") if k in m),
-            f"- source: [`results/{path.name}`](results/{path.name})",
-            "",
-            "| metric | value |",
-            "|---|---|",
-        ]
-        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in _flatten(doc.get("metrics") or {})]
-        lines.append("")
-    RESULTS_MD.write_text("\n".join(lines).rstrip() + "\n")
+        lines += _section(path.stem, doc)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def regenerate_results_md(paths: list[Path] | None = None) -> Path:
+    """Rewrite ``bench/RESULTS.md`` with :func:`render_results_md`."""
+    RESULTS_MD.write_text(render_results_md(paths))
     return RESULTS_MD
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    """``./dev python bench/_common.py [--check]``: regenerate RESULTS.md from the committed JSON
+    (no benchmark runs); ``--check`` only compares and exits 1 if the file is stale."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--check", action="store_true", help="exit 1 if bench/RESULTS.md differs from the JSON")
+    args = ap.parse_args(argv)
+    if args.check:
+        fresh = render_results_md() == (RESULTS_MD.read_text() if RESULTS_MD.exists() else "")
+        print(f"{RESULTS_MD}: {'up to date' if fresh else 'STALE: run ./dev python bench/_common.py'}")
+        return 0 if fresh else 1
     print(regenerate_results_md())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

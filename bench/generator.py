@@ -1,4 +1,4 @@
-"""Benchmark of the demo data generator (tasks/generate_demo.py).
+"""Benchmark of the demo data generator (dailyrec/demo/generator.py).
 
 Simulates ``--events`` events (default 10M, split over ``--days`` days) in memory with
 ``simulate_day`` -- the event simulation plus the construction of the Arrow tables -- ``--repeats``
@@ -36,7 +36,7 @@ from bench._common import load_avg, peak_rss_mb, save_result  # noqa: E402
 from dailyrec.config import load_config  # noqa: E402
 from dailyrec.dates import date_range  # noqa: E402
 from dailyrec.storage import Timer  # noqa: E402
-from dailyrec.demo import generator as g  # noqa: E402
+from dailyrec.demo import generator as g, impressions  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,14 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--write-events", type=int, default=2_000_000, help="events of the day written as Parquet (0: skip)")
     ap.add_argument("--start-date", default="2026-11-01")
-    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: dailyrec.demo.generator.THREADS)")
+    ap.add_argument("--threads", type=int, default=None, help="generator threads (default: dailyrec.demo.impressions.THREADS)")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write results")
     args = ap.parse_args(argv)
     if args.events < 24 * args.days or args.repeats < 1:
         ap.error("need --events >= 24 * --days and --repeats >= 1")
 
     if args.threads:
-        g.THREADS = args.threads
+        impressions.THREADS = args.threads
     base = {"demo.n_users": args.users, "demo.n_items": args.items, "demo.start_date": args.start_date}
     if args.categories:
         base["demo.n_categories"] = args.categories
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "items": args.items,
         "categories": cfg.demo.n_categories,
         "repeats": args.repeats,
-        "threads": g.THREADS,
+        "threads": impressions.THREADS,
         "events_per_s": round(n / statistics.median(r["wall"] for r in runs)),
         "events_per_s_first": round(n / runs[0]["wall"]),
         "events_per_s_cpu": round(n / statistics.median(r["cpu"] for r in runs)),

@@ -3,10 +3,10 @@ generated logs and on MovieLens-100K, training throughput and peak memory at 10M
 the MMoE paper's synthetic table (copied from ``bench/results/mmoe_synthetic.json``).
 
 Everything runs through the pipeline's own steps, in temporary data roots (removed at the end):
-``tasks.retrieval.features.build_features`` -> ``tasks.ranking.ranking_samples.build_ranking_samples`` ->
-``tasks.ranking.train_mmoe.train_mmoe`` (MMoE + its shared-bottom baseline, the same rows, epochs, batch
+``tasks.retrieval.features`` -> ``tasks.ranking.ranking_samples`` ->
+``tasks.ranking.train_mmoe`` (MMoE + its shared-bottom baseline, the same rows, epochs, batch
 size, schedule and seed; ``matched_shared_bottom_units``: the same parameter budget) ->
-``tasks.ranking.evaluate_mmoe.evaluate_mmoe`` (AUC and log loss per task, on calibrated predictions). The
+``tasks.ranking.evaluate_mmoe`` (AUC and log loss per task, on calibrated predictions). The
 config is the pipeline default (``ranking.*``: 4 experts of [64], towers [32], 2 epochs, batch
 2048, Adam 0.005 with ``DecayWithFloor``, non-clicks kept at 0.5) with warm start off; every run
 is repeated for ``--seeds`` values of ``ranking.seed`` (13, 14, 15: initialisation and shuffling;
@@ -128,9 +128,8 @@ def _auc_given_click(cfg, cur_date: str) -> dict[str, float | None]:
 
     from dailyrec.registry import model_dir
     from dailyrec.storage import open_store
-    from models.mmoe import load_ranking_model
-    from tasks.ranking.evaluate_mmoe import auc, model_rate, predict_calibrated
-    from tasks.ranking.train_mmoe import artifact_dirs
+    from models.serving import load_ranking_model
+    from dailyrec.ranking import artifact_dirs, auc, model_rate, predict_calibrated
 
     store = open_store(cfg)
     hold_path = f"{store.partition('ranking_samples', cur_date)}/holdout.parquet"
@@ -155,7 +154,7 @@ def popularity_baseline(cfg, cur_date: str) -> dict[str, float | None]:
     import pyarrow.parquet as pq
 
     from dailyrec.storage import open_store
-    from tasks.ranking.evaluate_mmoe import auc
+    from dailyrec.ranking import auc
 
     store = open_store(cfg)
     sdir = store.partition("ranking_samples", cur_date)
@@ -180,8 +179,8 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
     """train_mmoe + evaluate_mmoe for each ``ranking.seed``; per model and task AUC/log loss stats."""
     from dailyrec.registry import eval_report_path, model_dir
     from dailyrec.storage import MANIFEST, open_store
-    from tasks.ranking.evaluate_mmoe import evaluate_mmoe
-    from tasks.ranking.train_mmoe import train_mmoe
+    from tasks.ranking.evaluate_mmoe import step as evaluate_mmoe
+    from tasks.ranking.train_mmoe import step as train_mmoe
 
     per: dict[str, dict[str, list]] = {k: {} for k in KINDS.values()}
     runs = []
@@ -190,7 +189,7 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
         store = open_store(scfg)
         t0 = time.perf_counter()
         load0 = load_avg()
-        train_mmoe(cur_date, scfg, kind="mmoe", baseline=True)
+        train_mmoe(cur_date, scfg.with_overrides({"ranking.kind": "mmoe", "ranking.train_baseline": True}))
         train_s = time.perf_counter() - t0
         man = store.read_json(f"{model_dir(store, 'mmoe', cur_date)}/{MANIFEST}")
         evaluate_mmoe(cur_date, scfg)
@@ -235,9 +234,9 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
 # ---- generated logs ------------------------------------------------------------------------------------
 def run_generated(work: Path, args: argparse.Namespace, seeds: list[int]) -> dict[str, Any]:
     from dailyrec.dates import date_range
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
     from dailyrec.demo.generator import generate
-    from tasks.ranking.ranking_samples import build_ranking_samples
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     root = work / "generated"
     cfg = _config(root, {"demo.events_per_day": args.gen_events, "demo.n_users": args.gen_users,
@@ -330,9 +329,9 @@ def run_movielens(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     import pyarrow.parquet as pq
 
     from dailyrec.storage import MANIFEST, open_store
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
     from dailyrec.ingest.movielens import import_movielens
-    from tasks.ranking.ranking_samples import build_ranking_samples
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     root = work / "movielens"
     files = [str(ROOT / "config" / "imported-logs.yaml")]
@@ -416,8 +415,8 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
         s = generate(cfg, day, 1)
         out.update(events=s["events"], clicks=s["clicks"], conversions=s["conversions"])
     elif args.phase == "samples":
-        from tasks.retrieval.features import build_features
-        from tasks.ranking.ranking_samples import build_ranking_samples
+        from tasks.retrieval.features import step as build_features
+        from tasks.ranking.ranking_samples import step as build_ranking_samples
 
         f0 = time.perf_counter()
         build_features(day, cfg)
@@ -432,8 +431,8 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
 
         from dailyrec.registry import model_dir
         from dailyrec.storage import MANIFEST, open_store
-        from models import mmoe
-        from tasks.ranking.train_mmoe import train_mmoe
+        from models import ranking
+        from tasks.ranking.train_mmoe import step as train_mmoe
 
         fits: list[dict[str, Any]] = []
 
@@ -444,8 +443,8 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
                          "cpu_s": time.process_time() - fc, "load_avg_1m_start": fl, "load_avg_1m_end": load_avg()})
             return hist
 
-        mmoe.RankingModel.fit = timed_fit
-        train_mmoe(day, cfg, kind="mmoe", baseline=not args.no_baseline)
+        ranking.RankingModel.fit = timed_fit
+        train_mmoe(day, cfg.with_overrides({"ranking.kind": "mmoe", "ranking.train_baseline": not args.no_baseline}))
         store = open_store(cfg)
         man = store.read_json(f"{model_dir(store, 'mmoe', day)}/{MANIFEST}")
         n = man["rows"]["train"]

@@ -29,10 +29,7 @@ Also measured: training throughput (examples/s) of the production ``RankingModel
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -44,15 +41,13 @@ if str(ROOT) not in sys.path:
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from models.mmoe import (  # noqa: E402
-    MMoE,
-    DecayWithFloor,
-    SharedBottom,
-    build_ranking_model,
-    matched_shared_bottom_units,
-    ranking_dataset,
-    synthetic_ranking_data,
-)
+from bench._common import load_avg, save_result  # noqa: E402
+
+from dailyrec.inputs import ranking_dataset  # noqa: E402
+from models.mmoe import MMoE, SharedBottom, matched_shared_bottom_units  # noqa: E402
+from models.optim import DecayWithFloor  # noqa: E402
+from models.ranking import build_ranking_model  # noqa: E402
+from models.synthetic import synthetic_ranking_data  # noqa: E402
 
 NAME = "mmoe_synthetic"
 D, M, C, NOISE = 100, 10, 1.0, 0.01
@@ -182,7 +177,7 @@ def run_throughput(batch: int, n_batches: int, n_users: int, n_items: int, repea
     out = {"batch_size": batch, "batches_timed": n_batches, "vocab_users": n_users,
            "vocab_items": n_items, "features": len(fcfg.spec),
            "input_pipeline_examples_per_s": round(batch * n_batches / pipeline_secs),
-           "repeats": repeats, "load_avg_1m_before": _load_avg(),
+           "repeats": repeats, "load_avg_1m_before": load_avg(),
            "note": "model step only: batches are pre-built and cached; fit() with default RankingConfig"}
     for kind in ("mmoe", "shared_bottom"):
         model = build_ranking_model(rcfg, fcfg, vocab, kind=kind, seed=0)
@@ -197,68 +192,6 @@ def run_throughput(batch: int, n_batches: int, n_users: int, n_items: int, repea
                      "trainable_params": int(sum(np.prod(v.shape) for v in model.trainable_variables))}
         print(f"throughput {kind}: {out[kind]}", flush=True)
     return out
-
-
-def _load_avg() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gb": mem_gb, "python": platform.python_version(),
-            "platform": platform.platform()}
-
-
-def _common_module():
-    """``bench/_common.py`` (shared result writer) when present, else ``None``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    try:
-        import _common  # type: ignore[import-not-found]
-    except ImportError:
-        return None
-    return _common if hasattr(_common, "write_result") else None
-
-
-def command_line(argv: list[str]) -> str:
-    common = _common_module()
-    if common is not None and hasattr(common, "command_line"):
-        return common.command_line(NAME, argv)
-    return " ".join(["./dev", "bench", NAME, *argv])
-
-
-def write(command: str, metrics: dict, date: str) -> Path:
-    """Through ``bench/_common.py`` when it exists (also refreshes bench/RESULTS.md), else the
-    same JSON shape directly."""
-    common = _common_module()
-    if common is not None:
-        path = Path(common.write_result(NAME, command, metrics))
-        if hasattr(common, "regenerate_results_md"):
-            common.regenerate_results_md()
-        return path
-    path = ROOT / "bench" / "results" / f"{NAME}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"command": command, "date": date, "machine": machine(), "metrics": metrics}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seeds, args.correlations = 1, [1.0, 0.0]
         args.n_train, args.n_test, args.epochs = 4000, 1000, 5
-    date = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
-    load_start = _load_avg()
+    load_start = load_avg()
     t0 = time.perf_counter()
     metrics = {"synthetic": run_synthetic(args.correlations, list(range(args.seeds)), args.n_train,
                                           args.n_test, args.epochs, args.batch_size, args.lr)}
@@ -287,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
             2048, 4 if args.quick else 50, n_users=5_000, n_items=2_000)
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 1)
     # the machine is shared: a 1-minute load average well above the core count slows everything
-    metrics["load_avg_1m"] = {"start": load_start, "end": _load_avg()}
+    metrics["load_avg_1m"] = {"start": load_start, "end": load_avg()}
     import tensorflow as tf
 
     metrics["versions"] = {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__}
@@ -295,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         r["correlation"]: {k: r[k]["mean"]["mean"] for k in ("mmoe", "shared_bottom")}
         for r in metrics["synthetic"]["table"]}}, indent=1))
     if not args.no_write:
-        command = command_line(list(argv if argv is not None else sys.argv[1:]))
-        print(f"wrote {write(command, metrics, date)}")
+        save_result(NAME, list(argv if argv is not None else sys.argv[1:]), metrics)
     return 0
 
 

@@ -93,7 +93,10 @@ from bench._common import command_line, load_avg, machine_info, peak_rss_mb, reg
 from dailyrec.config import load_config  # noqa: E402
 from dailyrec.storage import code_version, open_store  # noqa: E402
 from dailyrec import ann as bi  # noqa: E402
-from dailyrec.publishing import redis_publish as pub  # noqa: E402
+from dailyrec.embeddings import write_embeddings  # noqa: E402
+from dailyrec.publishing import publish as pub  # noqa: E402
+from dailyrec.publishing.connection import get_redis  # noqa: E402
+from dailyrec.publishing.reader import load_current  # noqa: E402
 
 NAME = "publish_speed"
 DAY = "2026-11-01"
@@ -183,7 +186,7 @@ def index_and_redis(args: argparse.Namespace, parts: list[str], metrics: dict[st
         t = time.perf_counter()
         vectors, centers = bi.clustered_vectors(n, dim, clusters=clusters, spread=args.spread, seed=1)
         ids = [f"item-{i:08d}" for i in range(n)]
-        bi.write_embeddings(store, DAY, ids, vectors, "bench-tt-1")
+        write_embeddings(store, DAY, ids, vectors, "bench-tt-1")
         users = user_vectors(centers, args.queries, args.spread, seed=2)
         metrics["data_s"] = round(time.perf_counter() - t, 2)
         log(f"data: {n} x {dim} in {metrics['data_s']}s")
@@ -261,9 +264,9 @@ def index_and_redis(args: argparse.Namespace, parts: list[str], metrics: dict[st
         if "redis" in parts:
             t_part = time.perf_counter()
             part_info["redis"]["load_avg_1m_start"] = load_avg()
-            r = pub.get_redis(cfg)
+            r = get_redis(cfg)
             before_mem = r.info("memory")["used_memory"]
-            batch = pub.publish_batch(cfg)
+            batch = cfg.redis.publish_batch
             runs, bench_runs = [], []
             for attempt in range(2):
                 res = pub.publish(DAY, cfg)  # the second run is an idempotent re-run of the same version
@@ -274,7 +277,7 @@ def index_and_redis(args: argparse.Namespace, parts: list[str], metrics: dict[st
                 bench_runs.append(redis_benchmark(args.redis_url, n, dim * 4, batch))
                 log(f"redis-benchmark SET -d {dim * 4} -P {batch}: {bench_runs[-1]}/s")
             t = time.perf_counter()
-            meta, index, id_of = pub.load_current(cfg)
+            meta, index, id_of = load_current(cfg)
             metrics["load_current_s"] = round(time.perf_counter() - t, 2)
             assert index.ntotal == n and len(id_of) == n
             del index, id_of
@@ -290,7 +293,7 @@ def index_and_redis(args: argparse.Namespace, parts: list[str], metrics: dict[st
             metrics["redis_benchmark_runs"] = bench_runs
             metrics["redis_benchmark_command"] = f"redis-benchmark -t set -d {dim * 4} -P {batch} -n {n} -q"
             metrics["publish_layout"] = {"vectors_per_bucket": cfg.redis.vectors_per_bucket, "batch_vectors": batch,
-                                         "index_chunk_bytes": pub.blob_chunk_bytes(cfg)}
+                                         "index_chunk_bytes": cfg.redis.blob_chunk_bytes}
             metrics["redis_server"] = {"url": args.redis_url, "version": r.info("server")["redis_version"]}
             part_info["redis"]["seconds"] = round(time.perf_counter() - t_part, 1)
             part_info["redis"]["load_avg_1m_end"] = load_avg()
@@ -473,7 +476,7 @@ def export_worker(day: str) -> None:
     t = time.perf_counter()
     import tensorflow as tf
 
-    from tasks.retrieval.export_embeddings import export_embeddings
+    from tasks.retrieval.export_embeddings import step as export_embeddings
     import_s = time.perf_counter() - t
     cfg = load_config()  # the environment set by the parent: DAILYREC_DATA_ROOT, DAILYREC__*
     rss_before = rss_now_mb()

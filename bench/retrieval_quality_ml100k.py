@@ -14,13 +14,13 @@ Protocol (the same for every ranker):
   the users.
 
 Route: ``dailyrec.ingest.movielens.import_movielens`` into a temporary data root
-(``config/imported-logs.yaml`` volume checks), ``tasks.retrieval.features.build_features`` and
-``tasks.retrieval.sample.select_samples`` for ``cur_date = T - 1 day`` with ``sampling.window_days = 200``
+(``config/imported-logs.yaml`` volume checks), ``tasks.retrieval.features`` and
+``tasks.retrieval.sample`` for ``cur_date = T - 1 day`` with ``sampling.window_days = 200``
 (the whole training period) and ``training.holdout_hours = 0``, then
-``tasks.retrieval.train_two_tower.train_two_tower`` (the pipeline's training step; no warm start) and the
-exported towers through ``tasks.retrieval.evaluate_two_tower.tower_vectors``: the user tower on each
+``tasks.retrieval.train_two_tower`` (the pipeline's training step; no warm start) and the
+exported towers through ``dailyrec.embeddings.tower_vectors``: the user tower on each
 evaluation user's features with the context of their latest training event
-(``dailyrec.users.latest_user_rows``), the item tower on the catalog. Baselines from the
+(``dailyrec.events.latest_user_rows``), the item tower on the catalog. Baselines from the
 features step's own counters: ``popularity`` = ``clicks_200d`` (all training clicks),
 ``recent_popularity`` = ``clicks_14d`` (the 14 days before ``T``).
 
@@ -29,7 +29,7 @@ without hard negatives and with each hard-negative source alone (``exposed``, ``
 ``model``), over ``--seeds`` seeds (``sampling.seed`` and ``training.seed`` both vary). The
 ``model`` source needs a previous model: the same seed's configuration without hard negatives
 is trained first on the same window and its vectors (training users' latest context, catalog)
-are passed as ``tasks.retrieval.sample.ModelVectors``. ``exposed`` is empty on MovieLens (every logged
+are passed as ``dailyrec.sampling.ModelVectors``. ``exposed`` is empty on MovieLens (every logged
 row is a click, there are no shown-but-not-clicked items): its samples are checked to be
 identical to the base configuration's and its row reuses the base models.
 
@@ -149,7 +149,7 @@ def import_data(cfg: Config, data: str) -> dict[str, Any]:
 
 
 def _events(store: Store, cfg: Config, first: str, last: str):
-    from tasks.retrieval.features import log_inputs, open_events, read_snapshot
+    from dailyrec.events import log_inputs, open_events, read_snapshot
 
     n = (dt.date.fromisoformat(last) - dt.date.fromisoformat(first)).days + 1
     files, _ = log_inputs(store, window(last, n), last)
@@ -158,8 +158,8 @@ def _events(store: Store, cfg: Config, first: str, last: str):
 
 def eval_set(cfg: Config, cut: str, eval_end: str) -> EvalSet:
     """Features for ``cut - 1 day`` and the protocol's users, candidates, truth and exclusions."""
-    from tasks.retrieval.features import build_features
-    from dailyrec.users import latest_user_rows
+    from tasks.retrieval.features import step as build_features
+    from dailyrec.events import latest_user_rows
 
     store = open_store(cfg)
     cur_date = previous(cut)
@@ -214,8 +214,8 @@ def popularity_rows(ev: EvalSet) -> dict[str, dict[str, float]]:
 
 def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str, item_vectors: np.ndarray):
     """Every training user's vector and the catalog's (already computed for the metrics)."""
-    from tasks.retrieval.evaluate_two_tower import tower_vectors
-    from tasks.retrieval.sample import ModelVectors
+    from dailyrec.embeddings import tower_vectors
+    from dailyrec.sampling import ModelVectors
 
     u = tower_vectors(f"{model_dir}/user_tower", ev.train_user_rows, cfg.features.spec)
     v = item_vectors
@@ -226,10 +226,10 @@ def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str, item_v
 
 def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False) -> dict[str, Any]:
     """select_samples -> train_two_tower -> exported towers -> metrics (plus sampling/training info)."""
-    from tasks.retrieval.evaluate_two_tower import tower_vectors
+    from dailyrec.embeddings import tower_vectors
     from dailyrec.metrics import dot_scorer
-    from tasks.retrieval.sample import select_samples
-    from tasks.retrieval.train_two_tower import train_two_tower
+    from dailyrec.sampling import select_samples
+    from tasks.retrieval.train_two_tower import step as train_two_tower
 
     t0 = time.perf_counter()
     s = select_samples(ev.cur_date, cfg, model_vectors=mv)
@@ -409,7 +409,7 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str]) ->
             for source in HARD_SOURCES:
                 c = run_config(cfg, loss, seed, [source])
                 if source == "exposed":
-                    from tasks.retrieval.sample import select_samples
+                    from dailyrec.sampling import select_samples
 
                     s = select_samples(ev.cur_date, c)
                     same = pq.read_table(s["train"]).equals(base_train)

@@ -5,12 +5,12 @@ written to a temporary data root, then each step runs **in its own subprocess** 
 peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.window_days = 1``
 (the window is that day alone) and otherwise the default config:
 
-* ``features``: ``tasks.retrieval.features.build_features`` (DuckDB SQL over the Parquet logs) -> ``features_s``;
-* ``sample``: ``tasks.retrieval.sample.select_samples`` ``--sample-repeats`` times (deterministic, same
+* ``features``: ``tasks.retrieval.features`` (DuckDB SQL over the Parquet logs) -> ``features_s``;
+* ``sample``: ``tasks.retrieval.sample`` ``--sample-repeats`` times (deterministic, same
   output each time) -> ``sample_events_per_s`` = events in the window / wall seconds of the step
   (median of the repeats; the step's own ``events_per_s`` of its manifest), plus the best and the
   per-CPU-second figure;
-* ``train``: ``tasks.retrieval.train_two_tower.train_two_tower`` with ``training.epochs = 1`` and
+* ``train``: ``tasks.retrieval.train_two_tower`` with ``training.epochs = 1`` and
   ``training.batch_size = --batch-size`` (default 4096) on the whole ``train.parquet``, for each
   loss (softmax with logQ, the default; bce): the step's own ``examples_per_s`` (rows / seconds of
   ``fit``, first-step tracing included), its load time (Parquet -> arrays) and the peak RSS;
@@ -74,7 +74,7 @@ def stage_generate(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_features(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
 
     cfg = _cfg(p)
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def stage_features(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_sample(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
-    from tasks.retrieval.sample import select_samples
+    from tasks.retrieval.sample import step as select_samples
 
     cfg = _cfg(p)
     runs = []
@@ -113,7 +113,7 @@ def stage_sample(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_train(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
-    from tasks.retrieval.train_two_tower import train_two_tower
+    from tasks.retrieval.train_two_tower import step as train_two_tower
 
     cfg = _cfg(p)
     c0, t0 = _cpu_s(), time.perf_counter()

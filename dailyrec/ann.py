@@ -1,14 +1,11 @@
-"""Stage 7 of the daily retrieval DAG: build the FAISS index of the item embeddings.
+"""The FAISS item index: which index for a catalog, building it, recall@K against exact search,
+and the ``index/dt=D/`` partition with its manifest.
 
-    python -m dailyrec.ann --cur-date 2026-11-01 [--set index.factory=hnsw] [--query-vectors users.npy]
+The stage is ``tasks.retrieval.build_index`` (``python -m tasks.retrieval.build_index --cur-date D``):
+it passes the day's user-tower vectors of the active users as recall queries to :func:`build_index`.
 
-Input (written by the embedding export step)::
-
-    <root>/embeddings/dt=D/items.parquet    item_id: string, model_version: string,
-                                            vector: fixed_size_list<float32>[dim] (L2-normalised)
-    <root>/embeddings/dt=D/_manifest.json   (the partition is complete only with it)
-
-Output, written atomically (all three files or nothing)::
+Input: ``embeddings/dt=D/`` (:mod:`dailyrec.embeddings`). Output, written atomically (all three
+files or nothing)::
 
     <root>/index/dt=D/index.faiss           faiss.write_index bytes (inner-product metric)
     <root>/index/dt=D/ids.parquet           faiss_id: int64 (0..n-1), item_id: string
@@ -34,7 +31,7 @@ faiss labels are row numbers: label ``i`` is ``ids.parquet`` row ``i`` (an id ar
 
 **Recall check**: recall@K (``K = min(index.recall_k, n)``) of the index against exact
 (``IndexFlatIP``) search, averaged over up to ``index.recall_queries`` query vectors: a seeded sample of
-``query_vectors`` when given (the pipeline passes user-tower vectors), otherwise the documented
+``query_vectors`` when given (the stage passes user-tower vectors), otherwise the documented
 fallback: sampled item vectors plus Gaussian noise of norm ~``FALLBACK_NOISE``, re-normalised
 (an item itself would be its own nearest neighbour and flatter the index). Below
 ``index.min_recall_at_k`` the build raises :class:`RecallTooLow` and writes nothing.
@@ -42,28 +39,22 @@ fallback: sampled item vectors plus Gaussian noise of norm ~``FALLBACK_NOISE``, 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from dailyrec.config import Config, load_config
-from dailyrec.dates import parse_date
-from dailyrec.errors import ContractError, RecallTooLow
-from dailyrec.storage import MANIFEST, Store, Timer, make_manifest, open_store
+from dailyrec.config import Config
+from dailyrec.embeddings import Embeddings, read_embeddings
+from dailyrec.errors import RecallTooLow
+from dailyrec.storage import MANIFEST, Store
 
 log = logging.getLogger("dailyrec.build_index")
 
-EMBEDDINGS_DATASET = "embeddings"
 INDEX_DATASET = "index"
-ITEMS_FILE = "items.parquet"
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 
@@ -73,109 +64,14 @@ FALLBACK_NOISE = 0.3
 HNSW_EF_SEARCH = 256
 HNSW_EF_CONSTRUCTION = 80
 TRAIN_SAMPLE_MAX = 200_000
-NORM_TOLERANCE = 1e-3
 SEED = 1234
 
 IDS_SCHEMA = pa.schema([pa.field("faiss_id", pa.int64(), nullable=False),
                         pa.field("item_id", pa.string(), nullable=False)])
 
 
-
-
-# ---- input -----------------------------------------------------------------------------------------
-
-@dataclass
-class Embeddings:
-    item_ids: list[str]
-    model_version: str
-    vectors: np.ndarray  # (n, dim) float32, C-contiguous
-    path: str
-    sha256: str
-    manifest: dict[str, Any]
-    item_ids_arrow: pa.Array | None = None  # the same ids as an Arrow string array (vectorised consumers)
-
-    @property
-    def n(self) -> int:
-        return len(self.item_ids)
-
-    @property
-    def dim(self) -> int:
-        return int(self.vectors.shape[1])
-
-
-def embeddings_dir(store: Store, cur_date: str) -> str:
-    return store.partition(EMBEDDINGS_DATASET, cur_date)
-
-
 def index_dir(store: Store, cur_date: str) -> str:
     return store.partition(INDEX_DATASET, cur_date)
-
-
-def file_sha256(store: Store, path: str) -> str:
-    h = hashlib.sha256()
-    with store.fs.open_input_stream(path) as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def vectors_from_column(col: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
-    """A ``fixed_size_list<float32>[dim]`` column as an ``(n, dim)`` float32 array (no copy if possible)."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if not pa.types.is_fixed_size_list(col.type) or col.type.value_type != pa.float32():
-        raise ContractError(f"{where}: column 'vector' must be fixed_size_list<float32>[dim], found {col.type}")
-    if col.null_count:
-        raise ContractError(f"{where}: column 'vector' has {col.null_count} null vector(s)")
-    dim = col.type.list_size
-    flat = col.flatten().to_numpy(zero_copy_only=False)
-    return np.ascontiguousarray(flat.reshape(len(col), dim), dtype=np.float32)
-
-
-def read_embeddings(store: Store, cur_date: str, with_sha: bool = True) -> Embeddings:
-    """Read and check the exported item embeddings of ``cur_date`` (ContractError names file and column)."""
-    part = embeddings_dir(store, cur_date)
-    path = f"{part}/{ITEMS_FILE}"
-    if not store.exists(path):
-        raise FileNotFoundError(f"no item embeddings for {cur_date}: {path} is missing (run the export step)")
-    if not store.exists(f"{part}/{MANIFEST}"):
-        raise FileNotFoundError(f"{part} has no {MANIFEST}: the embedding export of {cur_date} is incomplete")
-    with store.fs.open_input_file(path) as f:
-        table = pq.read_table(f, columns=None)
-    for col, check in (("item_id", pa.types.is_string), ("model_version", pa.types.is_string)):
-        if col not in table.column_names:
-            raise ContractError(f"{path}: missing column '{col}' (found {table.column_names})")
-        t = table.schema.field(col).type
-        if not (check(t) or pa.types.is_large_string(t)):
-            raise ContractError(f"{path}: column '{col}' must be string, found {t}")
-        if table.column(col).null_count:
-            raise ContractError(f"{path}: column '{col}' has {table.column(col).null_count} null(s)")
-    if "vector" not in table.column_names:
-        raise ContractError(f"{path}: missing column 'vector' (found {table.column_names})")
-    if table.num_rows == 0:
-        raise ContractError(f"{path}: no items")
-    vectors = vectors_from_column(table.column("vector"), path)
-    versions = pc.unique(table.column("model_version")).to_pylist()
-    if len(versions) != 1:
-        raise ContractError(f"{path}: column 'model_version' must hold one value, found {sorted(versions)[:5]}")
-    item_ids = table.column("item_id").to_pylist()
-    if pc.count_distinct(table.column("item_id")).as_py() != len(item_ids):
-        counts = pc.value_counts(table.column("item_id"))
-        dup = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
-        raise ContractError(f"{path}: column 'item_id' has {len(dup)} duplicated id(s), e.g. {dup.to_pylist()[:3]}")
-    if not np.isfinite(vectors).all():
-        bad = int(np.argwhere(~np.isfinite(vectors).all(axis=1))[0, 0])
-        raise ContractError(f"{path}: column 'vector' has non-finite values (item {item_ids[bad]!r})")
-    norms = np.linalg.norm(vectors, axis=1)
-    off = np.abs(norms - 1.0) > NORM_TOLERANCE
-    if off.any():
-        bad = int(np.argmax(off))
-        raise ContractError(f"{path}: column 'vector' must be L2-normalised; item {item_ids[bad]!r} has "
-                            f"norm {norms[bad]:.4f} ({int(off.sum())} such rows)")
-    return Embeddings(item_ids=item_ids, model_version=str(versions[0]), vectors=vectors, path=path,
-                      sha256=file_sha256(store, path) if with_sha else "",
-                      manifest=store.read_json(f"{part}/{MANIFEST}"),
-                      item_ids_arrow=table.column("item_id").combine_chunks())
 
 
 # ---- index construction --------------------------------------------------------------------------
@@ -326,26 +222,7 @@ def exact_index(vectors: np.ndarray) -> Any:
     return flat
 
 
-# ---- contract helpers (the export step, tests, benches, demos) -----------------------------------
-
-def write_embeddings(store: Store, cur_date: str, item_ids: list[str], vectors: np.ndarray,
-                     model_version: str, **manifest_extra: Any) -> str:
-    """Write an ``embeddings/dt=D`` partition in the input contract (atomic; items.parquet + manifest)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = vectors.shape
-    col = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
-    table = pa.table({"item_id": pa.array(item_ids, pa.string()),
-                      "model_version": pa.array([model_version] * n, pa.string()),
-                      "vector": col})
-    out = embeddings_dir(store, cur_date)
-    with store.atomic_output(out) as tmp:
-        with store.fs.open_output_stream(f"{tmp}/{ITEMS_FILE}") as f:
-            pq.write_table(table, f)
-        store.write_json(f"{tmp}/{MANIFEST}", {"step": "export_embeddings", "cur_date": cur_date,
-                                               "rows": {"items": n}, "dim": dim,
-                                               "model_version": model_version, **manifest_extra})
-    return out
-
+# ---- synthetic vectors (tests, benches) ----------------------------------------------------------
 
 def clustered_vectors(n: int, dim: int, clusters: int | None = None, spread: float = 0.7,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -369,107 +246,108 @@ def clustered_vectors(n: int, dim: int, clusters: int | None = None, spread: flo
     return out, centers
 
 
-# ---- the step ------------------------------------------------------------------------------------
+# ---- the index partition -------------------------------------------------------------------------
 
-def build_index(cur_date: str, cfg: Config | None = None, query_vectors: np.ndarray | None = None) -> dict[str, Any]:
-    """Build, check and write the item index of ``cur_date``; returns a small summary."""
-    import faiss
-
-    cfg = cfg or load_config()
-    cur_date = parse_date(cur_date).isoformat()
-    store = open_store(cfg)
-    timer = Timer()
-    with timer.step("read"):
-        emb = read_embeddings(store, cur_date)
+def _recall_check(index: Any, emb: Embeddings, cfg: Config, query_vectors: np.ndarray | None
+                  ) -> tuple[float, int, str, dict[str, Any]]:
+    """``(recall@k, k, query source, query timings)`` of ``index`` against exact search."""
     n, dim = emb.n, emb.dim
-    kind, factory = choose_factory(n, cfg)
-    log.info("dt=%s: %d items x %d dims (model %s) -> %s index %r", cur_date, n, dim, emb.model_version,
-             kind, factory)
-    with timer.step("build"):
-        index = make_index(emb.vectors, factory, nprobe=cfg.index.nprobe, ef_search=cfg.index.hnsw_ef_search,
-                           ef_construction=cfg.index.hnsw_ef_construction,
-                           train_sample_max=cfg.index.train_sample_max)
-    kind = index_kind(index)
-
     k = min(cfg.index.recall_k, n)
     if query_vectors is not None:
         queries, source = sample_queries(query_vectors, dim, cfg.index.recall_queries), "query_vectors"
     else:
         queries, source = fallback_queries(emb.vectors, cfg.index.recall_queries), "perturbed_items"
-    with timer.step("recall"):
-        labels, ann_s = timed_search(index, queries, k)
-        if kind == "flat":
-            truth, exact_s = labels, ann_s  # the index *is* exact search
-        else:
-            truth, exact_s = timed_search(exact_index(emb.vectors), queries, k)
-        recall = recall_at_k(labels, truth, k)
-        latency = single_query_latency(index, queries, k)
-    query_timing = {
+    labels, ann_s = timed_search(index, queries, k)
+    if index_kind(index) == "flat":
+        truth, exact_s = labels, ann_s  # the index *is* exact search
+    else:
+        truth, exact_s = timed_search(exact_index(emb.vectors), queries, k)
+    recall = recall_at_k(labels, truth, k)
+    latency = single_query_latency(index, queries, k)
+    timing = {
         "queries": len(queries), "k": k,
         "index_qps": round(len(queries) / max(ann_s, 1e-9), 1),
         "exact_qps": round(len(queries) / max(exact_s, 1e-9), 1),
         "index_single_query_ms_p50": round(latency * 1e3, 4),
     }
-    summary = {"type": kind, "factory": factory, "n": n, "dim": dim, "model_version": emb.model_version,
+    return recall, k, source, timing
+
+
+def _write_index(run: Any, index: Any, emb: Embeddings, summary: dict[str, Any], query_timing: dict[str, Any]
+                 ) -> str:
+    """Write ``index.faiss``, ``ids.parquet`` and the manifest atomically; returns the partition."""
+    import faiss
+    import pyarrow.parquet as pq
+
+    store, timer = run.store, run.timer
+    out = index_dir(store, run.cur_date)
+    with timer.step("write"), store.atomic_output(out) as tmp:
+        blob = faiss.serialize_index(index)
+        with store.fs.open_output_stream(f"{tmp}/{INDEX_FILE}") as f:
+            f.write(memoryview(blob))
+        ids = pa.table({"faiss_id": pa.array(np.arange(emb.n, dtype=np.int64)),
+                        "item_id": pa.array(emb.item_ids, pa.string())}, schema=IDS_SCHEMA)
+        with store.fs.open_output_stream(f"{tmp}/{IDS_FILE}") as f:
+            pq.write_table(ids, f)
+        manifest = run.manifest(
+            inputs={"embeddings": emb.path, "embeddings_sha256": emb.sha256,
+                    "embeddings_manifest": {k_: emb.manifest.get(k_) for k_ in ("step", "code_version", "config_hash")}},
+            rows={"items": emb.n},
+            index={**summary, "params": search_params(index), "bytes": int(blob.size),
+                   "build_s": timer.timings["build"], "query_timing": query_timing})
+        store.write_json(f"{tmp}/{MANIFEST}", manifest)
+    return out
+
+
+def build_index(run: Any, cfg: Config | None = None, query_vectors: np.ndarray | None = None) -> dict[str, Any]:
+    """Build, check and write the item index of a run; returns a small summary.
+
+    Args:
+        run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` string (a run named
+            ``build_index`` is begun with ``cfg``).
+        query_vectors: ``float[m, dim]`` recall queries (user-tower vectors); ``None``: the
+            perturbed-item fallback.
+    Raises:
+        FileNotFoundError, ContractError: the embeddings (:func:`dailyrec.embeddings.read_embeddings`).
+        ValueError: ``query_vectors`` of the wrong shape or with non-finite values.
+        RecallTooLow: recall@K below ``index.min_recall_at_k`` (nothing is written).
+    """
+    from dailyrec.step import begin
+
+    run = begin("build_index", run, cfg) if isinstance(run, str) else run
+    cfg, cur_date = run.cfg, run.cur_date
+    with run.timer.step("read"):
+        emb = read_embeddings(run.store, cur_date)
+    kind, factory = choose_factory(emb.n, cfg)
+    log.info("dt=%s: %d items x %d dims (model %s) -> %s index %r", cur_date, emb.n, emb.dim, emb.model_version,
+             kind, factory)
+    with run.timer.step("build"):
+        index = make_index(emb.vectors, factory, nprobe=cfg.index.nprobe, ef_search=cfg.index.hnsw_ef_search,
+                           ef_construction=cfg.index.hnsw_ef_construction,
+                           train_sample_max=cfg.index.train_sample_max)
+    kind = index_kind(index)
+    with run.timer.step("recall"):
+        recall, k, source, query_timing = _recall_check(index, emb, cfg, query_vectors)
+    summary = {"type": kind, "factory": factory, "n": emb.n, "dim": emb.dim, "model_version": emb.model_version,
                f"recall_at_{k}": round(recall, 4), "recall_k": k, "recall_queries": source,
                "min_recall_at_k": cfg.index.min_recall_at_k}
     if recall < cfg.index.min_recall_at_k:
         raise RecallTooLow(
             f"index for dt={cur_date} ({kind} {factory!r}, {search_params(index)}) has recall@{k} = "
-            f"{recall:.4f} on {len(queries)} {source} queries, below index.min_recall_at_k = "
+            f"{recall:.4f} on {query_timing['queries']} {source} queries, below index.min_recall_at_k = "
             f"{cfg.index.min_recall_at_k}; nothing was written (raise index.nprobe, pick another "
             f"index.factory, or lower the threshold)")
-
-    out = index_dir(store, cur_date)
-    with timer.step("write"), store.atomic_output(out) as tmp:
-        blob = faiss.serialize_index(index)
-        with store.fs.open_output_stream(f"{tmp}/{INDEX_FILE}") as f:
-            f.write(memoryview(blob))
-        ids = pa.table({"faiss_id": pa.array(np.arange(n, dtype=np.int64)),
-                        "item_id": pa.array(emb.item_ids, pa.string())}, schema=IDS_SCHEMA)
-        with store.fs.open_output_stream(f"{tmp}/{IDS_FILE}") as f:
-            pq.write_table(ids, f)
-        manifest = make_manifest(
-            "build_index", cfg, cur_date,
-            inputs={"embeddings": emb.path, "embeddings_sha256": emb.sha256,
-                    "embeddings_manifest": {k_: emb.manifest.get(k_) for k_ in ("step", "code_version", "config_hash")}},
-            rows={"items": n}, timings=timer.timings,
-            index={**summary, "recall_at_k": round(recall, 4), "params": search_params(index),
-                   "bytes": int(blob.size), "build_s": timer.timings["build"],
-                   "query_timing": query_timing})
-        store.write_json(f"{tmp}/{MANIFEST}", manifest)
+    summary["recall_at_k"] = round(recall, 4)
+    out = _write_index(run, index, emb, summary, query_timing)
     log.info("dt=%s: %s index, recall@%d=%.4f (%s), %.1f index q/s vs %.1f exact q/s -> %s",
              cur_date, kind, k, recall, source, query_timing["index_qps"], query_timing["exact_qps"], out)
-    return {"index": out, **summary, "recall_at_k": round(recall, 4), "build_s": timer.timings["build"],
-            "seconds": timer.total()}
+    return {"index": out, **summary, "build_s": run.timer.timings["build"], "seconds": run.timer.total()}
 
 
 def read_index_output(store: Store, cur_date: str) -> tuple[dict[str, Any], str, str]:
     """``(manifest, index.faiss path, ids.parquet path)`` of a built index (FileNotFoundError if absent)."""
     out = index_dir(store, cur_date)
     if not store.exists(f"{out}/{MANIFEST}"):
-        raise FileNotFoundError(f"no index for {cur_date}: {out}/{MANIFEST} is missing (run dailyrec.ann)")
+        raise FileNotFoundError(f"no index for {cur_date}: {out}/{MANIFEST} is missing "
+                                f"(run tasks.retrieval.build_index)")
     return store.read_json(f"{out}/{MANIFEST}"), f"{out}/{INDEX_FILE}", f"{out}/{IDS_FILE}"
-
-
-def load_query_vectors(path: str) -> np.ndarray:
-    """``.npy`` array, or a Parquet file with a ``vector`` fixed_size_list column."""
-    if path.endswith(".npy"):
-        return np.load(path)
-    return vectors_from_column(pq.read_table(path, columns=["vector"]).column("vector"), path)
-
-
-def main() -> None:
-    from dailyrec import cli
-
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--query-vectors", metavar="FILE",
-                   help="query vectors for the recall check (.npy, or Parquet with a 'vector' column); "
-                        "default: perturbed item vectors")
-    args = p.parse_args()
-    q = load_query_vectors(args.query_vectors) if args.query_vectors else None
-    cli.run(lambda: build_index(args.cur_date, cli.config_from_args(args), query_vectors=q))
-
-
-if __name__ == "__main__":
-    main()

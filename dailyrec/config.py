@@ -256,6 +256,8 @@ class RankingConfig(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig(name="adam", learning_rate=0.005)
     max_auc_drop_vs_previous: float = Field(0.01, ge=0)
     seed: int = 13
+    kind: Literal["mmoe", "shared_bottom"] = "mmoe"  # the model published (shared_bottom: then no baseline)
+    train_baseline: bool = True  # also train the shared-bottom baseline on the same rows
 
     @model_validator(mode="after")
     def _loss_weights_name_tasks(self) -> "RankingConfig":
@@ -338,6 +340,8 @@ def _validate(data: dict[str, Any], source: str) -> Config:
             loc = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 lines.append(f"unknown key '{loc}'")
+            elif err["type"] == "value_error":  # a cross-field rule: its message names the keys
+                lines.append(f"'{loc}': {err['msg'].removeprefix('Value error, ')}")
             else:
                 lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"invalid configuration from {source}: " + "; ".join(lines)) from None

@@ -41,16 +41,58 @@ def feature_arrays(table: pa.Table, specs: list[Any], extra: dict[str, str] | No
 
 def dataset(arrays: dict[str, np.ndarray], batch_size: int, shuffle_seed: int | None = None,
             drop_remainder: bool = False) -> Any:
-    """A batched ``tf.data.Dataset`` of dicts; shuffled with ``shuffle_seed`` (deterministic)."""
+    """A batched ``tf.data.Dataset`` of dicts (the two-tower training format).
+
+    ``arrays``: ``{column: array[n]}`` (e.g. from :func:`feature_arrays`); each column goes through
+    ``models.serving.raw_column`` (strings/objects -> ``tf.string``, integers -> int64, floats
+    unchanged). Shuffled once with ``shuffle_seed`` (a numpy permutation: deterministic).
+    """
     import tensorflow as tf
+
+    from models.serving import raw_column
 
     n = len(next(iter(arrays.values())))
     if shuffle_seed is not None:
         perm = np.random.default_rng(shuffle_seed).permutation(n)
         arrays = {k: v[perm] for k, v in arrays.items()}
-    tensors = {k: tf.constant(v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+    tensors = {k: tf.constant(raw_column(v)) for k, v in arrays.items()}
     ds = tf.data.Dataset.from_tensor_slices(tensors).batch(batch_size, drop_remainder=drop_remainder)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def ranking_dataset(features: dict[str, Any], labels: dict[str, Any], sample_weight: Any | None = None,
+                    batch_size: int = 2048, shuffle: bool = True, seed: int | None = None,
+                    specs: list[Any] | None = None) -> Any:
+    """Column arrays -> batched ``tf.data`` in the ranking training format (``models.ranking``)::
+
+        (features: {name: Tensor[B]}  tf.string / int64 raw values,
+         labels:   {task: float32[B]}
+         [, sample_weight: float32[B]])
+
+    Args:
+        features: ``{name: array[n]}`` raw values (strings, or integers).
+        labels: ``{task: array[n]}`` of 0/1 (cast to float32).
+        sample_weight: optional ``array[n]`` (float32), applies to every task.
+        seed: seed of the ``tf.data`` shuffle (buffer ``min(n, 100_000)``, reshuffled each epoch).
+        specs: if given, each feature is cast by ``models.serving.tf_dtype`` of its spec; without,
+            by its array's dtype (``models.serving.raw_column``).
+    """
+    import tensorflow as tf
+
+    from models.features import spec_dicts
+    from models.serving import raw_column, tf_dtype
+
+    dtypes = {s["name"]: tf_dtype(s) for s in spec_dicts(specs)} if specs else {}
+    feats = {name: raw_column(col, dtypes.get(name)) for name, col in features.items()}
+    labs = {t: np.asarray(v, dtype=np.float32) for t, v in labels.items()}
+    parts: tuple[Any, ...] = (feats, labs)
+    if sample_weight is not None:
+        parts += (np.asarray(sample_weight, dtype=np.float32),)
+    n = len(next(iter(labs.values())))
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:
+        ds = ds.shuffle(min(n, 100_000), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def predict_in_batches(fn: Any, arrays: dict[str, np.ndarray], batch_size: int = 8192) -> np.ndarray:

@@ -6,6 +6,12 @@
 
 Warm start uses the newest model strictly before ``cur_date`` whose gate passed; evaluation
 compares with the newest *published* model strictly before ``cur_date`` ("yesterday's model").
+
+One answer to "what is online": whatever moves the serving pointer (for the two-tower, Redis
+``current``: a publish, ``--allow-backwards``, a rollback; see ``dailyrec.publishing``) calls
+:func:`mark_online`, which writes the entry of the date now online and marks every *later* entry
+``withdrawn`` (the JSON gains ``"withdrawn": {...}``); :func:`published_before` skips withdrawn
+entries, so the next day's gate compares with the model actually online.
 """
 
 from __future__ import annotations
@@ -42,7 +48,19 @@ def warm_start_source(store: Store, name: str, cur_date: str) -> tuple[str, str]
     return None
 
 
+def published_path(store: Store, name: str, cur_date: str) -> str:
+    """``<root>/registry/<name>/dt=<cur_date>/published.json``."""
+    return f"{store.partition(f'registry/{name}', cur_date)}/published.json"
+
+
+def read_published(store: Store, name: str, cur_date: str) -> dict[str, Any] | None:
+    """The registry entry of ``cur_date`` (withdrawn or not), or ``None``."""
+    path = published_path(store, name, cur_date)
+    return store.read_json(path) if store.exists(path) else None
+
+
 def mark_published(store: Store, name: str, cur_date: str, info: dict[str, Any]) -> str:
+    """Write ``cur_date``'s entry: ``{name, cur_date, model_dir, **info}`` (replacing any older one)."""
     out = store.partition(f"registry/{name}", cur_date)
     with store.atomic_output(out) as tmp:
         store.write_json(f"{tmp}/published.json", {"name": name, "cur_date": cur_date,
@@ -50,10 +68,26 @@ def mark_published(store: Store, name: str, cur_date: str, info: dict[str, Any])
     return f"{out}/published.json"
 
 
+def mark_online(store: Store, name: str, cur_date: str, info: dict[str, Any]) -> str:
+    """Record that ``cur_date``'s model is the one online now: :func:`mark_published` for it, and
+    every later, not yet withdrawn entry gets ``"withdrawn": {"online": cur_date, "version": ...}``
+    (they were online once and no longer are). Returns the path of ``cur_date``'s entry."""
+    c = parse_date(cur_date).isoformat()
+    path = mark_published(store, name, c, info)
+    for d in store.list_partitions(f"registry/{name}"):
+        entry = read_published(store, name, d) if d > c else None
+        if entry is not None and not entry.get("withdrawn"):
+            entry["withdrawn"] = {"online": c, "version": info.get("version")}
+            with store.atomic_output(store.partition(f"registry/{name}", d)) as tmp:
+                store.write_json(f"{tmp}/published.json", entry)
+    return path
+
+
 def published_before(store: Store, name: str, cur_date: str) -> dict[str, Any] | None:
-    """The newest published model strictly before ``cur_date`` (its published.json), if any."""
+    """The newest published, not withdrawn model strictly before ``cur_date`` (its published.json), if any."""
     for d in reversed(_before(store, f"registry/{name}", cur_date)):
-        path = f"{store.partition(f'registry/{name}', d)}/published.json"
-        if store.exists(path) and store.exists(f"{model_dir(store, name, d)}/_manifest.json"):
-            return store.read_json(path)
+        entry = read_published(store, name, d)
+        if entry is not None and not entry.get("withdrawn") \
+                and store.exists(f"{model_dir(store, name, d)}/_manifest.json"):
+            return entry
     return None

@@ -1,10 +1,10 @@
-"""The per-date run report: what each step of a daily DAG did, from the steps' own manifests.
+"""The per-date run report of both daily DAGs, from the steps' own manifests.
 
-    python -m dailyrec.report --cur-date 2026-11-02 [--pipeline ranking]
-
-Reads the manifests and reports the steps wrote for ``cur_date`` (whatever exists: a run that
-stopped at the gate still gets a report) and writes ``reports/<pipeline>/dt=D/report.json`` and
-``report.md``; the summary is also logged, so it shows in the Airflow task log.
+The stages are ``tasks.retrieval.report`` and ``tasks.ranking.report``
+(``python -m tasks.retrieval.report --cur-date 2026-11-02``); both call :func:`write_report`.
+It reads the manifests and reports the steps wrote for ``cur_date`` (whatever exists: a run that
+stopped at the gate still gets a report) and writes ``reports/daily_<pipeline>/dt=D/report.json``
+and ``report.md``; the summary is also logged, so it shows in the Airflow task log.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dailyrec.config import Config, load_config
-from dailyrec.dates import parse_date
-from dailyrec.storage import open_store
+from dailyrec.config import Config
 
 log = logging.getLogger("dailyrec.report")
 
@@ -126,10 +124,23 @@ def _ranking_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(cur_date: str, pipeline: str, cfg: Config | None = None) -> dict[str, Any]:
-    cfg = cfg or load_config()
-    cur_date = parse_date(cur_date).isoformat()
-    store = open_store(cfg)
+def write_report(run: Any, pipeline: str, cfg: Config | None = None) -> dict[str, Any]:
+    """Write the ``pipeline`` (``"retrieval"`` or ``"ranking"``) report of a date.
+
+    Args:
+        run: a ``cur_date`` (``YYYY-MM-DD``), or the calling step's :class:`dailyrec.step.StepRun`.
+        cfg: the config when ``run`` is a date (default config when None).
+    Returns:
+        ``{"report": path of report.md, "steps_done": [step, ...]}``.
+    Raises:
+        ValueError: an unknown pipeline, or a bad ``cur_date``.
+    """
+    from dailyrec.step import begin
+
+    if pipeline not in ("retrieval", "ranking"):
+        raise ValueError(f"pipeline must be 'retrieval' or 'ranking', got {pipeline!r}")
+    run = begin(f"{pipeline}_report", run, cfg) if isinstance(run, str) else run
+    store, cur_date = run.store, run.cur_date
     sources = RETRIEVAL_SOURCES if pipeline == "retrieval" else RANKING_SOURCES
     steps = _collect(store, cur_date, sources)
     lines = (_retrieval_lines if pipeline == "retrieval" else _ranking_lines)(cur_date, steps)
@@ -141,24 +152,3 @@ def write_report(cur_date: str, pipeline: str, cfg: Config | None = None) -> dic
     log.info("run summary\n%s", text)
     done = [k for k, v in steps.items() if v is not None]
     return {"report": f"{out}/report.md", "steps_done": done}
-
-
-def retrieval_report(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
-    return write_report(cur_date, "retrieval", cfg)
-
-
-def ranking_report(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
-    return write_report(cur_date, "ranking", cfg)
-
-
-def main() -> None:
-    from dailyrec import cli
-
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--pipeline", choices=["retrieval", "ranking"], default="retrieval")
-    args = p.parse_args()
-    cli.run(lambda: write_report(args.cur_date, args.pipeline, cli.config_from_args(args)))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,25 +4,25 @@
     python -m dailyrec.scoring [--cur-date D] < rows.jsonl          # one JSON object per line
 
 The model: the SavedModel of the newest published ranking model (``registry/mmoe/dt=*/published.json``
-written by :func:`publish_mmoe`), or the one published for ``--cur-date``. Each input row must hold
-every raw feature of the model's serving signature (``features.spec`` at training time: user,
-context and item features); a missing one is an error naming it. Null values count as unknown
-(``""`` / 0), as in training. Output: one JSON line per row, in input order::
+written by the ``ranking.publish_model`` stage), or the one published for ``--cur-date``. Each
+input row must hold every raw feature of the model's serving signature (``features.spec`` at
+training time: user, context and item features); a missing one is an error naming it (exit
+status 2). Null values count as unknown (``""`` / 0), as in training. Output: one JSON line per
+row on stdout, in input order, and a summary line on stderr naming the model::
 
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
 
 ``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion | impression)``, both
-calibrated back from the model's training down-sample rate (tasks.ranking.ranking_samples.calibrate and
-calibrate_conversion). There is no Redis for the ranking model: ``published.json`` points at the
-SavedModel, and a serving system loads it from there.
+calibrated back from the model's training down-sample rate (:func:`dailyrec.ranking.calibrate`
+and :func:`~dailyrec.ranking.calibrate_conversion`). There is no Redis for the ranking model:
+``published.json`` points at the SavedModel, and a serving system loads it from there.
 
-:func:`publish_mmoe` is the DAG's publish step (refuses a model whose gate did not pass);
-:func:`score_check` the DAG's check that the published model loads and scores the day's holdout.
+In Python: ``Scorer(cfg).score(table_or_dicts)``; :func:`demo_lines` is the ranking part of
+``python -m dailyrec.demo.run``'s summary.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -30,53 +30,24 @@ from typing import Any
 
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
-from dailyrec.errors import GateRejected
-from dailyrec.registry import eval_report_path, mark_published, model_dir
-from dailyrec.storage import MANIFEST, Store, open_store
+from dailyrec.ranking import NAME, predict_calibrated
+from dailyrec.storage import Store, open_store
 
-log = logging.getLogger("dailyrec.score")
-NAME = "mmoe"
 ID_COLUMNS = ("request_id", "user_id", "item_id")
 
 
-# ---- publish ------------------------------------------------------------------------------------
-def publish_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
-    """Mark the day's ranking model published (``registry/mmoe/dt=D/published.json``).
-
-    Refuses (:class:`~dailyrec.errors.GateRejected`) unless ``eval/mmoe/dt=D/report.json`` says
-    the gate passed. The record names the SavedModel, the model version and the down-sample rate
-    the scorer calibrates with.
-    """
-    from tasks.ranking.train_mmoe import artifact_dirs
-
-    cfg = cfg or load_config()
-    cur_date = parse_date(cur_date).isoformat()
-    store = open_store(cfg)
-    rep_path = eval_report_path(store, NAME, cur_date)
-    if not store.exists(rep_path):
-        raise FileNotFoundError(f"{rep_path} does not exist: evaluate the ranking model of {cur_date} first")
-    report = store.read_json(rep_path)
-    if not report.get("gate", {}).get("passed"):
-        raise GateRejected(f"the ranking model of {cur_date} did not pass its gate "
-                           f"({'; '.join(report.get('gate', {}).get('reasons', []))}); it is not published")
-    mdir = model_dir(store, NAME, cur_date)
-    man = store.read_json(f"{mdir}/{MANIFEST}")
-    keras_dir, saved_model = artifact_dirs(mdir, "main")
-    info = {"model_version": man["model_version"], "kind": man.get("kind", "mmoe"), "saved_model": saved_model,
-            "keras_model": keras_dir, "negative_downsample_rate": man["negative_downsample_rate"],
-            "gate": report["gate"], "metrics": report.get("table", {}).get("new", {})}
-    path = mark_published(store, NAME, cur_date, info)
-    log.info("ranking model %s published: %s -> %s", man["model_version"], path, saved_model)
-    return {"published": path, "model_version": man["model_version"], "saved_model": saved_model}
-
-
 def published_dates(store: Store) -> list[str]:
+    """The dates (``YYYY-MM-DD``, ascending) whose ranking model is published."""
     return [d for d in store.list_partitions(f"registry/{NAME}")
             if store.exists(f"{store.partition(f'registry/{NAME}', d)}/published.json")]
 
 
 def published_model(store: Store, cur_date: str | None = None) -> dict[str, Any]:
-    """``published.json`` of the model published for ``cur_date``, or of the newest published one."""
+    """``published.json`` of the model published for ``cur_date``, or of the newest published one.
+
+    Raises:
+        FileNotFoundError: nothing is published for ``cur_date`` (or at all), naming what is.
+    """
     dates = published_dates(store)
     if cur_date is not None:
         d = parse_date(cur_date).isoformat()
@@ -96,7 +67,7 @@ class Scorer:
     """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, "click", "conversion"}]``."""
 
     def __init__(self, cfg: Config | None = None, cur_date: str | None = None):
-        from models.mmoe import load_ranking_model
+        from models.serving import load_ranking_model
 
         self.cfg = cfg or load_config()
         self.store = open_store(self.cfg)
@@ -147,8 +118,6 @@ class Scorer:
         """Score an Arrow table or a list of dicts; calibrated probabilities per row."""
         import pyarrow as pa
 
-        from tasks.ranking.evaluate_mmoe import predict_calibrated
-
         table = rows if isinstance(rows, pa.Table) else self.table_from_records(list(rows), where)
         self._check(table.column_names, where)
         if table.num_rows == 0:
@@ -189,23 +158,6 @@ def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
         if path is not None:
             fh.close()
     return records, where
-
-
-def score_check(cur_date: str, cfg: Config | None = None, n: int = 5) -> dict[str, Any]:
-    """The DAG's last check: the model published for ``cur_date`` loads and scores the first
-    ``n`` holdout rows of the day (with their labels, for a glance)."""
-    import pyarrow.parquet as pq
-
-    cfg = cfg or load_config()
-    cur_date = parse_date(cur_date).isoformat()
-    scorer = Scorer(cfg, cur_date)
-    path = f"{scorer.store.partition('ranking_samples', cur_date)}/holdout.parquet"
-    rows = pq.read_table(path, filesystem=scorer.store.fs).slice(0, n)
-    scored = scorer.score(rows, where=path)
-    for s, c, v in zip(scored, rows.column("click").to_pylist(), rows.column("conversion").to_pylist()):
-        s["label_click"], s["label_conversion"] = c, v
-        log.info("scored %s", json.dumps(s))
-    return {"model_version": scorer.info["model_version"], "saved_model": scorer.info["saved_model"], "rows": scored}
 
 
 def demo_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
@@ -258,35 +210,34 @@ def demo_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    from dailyrec import cli
-    from dailyrec.config import ConfigError, parse_set_args
-    from dailyrec.errors import ContractError
+def score_input(cfg: Config, input: str | None = None, cur_date: str | None = None,
+                limit: int | None = None) -> dict[str, Any]:
+    """Score rows with the published ranking model (calibrated click and conversion probabilities).
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--input", help="a .parquet file, or a .jsonl file (default: JSON lines on stdin)")
-    p.add_argument("--cur-date", help="score with the model published for this day (default: the newest published)")
-    p.add_argument("--limit", type=int, help="score only the first N rows")
-    p.add_argument("--config", action="append", default=[], metavar="FILE")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args(argv)
-    cli.setup_logging(logging.WARNING)
-    try:
-        cfg = load_config(overrides=parse_set_args(args.set), files=args.config)
-        rows, where = read_rows(args.input)
-        if args.limit is not None:
-            rows = rows.slice(0, args.limit) if hasattr(rows, "slice") else rows[:args.limit]
-        scorer = Scorer(cfg, args.cur_date)
-        scored = scorer.score(rows, where=where)
-    except (ContractError, ConfigError, FileNotFoundError, ValueError, KeyError, TypeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for row in scored:
+    ``input``: a ``.parquet`` file, or a ``.jsonl`` file (default: JSON lines on stdin);
+    ``cur_date``: score with the model published for this day (default: the newest published);
+    ``limit``: score only the first N rows. Returns ``{"rows": [scored row], "where",
+    "model_version", "published_for", "rate"}`` (:func:`print_scores` prints it).
+    Raises:
+        ValueError: a row misses a feature, or is not JSON; FileNotFoundError: no published model.
+    """
+    rows, where = read_rows(input)
+    if limit is not None:
+        rows = rows.slice(0, limit) if hasattr(rows, "slice") else rows[:limit]
+    scorer = Scorer(cfg, cur_date)
+    return {"rows": scorer.score(rows, where=where), "where": where, "model_version": scorer.info["model_version"],
+            "published_for": scorer.info["cur_date"], "rate": scorer.rate}
+
+
+def print_scores(result: dict[str, Any]) -> None:
+    """One JSON line per scored row on stdout; a summary line on stderr."""
+    for row in result["rows"]:
         print(json.dumps(row))
-    print(f"scored {len(scored)} row(s) of {where} with {scorer.info['model_version']} (published for "
-          f"{scorer.info['cur_date']}, calibrated from r={scorer.rate:g})", file=sys.stderr)
-    return 0
+    print(f"scored {len(result['rows'])} row(s) of {result['where']} with {result['model_version']} (published for "
+          f"{result['published_for']}, calibrated from r={result['rate']:g})", file=sys.stderr)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dailyrec import cli
+
+    cli.main(score_input, render=print_scores, log_level=logging.WARNING)

@@ -1,36 +1,40 @@
-"""Serving check: recommend items for a user from what Redis serves now.
+"""Serving reads: recommend items for a user from what Redis serves now.
 
-    python -m dailyrec.serving --user-id u00042 --k 50
+    python -m dailyrec.serving --user-id u00042 --k 50 [--json]
 
-Reads the ``current`` version from Redis (its meta, the FAISS index and the id map), computes
-the user's vector with that version's exported user tower (``models/two_tower/dt=<its date>/
-user_tower``), searches the index and prints the top items with scores and the model version.
+:func:`recommend` reads the ``current`` version from Redis (its meta, the FAISS index and the id
+map: :func:`dailyrec.publishing.reader.load_current`), computes the user's vector with that
+version's exported user tower (``models/two_tower/dt=<its date>/user_tower``), searches the index
+and returns the top items with scores and the model version. The daily check of the retrieval DAG
+is the ``tasks.serving.serving_check`` stage.
 
-User features: the user's row in the ``users`` snapshot of the version's date, with the context
-of their latest impression in the training window. **Fallback** for a user with no history: a
-user in the snapshot without impressions keeps their side features with a default context
-(all context features empty/0); a user unknown to the snapshot is embedded with the
+User features (:func:`user_row`): the user's row in the ``users`` snapshot of the version's date,
+with the context of their latest impression in the training window. **Fallback** for a user with
+no history: a user in the snapshot without impressions keeps their side features with a default
+context (all context features empty/0); a user unknown to the snapshot is embedded with the
 out-of-vocabulary id row, empty side features and the default context, which yields the tower's
 "average user" and in practice broadly popular items. The output says which path was taken.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+import pyarrow as pa
+
+from dailyrec import cli
 from dailyrec.config import Config, load_config
-from dailyrec.registry import model_dir
-from dailyrec.storage import open_store
+from dailyrec.storage import Store, open_store
 
-log = logging.getLogger("dailyrec.recall")
+SHOW = 20
+"""Items printed by the CLI (``--json`` prints them all)."""
 
 
-def _user_row(store: Any, cfg: Config, cur_date: str, user_id: str) -> tuple[Any, str]:
-    import pyarrow as pa
+def user_row(store: Store, cfg: Config, cur_date: str, user_id: str) -> tuple[pa.Table, str]:
+    """``(one-row table of the user's features and context, which path was taken)`` (see the module doc)."""
     import pyarrow.compute as pc
 
-    from dailyrec.users import latest_user_rows
+    from dailyrec.events import latest_user_rows
 
     rows = latest_user_rows(store, cfg, cur_date)
     row = rows.filter(pc.equal(rows.column("user_id"), user_id))
@@ -52,16 +56,25 @@ def _user_row(store: Any, cfg: Config, cur_date: str, user_id: str) -> tuple[Any
 
 
 def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str, Any]:
+    """The top ``k`` items Redis's current version gives ``user_id``.
+
+    Returns:
+        ``{"user_id", "path", "version", "model_version", "cur_date", "k", "items": [{"rank",
+        "item_id", "score"}]}``, items best first (inner product of the L2-normalised vectors).
+    Raises:
+        FileNotFoundError / KeyError: no current version in Redis, or its model/logs are missing.
+    """
     import numpy as np
 
-    from tasks.retrieval.evaluate_two_tower import tower_vectors
-    from dailyrec.publishing.redis_publish import load_current
+    from dailyrec.embeddings import tower_vectors
+    from dailyrec.publishing.reader import load_current
+    from dailyrec.registry import model_dir
 
     cfg = cfg or load_config()
     store = open_store(cfg)
     meta, index, ids = load_current(cfg)
     cur = meta["cur_date"]
-    row, path = _user_row(store, cfg, cur, user_id)
+    row, path = user_row(store, cfg, cur, user_id)
     vec = tower_vectors(f"{model_dir(store, 'two_tower', cur)}/user_tower", row, cfg.features.spec)
     vec = np.ascontiguousarray(vec.astype(np.float32))
     scores, labels = index.search(vec, min(k, index.ntotal))
@@ -72,6 +85,7 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
 
 
 def format_recs(rec: dict[str, Any], show: int = 10) -> str:
+    """A few lines: the user, the path, the version, then the first ``show`` items."""
     lines = [f"user {rec['user_id']} ({rec['path']}); Redis version {rec['version']}, model {rec['model_version']}"]
     lines += [f"  {it['rank']:>3}. {it['item_id']:<14} {it['score']:+.4f}" for it in rec["items"][:show]]
     if len(rec["items"]) > show:
@@ -79,55 +93,9 @@ def format_recs(rec: dict[str, Any], show: int = 10) -> str:
     return "\n".join(lines)
 
 
-def serving_check(cur_date: str, cfg: Config | None = None, k: int = 50) -> dict[str, Any]:
-    """Recommend for a user active on ``cur_date`` and for a user with no history; both must get
-    ``k`` items from the current Redis version."""
-    import pyarrow.compute as pc
-
-    from dailyrec.users import latest_user_rows
-
-    cfg = cfg or load_config()
-    store = open_store(cfg)
-    rows = latest_user_rows(store, cfg, cur_date)
-    active = rows.filter(pc.is_valid(rows.column("last_event_time")))
-    if not active.num_rows:
-        raise ValueError(f"no active user on {cur_date} to check serving with")
-    known = str(active.column("user_id")[0])
-    out = {}
-    for label, uid in (("known", known), ("new", "__serving_check_new_user__")):
-        rec = recommend(uid, k, cfg)
-        if len(rec["items"]) < min(k, 1):
-            raise RuntimeError(f"serving check: no items for {uid} from version {rec['version']}")
-        log.info("serving check (%s user):\n%s", label, format_recs(rec))
-        out[label] = {"user_id": uid, "items": len(rec["items"]), "top": [i["item_id"] for i in rec["items"][:5]],
-                      "version": rec["version"], "path": rec["path"]}
-    return out
-
-
-def main() -> None:
-    import argparse
-
-    from dailyrec import cli
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--user-id", required=True)
-    p.add_argument("--k", type=int, default=50)
-    p.add_argument("--show", type=int, default=20)
-    p.add_argument("--json", action="store_true", help="print the whole result as JSON")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--config", action="append", default=[], metavar="FILE")
-    args = p.parse_args()
-    cfg = cli.config_from_args(args)
-
-    def run() -> Any:
-        rec = recommend(args.user_id, args.k, cfg)
-        if args.json:
-            return rec
-        print(format_recs(rec, args.show))
-        return None
-
-    cli.run(run)
+def print_recs(rec: dict[str, Any]) -> None:
+    print(format_recs(rec, SHOW))
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(recommend, render=print_recs)

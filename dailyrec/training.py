@@ -1,10 +1,16 @@
-"""Keras callbacks shared by the training steps: checkpoints, one log line per epoch, TensorBoard."""
+"""Shared by the training steps of both models: Keras callbacks (checkpoints, one log line per
+epoch, TensorBoard) and the model version string."""
 
 from __future__ import annotations
 
 import logging
 import time
 from typing import Any
+
+
+def model_version(prefix: str, cur_date: str, cfg: Any) -> str:
+    """``<prefix>-<cur_date>-<first 8 hex of the config digest>``, e.g. ``tt-2026-11-02-1a2b3c4d``."""
+    return f"{prefix}-{cur_date}-{cfg.digest()[:8]}"
 
 
 def training_callbacks(model: Any, log: logging.Logger, label: str, epochs: int, ckpt_dir: str, tb_dir: str,

@@ -1,4 +1,4 @@
-"""Two-tower retrieval model: towers, training model, export for serving, save/load, warm start.
+"""Two-tower retrieval model: towers, training model, save/load, warm start.
 
 Shapes: ``B`` batch rows, ``D = TrainingConfig.output_dim``.
 
@@ -22,11 +22,12 @@ Shapes: ``B`` batch rows, ``D = TrainingConfig.output_dim``.
   positive rows whose item is in the top 10 of the batch's items by cosine, estimated on at most
   ``RECALL_MAX_QUERIES`` positives per batch) per epoch.
 
-Export: :func:`export_towers` writes one SavedModel per tower whose ``serving_default``
-signature takes one ``[None]`` tensor per raw feature and returns ``{"embedding": [B, D]}``;
-:func:`load_tower` reads one back as a ``dict -> np.ndarray`` callable.
-:func:`save_model`/:func:`load_model` keep the whole model (Keras archive) for warm start, and
-:func:`warm_start_from` copies what still applies from a previous model.
+Export for serving: :func:`models.serving.export_towers` writes one SavedModel per tower whose
+``serving_default`` signature takes one ``[None]`` tensor per raw feature and returns
+``{"embedding": [B, D]}``; :func:`models.serving.load_tower` reads one back as a
+``dict -> np.ndarray`` callable. :func:`save_model`/:func:`load_model` keep the whole model
+(Keras archive) for warm start, and :func:`warm_start_from` copies what still applies from a
+previous model.
 
 This module never imports Airflow.
 """
@@ -44,35 +45,20 @@ import tensorflow as tf
 
 from models import losses
 from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
-from models.optim import LazyAdam, make_optimizer
+from models.optim import make_optimizer
+from models.serving import KERAS_FILE, dummy_features, input_signature, load_keras, save_keras
 
 LABEL_KEY = "label"
 LOG_Q_KEY = "log_q"
 SOURCE_KEY = "source"
 RECALL_K = 10
 RECALL_MAX_QUERIES = 256  # the training metric scores at most this many positives per batch
-MODEL_FILE = "model.keras"
+MODEL_FILE = KERAS_FILE
 VOCAB_FILE = "vocabularies.json"
 META_FILE = "two_tower.json"
 
 
-# --------------------------------------------------------------------------- schedule
-
-
 # --------------------------------------------------------------------------- towers
-
-
-def _tf_dtype(spec: dict[str, Any]) -> tf.DType:
-    return tf.int64 if spec.get("dtype") == "int" or spec["kind"] == "int" else tf.string
-
-
-def dummy_features(specs: list[dict[str, Any]], batch: int = 2) -> dict[str, tf.Tensor]:
-    """``{name: Tensor[batch]}`` of placeholder raw values (``""``/0), used to build models."""
-    out: dict[str, tf.Tensor] = {}
-    for s in specs:
-        dt = _tf_dtype(s)
-        out[s["name"]] = tf.zeros([batch], tf.int64) if dt == tf.int64 else tf.fill([batch], "")
-    return out
 
 
 class _Tower(keras.Model):
@@ -106,7 +92,7 @@ class _Tower(keras.Model):
 
     def input_signature(self) -> dict[str, tf.TensorSpec]:
         """``{name: tf.TensorSpec([None], tf.string | tf.int64, name=name)}`` of the raw features."""
-        return {s["name"]: tf.TensorSpec([None], _tf_dtype(s), name=s["name"]) for s in self.specs}
+        return input_signature(self.specs)
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
         x = self.encoder({n: inputs[n] for n in self.feature_names})
@@ -312,71 +298,6 @@ def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, l
     return model
 
 
-# --------------------------------------------------------------------------- export / load
-
-
-def export_tower(tower: _Tower, path: str | os.PathLike[str]) -> str:
-    """Write ``tower`` as a SavedModel at ``path``; signature ``serving_default``:
-    ``{feature: [None]}`` -> ``{"embedding": float32[None, D]}``."""
-    archive = keras.export.ExportArchive()
-    archive.track(tower)
-    signature = tower.input_signature()
-
-    def serve(features: dict[str, Any]) -> dict[str, Any]:
-        return {"embedding": tower(features, training=False)}
-
-    archive.add_endpoint("serving_default", serve, input_signature=[signature])
-    archive.write_out(str(path), verbose=False)
-    return str(path)
-
-
-def export_towers(model: TwoTowerModel, directory: str | os.PathLike[str]) -> dict[str, str]:
-    """Export both towers: ``{"user_tower": <dir>/user_tower, "item_tower": <dir>/item_tower}``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    return {"user_tower": export_tower(model.user_tower, directory / "user_tower"),
-            "item_tower": export_tower(model.item_tower, directory / "item_tower")}
-
-
-class LoadedTower:
-    """A SavedModel tower: ``tower({name: array-like[B]}) -> np.ndarray float32[B, D]``.
-
-    ``feature_names`` and ``dtypes`` describe the inputs; values are converted to the expected
-    dtype (strings for string features, int64 for integer features). Extra keys are ignored.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]):
-        self.path = str(path)
-        self._loaded = tf.saved_model.load(self.path)
-        self._fn = self._loaded.signatures["serving_default"]
-        _, kwargs = self._fn.structured_input_signature
-        self.dtypes: dict[str, tf.DType] = {k: v.dtype for k, v in kwargs.items()}
-        self.feature_names = sorted(self.dtypes)
-
-    def __call__(self, features: dict[str, Any]) -> np.ndarray:
-        missing = [n for n in self.feature_names if n not in features]
-        if missing:
-            raise KeyError(f"{self.path}: missing input feature(s) {missing}")
-        args = {}
-        for name, dt in self.dtypes.items():
-            value = features[name]
-            if tf.is_tensor(value):
-                t = value if value.dtype == dt else (
-                    tf.strings.as_string(value) if dt == tf.string else tf.cast(value, dt))
-            else:
-                arr = np.asarray(value)
-                if dt == tf.string and arr.dtype.kind in "iuf":
-                    arr = arr.astype(str)
-                t = tf.constant(arr, dtype=dt)
-            args[name] = tf.reshape(t, [-1])
-        return self._fn(**args)["embedding"].numpy()
-
-
-def load_tower(path: str | os.PathLike[str]) -> LoadedTower:
-    """Load a tower written by :func:`export_tower` as a ``dict -> np.ndarray[B, D]`` callable."""
-    return LoadedTower(path)
-
-
 # --------------------------------------------------------------------------- save / load / warm start
 
 
@@ -390,7 +311,7 @@ def save_model(model: TwoTowerModel, directory: str | os.PathLike[str]) -> dict[
              "meta": str(directory / META_FILE)}
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # so that load_model restores its slots cleanly
-    model.save(paths["model"])
+    save_keras(model, directory)
     Path(paths["vocabularies"]).write_text(json.dumps(model.vocabularies))
     meta = {"loss_name": model.loss_name, "temperature": model.temperature,
             "logq_correction": model.logq_correction, "item_id_feature": model.item_id_feature,
@@ -403,10 +324,7 @@ def save_model(model: TwoTowerModel, directory: str | os.PathLike[str]) -> dict[
 
 def load_model(directory: str | os.PathLike[str], compile: bool = True) -> TwoTowerModel:
     """Read back a model written by :func:`save_model`."""
-    model = keras.saving.load_model(str(Path(directory) / MODEL_FILE), compile=compile)
-    if not isinstance(model, TwoTowerModel):
-        raise TypeError(f"{directory}: expected a TwoTowerModel, got {type(model).__name__}")
-    return model
+    return load_keras(directory, compile=compile, expect=TwoTowerModel)
 
 
 def _copy_dense(new: keras.layers.Dense, old: keras.layers.Dense) -> bool:

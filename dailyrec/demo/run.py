@@ -8,11 +8,13 @@
 5. prints a one-screen summary: data, DAGs, per-date gate decisions, what Redis serves.
 
     ./dev demo [--days 3] [--start-date 2026-11-01] [--events-per-day 200000] [--no-pipeline]
+        [--set key=value ...] [--config FILE ...] [--json]
+
+(``./dev demo ARGS`` runs ``python -m dailyrec.demo.run ARGS``.)
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -22,7 +24,8 @@ import sys
 import time
 from typing import Any
 
-from dailyrec.config import Config, load_config, parse_set_args
+from dailyrec import cli
+from dailyrec.config import Config, load_config
 from dailyrec.dates import date_range
 
 log = logging.getLogger("dailyrec.demo")
@@ -75,8 +78,15 @@ def run_dag(dag_id: str, cur_date: str, overrides: dict[str, Any] | None = None)
 
 def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from dailyrec.publishing.connection import describe, get_redis
+    """Generate ``days`` demo days from ``start_date``, check Redis and Airflow, run the daily DAGs.
+
+    ``overrides`` (dotted config keys) travel to every DAG run as its ``config_overrides``.
+    Returns ``dates``, ``data_root``, ``generated`` (the generator's summary), ``redis``,
+    ``airflow``, ``runs`` and, after the pipeline, ``serving`` and ``ranking`` text.
+    """
     from dailyrec.demo.generator import generate
+    from dailyrec.publishing.connection import describe, get_redis
+    from dailyrec.storage import open_store
 
     dates = date_range(start_date, days)
     log.info("generating demo data for %s .. %s", dates[0], dates[-1])
@@ -96,14 +106,14 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
         for d in dates:
             for dag_id in [x for x in PIPELINE_DAGS if x in dag_info["dags"]]:
                 log.info("airflow dags test %s %s ...", dag_id, d)
-                res = run_dag(dag_id, d, {k: v for k, v in (overrides or {}).items()
-                                          if not k.startswith("demo.")})
+                res = run_dag(dag_id, d, overrides)
                 runs.append(res)
                 log.info("%s %s: %s in %.0fs", dag_id, d, "ok" if res["ok"] else "FAILED", res["seconds"])
                 if not res["ok"]:
                     print(res["tail"], file=sys.stderr)
                     raise RuntimeError(f"{dag_id} failed for {d}; see the log above and .work/airflow/logs")
-    result = {"dates": dates, "generated": gen, "redis": redis_info, "airflow": dag_info, "runs": runs}
+    result = {"dates": dates, "data_root": open_store(cfg).uri, "generated": gen,
+              "redis": redis_info, "airflow": dag_info, "runs": runs}
     if run_pipeline:
         result["serving"] = serving_lines(cfg, dates[-1])
         if "daily_ranking" in dag_info["dags"]:
@@ -117,9 +127,9 @@ def serving_lines(cfg: Config, last_date: str) -> str:
     """What Redis serves now, for a user active on the last date and for a user never seen."""
     import pyarrow.compute as pc
 
-    from dailyrec.storage import open_store
+    from dailyrec.events import latest_user_rows
     from dailyrec.serving import format_recs, recommend
-    from dailyrec.users import latest_user_rows
+    from dailyrec.storage import open_store
 
     rows = latest_user_rows(open_store(cfg), cfg, last_date)
     active = rows.filter(pc.is_valid(rows.column("last_event_time")))
@@ -147,10 +157,11 @@ def _date_row(store: Any, d: str) -> str:
             f"{pub['version'] if pub else 'not published'}")
 
 
-def summary(cfg: Config, result: dict[str, Any]) -> str:
+def summary(result: dict[str, Any]) -> str:
+    """The one-screen summary of :func:`demo`'s result (reads the per-date reports under its data root)."""
     from dailyrec.storage import open_store
 
-    store = open_store(cfg)
+    store = open_store(result["data_root"])
     g = result["generated"]
     ok = sum(r["ok"] for r in result["runs"])
     lines = ["", "=" * 100, "dailyrec demo: summary", "=" * 100,
@@ -178,26 +189,41 @@ def summary(cfg: Config, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    from dailyrec import cli
+def _dotted(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_dotted(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
-    cli.setup_logging()
-    p = argparse.ArgumentParser(description="Run the pipeline on demo data")
-    p.add_argument("--days", type=int)
-    p.add_argument("--start-date")
-    p.add_argument("--events-per-day", type=int)
-    p.add_argument("--no-pipeline", action="store_true", help="only generate data and check Airflow/Redis")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args()
-    overrides = parse_set_args(args.set)
-    for key, val in (("demo.days", args.days), ("demo.start_date", args.start_date),
-                     ("demo.events_per_day", args.events_per_day)):
-        if val is not None:
-            overrides[key] = val
-    cfg = load_config(overrides=overrides)
-    result = demo(cfg, cfg.demo.days, cfg.demo.start_date, run_pipeline=not args.no_pipeline, overrides=overrides)
-    print(summary(cfg, result))
+
+def run_overrides(cfg: Config) -> dict[str, Any]:
+    """The dotted keys where ``cfg`` differs from the config of the environment (the ``--set`` and
+    ``--config`` of this run), as the DAG runs' ``config_overrides`` (their workers read the same
+    environment)."""
+    base = _dotted(load_config().model_dump(mode="json"))
+    return {k: v for k, v in _dotted(cfg.model_dump(mode="json")).items() if base.get(k, object()) != v}
+
+
+def run_demo(cfg: Config, days: int | None = None, start_date: str | None = None,
+             events_per_day: int | None = None, pipeline: bool = True) -> dict[str, Any]:
+    """Run the pipeline on demo data: generate, start Redis, check Airflow, run the daily DAGs.
+
+    ``days``/``start_date``/``events_per_day`` set ``demo.days``/``demo.start_date``/
+    ``demo.events_per_day``; ``pipeline=False`` only generates data and checks Airflow and Redis.
+    Raises ``RuntimeError`` when Airflow reports DAG import errors or a DAG run fails.
+    """
+    given = {"demo.days": days, "demo.start_date": start_date, "demo.events_per_day": events_per_day}
+    cfg = cfg.with_overrides({k: v for k, v in given.items() if v is not None})
+    overrides = {k: v for k, v in run_overrides(cfg).items() if not k.startswith("demo.")}
+    return demo(cfg, cfg.demo.days, cfg.demo.start_date, run_pipeline=pipeline, overrides=overrides)
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    print(summary(result))
 
 
 if __name__ == "__main__":
-    main()
+    cli.main(run_demo, render=print_summary)

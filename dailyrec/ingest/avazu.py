@@ -31,15 +31,15 @@ Mapping (docs/importers.md):
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -47,12 +47,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.contract import INT_SIDE, ITEM_SCHEMA, STR_SIDE
+from dailyrec.ingest.common import (InputError, PartitionWriter, check_mask, complete_logs, concat_str,
+                                    date_filter, date_span, day_of, hour_bounds, hour_event_times,
+                                    in_range_mask, items_table, line_ref, parse_int, print_summary,
+                                    users_table, with_data_root)
 from dailyrec.storage import open_store
-from dailyrec.ingest.common import (InputError, PartitionWriter, base_parser, check_mask, complete_logs,
-                              concat_str, date_filter, date_span, day_of, hour_event_times, in_range_mask,
-                              items_table, line_ref, parse_int, run_cli, users_table)
 
 log = logging.getLogger("dailyrec.import")
 
@@ -231,11 +233,175 @@ def _hash_ids(values: pa.Array) -> np.ndarray:
 
 # ---- import ---------------------------------------------------------------------------------------
 
+def _blocks(path: Path, header: list[str], block_size: int) -> Iterator[tuple[pa.RecordBatch, int]]:
+    """``(batch of raw CSV strings, physical line of its first row)`` for every non-empty block.
+
+    A CSV parse error raises :class:`InputError` naming the first line with a wrong field count.
+    """
+    try:   # opening reads (and parses) the first block
+        reader = pacsv.open_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(block_size=block_size),
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                 include_columns=AVAZU_COLUMNS),
+        )
+    except pa.ArrowInvalid as exc:
+        where = _locate_parse_error(path, 2, len(header))
+        raise InputError(f"{path}: {where}: CSV parse error ({exc})") from None
+    line = 2   # physical line of the next data row (line 1 is the header)
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise InputError(f"{path}: {_locate_parse_error(path, line, len(header))}: "
+                             f"CSV parse error ({exc})") from None
+        if batch.num_rows == 0:
+            continue
+        yield batch, line
+        line += batch.num_rows
+
+
+class _AvazuRun:
+    """One import run: the per-hour buffers (or the spill), the per-day states and the counters.
+
+    Blocks go in with :meth:`add`; an hour is written as soon as a later hour shows up (sorted
+    input) or at :meth:`finish` (spilled input); a day's snapshots once all its hours are written.
+    """
+
+    def __init__(self, path: Path, writer: PartitionWriter, event_time: str, lo: int | None, hi: int | None,
+                 spill: _Spill | None, spill_dir: str | None) -> None:
+        self.path, self.writer, self.event_time, self.lo, self.hi = path, writer, event_time, lo, hi
+        self.spill, self.spill_dir = spill, spill_dir
+        self.item_first_day: dict[str, int] = {}
+        self.user_hashes = np.empty(0, dtype=np.uint64)
+        self.days: dict[int, _DayState] = {}
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.flushed: set[int] = set()
+        self.imported_items: set[str] = set()
+        self.filtered_out = 0
+        self.max_hour = -1
+
+    def flush_hour(self, hour_key: int, table: pa.Table) -> None:
+        day = hour_key // 24
+        table = table.drop_columns(["_hour", "_line"])
+        n = table.num_rows
+        table = table.append_column("event_time", hour_event_times(hour_key, n, self.event_time))
+        table = table.append_column("conversion", pa.repeat(pa.scalar(0, pa.int8()), n))
+        self.writer.write_hour(complete_logs(table), day_of(day), hour_key % 24, source_rows=n)
+        self.days.setdefault(day, _DayState()).add(table)
+        self.flushed.add(hour_key)
+
+    def finalize_day(self, day: int) -> None:
+        """Write the users and items snapshots of ``day`` (all its hours are written)."""
+        state = self.days.pop(day, None)
+        if state is None:
+            return
+        date, writer = day_of(day), self.writer
+        users = pc.unique(pa.chunked_array(state.users, pa.string()))
+        users = users.take(pc.sort_indices(users))
+        self.user_hashes = np.union1d(self.user_hashes, _hash_ids(users))
+        writer.write_snapshot("users", users_table(users), date)
+        items = _mode_per_item(pa.concat_tables(state.items))   # sorted by item_id
+        self.imported_items.update(items.column("item_id").to_pylist())
+        created = pa.array([self.item_first_day[i] for i in items.column("item_id").to_pylist()], pa.int32())
+        items_t = items_table(items.column("item_id").combine_chunks(),
+                              *[items.column(c).combine_chunks() for c in ITEM_SIDE],
+                              created.cast(pa.date32()))
+        writer.write_snapshot("items", items_t, date)
+        log.info("%s: %d hour(s), %d users, %d items", date,
+                 len(writer.hours_written.get(date, ())), len(users), items_t.num_rows)
+
+    def _check_sorted(self, table: pa.Table, hours: np.ndarray) -> None:
+        """Streaming needs hours in non-decreasing file order: else spill (nothing written yet) or fail."""
+        steps = np.diff(hours)
+        late = self.max_hour >= 0 and hours[0] < self.max_hour
+        if not (late or np.any(steps < 0)):
+            return
+        i = 0 if late else int(np.argmax(steps < 0)) + 1
+        bad_line = int(table.column("_line")[i].as_py())
+        if self.flushed:
+            raise InputError(
+                f"{self.path}, line {bad_line}, column 'hour': the file is not sorted by hour "
+                f"(hour {_fmt_hour(hours[i])} after hour "
+                f"{_fmt_hour(hours[i - 1] if i else self.max_hour)}); re-run with --unsorted")
+        log.warning("%s, line %d: not sorted by hour; buffering every hour in temporary "
+                    "files (as with --unsorted)", self.path, bad_line)
+        self.spill = _Spill(self.spill_dir)
+        for h in sorted(self.buffers):
+            for part in self.buffers.pop(h):
+                self.spill.add(h, part)
+
+    def add(self, table: pa.Table) -> None:
+        """One converted block (:func:`_convert`)."""
+        # first day of every item, over the whole file (also rows outside --start/--end)
+        firsts = table.group_by("item_id").aggregate([("_hour", "min")])
+        for item, h in zip(firsts.column("item_id").to_pylist(), firsts.column("_hour_min").to_pylist()):
+            d = h // 24
+            if self.item_first_day.get(item, d + 1) > d:
+                self.item_first_day[item] = d
+        hours = table.column("_hour").to_numpy()
+        keep = in_range_mask(hours // 24, self.lo, self.hi)
+        if keep is not None:
+            self.filtered_out += int((~keep).sum())
+            table, hours = table.filter(pa.array(keep)), hours[keep]
+        if table.num_rows == 0:
+            return
+        if self.spill is None:
+            self._check_sorted(table, hours)
+        order = np.argsort(hours, kind="stable")
+        if np.any(order != np.arange(len(order))):
+            table, hours = table.take(pa.array(order)), hours[order]
+        for h, a, b in hour_bounds(hours):
+            part = table.slice(a, b - a)
+            if self.spill is not None:
+                self.spill.add(h, part)
+            else:
+                self.buffers.setdefault(h, []).append(part)
+        if self.spill is not None:
+            return
+        self.max_hour = max(self.max_hour, int(hours[-1]))
+        for h in sorted(k for k in self.buffers if k < self.max_hour):
+            self.flush_hour(h, pa.concat_tables(self.buffers.pop(h)))
+        for d in sorted(d for d in self.days
+                        if d < self.max_hour // 24 and not any(k // 24 == d for k in self.buffers)):
+            self.finalize_day(d)
+
+    def finish(self) -> None:
+        """End of file: write the hours still buffered (or spilled) and the last days' snapshots."""
+        if self.spill is not None:
+            for h in self.spill.hours():
+                self.flush_hour(h, self.spill.read(h))
+                if not any(k // 24 == h // 24 for k in self.spill.hours()):
+                    self.finalize_day(h // 24)
+        else:
+            for h in sorted(self.buffers):
+                self.flush_hour(h, pa.concat_tables(self.buffers.pop(h)))
+        for d in sorted(self.days):
+            self.finalize_day(d)
+
+    def fill_empty(self) -> None:
+        """Empty snapshots for the days of the span without events, then 24 empty hours for them."""
+        writer = self.writer
+        span = date_span(writer.dates())
+        for date in span:
+            if date not in writer.snapshots.get("users", {}):
+                writer.write_snapshot("users", users_table(pa.array([], pa.string())), date)
+                writer.write_snapshot("items", items_table(*[pa.array([], f.type) for f in ITEM_SCHEMA]), date)
+        writer.fill_empty_hours(span)
+
+
 def import_avazu(cfg: Config, path: str | Path, *, start: str | None = None, end: str | None = None,
                  fill_empty_hours: bool = True, unsorted: bool = False, event_time: str = "spread",
                  validate: bool = True, block_size: int = DEFAULT_BLOCK_SIZE,
                  spill_dir: str | None = None) -> dict[str, Any]:
-    """Import one Avazu train.csv; returns the summary dict (dates, hours, rows, users, items ...)."""
+    """Import one Avazu train.csv; returns the summary dict (dates, hours, rows, users, items ...).
+
+    Raises :class:`InputError` for a malformed file (naming file, line and column),
+    ``FileNotFoundError`` for a missing one, ``ValueError`` for bad options; a failure removes the
+    partitions this run had written.
+    """
     t_start = time.perf_counter()
     path = Path(path)
     if not path.is_file():
@@ -246,151 +412,26 @@ def import_avazu(cfg: Config, path: str | Path, *, start: str | None = None, end
     header = read_header(path)
     check_header(path, header)
 
-    store = open_store(cfg)
     inputs = {"source": str(path.resolve()), "format": "avazu", "event_time": event_time}
-    writer = PartitionWriter(cfg, store, "import_avazu", inputs, validate=validate)
-    item_first_day: dict[str, int] = {}
-    user_hashes = np.empty(0, dtype=np.uint64)
-    days: dict[int, _DayState] = {}
-    buffers: dict[int, list[pa.Table]] = {}
-    flushed: set[int] = set()
-    imported_items: set[str] = set()
-    filtered_out = 0
-    max_hour = -1
-    spill = _Spill(spill_dir) if unsorted else None
-
-    def flush_hour(hour_key: int, table: pa.Table) -> None:
-        day = hour_key // 24
-        table = table.drop_columns(["_hour", "_line"])
-        n = table.num_rows
-        table = table.append_column("event_time", hour_event_times(hour_key, n, event_time))
-        table = table.append_column("conversion", pa.repeat(pa.scalar(0, pa.int8()), n))
-        writer.write_hour(complete_logs(table), day_of(day), hour_key % 24, source_rows=n)
-        days.setdefault(day, _DayState()).add(table)
-        flushed.add(hour_key)
-
-    def finalize_day(day: int) -> None:
-        nonlocal user_hashes
-        state = days.pop(day, None)
-        if state is None:
-            return
-        date = day_of(day)
-        users = pc.unique(pa.chunked_array(state.users, pa.string()))
-        users = users.take(pc.sort_indices(users))
-        user_hashes = np.union1d(user_hashes, _hash_ids(users))
-        writer.write_snapshot("users", users_table(users), date)
-        items = _mode_per_item(pa.concat_tables(state.items))   # sorted by item_id
-        imported_items.update(items.column("item_id").to_pylist())
-        created = pa.array([item_first_day[i] for i in items.column("item_id").to_pylist()], pa.int32())
-        items_t = items_table(items.column("item_id").combine_chunks(),
-                              *[items.column(c).combine_chunks() for c in ITEM_SIDE],
-                              created.cast(pa.date32()))
-        writer.write_snapshot("items", items_t, date)
-        log.info("%s: %d hour(s), %d users, %d items", date,
-                 len(writer.hours_written.get(date, ())), len(users), items_t.num_rows)
-
+    writer = PartitionWriter(cfg, open_store(cfg), "import_avazu", inputs, validate=validate)
+    run = _AvazuRun(path, writer, event_time, lo, hi, _Spill(spill_dir) if unsorted else None, spill_dir)
+    rows_read = 0
     with writer.all_or_nothing():
-        try:   # opening reads (and parses) the first block
-            reader = pacsv.open_csv(
-                str(path),
-                read_options=pacsv.ReadOptions(block_size=block_size),
-                convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
-                                                     include_columns=AVAZU_COLUMNS),
-            )
-        except pa.ArrowInvalid as exc:
-            where = _locate_parse_error(path, 2, len(header))
-            raise InputError(f"{path}: {where}: CSV parse error ({exc})") from None
-        line = 2   # physical line of the next data row (line 1 is the header)
-        rows_read = 0
         try:
-            while True:
-                try:
-                    batch = reader.read_next_batch()
-                except StopIteration:
-                    break
-                except pa.ArrowInvalid as exc:
-                    raise InputError(f"{path}: {_locate_parse_error(path, line, len(header))}: "
-                                     f"CSV parse error ({exc})") from None
-                if batch.num_rows == 0:
-                    continue
+            for batch, line in _blocks(path, header, block_size):
                 table = _convert(batch, path, line)
-                line += batch.num_rows
                 rows_read += batch.num_rows
-                # first day of every item, over the whole file (also rows outside --start/--end)
-                firsts = table.group_by("item_id").aggregate([("_hour", "min")])
-                for item, h in zip(firsts.column("item_id").to_pylist(), firsts.column("_hour_min").to_pylist()):
-                    d = h // 24
-                    if item_first_day.get(item, d + 1) > d:
-                        item_first_day[item] = d
-                hours = table.column("_hour").to_numpy()
-                keep = in_range_mask(hours // 24, lo, hi)
-                if keep is not None:
-                    filtered_out += int((~keep).sum())
-                    table, hours = table.filter(pa.array(keep)), hours[keep]
-                if table.num_rows == 0:
-                    continue
-                if spill is None:
-                    # the streaming mode needs hours in non-decreasing file order
-                    steps = np.diff(hours)
-                    if (max_hour >= 0 and hours[0] < max_hour) or np.any(steps < 0):
-                        i = 0 if (max_hour >= 0 and hours[0] < max_hour) else int(np.argmax(steps < 0)) + 1
-                        bad_line = int(table.column("_line")[i].as_py())
-                        if not flushed:
-                            log.warning("%s, line %d: not sorted by hour; buffering every hour in temporary "
-                                        "files (as with --unsorted)", path, bad_line)
-                            spill = _Spill(spill_dir)
-                            for h in sorted(buffers):
-                                for part in buffers.pop(h):
-                                    spill.add(h, part)
-                        else:
-                                raise InputError(
-                                f"{path}, line {bad_line}, column 'hour': the file is not sorted by hour "
-                                f"(hour {_fmt_hour(hours[i])} after hour "
-                                f"{_fmt_hour(hours[i - 1] if i else max_hour)}); "
-                                f"re-run with --unsorted")
-                order = np.argsort(hours, kind="stable")
-                if np.any(order != np.arange(len(order))):
-                    table, hours = table.take(pa.array(order)), hours[order]
-                cuts = np.flatnonzero(np.diff(hours)) + 1
-                for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(hours)]])):
-                    h, part = int(hours[a]), table.slice(int(a), int(b - a))
-                    if spill is not None:
-                        spill.add(h, part)
-                    else:
-                        buffers.setdefault(h, []).append(part)
-                if spill is not None:
-                    continue
-                max_hour = max(max_hour, int(hours[-1]))
-                for h in sorted(k for k in buffers if k < max_hour):
-                    flush_hour(h, pa.concat_tables(buffers.pop(h)))
-                for d in sorted(d for d in days if d < max_hour // 24 and not any(k // 24 == d for k in buffers)):
-                    finalize_day(d)
-            # end of file
-            if spill is not None:
-                for h in spill.hours():
-                    flush_hour(h, spill.read(h))
-                    if not any(k // 24 == h // 24 for k in spill.hours()):
-                        finalize_day(h // 24)
-            else:
-                for h in sorted(buffers):
-                    flush_hour(h, pa.concat_tables(buffers.pop(h)))
-            for d in sorted(days):
-                finalize_day(d)
+                run.add(table)
+            run.finish()
         finally:
-            if spill is not None:
-                spill.close()
-
+            if run.spill is not None:
+                run.spill.close()
         if fill_empty_hours:
-            span = date_span(writer.dates())
-            for date in span:   # days without any event inside the span: empty snapshots
-                if date not in writer.snapshots.get("users", {}):
-                    writer.write_snapshot("users", users_table(pa.array([], pa.string())), date)
-                    writer.write_snapshot("items", items_table(*[pa.array([], f.type) for f in ITEM_SCHEMA]), date)
-            writer.fill_empty_hours(span)
+            run.fill_empty()
     summary = writer.summary(
-        source=str(path), format="avazu", rows_read=rows_read, rows_filtered_out=filtered_out,
-        users=int(len(user_hashes)),
-        items=len(imported_items),
+        source=str(path), format="avazu", rows_read=rows_read, rows_filtered_out=run.filtered_out,
+        users=int(len(run.user_hashes)),
+        items=len(run.imported_items),
         seconds=round(time.perf_counter() - t_start, 3),
     )
     log.info("avazu import done: %d rows, %d hour(s) + %d empty, %d date(s) in %.2fs", summary["rows"],
@@ -400,29 +441,26 @@ def import_avazu(cfg: Config, path: str | Path, *, start: str | None = None, end
 
 # ---- CLI ------------------------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser("python -m dailyrec.ingest.avazu", "Import an Avazu train.csv into the log contract.")
-    p.add_argument("--unsorted", action="store_true",
-                   help="the file is not sorted by hour: spill every hour to a temporary file and "
-                        "write all hours at the end (bounded memory, extra disk I/O)")
-    p.add_argument("--spill-dir", default=None, help="temporary directory for --unsorted (default: TMPDIR)")
-    p.add_argument("--event-time", choices=["spread", "hour_start"], default="spread",
-                   help="spread the hour's rows over the hour in file order (default) or put them all "
-                        "at the hour start")
-    p.add_argument("--block-size", type=int, default=DEFAULT_BLOCK_SIZE, help="CSV read block size in bytes")
-    return p
+def import_avazu_cli(cfg: Config, input: str, start: str | None = None, end: str | None = None,
+                     fill_empty_hours: bool = True, unsorted: bool = False,
+                     event_time: Literal["spread", "hour_start"] = "spread", validate: bool = True,
+                     block_size: int = DEFAULT_BLOCK_SIZE, spill_dir: str | None = None,
+                     data_root: str | None = None) -> dict[str, Any]:
+    """Import an Avazu train.csv into the log contract.
 
-
-def _run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    return import_avazu(cfg, args.input, start=args.start, end=args.end,
-                        fill_empty_hours=args.fill_empty_hours, unsorted=args.unsorted,
-                        event_time=args.event_time, validate=args.validate,
-                        block_size=args.block_size, spill_dir=args.spill_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(argv, _parser(), _run)
+    ``input``: the CSV (a local path; plain, .gz or .bz2); ``start``/``end``: inclusive
+    YYYY-MM-DD date filter; ``fill_empty_hours``: write empty, valid, _SUCCESS-marked partitions
+    for the hours without events of every imported date; ``unsorted``: the file is not sorted by
+    hour (spill every hour to a temporary file in ``spill_dir``, write all at the end);
+    ``event_time``: spread the hour's rows over the hour in file order, or put them all at the
+    hour start; ``validate``: re-read every written partition with validate_partition;
+    ``block_size``: CSV read block in bytes; ``data_root`` overrides storage.data_root.
+    Returns :func:`import_avazu`'s summary.
+    """
+    return import_avazu(with_data_root(cfg, data_root), input, start=start, end=end,
+                        fill_empty_hours=fill_empty_hours, unsorted=unsorted, event_time=event_time,
+                        validate=validate, block_size=block_size, spill_dir=spill_dir)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.main(import_avazu_cli, render=print_summary)

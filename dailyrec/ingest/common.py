@@ -13,12 +13,9 @@ See docs/importers.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 
-from dailyrec.config import Config, ConfigError, load_config, parse_set_args
+from dailyrec.config import Config
 from dailyrec.dates import parse_date
-from dailyrec.errors import ContractError
 from dailyrec.contract import (INT_SIDE, ITEM_SCHEMA, LOG_SCHEMA, STR_SIDE, USER_SCHEMA, validate_partition,
-                              write_partition)
+                               write_partition)
+from dailyrec.errors import ContractError
 from dailyrec.storage import Store, make_manifest
 
 log = logging.getLogger("dailyrec.import")
@@ -349,35 +346,13 @@ def items_table(item_id: pa.Array, category: pa.Array, domain: pa.Array, publish
 
 # ---- CLI ------------------------------------------------------------------------------------------
 
-def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
-    p.add_argument("--input", required=True, help="input file or directory (a local path)")
-    p.add_argument("--data-root", default=None, help="data root (overrides storage.data_root)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, e.g. storage.data_root=/tmp/x (repeatable)")
-    p.add_argument("--start", default=None, help="first date to import (YYYY-MM-DD, inclusive)")
-    p.add_argument("--end", default=None, help="last date to import (YYYY-MM-DD, inclusive)")
-    p.add_argument("--fill-empty-hours", action=argparse.BooleanOptionalAction, default=True,
-                   help="write empty, valid, _SUCCESS-marked partitions for the hours without events "
-                        "of every imported date (default: on)")
-    p.add_argument("--no-validate", dest="validate", action="store_false",
-                   help="skip re-reading every written partition with validate_partition")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p
+def with_data_root(cfg: Config, data_root: str | None) -> Config:
+    """``cfg`` with ``storage.data_root`` replaced by ``data_root`` (the CLIs' ``--data-root``), if given."""
+    return cfg.with_overrides({"storage.data_root": data_root}) if data_root else cfg
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = parse_set_args(args.set)
-    if args.data_root:
-        overrides["storage.data_root"] = args.data_root
-    return load_config(overrides=overrides)
-
-
-def print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
-        return
+def print_summary(summary: dict[str, Any]) -> None:
+    """The human summary of an import (the CLIs' output; ``--json`` prints the whole dict instead)."""
     s = summary
     print(f"imported {s.get('source')} ({s.get('format')}) into {s['data_root']}")
     print(f"  dates  : {s['n_dates']} ({s['first_date']} .. {s['last_date']})")
@@ -388,19 +363,3 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
           + ")")
     print(f"  users  : {s.get('users', 0):,} distinct; items: {s.get('items', 0):,} distinct")
     print(f"  time   : {s.get('seconds', 0):.2f}s")
-
-
-def run_cli(argv: list[str] | None, parser: argparse.ArgumentParser,
-            run: Callable[[Config, argparse.Namespace], dict[str, Any]]) -> int:
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = config_from_args(args)
-        summary = run(cfg, args)
-    except (InputError, ContractError, ConfigError, FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_summary(summary, args.json)
-    return 0

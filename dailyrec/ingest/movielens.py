@@ -26,14 +26,13 @@ user whose first rating (in the whole file) is on or before that date, with ``us
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -41,11 +40,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from dailyrec import cli
 from dailyrec.config import Config
+from dailyrec.ingest.common import (DEFAULT_STR, InputError, PartitionWriter, check_mask, complete_logs,
+                                    concat_str, date_filter, date_span, day_of, hour_bounds, in_range_mask,
+                                    items_table, parse_int, print_summary, users_table, with_data_root)
 from dailyrec.storage import open_store
-from dailyrec.ingest.common import (DEFAULT_STR, InputError, PartitionWriter, base_parser, check_mask,
-                              complete_logs, concat_str, date_filter, date_span, day_of, hour_bounds,
-                              in_range_mask, items_table, parse_int, run_cli, users_table)
 
 log = logging.getLogger("dailyrec.import")
 
@@ -279,21 +279,24 @@ def _build_items(ids: np.ndarray, first_day: np.ndarray, items: Items) -> pa.Tab
 
 # ---- import ---------------------------------------------------------------------------------------
 
-def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = None,
-                     end: str | None = None, fill_empty_hours: bool = True, fmt: str = "auto",
-                     validate: bool = True) -> dict[str, Any]:
-    """Import a MovieLens 100K/1M directory; returns the summary dict."""
-    t_start = time.perf_counter()
-    directory = Path(directory)
-    if directory.is_file():
-        directory = directory.parent
-    fmt = detect_format(directory, fmt)
-    files = FORMATS[fmt]
-    lo, hi = date_filter(start, end)
+@dataclass
+class _Parsed:
+    """Every input file of a MovieLens directory, parsed (nothing written yet)."""
 
-    # -- parse everything first: a bad file writes nothing at all
+    fmt: str
+    files: dict[str, str]
+    users: Users | None
+    items: Items
+    ratings: pd.DataFrame     # user, item, rating, ts (see read_ratings)
+    unknown_users: int        # user ids of the ratings missing from the users file
+    unknown_items: int
+    seconds: float
+
+
+def _parse(directory: Path, fmt: str) -> _Parsed:
+    """Parse the ratings, users and items files of ``directory`` (``fmt``: "100k" or "1m", see detect_format)."""
     t0 = time.perf_counter()
-    ratings_path = directory / files["ratings"]
+    files = FORMATS[fmt]
     users_path, items_path = directory / files["users"], directory / files["items"]
     if not items_path.is_file():
         raise FileNotFoundError(f"{directory}: {files['items']} is missing (needed for the items snapshots)")
@@ -306,7 +309,7 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
         if users is None:
             log.warning("%s: no users.dat; users get gender/segment 'unknown' and a null age bucket", directory)
         items = read_items_1m(items_path)
-    df = read_ratings(ratings_path)
+    df = read_ratings(directory / files["ratings"])
     parse_s = time.perf_counter() - t0
     log.info("%s: %s format, %d ratings parsed in %.2fs", directory, fmt, len(df), parse_s)
 
@@ -318,6 +321,63 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
     if len(missing_i):
         log.warning("%d movie id(s) of the ratings are not in %s (default attributes)",
                     len(missing_i), items_path.name)
+    return _Parsed(fmt, files, users, items, df, len(missing_u), len(missing_i), parse_s)
+
+
+def _write_logs(writer: PartitionWriter, df: pd.DataFrame) -> None:
+    """The hourly log partitions of ``df`` (sorted by ``ts``): one vectorised table, sliced per hour."""
+    t0 = time.perf_counter()
+    ts = df["ts"].to_numpy()
+    user_id = _prefixed("u", df["user"].to_numpy())
+    item_id = _prefixed("m", df["item"].to_numpy())
+    core = pa.table({
+        "event_time": pa.array(ts * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "request_id": concat_str(user_id, ":", item_id, ":", pc.cast(pa.array(ts, pa.int64()), pa.string())),
+        "user_id": user_id,
+        "item_id": item_id,
+        "click": pa.repeat(pa.scalar(1, pa.int8()), len(df)),
+        "conversion": pa.array((df["rating"].to_numpy() >= CONVERSION_MIN_RATING).astype(np.int8)),
+    })
+    for hour_key, a, b in hour_bounds(ts // 3600):
+        writer.write_hour(complete_logs(core.slice(a, b - a)), day_of(hour_key // 24), hour_key % 24)
+    log.info("wrote %d hour partition(s) over %d date(s) in %.2fs", writer.hours_with_events,
+             len(writer.dates()), time.perf_counter() - t0)
+
+
+def _write_snapshots(writer: PartitionWriter, dates: list[str], first_user: pd.Series, first_item: pd.Series,
+                     parsed: _Parsed) -> None:
+    """Users and items snapshots of ``dates``: everything known (first rating) up to each date.
+
+    ``first_user``/``first_item``: epoch day of the first rating, indexed by sorted id.
+    """
+    t0 = time.perf_counter()
+    all_users = _build_users(first_user.index.to_numpy(), parsed.users)
+    all_items = _build_items(first_item.index.to_numpy(), first_item.to_numpy(), parsed.items)
+    u_first, i_first = first_user.to_numpy(), first_item.to_numpy()
+    for date in dates:
+        d = (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days
+        writer.write_snapshot("users", all_users.filter(pa.array(u_first <= d)), date)
+        writer.write_snapshot("items", all_items.filter(pa.array(i_first <= d)), date)
+    log.info("wrote %d users + %d items snapshot(s) in %.2fs", len(dates), len(dates), time.perf_counter() - t0)
+
+
+def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = None,
+                     end: str | None = None, fill_empty_hours: bool = True, fmt: str = "auto",
+                     validate: bool = True) -> dict[str, Any]:
+    """Import a MovieLens 100K/1M directory; returns the summary dict.
+
+    Every file is parsed before anything is written; a malformed one raises :class:`InputError`
+    (file, line, column), a missing one ``FileNotFoundError``; a failure while writing removes the
+    partitions this run had written.
+    """
+    t_start = time.perf_counter()
+    directory = Path(directory)
+    if directory.is_file():
+        directory = directory.parent
+    fmt = detect_format(directory, fmt)
+    lo, hi = date_filter(start, end)
+    parsed = _parse(directory, fmt)   # a bad file writes nothing at all
+    df = parsed.ratings
 
     # -- first-rating day per user/item, over the whole file (independent of --start/--end)
     df["day"] = df["ts"] // 86400
@@ -331,53 +391,22 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
         df = df[keep]
     df = df.sort_values(["ts", "user", "item"], kind="stable", ignore_index=True)
 
-    store = open_store(cfg)
     inputs = {"source": str(directory.resolve()), "format": f"movielens-{fmt}",
-              "files": {k: v for k, v in files.items() if (directory / v).is_file()}}
-    writer = PartitionWriter(cfg, store, "import_movielens", inputs, validate=validate)
-
+              "files": {k: v for k, v in parsed.files.items() if (directory / v).is_file()}}
+    writer = PartitionWriter(cfg, open_store(cfg), "import_movielens", inputs, validate=validate)
     with writer.all_or_nothing():   # a failure removes what this run wrote
-        # -- logs: one vectorised table, sliced per hour
-        t0 = time.perf_counter()
-        ts = df["ts"].to_numpy()
-        user_id = _prefixed("u", df["user"].to_numpy())
-        item_id = _prefixed("m", df["item"].to_numpy())
-        core = pa.table({
-            "event_time": pa.array(ts * 1_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-            "request_id": concat_str(user_id, ":", item_id, ":", pc.cast(pa.array(ts, pa.int64()), pa.string())),
-            "user_id": user_id,
-            "item_id": item_id,
-            "click": pa.repeat(pa.scalar(1, pa.int8()), len(df)),
-            "conversion": pa.array((df["rating"].to_numpy() >= CONVERSION_MIN_RATING).astype(np.int8)),
-        })
-        for hour_key, a, b in hour_bounds(ts // 3600):
-            writer.write_hour(complete_logs(core.slice(a, b - a)), day_of(hour_key // 24), hour_key % 24)
-        dates = writer.dates()
-        log.info("wrote %d hour partition(s) over %d date(s) in %.2fs", writer.hours_with_events,
-                 len(dates), time.perf_counter() - t0)
-
-        # -- snapshots: everything known (first rating) up to each imported date; with the fill, the
-        #    dates without events inside the span get snapshots (and 24 empty hours) too
-        snapshot_dates = date_span(dates) if fill_empty_hours else dates
-        t0 = time.perf_counter()
-        all_users = _build_users(first_user.index.to_numpy(), users)
-        all_items = _build_items(first_item.index.to_numpy(), first_item.to_numpy(), items)
-        u_first, i_first = first_user.to_numpy(), first_item.to_numpy()
-        for date in snapshot_dates:
-            d = (dt.date.fromisoformat(date) - dt.date(1970, 1, 1)).days
-            writer.write_snapshot("users", all_users.filter(pa.array(u_first <= d)), date)
-            writer.write_snapshot("items", all_items.filter(pa.array(i_first <= d)), date)
-        log.info("wrote %d users + %d items snapshot(s) in %.2fs", len(snapshot_dates), len(snapshot_dates),
-                 time.perf_counter() - t0)
-
+        _write_logs(writer, df)
+        # with the fill, the dates without events inside the span get snapshots (and 24 empty hours) too
+        snapshot_dates = date_span(writer.dates()) if fill_empty_hours else writer.dates()
+        _write_snapshots(writer, snapshot_dates, first_user, first_item, parsed)
         if fill_empty_hours:
             writer.fill_empty_hours(snapshot_dates)
     summary = writer.summary(
         source=str(directory), format=f"movielens-{fmt}", rows_read=int(len(df) + filtered_out),
         rows_filtered_out=filtered_out,
         users=int(df["user"].nunique()), items=int(df["item"].nunique()),
-        unknown_user_ids=int(len(missing_u)), unknown_item_ids=int(len(missing_i)),
-        parse_seconds=round(parse_s, 3),
+        unknown_user_ids=parsed.unknown_users, unknown_item_ids=parsed.unknown_items,
+        parse_seconds=round(parsed.seconds, 3),
         seconds=round(time.perf_counter() - t_start, 3),
     )
     log.info("movielens import done: %d rows, %d hour(s) + %d empty, %d date(s) in %.2fs", summary["rows"],
@@ -387,22 +416,21 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
 
 # ---- CLI ------------------------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    p = base_parser("python -m dailyrec.ingest.movielens",
-                    "Import a MovieLens 100K or 1M directory into the log contract.")
-    p.add_argument("--format", dest="fmt", choices=["auto", "100k", "1m"], default="auto",
-                   help="input format (default: detected from the files present)")
-    return p
+def import_movielens_cli(cfg: Config, input: str, start: str | None = None, end: str | None = None,
+                         fill_empty_hours: bool = True, format: Literal["auto", "100k", "1m"] = "auto",
+                         validate: bool = True, data_root: str | None = None) -> dict[str, Any]:
+    """Import a MovieLens 100K or 1M directory into the log contract.
 
-
-def _run(cfg: Config, args: argparse.Namespace) -> dict[str, Any]:
-    return import_movielens(cfg, args.input, start=args.start, end=args.end,
-                            fill_empty_hours=args.fill_empty_hours, fmt=args.fmt, validate=args.validate)
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run_cli(argv, _parser(), _run)
+    ``input``: the directory (a local path); ``start``/``end``: inclusive YYYY-MM-DD date filter;
+    ``fill_empty_hours``: snapshots and empty, valid, _SUCCESS-marked hour partitions for the
+    dates without events inside the imported span; ``format``: the input format (default:
+    detected from the files present); ``validate``: re-read every written partition with
+    validate_partition; ``data_root`` overrides storage.data_root. Returns
+    :func:`import_movielens`'s summary.
+    """
+    return import_movielens(with_data_root(cfg, data_root), input, start=start, end=end,
+                            fill_empty_hours=fill_empty_hours, fmt=format, validate=validate)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    cli.main(import_movielens_cli, render=print_summary)

@@ -11,12 +11,12 @@ Rows: ``ranking_samples/dt=D/holdout.parquet``, every impression of the last
 * ``previous``: the newest *published* ranking model before ``cur_date`` (yesterday's), if any.
 
 Every model's predictions are calibrated back from its own training down-sample rate (the
-``negative_downsample_rate`` of its manifest; ``tasks.ranking.ranking_samples.calibrate`` and
-``calibrate_conversion``) before the metrics. Per task (click, conversion): ``auc``,
+``negative_downsample_rate`` of its manifest; :func:`dailyrec.ranking.calibrate` and
+:func:`~dailyrec.ranking.calibrate_conversion`) before the metrics. Per task (click, conversion): ``auc``,
 ``logloss``, ``calibration`` (mean calibrated prediction / mean label; 1 is perfect),
 ``mean_pred``, ``mean_label`` and ``mean_raw_pred`` (the uncalibrated mean).
 
-Gate diagnostics of the new MMoE on the same rows (``models.mmoe.gate_diagnostics``): mean gate
+Gate diagnostics of the new MMoE on the same rows (``models.ranking.gate_diagnostics``): mean gate
 weight per expert per task and its normalised entropy; a collapsed gate (one expert takes more
 than 90% of a task's mean weight) is a warning (``warnings`` in the report and the task log), not
 a failure.
@@ -30,143 +30,30 @@ failure: the DAG skips the publish and yesterday's model stays the published one
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
 
-from dailyrec.config import Config, load_config
-from dailyrec.dates import parse_date
+from dailyrec import cli
+from dailyrec.config import Config
+from dailyrec.ranking import (NAME, TASKS, artifact_dirs, auc_gate_reasons, collapsed_gate_warnings, format_table,
+                              model_rate, predict_calibrated, task_metrics)
 from dailyrec.registry import eval_report_path, model_dir, published_before
-from dailyrec.storage import MANIFEST, Timer, make_manifest, open_store
-
-log = logging.getLogger("dailyrec.evaluate_mmoe")
-NAME = "mmoe"
-TASKS = ("click", "conversion")
-LOGLOSS_EPS = 1e-7
+from dailyrec.step import StepRun, begin
+from dailyrec.storage import MANIFEST
 
 
-# ---- metrics ------------------------------------------------------------------------------------
-def auc(labels: Any, scores: Any) -> float | None:
-    """ROC AUC (Mann-Whitney U, ties get average ranks); ``None`` without both classes."""
-    y = np.asarray(labels).astype(bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos = int(y.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(s, kind="mergesort")
-    _, inverse, counts = np.unique(s[order], return_inverse=True, return_counts=True)
-    avg_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based average rank of each tie group
-    ranks = np.empty(len(s))
-    ranks[order] = avg_rank[inverse]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def log_loss(labels: Any, probs: Any) -> float:
-    y = np.asarray(labels, dtype=np.float64)
-    p = np.clip(np.asarray(probs, dtype=np.float64), LOGLOSS_EPS, 1 - LOGLOSS_EPS)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-
-
-def task_metrics(labels: dict[str, np.ndarray], calibrated: dict[str, np.ndarray],
-                 raw: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """Flat ``{<task>_<metric>: value}`` for every task (see the module doc)."""
-    out: dict[str, float | None] = {}
-    for t in TASKS:
-        y, p = labels[t], calibrated[t]
-        a = auc(y, p)
-        mean_label = float(y.mean())
-        out[f"{t}_auc"] = round(a, 6) if a is not None else None
-        out[f"{t}_logloss"] = round(log_loss(y, p), 6)
-        out[f"{t}_calibration"] = round(float(p.mean()) / mean_label, 4) if mean_label > 0 else None
-        out[f"{t}_mean_pred"] = round(float(p.mean()), 6)
-        out[f"{t}_mean_label"] = round(mean_label, 6)
-        out[f"{t}_mean_raw_pred"] = round(float(raw[t].mean()), 6)
-    return out
-
-
-# ---- models -------------------------------------------------------------------------------------
-def signature_specs(ranker: Any) -> list[dict[str, str]]:
-    """Feature spec dicts (name, dtype) of a loaded SavedModel's serving signature."""
-    import tensorflow as tf
-
-    return [{"name": n, "dtype": "string" if spec.dtype == tf.string else "int"}
-            for n, spec in sorted(ranker.input_signature.items())]
-
-
-def model_rate(store: Any, mdir: str) -> float:
-    """The negative down-sample rate a model was trained with (its manifest)."""
-    man = store.read_json(f"{mdir}/{MANIFEST}")
-    return float(man.get("negative_downsample_rate", 1.0))
-
-
-def predict_calibrated(ranker: Any, table: Any, rate: float, where: str = "rows") -> tuple[dict, dict]:
-    """Raw and calibrated ``{task: float64[n]}`` of a loaded ranker on an Arrow table."""
-    from tasks.ranking.ranking_samples import calibrate, calibrate_conversion
-    from dailyrec.inputs import feature_arrays
-
-    feats = feature_arrays(table, signature_specs(ranker), where=where)
-    raw = {t: np.asarray(v, dtype=np.float64).reshape(-1) for t, v in ranker(feats).items()}
-    cal = {"click": calibrate(raw["click"], rate),
-           "conversion": calibrate_conversion(raw["conversion"], raw["click"], rate)}
-    return raw, cal
-
-
-def _gate_warnings(diag: dict[str, Any]) -> list[str]:
-    out = []
-    for task, d in diag.items():
-        if d["collapsed"]:
-            w = d["mean_weight"]
-            top = int(np.argmax(w))
-            out.append(f"MMoE gate of task '{task}' collapsed: expert {d['experts'][top]} takes {w[top]:.0%} of "
-                       f"the mean gate weight (normalised entropy {d['entropy']:.2f}); the task barely uses "
-                       f"the other experts")
-    return out
-
-
-# ---- the step -----------------------------------------------------------------------------------
-def evaluate_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    from models.mmoe import gate_diagnostics, load_model, load_ranking_model
-    from dailyrec.inputs import feature_arrays
-    from tasks.ranking.train_mmoe import artifact_dirs
-
-    cfg = cfg or load_config()
-    cur_date = parse_date(cur_date).isoformat()
-    store = open_store(cfg)
-    timer = Timer()
-    rc = cfg.ranking
-    hold_path = f"{store.partition('ranking_samples', cur_date)}/holdout.parquet"
-    new_dir = model_dir(store, NAME, cur_date)
-    for p in (hold_path, f"{new_dir}/{MANIFEST}"):
-        if not store.exists(p):
-            raise FileNotFoundError(f"{p} is missing: run tasks.ranking.ranking_samples and tasks.ranking.train_mmoe for {cur_date} first")
-    with timer.step("load"):
-        holdout = pq.read_table(hold_path, filesystem=store.fs)
-        new_man = store.read_json(f"{new_dir}/{MANIFEST}")
-    n = holdout.num_rows
-    if n == 0:
-        raise ValueError(f"{hold_path} has no rows: nothing to evaluate (training.holdout_hours="
-                         f"{cfg.training.holdout_hours})")
-    labels = {t: holdout.column(t).to_numpy(zero_copy_only=False).astype(np.float64) for t in TASKS}
-    warnings: list[str] = []
-    for t in TASKS:
-        if labels[t].sum() == 0:
-            warnings.append(f"the holdout has no {t} positive: {t} AUC is undefined and the gate ignores it")
+def _score_models(run: StepRun, holdout: Any, hold_path: str, labels: dict[str, np.ndarray],
+                  candidates: list[tuple[str, str, str]], prev: dict[str, Any] | None,
+                  warnings: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
+    """Metrics and training rates of each ``(name, model dir, role)`` on the holdout rows."""
+    from models.serving import load_ranking_model
 
     table: dict[str, dict[str, Any]] = {}
     rates: dict[str, float] = {}
-    candidates = [("new", new_dir, "main")]
-    if "baseline" in (new_man.get("artifacts") or {}):
-        candidates.append(("shared_bottom", new_dir, "baseline"))
-    prev = published_before(store, NAME, cur_date)
-    if prev is not None:
-        candidates.append(("previous", prev["model_dir"], "main"))
     for name, mdir, role in candidates:
-        with timer.step(name):
-            rate = model_rate(store, mdir)
+        with run.timer.step(name):
+            rate = model_rate(run.store, mdir)
             try:
                 ranker = load_ranking_model(artifact_dirs(mdir, role)[1])
                 raw, cal = predict_calibrated(ranker, holdout, rate, where=hold_path)
@@ -178,34 +65,62 @@ def evaluate_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
                 continue
             table[name] = task_metrics(labels, cal, raw)
             rates[name] = rate
+    return table, rates
 
-    gates: dict[str, Any] = {}
-    if new_man.get("kind", "mmoe") == "mmoe":
-        with timer.step("gate_diagnostics"):
-            keras_model = load_model(artifact_dirs(new_dir, "main")[0], compile=False)
-            feats = feature_arrays(holdout, list(keras_model.encoder.specs), where=hold_path)
-            gates = gate_diagnostics(keras_model, feats)
-            del keras_model
-        warnings += _gate_warnings(gates)
 
-    reasons: list[str] = []
-    max_drop = rc.max_auc_drop_vs_previous
-    if "previous" in table:
-        for t in TASKS:
-            new_auc, old_auc = table["new"][f"{t}_auc"], table["previous"][f"{t}_auc"]
-            if new_auc is None or old_auc is None:
-                continue
-            if new_auc < old_auc - max_drop:
-                reasons.append(f"{t} AUC {new_auc:.4f} is more than {max_drop} below the previous model's "
-                               f"{old_auc:.4f} ({prev['cur_date']})")
+def _gate_diagnostics(run: StepRun, new_dir: str, holdout: Any, hold_path: str) -> dict[str, Any]:
+    """``models.ranking.gate_diagnostics`` of the day's MMoE on the holdout rows."""
+    from dailyrec.inputs import feature_arrays
+    from models.ranking import gate_diagnostics, load_model
+
+    with run.timer.step("gate_diagnostics"):
+        keras_model = load_model(artifact_dirs(new_dir, "main")[0], compile=False)
+        feats = feature_arrays(holdout, list(keras_model.encoder.specs), where=hold_path)
+        return gate_diagnostics(keras_model, feats)
+
+
+def step(cur_date: str, cfg: Config) -> dict[str, Any]:
+    """Evaluate the day's ranking model (and its baseline, and yesterday's) on the holdout; the gate."""
+    import pyarrow.parquet as pq
+
+    run = begin("evaluate_mmoe", cur_date, cfg)
+    store, cur_date, log = run.store, run.cur_date, run.log
+    hold_path = run.path("ranking_samples", "holdout.parquet")
+    new_dir = model_dir(store, NAME, cur_date)
+    run.require(hold_path, f"{new_dir}/{MANIFEST}",
+                hint=f"run tasks.ranking.ranking_samples and tasks.ranking.train_mmoe for {cur_date} first")
+    with run.timer.step("load"):
+        holdout = pq.read_table(hold_path, filesystem=store.fs)
+        new_man = store.read_json(f"{new_dir}/{MANIFEST}")
+    n = holdout.num_rows
+    if n == 0:
+        raise ValueError(f"{hold_path} has no rows: nothing to evaluate (training.holdout_hours="
+                         f"{cfg.training.holdout_hours})")
+    labels = {t: holdout.column(t).to_numpy(zero_copy_only=False).astype(np.float64) for t in TASKS}
+    warnings = [f"the holdout has no {t} positive: {t} AUC is undefined and the gate ignores it"
+                for t in TASKS if labels[t].sum() == 0]
+
+    candidates = [("new", new_dir, "main")]
+    if "baseline" in (new_man.get("artifacts") or {}):
+        candidates.append(("shared_bottom", new_dir, "baseline"))
+    prev = published_before(store, NAME, cur_date)
+    if prev is not None:
+        candidates.append(("previous", prev["model_dir"], "main"))
+    table, rates = _score_models(run, holdout, hold_path, labels, candidates, prev, warnings)
+    gates = _gate_diagnostics(run, new_dir, holdout, hold_path) if new_man.get("kind", "mmoe") == "mmoe" else {}
+    warnings += collapsed_gate_warnings(gates)
+
+    max_drop = cfg.ranking.max_auc_drop_vs_previous
+    reasons = (auc_gate_reasons(table["new"], table["previous"], max_drop, prev["cur_date"])
+               if "previous" in table else [])
     gate = {"passed": not reasons, "reasons": reasons, "metrics": [f"{t}_auc" for t in TASKS],
             "max_auc_drop_vs_previous": max_drop,
             "previous_model": prev["cur_date"] if prev and "previous" in table else None}
     rows = {"holdout": n, **{f"holdout_{t}s": int(labels[t].sum()) for t in TASKS}}
-    report = make_manifest("evaluate_mmoe", cfg, cur_date, inputs=[hold_path, new_dir] + ([prev["model_dir"]] if prev else []),
-                           rows=rows, timings=timer.timings, table=table, gate=gate, warnings=warnings,
-                           gates=gates, downsample_rates=rates, model_version=new_man.get("model_version"))
-    out = store.partition(f"eval/{NAME}", cur_date)
+    report = run.manifest(inputs=[hold_path, new_dir] + ([prev["model_dir"]] if prev else []),
+                          rows=rows, table=table, gate=gate, warnings=warnings,
+                          gates=gates, downsample_rates=rates, model_version=new_man.get("model_version"))
+    out = run.partition(f"eval/{NAME}")
     with store.atomic_output(out) as tmp:
         store.write_json(f"{tmp}/report.json", report)
     log.info("ranking evaluation of %s on %d holdout impressions (%d clicks, %d conversions):\n%s",
@@ -225,20 +140,5 @@ def evaluate_mmoe(cur_date: str, cfg: Config | None = None) -> dict[str, Any]:
             **{f"{name}_{t}_auc": m[f"{t}_auc"] for name, m in table.items() for t in TASKS}}
 
 
-def format_table(table: dict[str, dict[str, Any]]) -> str:
-    keys = [f"{t}_{m}" for t in TASKS for m in ("auc", "logloss", "calibration")]
-    lines = [f"{'model':<14}" + "".join(f"{k:>24}" for k in keys)]
-    for name, m in table.items():
-        lines.append(f"{name:<14}" + "".join(f"{m[k]:>24.4f}" if m[k] is not None else f"{'-':>24}" for k in keys))
-    return "\n".join(lines)
-
-
-def main() -> None:
-    from dailyrec import cli
-
-    args = cli.parser(__doc__.splitlines()[0]).parse_args()
-    cli.run(lambda: evaluate_mmoe(args.cur_date, cli.config_from_args(args)))
-
-
 if __name__ == "__main__":
-    main()
+    cli.main(step)

@@ -1,23 +1,25 @@
 """Train the MMoE ranking model (click, conversion) for one ``cur_date``, and its shared-bottom baseline.
 
-    python -m tasks.ranking.train_mmoe --cur-date 2026-11-02 [--set ranking.num_experts=6] [--kind shared_bottom] [--no-baseline]
+    python -m tasks.ranking.train_mmoe --cur-date 2026-11-02 [--set ranking.num_experts=6]
+        [--set ranking.kind=shared_bottom] [--set ranking.train_baseline=false]
 
 Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) and
-``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.mmoe`` built from
+``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.ranking`` built from
 ``ranking.*`` and ``features.spec``; it trains *unweighted* on the down-sampled rows (the
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
 in the manifest). Warm start from the newest gate-passed model strictly before ``cur_date``
 (``dailyrec.registry.warm_start_source``; known ids keep their embedding rows, every other layer
-with matching shapes is copied; ``training.warm_start=false`` turns it off). Adam with
-exponential learning-rate decay and a floor (``ranking.learning_rate``, ``lr_decay_rate``,
-``lr_decay_steps``, ``lr_floor``); a checkpoint every ``training.checkpoint_every_steps`` steps
+with matching shapes is copied; ``training.warm_start=false`` turns it off). The optimizer of
+``ranking.optimizer`` (Adam with exponential learning-rate decay and a floor,
+``models.optim.make_optimizer``); a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/mmoe/dt=D/{main,baseline}/``; TensorBoard
 logs; one log line per epoch.
 
-The shared-bottom baseline (``models.mmoe.RankingModel(kind="shared_bottom")``, the same
+The shared-bottom baseline (``models.ranking.RankingModel(kind="shared_bottom")``, the same
 parameter budget) is trained on the same rows with the same epochs, batch size, schedule and
 seed, and warm started from the previous baseline the same way, so the evaluation compares like
-with like.
+with like (``ranking.train_baseline=false`` skips it; ``ranking.kind=shared_bottom`` trains and
+publishes the shared bottom itself, then without a baseline).
 
 Output (atomic), ``models/mmoe/dt=D/``::
 
@@ -32,45 +34,28 @@ Output (atomic), ``models/mmoe/dt=D/``::
 
 from __future__ import annotations
 
-import logging
 import shutil
 import time
 from typing import Any
 
-from dailyrec.config import Config, load_config
-from dailyrec.dates import parse_date
+from dailyrec import cli
+from dailyrec.config import Config
+from dailyrec.ranking import BASELINE, NAME, artifact_dirs, model_version
 from dailyrec.registry import model_dir, warm_start_source
-from dailyrec.storage import MANIFEST, Timer, make_manifest, open_store
+from dailyrec.step import StepRun, begin
+from dailyrec.storage import MANIFEST
 from dailyrec.training import training_callbacks
 
-log = logging.getLogger("dailyrec.train_mmoe")
-NAME = "mmoe"
-BASELINE = "shared_bottom"
-KERAS_DIR = "model"
-SAVED_MODEL_DIR = "saved_model"
 
-
-def model_version(cur_date: str, cfg: Config) -> str:
-    return f"mmoe-{cur_date}-{cfg.digest()[:8]}"
-
-
-def artifact_dirs(root: str, role: str = "main") -> tuple[str, str]:
-    """(Keras model dir, SavedModel dir) inside a ``models/mmoe/dt=D`` folder: ``role`` "main" is
-    the model that is evaluated and published, "baseline" the shared-bottom comparison."""
-    if role not in ("main", "baseline"):
-        raise ValueError(f"role must be 'main' or 'baseline', got {role!r}")
-    base = root if role == "main" else f"{root}/{BASELINE}"
-    return f"{base}/{KERAS_DIR}", f"{base}/{SAVED_MODEL_DIR}"
-
-
-def _fit_one(cfg: Config, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
-             labels: dict[str, Any], warm_dir: str | None, ckpt_dir: str, tb_dir: str,
-             timer: Timer) -> tuple[Any, dict[str, Any]]:
+def _fit_one(run: StepRun, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
+             labels: dict[str, Any], warm_dir: str | None, ckpt_dir: str, tb_dir: str) -> tuple[Any, dict[str, Any]]:
     """Build, (warm start,) fit one model; returns it and its manifest figures."""
     from pathlib import Path
 
-    from models.mmoe import build_ranking_model, load_model, ranking_dataset, warm_start_from
+    from dailyrec.inputs import ranking_dataset
+    from models.ranking import build_ranking_model, load_model, warm_start_from
 
+    cfg, timer, log = run.cfg, run.timer, run.log
     rc = cfg.ranking
     n = len(next(iter(labels.values())))
     with timer.step(f"{kind}_build"):
@@ -91,9 +76,9 @@ def _fit_one(cfg: Config, kind: str, vocabularies: dict[str, list[str]], feature
     t0 = time.perf_counter()
     with timer.step(f"{kind}_fit"):
         hist = model.fit(ds, epochs=rc.epochs, verbose=0, shuffle=False,  # the dataset shuffles
-                         callbacks=training_callbacks(model, log, kind, cfg.ranking.epochs, ckpt_dir, tb_dir,
-                                                    cfg.training.checkpoint_every_steps,
-                                                    cfg.training.checkpoints_keep))
+                         callbacks=training_callbacks(model, log, kind, rc.epochs, ckpt_dir, tb_dir,
+                                                      cfg.training.checkpoint_every_steps,
+                                                      cfg.training.checkpoints_keep))
     fit_s = time.perf_counter() - t0
     history = {k: [round(float(x), 6) for x in v] for k, v in hist.history.items()}
     info = {"kind": kind, "params": int(model.count_params()), "history": history, "warm_start": warm,
@@ -106,55 +91,52 @@ def _fit_one(cfg: Config, kind: str, vocabularies: dict[str, list[str]], feature
     return model, info
 
 
-def train_mmoe(cur_date: str, cfg: Config | None = None, kind: str = "mmoe", baseline: bool = True) -> dict[str, Any]:
-    """Train the day's ranking model (``kind``, default MMoE) and, with ``baseline``, the
-    shared-bottom baseline on the same rows; write ``models/mmoe/dt=D`` atomically."""
+def step(cur_date: str, cfg: Config) -> dict[str, Any]:
+    """Train the day's ranking model and its shared-bottom baseline; write ``models/mmoe/dt=D``.
+
+    ``ranking.kind`` names the model (default MMoE); ``ranking.train_baseline`` the baseline on the
+    same rows. Raises ``FileNotFoundError`` without the day's samples or vocabularies,
+    ``ValueError`` when the training rows hold no click.
+    """
     import pyarrow.parquet as pq
 
-    from models.mmoe import export_ranking_model, save_model
     from dailyrec.inputs import feature_arrays
+    from models.ranking import save_model
+    from models.serving import export_ranking_model
 
-    if kind not in ("mmoe", BASELINE):
-        raise ValueError(f"kind must be 'mmoe' or '{BASELINE}', got {kind!r}")
-    cfg = cfg or load_config()
-    cur_date = parse_date(cur_date).isoformat()
-    store = open_store(cfg)
-    timer = Timer()
-    rc = cfg.ranking
-    sdir = store.partition("ranking_samples", cur_date)
-    samples, smanifest = f"{sdir}/train.parquet", f"{sdir}/{MANIFEST}"
-    vocab_path = f"{store.partition('features', cur_date)}/vocabularies.json"
-    for p in (smanifest, vocab_path):
-        if not store.exists(p):
-            raise FileNotFoundError(f"{p} is missing: run the features and ranking_samples steps for {cur_date} first")
+    run = begin("train_mmoe", cur_date, cfg)
+    store, cur_date, timer, rc = run.store, run.cur_date, run.timer, cfg.ranking
+    samples, smanifest = run.path("ranking_samples", "train.parquet"), run.path("ranking_samples", MANIFEST)
+    vocab_path = run.path("features", "vocabularies.json")
+    run.require(smanifest, vocab_path, hint=f"run the features and ranking_samples steps for {cur_date} first")
     with timer.step("load"):
         table = pq.read_table(samples, filesystem=store.fs)
         sman = store.read_json(smanifest)
         vocabularies = store.read_json(vocab_path)
-        specs = list(cfg.features.spec)
-        arrays = feature_arrays(table, specs, extra={"click": "float32", "conversion": "float32"}, where=samples)
+        arrays = feature_arrays(table, list(cfg.features.spec), extra={"click": "float32", "conversion": "float32"},
+                                where=samples)
     n = table.num_rows
     labels = {"click": arrays.pop("click"), "conversion": arrays.pop("conversion")}
     n_click, n_conv = int(labels["click"].sum()), int(labels["conversion"].sum())
     if n == 0 or n_click == 0:
         raise ValueError(f"{samples}: {n} rows, {n_click} clicks: nothing to train a ranker on")
     rate = float(sman.get("negative_downsample_rate", rc.negative_downsample_rate))
-    log.info("training %s (%s) on %d rows (%d clicks, %d conversions; non-clicks kept at r=%g) from %s",
-             cur_date, kind, n, n_click, n_conv, rate, samples)
+    run.log.info("training %s (%s) on %d rows (%d clicks, %d conversions; non-clicks kept at r=%g) from %s",
+                 cur_date, rc.kind, n, n_click, n_conv, rate, samples)
 
     src = warm_start_source(store, NAME, cur_date) if cfg.training.warm_start else None
     if src is None:
-        log.info("cold start (no gate-passed ranking model before %s%s)", cur_date,
-                 "" if cfg.training.warm_start else "; training.warm_start is off")
-    roles = {"main": kind, **({"baseline": BASELINE} if baseline and kind != BASELINE else {})}
-    ckpt_root = store.local_path(store.partition(f"checkpoints/{NAME}", cur_date))
+        run.log.info("cold start (no gate-passed ranking model before %s%s)", cur_date,
+                     "" if cfg.training.warm_start else "; training.warm_start is off")
+    roles = {"main": rc.kind, **({"baseline": BASELINE} if rc.train_baseline and rc.kind != BASELINE else {})}
+    ckpt_root = store.local_path(run.partition(f"checkpoints/{NAME}"))
     final = model_dir(store, NAME, cur_date)
     infos: dict[str, dict[str, Any]] = {}
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
             warm_dir = artifact_dirs(src[1], role)[0] if src is not None else None
-            model, info = _fit_one(cfg, k, vocabularies, arrays, labels, warm_dir, str(ckpt_root / role),
-                                   f"{tmp}/tensorboard/{role}", timer)
+            model, info = _fit_one(run, k, vocabularies, arrays, labels, warm_dir, str(ckpt_root / role),
+                                   f"{tmp}/tensorboard/{role}")
             if info["warm_start"].get("path"):
                 info["warm_start"]["from"] = src[0]
             keras_dir, sm_dir = artifact_dirs(tmp, role)
@@ -165,10 +147,9 @@ def train_mmoe(cur_date: str, cfg: Config | None = None, kind: str = "mmoe", bas
             del model
         main = infos["main"]
         version = model_version(cur_date, cfg)
-        manifest = make_manifest(
-            "train_mmoe", cfg, cur_date, inputs=[samples, vocab_path],
-            rows={"train": n, "clicks": n_click, "conversions": n_conv},
-            timings=timer.timings, model_version=version, kind=kind,
+        manifest = run.manifest(
+            inputs=[samples, vocab_path], rows={"train": n, "clicks": n_click, "conversions": n_conv},
+            model_version=version, kind=rc.kind,
             history=main["history"], warm_start=main["warm_start"], examples_per_s=main["examples_per_s"],
             final_loss=main["final_loss"], params=main["params"], checkpoints=str(ckpt_root),
             negative_downsample_rate=rate, loss_weights=dict(rc.loss_weights), num_experts=rc.num_experts,
@@ -179,22 +160,11 @@ def train_mmoe(cur_date: str, cfg: Config | None = None, kind: str = "mmoe", bas
         )
         manifest["timings_s"]["total"] = timer.total()
         store.write_json(f"{tmp}/{MANIFEST}", manifest)
-    log.info("ranking model %s written to %s (%.0f examples/s)", version, final, main["examples_per_s"])
+    run.log.info("ranking model %s written to %s (%.0f examples/s)", version, final, main["examples_per_s"])
     return {"model_dir": final, "model_version": version, "rows": n, "final_loss": main["final_loss"],
             "examples_per_s": main["examples_per_s"], "warm_start_from": main["warm_start"]["from"],
             "baseline_final_loss": infos["baseline"]["final_loss"] if "baseline" in infos else None}
 
 
-def main() -> None:
-    from dailyrec import cli
-
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--kind", choices=["mmoe", BASELINE], default="mmoe", help="the model to train and publish")
-    p.add_argument("--no-baseline", action="store_true", help="skip the shared-bottom baseline")
-    args = p.parse_args()
-    cli.run(lambda: train_mmoe(args.cur_date, cli.config_from_args(args), kind=args.kind,
-                               baseline=not args.no_baseline))
-
-
 if __name__ == "__main__":
-    main()
+    cli.main(step)

@@ -16,9 +16,8 @@ HEAVY = ["tensorflow", "keras", "faiss", "pandas", "numpy", "pyarrow", "duckdb",
 # The task ids of each DAG and its edges (upstream -> downstream).
 EXPECTED: dict[str, dict] = {
     "hourly_log_check": {
-        "tasks": {"resolve_partition", "wait_for_success", "validate"},
-        "edges": {("resolve_partition", "wait_for_success"), ("resolve_partition", "validate"),
-                  ("wait_for_success", "validate")},
+        "tasks": {"start", "wait_for_success", "validate"},
+        "edges": {("start", "wait_for_success"), ("start", "validate"), ("wait_for_success", "validate")},
     },
     "daily_retrieval": {
         "tasks": {"start", "wait_for_logs", "validate_day", "build_features", "select_samples",
@@ -159,3 +158,52 @@ def test_start_task_refuses_unknown_config_keys():
         start_run(ctx, RETRIEVAL_PARAM_KEYS)
     ok = start_run({"params": {"cur_date": "2026-11-02", "epochs": 3}}, RETRIEVAL_PARAM_KEYS)
     assert ok["cur_date"] == "2026-11-02" and ok["overrides"] == {"training.epochs": 3}
+
+
+def _stage_of(task) -> str | None:
+    """The stage a task runs: the first argument of the shared ``run_stage`` / ``wait_until_ready``."""
+    from dailyrec import dag_tasks
+
+    shared = {dag_tasks.run_stage.function, dag_tasks.wait_until_ready.function}
+    if getattr(task, "python_callable", None) in shared:
+        return task.op_args[0]
+    return None
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_tasks_call_the_stage_functions_the_clis_call(dagbag, path):
+    """Every working task of a DAG is the shared ``run_stage`` (or its sensor) on a registered stage, whose
+    module's ``step`` is the function ``python -m tasks.<stage>`` runs (tests/unit/test_architecture.py
+    checks the CLI side); the other tasks are the shared ``start`` / ``should_publish``."""
+    from dailyrec import dag_tasks
+    from dailyrec.stages import STAGES, ready_of, step_of
+
+    dag = dagbag.get_dag(path.stem)
+    glue = {dag_tasks.start.function, dag_tasks.should_publish.function}
+    for t in dag.tasks:
+        stage = _stage_of(t)
+        if stage is None:
+            assert t.python_callable in glue, f"{t.task_id}: not a shared task of dailyrec.dag_tasks"
+            continue
+        assert stage in STAGES, f"{t.task_id}: unknown stage {stage!r}"
+        if t.python_callable is dag_tasks.wait_until_ready.function:
+            assert ready_of(stage) is not None, f"{t.task_id}: stage {stage} has no ready()"
+        else:
+            assert callable(step_of(stage)), stage
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_doc_table_matches_the_dag(dagbag, path):
+    """The task table of each DAG's doc_md names exactly its tasks and the stage each one runs."""
+    import re
+
+    dag = dagbag.get_dag(path.stem)
+    rows = {}
+    for line in dag.doc_md.splitlines():
+        m = re.match(r"^\| `(\w+)` \| ([^|]*)\|", line)
+        if m:
+            stage = re.match(r"\s*`([\w.]+)`", m.group(2))
+            rows[m.group(1)] = stage.group(1) if stage else None
+    assert set(rows) == set(dag.task_ids), f"doc table tasks {sorted(rows)} != DAG tasks {sorted(dag.task_ids)}"
+    for t in dag.tasks:
+        assert rows[t.task_id] == _stage_of(t), f"{t.task_id}: doc says {rows[t.task_id]}, DAG runs {_stage_of(t)}"

@@ -42,7 +42,7 @@ def test_three_days_through_airflow(airflow_home, tmp_path):
     assert ev2["gate"]["passed"] and set(ev2["table"]) == {"new", "previous", "popularity"}
     assert ev2["table"]["new"]["recall_at_50"] > ev2["table"]["popularity"]["recall_at_50"]
 
-    status = _run(["-m", "dailyrec.publishing.redis_publish", "status"], env)
+    status = _run(["-m", "dailyrec.publishing", "status"], env)
     assert status.returncode == 0, status.stderr[-3000:]
     st = json.loads(status.stdout)
     assert st["current"].startswith(DATES[1]) and st["previous"].startswith(DATES[0])
@@ -56,7 +56,7 @@ def test_three_days_through_airflow(airflow_home, tmp_path):
     ev3 = json.loads((root / f"eval/two_tower/dt={DATES[2]}/report.json").read_text())
     assert not ev3["gate"]["passed"] and ev3["gate"]["reasons"]
     assert not (root / f"embeddings/dt={DATES[2]}").exists()
-    st = json.loads(_run(["-m", "dailyrec.publishing.redis_publish", "status"], env).stdout)
+    st = json.loads(_run(["-m", "dailyrec.publishing", "status"], env).stdout)
     assert st["current"].startswith(DATES[1]), "a failed gate must keep the last good model online"
     report = (root / f"reports/daily_retrieval/dt={DATES[2]}/report.md").read_text()
     assert "FAILED" in report and "nothing published" in report

@@ -11,13 +11,13 @@ import pytest
 def test_export_covers_the_catalog_and_matches_the_tower(tmp_path):
     from dailyrec.config import load_config
     from dailyrec.storage import open_store
-    from models.two_tower import load_tower
-    from tasks.retrieval.export_embeddings import export_embeddings
-    from tasks.retrieval.features import build_features
+    from models.serving import load_tower
+    from tasks.retrieval.export_embeddings import step as export_embeddings
+    from tasks.retrieval.features import step as build_features
     from dailyrec.demo.generator import generate
-    from tasks.retrieval.sample import select_samples
+    from tasks.retrieval.sample import step as select_samples
     from dailyrec.inputs import feature_arrays
-    from tasks.retrieval.train_two_tower import train_two_tower
+    from tasks.retrieval.train_two_tower import step as train_two_tower
 
     cfg = load_config(environ={}, overrides={
         "storage.data_root": str(tmp_path / "data"), "demo.events_per_day": 20000, "demo.n_users": 500,
@@ -27,7 +27,7 @@ def test_export_covers_the_catalog_and_matches_the_tower(tmp_path):
     build_features(d, cfg)
     select_samples(d, cfg)
     train_two_tower(d, cfg)
-    out = export_embeddings(d, cfg, fmt="text")
+    out = export_embeddings(d, cfg, format="text")
 
     store = open_store(cfg)
     catalog = pq.read_table(f"{store.partition('features', d)}/catalog.parquet")

@@ -1,4 +1,4 @@
-"""The demo data generator (tasks/generate_demo.py): contract, determinism, realism, idempotence."""
+"""The demo data generator (dailyrec/demo/): contract, determinism, realism, idempotence."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import pytest
 from dailyrec.config import REPO_ROOT, load_config
 from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, read_partition, validate_partition
 from dailyrec.storage import open_store
-from dailyrec.demo import generator as g
+from dailyrec import cli
+from dailyrec.demo import generator as g, impressions, params, sampling, world
 
 START = "2026-11-01"
 DAYS = 3
@@ -69,9 +70,9 @@ def with_category(day: dict[str, pa.Table]) -> dict[str, np.ndarray]:
 # ---- determinism ---------------------------------------------------------------------------------
 def test_same_seed_and_date_give_identical_tables(tmp_path):
     cfg = small_cfg(tmp_path)
-    a = g.simulate_day(cfg, "2026-11-02")
-    g.clear_caches()
-    b = g.simulate_day(cfg, "2026-11-02")
+    a = impressions.simulate_day(cfg, "2026-11-02")
+    world.clear_caches()
+    b = impressions.simulate_day(cfg, "2026-11-02")
     for k in ("logs", "users", "items"):
         assert a[k].equals(b[k]), k
     assert set(a) == {"logs", "users", "items"}
@@ -83,9 +84,9 @@ def test_same_seed_and_date_give_identical_tables(tmp_path):
 
 def test_other_date_or_seed_differs(tmp_path):
     cfg = small_cfg(tmp_path)
-    a = g.simulate_day(cfg, "2026-11-02")["logs"]
-    b = g.simulate_day(cfg, "2026-11-03")["logs"]
-    c = g.simulate_day(small_cfg(tmp_path, **{"demo.seed": 6}), "2026-11-02")["logs"]
+    a = impressions.simulate_day(cfg, "2026-11-02")["logs"]
+    b = impressions.simulate_day(cfg, "2026-11-03")["logs"]
+    c = impressions.simulate_day(small_cfg(tmp_path, **{"demo.seed": 6}), "2026-11-02")["logs"]
     assert not a.equals(b) and not a.equals(c)
     assert not np.array_equal(a["user_id"].to_numpy(zero_copy_only=False), b["user_id"].to_numpy(zero_copy_only=False))
     # request ids are unique within and across days
@@ -95,22 +96,22 @@ def test_other_date_or_seed_differs(tmp_path):
 
 def test_output_does_not_depend_on_threads_or_scheduling(tmp_path, monkeypatch):
     cfg = small_cfg(tmp_path)
-    monkeypatch.setattr(g, "CHUNK", 3000)           # 14 chunks
-    monkeypatch.setattr(g, "THREADS", 1)
-    a = g.simulate_day(cfg, "2026-11-02")["logs"]
-    monkeypatch.setattr(g, "THREADS", 3)
-    b = g.simulate_day(cfg, "2026-11-02")["logs"]
+    monkeypatch.setattr(impressions, "CHUNK", 3000)           # 14 chunks
+    monkeypatch.setattr(impressions, "THREADS", 1)
+    a = impressions.simulate_day(cfg, "2026-11-02")["logs"]
+    monkeypatch.setattr(impressions, "THREADS", 3)
+    b = impressions.simulate_day(cfg, "2026-11-02")["logs"]
     assert a.equals(b)
 
 
 def test_deterministic_across_processes(tmp_path):
     cfg = small_cfg(tmp_path)
-    here = table_digest(g.simulate_day(cfg, "2026-11-02")["logs"])
+    here = table_digest(impressions.simulate_day(cfg, "2026-11-02")["logs"])
     code = (
-        "import json, sys; from dailyrec.config import load_config; from dailyrec.demo import generator as g;"
+        "import json, sys; from dailyrec.config import load_config; from dailyrec.demo import impressions;"
         "from tests.integration.test_generator import table_digest;"
         "cfg = load_config(overrides=json.loads(sys.argv[1]), environ={});"
-        "print(table_digest(g.simulate_day(cfg, '2026-11-02')['logs']))"
+        "print(table_digest(impressions.simulate_day(cfg, '2026-11-02')['logs']))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "123", "PYTHONPATH": str(REPO_ROOT)}
     out = subprocess.run([sys.executable, "-c", code, json.dumps({"storage.data_root": str(tmp_path), **SMALL})],
@@ -216,7 +217,7 @@ def test_clicks_are_personal(generated):
 
 def test_latent_preferences_drive_clicks(generated):
     cfg, _, _, days = generated
-    uni = g.universe(cfg.demo)
+    uni = world.universe(cfg.demo)
     d = with_category(days["2026-11-01"])
     user_idx = np.char.lstrip(d["user"].astype(str), "u").astype(int)
     cat_idx = np.char.lstrip(d["cat"].astype(str), "cat").astype(int)
@@ -273,9 +274,9 @@ def test_avazu_style_columns_are_filled(generated):
     logs = days["2026-11-01"]["logs"]
     for c in ("C1", "C14", "C15", "C16", "C17", "C18", "C19", "C20", "C21", "device_type", "device_conn_type"):
         assert logs[c].type == pa.int32() and logs[c].null_count == 0
-    is_app = pc.equal(logs["site_id"], g.NULL_SITE[0])
+    is_app = pc.equal(logs["site_id"], params.NULL_SITE[0])
     # app traffic has the placeholder site, web traffic the placeholder app
-    assert pc.all(pc.equal(pc.filter(logs["app_id"], pc.invert(is_app)), g.NULL_APP[0])).as_py()
+    assert pc.all(pc.equal(pc.filter(logs["app_id"], pc.invert(is_app)), params.NULL_APP[0])).as_py()
     assert 0.1 < pc.mean(is_app.cast(pa.int8())).as_py() < 0.9
     assert pc.count_distinct(logs["device_ip"]).as_py() > 1000
     assert set(pc.unique(logs["C1"]).to_pylist()) <= {1002, 1005, 1010}
@@ -299,17 +300,26 @@ def test_rerun_is_idempotent_and_touches_only_its_date(generated, tmp_path):
     assert not [p for p in os.listdir(store.partition("logs", "2026-11-02")) if p.startswith(".")]
 
 
+def _cli(argv: list[str]) -> int:
+    """Exit code of ``python -m dailyrec.demo.generator ARGV``, run in this process."""
+    try:
+        cli.main(g.generate_cli, argv=argv, render=g.print_summary)
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
 def test_cli(tmp_path, capsys, caplog):
     caplog.set_level("INFO", logger="dailyrec.generate_demo")
-    rc = g.main(["--start-date", "2026-11-05", "--days", "1", "--events-per-day", "5000",
-                 "--set", f"storage.data_root={tmp_path}", "--set", "demo.n_users=300", "--set", "demo.n_items=100"])
+    rc = _cli(["--start-date", "2026-11-05", "--days", "1", "--events-per-day", "5000",
+               "--set", f"storage.data_root={tmp_path}", "--set", "demo.n_users=300", "--set", "demo.n_items=100"])
     assert rc == 0
     out = capsys.readouterr().out
     assert "5,000 events" in out and "2026-11-05" in out
     assert any("2026-11-05" in r.getMessage() for r in caplog.records)
     store = open_store(str(tmp_path))
     assert validate_partition(store, "logs", "2026-11-05", 12).rows > 0
-    assert g.main(["--set", "demo.nope=1"]) == 2
+    assert _cli(["--set", "demo.nope=1"]) == 2
 
 
 # ---- the samplers --------------------------------------------------------------------------------
@@ -319,7 +329,7 @@ def test_alias_samplers_follow_their_weights(n):
     w = rng.random(n) ** 3
     w[rng.random(n) < 0.2] = 0.0
     w[0] = 1.0
-    draws = g.Categorical(w).sample(rng, 2_000_000)
+    draws = sampling.Categorical(w).sample(rng, 2_000_000)
     freq = np.bincount(draws, minlength=n) / len(draws)
     p = w / w.sum()
     assert freq[p == 0].sum() == 0
@@ -330,7 +340,7 @@ def test_row_alias_per_row():
     rng = np.random.default_rng(1)
     w = rng.dirichlet(np.full(6, 0.3), size=50)
     rows = rng.integers(0, 50, 500_000).astype(np.int32)
-    out = g.RowAlias(w).sample(rows, rng.random(len(rows), dtype=np.float32))
+    out = sampling.RowAlias(w).sample(rows, rng.random(len(rows), dtype=np.float32))
     for r in (0, 17, 49):
         f = np.bincount(out[rows == r], minlength=6) / (rows == r).sum()
         assert np.abs(f - w[r]).max() < 0.02

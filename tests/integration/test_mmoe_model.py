@@ -1,5 +1,7 @@
 """MMoE ranking model: gates, shapes, task-specific experts, training, export, warm start.
 
+The MMoE / SharedBottom layers alone are unit-tested in tests/unit/test_layers.py.
+
 Real TensorFlow throughout; small feature specs and synthetic rows keep the file well under a
 minute on 2 cores.
 """
@@ -12,24 +14,12 @@ import tensorflow as tf
 
 import keras
 from dailyrec.config import FeatureSpec, FeaturesConfig, OptimizerConfig, RankingConfig
-from models.mmoe import (
-    MMoE,
-    DecayWithFloor,
-    RankingModel,
-    SharedBottom,
-    build_ranking_model,
-    export_ranking_model,
-    gate_diagnostics,
-    load_model,
-    load_ranking_model,
-    matched_shared_bottom_units,
-    mmoe_param_count,
-    ranking_dataset,
-    save_model,
-    synthetic_ranking_data,
-    towers_param_count,
-    warm_start_from,
-)
+from dailyrec.inputs import ranking_dataset
+from models.mmoe import matched_shared_bottom_units, mmoe_param_count, towers_param_count
+from models.optim import DecayWithFloor
+from models.ranking import RankingModel, build_ranking_model, gate_diagnostics, load_model, save_model, warm_start_from
+from models.serving import export_ranking_model, load_ranking_model
+from models.synthetic import synthetic_ranking_data
 
 SPECS = [
     FeatureSpec(name="user_id", side="user", kind="vocab", buckets=1000, embedding_dim=8),
@@ -65,38 +55,6 @@ def trained(data):
     hist = model.fit(ranking_dataset(feats, labels, batch_size=256, seed=1), epochs=4, verbose=0,
                      shuffle=False)
     return model, before, hist.history
-
-
-def test_mmoe_layer_gates_sum_to_one_and_shapes():
-    layer = MMoE(num_experts=3, expert_units=[12, 6], num_tasks=2, task_specific_experts=2)
-    x = np.random.default_rng(0).normal(size=(7, 10)).astype("float32")
-    outs, gates = layer(x, return_gates=True)
-    assert len(outs) == 2 and len(gates) == 2
-    for o, g in zip(outs, gates):
-        assert tuple(o.shape) == (7, 6)
-        assert tuple(g.shape) == (7, 5)  # 3 shared + 2 own
-        np.testing.assert_allclose(np.asarray(g).sum(axis=1), 1.0, atol=1e-6)
-        assert (np.asarray(g) >= 0).all()
-    assert tuple(layer.expert_kernels[0].shape) == (3 + 2 * 2, 10, 12)
-    assert layer.seen_experts(1) == [0, 1, 2, 5, 6]
-    for o, g in zip(layer(x), layer.gates(x)):  # same numbers without return_gates
-        assert tuple(o.shape) == (7, 6) and tuple(g.shape) == (7, 5)
-    n_params = sum(int(np.prod(w.shape)) for w in layer.weights)
-    assert n_params == mmoe_param_count(10, 3, [12, 6], 2, 2)
-    # symbolic use (functional model), gates included
-    inp = keras.Input((10,))
-    outs, gates = MMoE(2, [4], 2, 1)(inp, return_gates=True)
-    model = keras.Model(inp, [*outs, *gates])
-    assert [tuple(o.shape) for o in model(x)] == [(7, 4), (7, 4), (7, 3), (7, 3)]
-
-
-def test_mmoe_layer_serializes():
-    layer = MMoE(num_experts=2, expert_units=[4], num_tasks=3, task_specific_experts=1, name="m")
-    clone = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert isinstance(clone, MMoE)
-    assert clone.get_config() == layer.get_config()
-    sb = SharedBottom([5, 3], num_tasks=2)
-    assert keras.layers.deserialize(keras.layers.serialize(sb)).get_config() == sb.get_config()
 
 
 def test_model_outputs_and_gates(trained, data):

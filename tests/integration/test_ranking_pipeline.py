@@ -45,7 +45,7 @@ def _cfg(root, **extra):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
     from dailyrec.demo.generator import generate
 
     root = tmp_path_factory.mktemp("ranking") / "data"
@@ -59,10 +59,10 @@ def world(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(world):
     """Days 1 and 2: samples, train (MMoE + baseline), evaluate, publish when the gate passes."""
-    from tasks.ranking.evaluate_mmoe import evaluate_mmoe
-    from tasks.ranking.ranking_samples import build_ranking_samples
-    from dailyrec.scoring import publish_mmoe
-    from tasks.ranking.train_mmoe import train_mmoe
+    from tasks.ranking.evaluate_mmoe import step as evaluate_mmoe
+    from tasks.ranking.publish_model import step as publish_mmoe
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
+    from tasks.ranking.train_mmoe import step as train_mmoe
 
     cfg = world["cfg"]
     out = {}
@@ -94,7 +94,7 @@ def _manifest(world, dataset, d):
 
 # ---- samples ------------------------------------------------------------------------------------
 def test_samples_downsample_non_clicks_keep_every_click_and_the_whole_holdout(world):
-    from tasks.ranking.ranking_samples import build_ranking_samples
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     d = DAYS[1]
     res = build_ranking_samples(d, world["cfg"])
@@ -142,7 +142,7 @@ def test_samples_downsample_non_clicks_keep_every_click_and_the_whole_holdout(wo
 
 
 def test_rate_one_keeps_everything(world, tmp_path):
-    from tasks.ranking.ranking_samples import build_ranking_samples
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     cfg = world["cfg"].with_overrides({"ranking.negative_downsample_rate": 1.0})
     res = build_ranking_samples(DAYS[2], cfg)
@@ -151,7 +151,7 @@ def test_rate_one_keeps_everything(world, tmp_path):
 
 
 def test_calibrate_inverts_downsampling():
-    from tasks.ranking.ranking_samples import calibrate, calibrate_conversion
+    from dailyrec.ranking import calibrate, calibrate_conversion
 
     rng = np.random.default_rng(0)
     q_click = rng.uniform(0.001, 0.999, 1000)
@@ -169,8 +169,8 @@ def test_calibrate_inverts_downsampling():
 
 def test_conversion_without_click_is_an_error(tmp_path):
     from dailyrec.errors import ContractError
-    from tasks.retrieval.features import build_features
-    from tasks.ranking.ranking_samples import build_ranking_samples
+    from tasks.retrieval.features import step as build_features
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
     from tests.helpers import make_items, make_users, random_day, write_day
 
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data"), "sampling.window_days": 1},
@@ -192,10 +192,11 @@ def test_conversion_without_click_is_an_error(tmp_path):
 
 
 def test_samples_need_the_features_manifest(tmp_path):
-    from tasks.ranking.ranking_samples import build_ranking_samples, features_ready
+    from tasks.ranking.ranking_samples import ready
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data")}, environ={})
-    assert not features_ready(DAYS[0], cfg)
+    assert not ready(DAYS[0], cfg)[0]
     with pytest.raises(FileNotFoundError, match="features"):
         build_ranking_samples(DAYS[0], cfg)
 
@@ -258,7 +259,8 @@ def test_calibrated_predictions_match_the_heldout_rates(world, trained):
 def test_export_and_reload_give_identical_scores(world, trained):
     import tensorflow as tf
 
-    from models.mmoe import load_model, load_ranking_model
+    from models.ranking import load_model
+    from models.serving import load_ranking_model
     from dailyrec.inputs import feature_arrays
 
     mdir = world["root"] / f"models/mmoe/dt={DAYS[1]}"
@@ -323,16 +325,18 @@ def test_score_cli_on_a_parquet_file(world, trained, tmp_path):
 def test_gate_blocks_a_deliberately_worse_model(world, trained):
     from dailyrec.errors import GateRejected
     from dailyrec.registry import published_before
-    from tasks.ranking.evaluate_mmoe import evaluate_mmoe
-    from tasks.ranking.ranking_samples import build_ranking_samples
-    from dailyrec.scoring import publish_mmoe, published_dates
-    from tasks.ranking.train_mmoe import train_mmoe
+    from dailyrec.scoring import published_dates
+    from tasks.ranking.evaluate_mmoe import step as evaluate_mmoe
+    from tasks.ranking.publish_model import step as publish_mmoe
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
+    from tasks.ranking.train_mmoe import step as train_mmoe
 
     d = DAYS[2]
     bad = world["cfg"].with_overrides({"ranking.optimizer.learning_rate": 1e-9, "ranking.optimizer.floor": 0.0,
-                                       "training.warm_start": False, "ranking.epochs": 1})
+                                       "training.warm_start": False, "ranking.epochs": 1,
+                                       "ranking.train_baseline": False})
     build_ranking_samples(d, bad)
-    train_mmoe(d, bad, baseline=False)
+    train_mmoe(d, bad)
     res = evaluate_mmoe(d, bad)
     before = published_before(world["store"], "mmoe", d)
     assert not res["passed"]

@@ -73,3 +73,45 @@ def test_shipped_config_files_are_valid():
 
     for f in sorted((REPO_ROOT / "config").glob("*.yaml")):
         load_config(files=[f], environ={})
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"features.spec": [{"name": "user_id", "side": "user", "kind": "int", "dtype": "string"}]},
+     "kind='int' needs dtype='int'"),
+    ({"features.spec": [{"name": "item_id", "side": "item", "kind": "vocab", "dtype": "int"}]},
+     "kind='vocab' needs dtype='string'"),
+    ({"evaluation.gate_metric": "recall_at_20"}, r"gate_metric 'recall_at_20' is not one of the evaluated"),
+    ({"evaluation.gate_metric": "auc"}, "is not one of the evaluated metrics"),
+    ({"ranking.loss_weights": {"click": 1.0, "convertion": 1.0}}, r"loss_weights must give a weight for each task.*unknown \['convertion'\]"),
+    ({"ranking.loss_weights": {"click": 0.0, "conversion": 0.0}}, "not all 0"),
+    ({"features.counter_windows_days": [7, 7]}, "distinct day counts"),
+    ({"features.counter_windows_days": [0]}, "distinct day counts"),
+    ({"training.optimizer.floor": 0.5}, "floor 0.5 is above learning_rate"),
+    ({"training.optimizer.name": "sgd"}, "training.optimizer.name"),
+])
+def test_cross_field_rules_refused_at_load(overrides, match):
+    """Rules between fields fail when the config is loaded (so `start` refuses them before any work)."""
+    with pytest.raises(ConfigError, match=match):
+        load_config(overrides=overrides, environ={})
+
+
+def test_cross_field_rules_accept_consistent_values():
+    cfg = load_config(overrides={"evaluation.ks": [20, 50], "evaluation.gate_metric": "ndcg_at_20",
+                                 "ranking.loss_weights": {"click": 1.0, "conversion": 0.0},
+                                 "features.counter_windows_days": [3, 1]}, environ={})
+    assert cfg.evaluation.gate_metric == "ndcg_at_20"
+
+
+def test_publish_knobs_are_config_keys():
+    cfg = load_config(environ={"DAILYREC__REDIS__PUBLISH_BATCH": "100", "DAILYREC__REDIS__BLOB_CHUNK_BYTES": "5000",
+                               "DAILYREC__REDIS__PUBLISH_BATCH_DELAY_S": "0.01"})
+    assert (cfg.redis.publish_batch, cfg.redis.blob_chunk_bytes, cfg.redis.publish_batch_delay_s) == (100, 5000, 0.01)
+    assert cfg.digest() != load_config(environ={}).digest()
+
+
+def test_start_refuses_cross_field_errors_before_any_work():
+    from dailyrec.runctx import RETRIEVAL_PARAM_KEYS, start_run
+
+    ctx = {"params": {"cur_date": "2026-11-02", "config_overrides": {"evaluation.gate_metric": "recall_at_7"}}}
+    with pytest.raises(ConfigError, match="recall_at_7"):
+        start_run(ctx, RETRIEVAL_PARAM_KEYS)

@@ -20,7 +20,7 @@ from tests.helpers import DAY0, config, make_events, make_items, make_users, ran
 
 # ---- counters and catalog -----------------------------------------------------------------
 def test_counters_and_catalog_match_a_hand_computation(tmp_path):
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
 
     cfg = config(tmp_path, **{"features.counter_windows_days": [1, 3], "sampling.window_days": 2})
     store = open_store(cfg)
@@ -88,7 +88,7 @@ def test_counters_and_catalog_match_a_hand_computation(tmp_path):
 
 
 def test_missing_day_fails_naming_the_partition(tmp_path):
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
 
     cfg = config(tmp_path)
     store = open_store(cfg)
@@ -102,7 +102,7 @@ def test_missing_day_fails_naming_the_partition(tmp_path):
 
 
 def test_failure_leaves_the_previous_output(tmp_path):
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
 
     cfg = config(tmp_path)
     store = open_store(cfg)
@@ -122,7 +122,7 @@ def test_failure_leaves_the_previous_output(tmp_path):
 
 # ---- vocabularies -------------------------------------------------------------------------
 def test_vocab_min_count_and_eviction_over_three_chained_days(tmp_path):
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
 
     cfg = config(tmp_path, **{"features.min_count": 2, "features.evict_after_days": 1,
                               "sampling.window_days": 1, "features.counter_windows_days": [1]})

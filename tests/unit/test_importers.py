@@ -1,4 +1,4 @@
-"""Importers of public logs (tasks/import_avazu.py, tasks/import_movielens.py) -> the log contract.
+"""Importers of public logs (dailyrec/ingest/avazu.py, dailyrec/ingest/movielens.py) -> the log contract.
 
 The real-data tests use ../shared/data (relative to the repo root) and skip cleanly without it;
 the synthetic ones (ML-1M format, unsorted Avazu, error cases) always run.
@@ -15,12 +15,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from dailyrec import cli
 from dailyrec.config import load_config
 from dailyrec.contract import LOG_SCHEMA, read_partition, validate_partition
 from dailyrec.storage import SUCCESS_MARKER, open_store
 from dailyrec.ingest import avazu as avazu_mod
 from dailyrec.ingest import movielens as ml_mod
-from dailyrec.ingest.common import InputError
+from dailyrec.ingest.common import InputError, print_summary
 from dailyrec.ingest.avazu import import_avazu
 from dailyrec.ingest.movielens import import_movielens
 
@@ -284,13 +285,23 @@ def test_avazu_gzip_input(tmp_path):
     assert s["rows"] == 10 and s["hours"] == 2
 
 
+def _cli(fn, argv: list[str]) -> int:
+    """Exit code of the importer CLI ``python -m dailyrec.ingest.<source> ARGV``, run in this process."""
+    try:
+        cli.main(fn, argv=argv, render=print_summary)
+    except SystemExit as exc:
+        return exc.code
+    return 0
+
+
 def test_avazu_cli(tmp_path, capsys):
     header, rows = _avazu_rows(n_hours=2, per_hour=5)
     src = _write_csv(tmp_path / "train.csv", header, rows)
-    rc = avazu_mod.main(["--input", str(src), "--data-root", str(tmp_path / "data"), "--set", "run.publish=false"])
+    rc = _cli(avazu_mod.import_avazu_cli,
+              ["--input", str(src), "--data-root", str(tmp_path / "data"), "--set", "run.publish=false"])
     out = capsys.readouterr()
     assert rc == 0 and "rows   : 10" in out.out and "2014-10-21" in out.out
-    rc = avazu_mod.main(["--input", str(tmp_path / "missing.csv"), "--data-root", str(tmp_path / "data")])
+    rc = _cli(avazu_mod.import_avazu_cli, ["--input", str(tmp_path / "missing.csv"), "--data-root", str(tmp_path / "data")])
     assert rc == 2 and "missing.csv" in capsys.readouterr().err
 
 
@@ -502,9 +513,11 @@ def test_movielens_directory_errors(tmp_path):
 
 def test_movielens_cli(tmp_path, capsys):
     src = _ml1m_dir(tmp_path / "ml-1m")
-    rc = ml_mod.main(["--input", str(src), "--data-root", str(tmp_path / "data"), "--no-fill-empty-hours"])
+    rc = _cli(ml_mod.import_movielens_cli, ["--input", str(src), "--data-root", str(tmp_path / "data"),
+                                            "--no-fill-empty-hours"])
     assert rc == 0 and "rows   : 4" in capsys.readouterr().out
-    rc = ml_mod.main(["--input", str(src), "--data-root", str(tmp_path / "data"), "--start", "2000-13-01"])
+    rc = _cli(ml_mod.import_movielens_cli, ["--input", str(src), "--data-root", str(tmp_path / "data"),
+                                            "--start", "2000-13-01"])
     assert rc == 2 and "2000-13-01" in capsys.readouterr().err
 
 

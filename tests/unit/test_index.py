@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dailyrec.errors import ContractError
-from dailyrec.ann import (RecallTooLow, build_index, clustered_vectors, fallback_queries, index_dir,
-                               write_embeddings)
+from dailyrec.ann import RecallTooLow, build_index, clustered_vectors, fallback_queries, index_dir
+from dailyrec.embeddings import write_embeddings
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = "2026-11-01"
@@ -149,7 +149,7 @@ def test_bad_inputs_are_named(cfg, store):
 def _cli(cfg, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAILYREC") and k != "REDIS_URL"}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "dailyrec.ann", "--set",
+    return subprocess.run([sys.executable, "-m", "tasks.retrieval.build_index", "--set",
                            f"storage.data_root={cfg.storage.data_root}", *args],
                           capture_output=True, text=True, timeout=300, cwd=str(REPO), env=env)
 

@@ -24,7 +24,7 @@ HOLDOUT = 3
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Two days of logs, snapshots and the features of CUR, built once for the module."""
-    from tasks.retrieval.features import build_features
+    from tasks.retrieval.features import step as build_features
 
     root = tmp_path_factory.mktemp("sampling")
     base = {"storage.data_root": str(root / "data"), "sampling.window_days": 2,
@@ -49,7 +49,7 @@ def world(tmp_path_factory):
 
 def run(world, **overrides):
     """select_samples with the module's data and ``overrides``; returns (result, train df, manifest)."""
-    from tasks.retrieval.sample import select_samples
+    from tasks.retrieval.sample import step as select_samples
 
     cfg = load_config(overrides={**world["base"], **overrides}, environ={})
     res = select_samples(CUR, cfg)
@@ -176,7 +176,7 @@ def test_exposed_and_same_category_negatives(world):
 
 
 def test_model_hard_negatives_skip_the_top_ranks():
-    from tasks.retrieval.sample import model_hard_negatives
+    from dailyrec.sampling import model_hard_negatives
 
     rng = np.random.default_rng(3)
     U, I, D, k, skip = 23, 40, 8, 4, 3
@@ -198,7 +198,7 @@ def test_model_hard_negatives_skip_the_top_ranks():
 
 
 def test_model_source_uses_given_vectors_and_is_skipped_without(world):
-    from tasks.retrieval.sample import ModelVectors, select_samples
+    from dailyrec.sampling import ModelVectors, select_samples
 
     over = {**world["base"], "sampling.hard_negative_sources": ["model"], "sampling.hard_negatives_per_positive": 2,
             "sampling.model_hard_skip_top": 2}
@@ -276,7 +276,7 @@ def test_manifest_statistics(world):
 
 
 def test_missing_catalog_fails_clearly(tmp_path):
-    from tasks.retrieval.sample import select_samples
+    from tasks.retrieval.sample import step as select_samples
 
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data")}, environ={})
     with pytest.raises(FileNotFoundError, match=r"features/dt=2026-11-02/catalog\.parquet"):

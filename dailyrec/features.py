@@ -1,0 +1,112 @@
+"""Feature tables of a day: counters, catalog and the chained vocabularies (SQL in ``sql/``).
+
+Used by the ``tasks.retrieval.features`` stage; see docs/features-and-sampling.md for the
+counters (``sql/counters.sql``), the catalog (``sql/catalog.sql``) and the vocabulary chain
+(``sql/vocab_counts.sql``, ``sql/vocab_state.sql``: ids seen at least ``features.min_count``
+times in the window, kept until unseen for ``features.evict_after_days`` days).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from dailyrec import sql
+from dailyrec.config import Config
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
+from dailyrec.dates import previous
+from dailyrec.storage import Store
+
+log = logging.getLogger("dailyrec.features")
+
+VOCAB_STATE_SCHEMA = pa.schema([
+    pa.field("feature", pa.string(), nullable=False),
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("last_seen_dt", pa.date32()),
+    pa.field("total_count", pa.int64()),
+])
+OUTPUT_FILES = ("item_counters.parquet", "user_counters.parquet", "catalog.parquet",
+                "vocabularies.json", "vocab_state.parquet")
+
+
+def check_windows(windows: list[int]) -> list[int]:
+    """The sorted distinct counter windows (days); ``ValueError`` unless all are integers >= 1."""
+    ws = sorted(set(windows))
+    if not ws or any(not isinstance(w, int) or w < 1 for w in ws):
+        raise ValueError(f"features.counter_windows_days must hold integers >= 1, got {windows!r}")
+    return ws
+
+
+def vocab_source(name: str) -> str:
+    """The ``events*`` view holding vocab feature ``name`` (``ValueError`` when none does)."""
+    if name in LOG_SCHEMA.names or name == "hour_of_day":
+        return "events"
+    if name in USER_SCHEMA.names:
+        return "events_users"
+    if name in ITEM_SCHEMA.names:
+        return "events_items"
+    raise ValueError(f"vocab feature {name!r} is neither a log, a users nor an items column")
+
+
+def counters_and_catalog(con: Any, cur_date: str, cfg: Config, windows: list[int],
+                         timer: Any) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """``(item_counters, user_counters, catalog)`` over the ``events`` view of ``con``."""
+    params = {"cur_date": cur_date, "max_window": max(windows), "prior_strength": cfg.features.ctr_prior_strength}
+    with timer.step("item_counters"):
+        item_counters = sql.query_arrow(con, "counters", params, {"key": "item_id", "windows": windows})
+    with timer.step("user_counters"):
+        user_counters = sql.query_arrow(con, "counters", params, {"key": "user_id", "windows": windows})
+    log.info("counters: %d items, %d users seen in the last %d day(s)",
+             item_counters.num_rows, user_counters.num_rows, max(windows))
+    with timer.step("catalog"):
+        sql.register_arrow(con, "item_counters", item_counters)
+        catalog = sql.query_arrow(con, "catalog", {}, {"windows": windows})
+    return item_counters, user_counters, catalog
+
+
+def _previous_state(store: Store, cur_date: str, vocab_features: list[str]) -> tuple[pa.Table, str | None]:
+    """The vocab state of the day before (its vocab features only) and its path, or an empty one."""
+    import pyarrow.parquet as pq
+
+    prev_day = previous(cur_date)
+    prev_path = f"{store.partition('features', prev_day)}/vocab_state.parquet"
+    if not store.exists(prev_path):
+        log.info("no vocab state for %s: vocabularies start from the window of %s", prev_day, cur_date)
+        return VOCAB_STATE_SCHEMA.empty_table(), None
+    with store.fs.open_input_file(prev_path) as fh:
+        prev_state = pq.read_table(fh).select(VOCAB_STATE_SCHEMA.names).cast(VOCAB_STATE_SCHEMA)
+    # a feature no longer of kind vocab drops out of the chain
+    prev_state = prev_state.filter(pc.is_in(prev_state["feature"], pa.array(vocab_features, pa.string())))
+    log.info("vocab state chained from %s (%d ids)", prev_path, prev_state.num_rows)
+    return prev_state, prev_path
+
+
+def vocabularies(con: Any, store: Store, cur_date: str, cfg: Config
+                 ) -> tuple[dict[str, list[str]], pa.Table, str | None]:
+    """``({feature: [id, ...]}, vocab state, previous state's path or None)`` for the spec's
+    ``vocab`` features, chained from ``features/dt=<D-1>/vocab_state.parquet``."""
+    fc = cfg.features
+    vocab_features = [f.name for f in fc.spec if f.kind == "vocab"]
+    parts = [
+        sql.query_arrow(con, "vocab_counts",
+                        {"feature": name, "cur_date": cur_date, "vocab_days": cfg.sampling.window_days},
+                        {"column": name, "source": vocab_source(name)})
+        for name in vocab_features
+    ]
+    today = (pa.concat_tables(parts) if parts else
+             pa.table({"feature": pa.array([], pa.string()), "id": pa.array([], pa.string()),
+                       "window_count": pa.array([], pa.int64()), "day_count": pa.array([], pa.int64()),
+                       "last_seen_dt": pa.array([], pa.date32())}))
+    prev_state, prev_path = _previous_state(store, cur_date, vocab_features)
+    sql.register_arrow(con, "today", today)
+    sql.register_arrow(con, "prev_state", prev_state)
+    state = sql.query_arrow(con, "vocab_state", {"cur_date": cur_date, "min_count": fc.min_count,
+                                                 "evict_after_days": fc.evict_after_days})
+    state = state.cast(VOCAB_STATE_SCHEMA)
+    vocabs: dict[str, list[str]] = {name: [] for name in vocab_features}
+    for f, i in zip(state["feature"].to_pylist(), state["id"].to_pylist()):  # sorted by (feature, id) in SQL
+        vocabs[f].append(i)
+    return vocabs, state, prev_path

@@ -1,0 +1,325 @@
+"""The day's retrieval samples, in named phases: read (SQL), positives, negatives, assemble,
+statistics, write. See :mod:`dailyrec.sampling` for what is selected and why.
+
+The phases draw from one ``numpy`` generator seeded with ``(sampling.seed, cur_date)`` in a fixed
+order (down-sampling, cap, shuffle, random negatives, exposed, same category, model), so the
+output is byte-identical for the same inputs and config.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dailyrec import sql
+from dailyrec.config import Config
+from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
+from dailyrec.dates import window
+from dailyrec.events import log_inputs, open_events, read_snapshot
+from dailyrec.sampling.arrays import codes, dict_take
+from dailyrec.sampling.model import ModelVectors, model_info, model_negatives
+from dailyrec.sampling.negatives import (Negatives, exposed_negatives, popularity_q, random_negatives,
+                                         same_category_negatives)
+from dailyrec.sampling.positives import Positives, select_positives
+from dailyrec.step import StepRun, begin
+
+log = logging.getLogger("dailyrec.sample")
+
+SOURCES = ("positive", "random", "exposed", "same_category", "model")
+"""Values of the ``source`` column; rows of one positive follow it in this order."""
+
+
+@dataclass
+class DayInputs:
+    """What the SQL phase read: the catalog (``I`` items), the window's known clicks with their
+    user codes ``cu`` and catalog codes ``ci``, the users with positives (``user_ids``, numbered
+    in id order, and their feature rows ``users``), per-item counts, exposures and the holdout."""
+
+    catalog: pa.Table
+    clicks: pa.Table
+    cu: np.ndarray
+    ci: np.ndarray
+    user_ids: pa.Array
+    users: pa.Table
+    popularity: pa.Table
+    exposed: pa.Table | None
+    holdout: pa.Table
+    hours: dict[str, list[int]]
+    unknown_item_clicks: int
+    features: tuple[list[str], list[str], list[str]]
+
+    @property
+    def n_items(self) -> int:
+        return self.catalog.num_rows
+
+
+def feature_names(cfg: Config, catalog: pa.Table) -> tuple[list[str], list[str], list[str]]:
+    """``(user, context, item)`` feature columns of the spec (without the ids); ``ValueError``
+    for a feature that is neither a users, a log nor a catalog column."""
+    fc = cfg.features
+    user = [f.name for f in fc.by_side("user") if f.name != "user_id"]
+    context = [f.name for f in fc.by_side("context")]
+    item = [f.name for f in fc.by_side("item") if f.name != "item_id"]
+    bad = ([n for n in user if n not in USER_SCHEMA.names]
+           + [n for n in context if n not in LOG_SCHEMA.names and n != "hour_of_day"]
+           + [n for n in item if n not in catalog.column_names])
+    if bad:
+        raise ValueError(f"feature(s) {bad} of features.spec are neither users, log (context) nor catalog columns")
+    return user, context, item
+
+
+def _open(run: StepRun) -> tuple[Any, pa.Table, tuple[list[str], list[str], list[str]], dict[str, list[int]]]:
+    """The DuckDB connection over the window's logs, the catalog, feature names, the log hours."""
+    catalog_path = run.path("features", "catalog.parquet")
+    run.require(catalog_path, hint=f"run tasks.retrieval.features for {run.cur_date} first")
+    with run.store.fs.open_input_file(catalog_path) as fh:
+        catalog = pq.read_table(fh)
+    if catalog.num_rows == 0:
+        raise ValueError(f"{catalog_path} is empty: no item to sample")
+    names = feature_names(run.cfg, catalog)
+    files, hours = log_inputs(run.store, window(run.cur_date, run.cfg.sampling.window_days), run.cur_date)
+    users = read_snapshot(run.store, "users", run.cur_date)
+    con = open_events(run.store, files, users, catalog.select(ITEM_SCHEMA.names))
+    sql.register_arrow(con, "catalog_codes", pa.table({
+        "item_id": catalog["item_id"], "item_code": pa.array(np.arange(catalog.num_rows, dtype=np.int32))}))
+    return con, catalog, names, hours
+
+
+def read_inputs(run: StepRun) -> DayInputs:
+    """Phase 1: the SQL of ``sql/sample_*.sql`` over the window (clicks, users, popularity,
+    exposures, holdout) and the codes of the clicks (clicks outside the catalog are dropped)."""
+    timer, sc = run.timer, run.cfg.sampling
+    with timer.step("inputs"):
+        con, catalog, (user_feats, context, item_feats), hours = _open(run)
+    params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": run.cfg.training.holdout_hours}
+    with timer.step("sql_clicks"):
+        clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
+    with timer.step("codes"):
+        ci_all = codes(clicks["item_id"], catalog["item_id"])
+        known_click = ci_all >= 0
+        clicks = clicks.filter(pa.array(known_click))
+        ci = ci_all[known_click]
+        uids = pc.unique(clicks["user_id"])
+        uids = uids.take(pc.array_sort_indices(uids))  # users with positives, in user_id order
+        cu = codes(clicks["user_id"], uids)
+        sql.register_arrow(con, "train_users", pa.table({
+            "user_id": uids, "user_code": pa.array(np.arange(len(uids), dtype=np.int32))}))
+    with timer.step("sql_users"):
+        users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
+    with timer.step("sql_popularity"):
+        pop = sql.query_arrow(con, "sample_popularity", params)
+    exposed = None
+    if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
+        with timer.step("sql_exposed"):
+            exposed = sql.query_arrow(con, "sample_exposed", params)
+    with timer.step("sql_holdout"):
+        holdout = sql.query_arrow(con, "sample_holdout", params, {"user_features": user_feats, "context": context})
+    con.close()
+    return DayInputs(catalog=catalog, clicks=clicks, cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop,
+                     exposed=exposed, holdout=holdout, hours=hours, unknown_item_clicks=int(len(ci_all) - len(ci)),
+                     features=(user_feats, context, item_feats))
+
+
+def item_counts(d: DayInputs) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``(impressions int64[I], clicks int64[I], events, clicks)`` of the training window."""
+    pcode = codes(d.popularity["item_id"], d.catalog["item_id"])
+    known = pcode >= 0
+    all_imp = np.asarray(d.popularity["impressions"].to_numpy(), np.int64)
+    all_clk = np.asarray(d.popularity["clicks"].to_numpy(), np.int64)
+    impressions = np.zeros(d.n_items, np.int64)
+    item_clicks = np.zeros(d.n_items, np.int64)
+    impressions[pcode[known]] = all_imp[known]
+    item_clicks[pcode[known]] = all_clk[known]
+    return impressions, item_clicks, int(all_imp.sum()), int(all_clk.sum())
+
+
+def draw_negatives(run: StepRun, rng: np.random.Generator, d: DayInputs, pos: Positives, q: np.ndarray,
+                   model_vectors: ModelVectors | None) -> tuple[Negatives, dict[str, str]]:
+    """Phase 3: the random negatives, then the hard-negative sources in :data:`SOURCES` order;
+    returns the negatives and ``{source: why it was skipped}``."""
+    sc, timer = run.cfg.sampling, run.timer
+    sources = list(dict.fromkeys(sc.hard_negative_sources))
+    h = sc.hard_negatives_per_positive
+    negs = Negatives()
+    with timer.step("random_negatives"):
+        random_negatives(rng, negs, pos, q, sc.negatives_per_positive)
+    skipped: dict[str, str] = {}
+    with timer.step("hard_negatives"):
+        if "exposed" in sources and h > 0 and d.exposed is not None:
+            exposed_negatives(rng, negs, pos, d.exposed, d.user_ids, d.catalog["item_id"], h)
+        if "same_category" in sources and h > 0:
+            same_category_negatives(rng, negs, pos, d.catalog["item_category"], h)
+        if "model" in sources and h > 0:
+            if model_vectors is None:
+                skipped["model"] = "no previous model vectors were given (first run or no model yet)"
+                log.warning("hard-negative source 'model' skipped: %s", skipped["model"])
+            else:
+                with timer.step("model_negatives"):
+                    model_negatives(rng, negs, model_vectors, d.users["user_id"], d.catalog["item_id"], pos, h,
+                                    sc.model_hard_skip_top, sc.model_hard_pool)
+    return negs, skipped
+
+
+def assemble(d: DayInputs, pos: Positives, negs: Negatives) -> pa.Table:
+    """Phase 4: each positive followed by its negatives by source, with user, context and item
+    features; ``user_id``/``item_id``/``source`` dictionary-encoded, ``label`` and ``log_q`` float32."""
+    user_feats, context, item_feats = d.features
+    owners, items_all, logq_all = [np.arange(pos.n)], [pos.item], [pos.log_q]
+    src_all = [np.zeros(pos.n, np.int8)]
+    for s in SOURCES[1:]:
+        if s in negs.parts:
+            o, it, lq = negs.parts[s]
+            owners.append(o)
+            items_all.append(it)
+            logq_all.append(lq)
+            src_all.append(np.full(len(o), SOURCES.index(s), np.int8))
+    owner = np.concatenate(owners)
+    order = np.argsort(owner, kind="stable")  # each positive, then its negatives by source
+    owner = owner[order]
+    row_item = np.concatenate(items_all)[order]
+    row_logq = np.concatenate(logq_all)[order].astype(np.float32)
+    row_src = np.concatenate(src_all)[order]
+    row_click = pos.click[owner]
+    row_user = d.cu[row_click]
+    cols: dict[str, pa.Array] = {
+        "user_id": pa.DictionaryArray.from_arrays(pa.array(row_user.astype(np.int32)),
+                                                  d.users["user_id"].combine_chunks()),
+    }
+    for name in user_feats:
+        cols[name] = dict_take(d.users[name], row_user)
+    for name in context:
+        cols[name] = dict_take(d.clicks[name], row_click)
+    cols["event_time"] = d.clicks["event_time"].combine_chunks().take(pa.array(row_click))
+    cols["item_id"] = pa.DictionaryArray.from_arrays(pa.array(row_item.astype(np.int32)),
+                                                     d.catalog["item_id"].combine_chunks())
+    for name in item_feats:
+        cols[name] = dict_take(d.catalog[name], row_item)
+    cols["label"] = pa.array((row_src == 0).astype(np.float32))
+    cols["log_q"] = pa.array(row_logq)
+    cols["source"] = pa.DictionaryArray.from_arrays(pa.array(row_src), pa.array(SOURCES))
+    return pa.table(cols)
+
+
+def _source_stats(items: np.ndarray, log_q: np.ndarray, log_pop: np.ndarray, impressions: np.ndarray,
+                  cold_below: int) -> dict[str, Any]:
+    if len(items) == 0:
+        return {"count": 0, "distinct_items": 0}
+    return {
+        "count": int(len(items)),
+        "distinct_items": int(np.count_nonzero(np.bincount(items))),
+        "mean_log_popularity": round(float(log_pop[items].mean()), 4),
+        "cold_share": round(float((impressions[items] < cold_below).mean()), 4),
+        "mean_log_q": round(float(log_q.mean()), 4),
+    }
+
+
+def statistics(cfg: Config, d: DayInputs, pos: Positives, negs: Negatives, skipped: dict[str, str],
+               counts: tuple[np.ndarray, np.ndarray, int, int], log_pop: np.ndarray, q: np.ndarray) -> dict[str, Any]:
+    """Phase 5: the manifest's ``stats`` (per-source counts, popularity skew, cold share...)."""
+    sc = cfg.sampling
+    impressions, _, events_in_window, clicks_in_window = counts
+    per_source = {"positive": _source_stats(pos.item, pos.log_q, log_pop, impressions, sc.cold_impressions)}
+    for s in SOURCES[1:]:
+        if s in negs.parts:
+            _, it, lq = negs.parts[s]
+            per_source[s] = {**_source_stats(it, lq, log_pop, impressions, sc.cold_impressions), **negs.info[s]}
+    return {
+        "events_in_window": events_in_window,
+        "clicks_in_window": clicks_in_window,
+        "clicks_on_items_outside_catalog": d.unknown_item_clicks,
+        "candidate_positives": pos.candidates,
+        "dropped_by_subsampling": pos.dropped_by_subsampling,
+        "dropped_by_cap": pos.dropped_by_cap,
+        "users_with_positives": len(d.user_ids),
+        "catalog_items": d.n_items,
+        "catalog_cold_share": round(float((impressions < sc.cold_impressions).mean()), 4),
+        "cold_impressions_below": sc.cold_impressions,
+        "popularity": f"{sc.popularity_by} in the training window + {sc.popularity_floor:g}",
+        "popularity_alpha": sc.popularity_alpha,
+        "random_q_max": float(q.max()),
+        "random_q_min": float(q.min()),
+        "sources": per_source,
+        "skipped_sources": skipped,
+        "holdout_clicks": d.holdout.num_rows,
+    }
+
+
+def write_samples(run: StepRun, d: DayInputs, train: pa.Table, stats: dict[str, Any], rows: dict[str, int],
+                  model_vectors: ModelVectors | None) -> str:
+    """Phase 6: ``train.parquet``, ``holdout.parquet``, ``seen.parquet`` and the manifest, atomically."""
+    store, timer, sc = run.store, run.timer, run.cfg.sampling
+    seed = [sc.seed, int(run.cur_date.replace("-", ""))]
+    out = run.partition("samples")
+    with timer.step("write"), store.atomic_output(out) as tmp:
+        # dictionary columns are written as Parquet dictionary pages; without the stored Arrow
+        # schema a reader gets plain strings back
+        pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd",
+                       compression_level=1, store_schema=False)
+        pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
+        # every (user, item) clicked in the training window, before any down-sampling: the items
+        # the evaluation must not count as new recommendations (tasks.retrieval.evaluate_two_tower)
+        seen = pa.table({"user_id": d.clicks["user_id"], "item_id": d.clicks["item_id"]}).group_by(
+            ["user_id", "item_id"]).aggregate([])
+        pq.write_table(seen, f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
+        manifest = run.manifest(
+            inputs={"logs": {day: d.hours[day] for day in sorted(d.hours)}, "users": run.partition("users"),
+                    "catalog": run.path("features", "catalog.parquet"), "model_vectors": model_info(model_vectors)},
+            rows=rows, stats=stats, seed=seed,
+            training_window={"days": sorted(d.hours), "excluded_hours_of_cur_date": run.cfg.training.holdout_hours},
+        )
+        manifest["timings_s"]["total"] = timer.total()
+        manifest["events_per_s"] = round(stats["events_in_window"] / max(timer.total(), 1e-9))
+        store.write_json(f"{tmp}/_manifest.json", manifest)
+    return out
+
+
+def select_samples(run: StepRun | str, cfg: Config | None = None,
+                   model_vectors: ModelVectors | None = None) -> dict[str, Any]:
+    """Select and write the day's training samples and holdout (``samples/dt=D/``).
+
+    Args:
+        run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` (a run named ``sample``
+            is begun with ``cfg``).
+        model_vectors: the previous model's vectors for the ``model`` source (skipped when None).
+    Returns:
+        ``{"path", "train", "holdout", "rows", "negatives_by_source", "skipped_sources"}``.
+    Raises:
+        FileNotFoundError: no ``features/dt=D/catalog.parquet`` or no complete log hour of ``cur_date``.
+        ValueError: an empty catalog, or a feature of the spec that is no input column.
+    """
+    run = begin("sample", run, cfg) if isinstance(run, str) else run
+    sc = run.cfg.sampling
+    rng = np.random.default_rng([sc.seed, int(run.cur_date.replace("-", ""))])
+    d = read_inputs(run)
+    with run.timer.step("positives"):
+        counts = item_counts(d)
+        pos = select_positives(rng, d.cu, d.ci, d.n_items, sc.positive_subsample_t, sc.positive_cap_per_item)
+    log.info("samples dt=%s: %d events, %d clicks in the training window; %d positives kept "
+             "(%d dropped by subsampling, %d by the cap, %d clicks on items outside the catalog)",
+             run.cur_date, counts[2], counts[3], pos.n, pos.dropped_by_subsampling, pos.dropped_by_cap,
+             d.unknown_item_clicks)
+    if pos.n == 0:
+        log.warning("samples dt=%s: no positive in the training window; train.parquet will be empty", run.cur_date)
+    pop_count = (counts[1] if sc.popularity_by == "clicks" else counts[0]).astype(np.float64)
+    log_pop = np.log(pop_count + sc.popularity_floor)
+    q = popularity_q(pop_count, sc.popularity_floor, sc.popularity_alpha)
+    negs, skipped = draw_negatives(run, rng, d, pos, q, model_vectors)
+    with run.timer.step("assemble"):
+        train = assemble(d, pos, negs)
+    with run.timer.step("stats"):
+        stats = statistics(run.cfg, d, pos, negs, skipped, counts, log_pop, q)
+    rows = {"train": train.num_rows, "positives": pos.n, "negatives": train.num_rows - pos.n,
+            "holdout": d.holdout.num_rows}
+    out = write_samples(run, d, train, stats, rows, model_vectors)
+    by_source = {s: v["count"] for s, v in stats["sources"].items() if s != "positive"}
+    log.info("samples dt=%s: %d rows (%d positives, %s) + %d holdout clicks -> %s in %.2fs (%d events/s)",
+             run.cur_date, train.num_rows, pos.n, by_source, d.holdout.num_rows, out, run.timer.total(),
+             counts[2] / max(run.timer.total(), 1e-9))
+    return {"path": out, "train": f"{out}/train.parquet", "holdout": f"{out}/holdout.parquet",
+            "rows": rows, "negatives_by_source": by_source, "skipped_sources": skipped}

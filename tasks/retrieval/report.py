@@ -1,0 +1,27 @@
+"""The daily retrieval DAG's per-date report, from the retrieval steps' own manifests.
+
+    python -m tasks.retrieval.report --cur-date 2026-11-02
+
+Writes ``reports/daily_retrieval/dt=D/report.{json,md}`` with whatever exists for ``cur_date``
+(validation, features, samples, training, gate, export, index, publish): a run stopped at the gate
+still gets a report (:func:`dailyrec.report.write_report`; the DAG runs it with
+``trigger_rule="all_done"``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dailyrec import cli
+from dailyrec.config import Config
+from dailyrec.report import write_report
+from dailyrec.step import begin
+
+
+def step(cur_date: str, cfg: Config) -> dict[str, Any]:
+    """Write the retrieval report of ``cur_date``; returns its path and the steps found."""
+    return write_report(begin("retrieval_report", cur_date, cfg), "retrieval")
+
+
+if __name__ == "__main__":
+    cli.main(step)
