@@ -28,27 +28,20 @@ Runs chain through warm start, so `max_active_runs=1`. See docs/ranking.md.
 
 from __future__ import annotations
 
-import datetime as dt
+from airflow.sdk import Param, dag
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag
-
-from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, report, run_stage, should_publish, start,
-                                wait_until_ready)
-from dailyrec.runctx import RANKING_PARAM_KEYS, default_args
+from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, cur_date_param, report, run_stage, schedule_args,
+                                should_publish, start, wait_until_ready)
+from dailyrec.runctx import RANKING_PARAM_KEYS
 
 
 @dag(
     dag_id="daily_ranking",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
+    **schedule_args("0 0 * * *", max_active_runs=1),
     tags=["dailyrec", "ranking", "daily"],
     doc_md=__doc__,
     params={
-        "cur_date": Param(None, type=["null", "string"], format="date",
-                          description="Day to process (YYYY-MM-DD). Empty: the run's day."),
+        "cur_date": cur_date_param(),
         "num_experts": Param(None, type=["null", "integer"], minimum=1, maximum=64,
                              description="MMoE shared experts (empty: config ranking.num_experts)"),
         "loss_weight_click": Param(None, type=["null", "number"], minimum=0,

@@ -29,27 +29,20 @@ See docs/scheduling.md and docs/pipeline.md.
 
 from __future__ import annotations
 
-import datetime as dt
+from airflow.sdk import Param, dag
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag
-
-from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, report, run_stage, should_publish, start,
-                                wait_until_ready)
-from dailyrec.runctx import RETRIEVAL_PARAM_KEYS, default_args
+from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, cur_date_param, report, run_stage, schedule_args,
+                                should_publish, start, wait_until_ready)
+from dailyrec.runctx import RETRIEVAL_PARAM_KEYS
 
 
 @dag(
     dag_id="daily_retrieval",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
+    **schedule_args("0 0 * * *", max_active_runs=1),
     tags=["dailyrec", "retrieval", "daily"],
     doc_md=__doc__,
     params={
-        "cur_date": Param(None, type=["null", "string"], format="date",
-                          description="Day to process (YYYY-MM-DD). Empty: the run's day."),
+        "cur_date": cur_date_param(),
         "loss": Param(None, type=["null", "string"], enum=[None, "bce", "softmax"],
                       description="Two-tower loss (empty: config)"),
         "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=100),

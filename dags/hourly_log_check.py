@@ -22,26 +22,18 @@ For one hour of impression logs (`logs/dt=YYYY-MM-DD/hour=HH`):
 
 from __future__ import annotations
 
-import datetime as dt
+from airflow.sdk import Param, dag
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag
-
-from dailyrec.dag_tasks import run_stage, start, wait_until_ready
-from dailyrec.runctx import default_args
+from dailyrec.dag_tasks import cur_date_param, run_stage, schedule_args, start, wait_until_ready
 
 
 @dag(
     dag_id="hourly_log_check",
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
-    start_date=dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc),
-    catchup=False,
-    max_active_runs=4,
-    default_args=default_args(),
+    **schedule_args("0 * * * *", max_active_runs=4),
     tags=["dailyrec", "logs", "hourly"],
     doc_md=__doc__,
     params={
-        "cur_date": Param(None, type=["null", "string"], format="date",
-                          description="Day of the hour to check (YYYY-MM-DD); empty = the run's hour"),
+        "cur_date": cur_date_param("Day of the hour to check (YYYY-MM-DD); empty = the run's hour"),
         "hour": Param(None, type=["null", "integer"], minimum=0, maximum=23,
                       description="Hour 0-23; give it together with cur_date"),
     },

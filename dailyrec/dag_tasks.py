@@ -15,9 +15,13 @@ DAG files only wire these (``dags/*.py``); steps never import this module (it im
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from airflow.sdk import Asset, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, Param, task
+
+START_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+"""The first interval any DAG of the project schedules (catchup is off: backfills are explicit)."""
 
 TRAINING_POOL = "dailyrec_training"
 """One slot: training jobs must not overrun the two cores (``./dev demo`` creates the pool)."""
@@ -30,6 +34,20 @@ FEATURES_ASSET = Asset(
            "producer": "daily_retrieval.build_features"},
 )
 """The retrieval DAG's features output (``features/dt=YYYY-MM-DD/`` under the data root)."""
+
+
+def schedule_args(cron: str, max_active_runs: int) -> dict[str, Any]:
+    """The ``@dag`` arguments every DAG shares: a UTC ``CronDataIntervalTimetable`` (a run processes
+    the interval that just ended), the start date, no catchup, the retry policy of ``default_args``."""
+    from dailyrec.runctx import default_args
+
+    return {"schedule": CronDataIntervalTimetable(cron, timezone="UTC"), "start_date": START_DATE,
+            "catchup": False, "max_active_runs": max_active_runs, "default_args": default_args()}
+
+
+def cur_date_param(description: str = "Day to process (YYYY-MM-DD). Empty: the run's day.") -> Param:
+    """The trigger form's ``cur_date`` (validated as a calendar date by the form)."""
+    return Param(None, type=["null", "string"], format="date", description=description)
 
 
 @task

@@ -119,7 +119,7 @@ def impression_rows(store: Any, cur_date: str, cfg: Any, timer: Any) -> tuple[An
     """
     import pyarrow.parquet as pq
 
-    from dailyrec import sql as _duck
+    from dailyrec import sql
     from dailyrec.contract import ITEM_SCHEMA
     from dailyrec.dates import window
     from dailyrec.errors import ContractError
@@ -134,10 +134,10 @@ def impression_rows(store: Any, cur_date: str, cfg: Any, timer: Any) -> tuple[An
         files, hours = log_inputs(store, window(cur_date, window_days), cur_date)
         users = read_snapshot(store, "users", cur_date)
         con = open_events(store, files, users, catalog.select(ITEM_SCHEMA.names))
-        _duck.register_arrow(con, "catalog", catalog)
+        sql.register_arrow(con, "catalog", catalog)
     params = {"cur_date": cur_date, "window_days": window_days, "holdout_hours": holdout_hours}
     with timer.step("sql_label_check"):
-        bad = _duck.query_arrow(con, "ranking_label_check", params)
+        bad = sql.query_arrow(con, "ranking_label_check", params)
     if bad.num_rows:
         per_day = {str(d): int(n) for d, n in zip(bad["dt"].to_pylist(), bad["bad_rows"].to_pylist())}
         con.close()
@@ -146,7 +146,7 @@ def impression_rows(store: Any, cur_date: str, cfg: Any, timer: Any) -> tuple[An
             f"impression(s) of the window (per day: {per_day}); a conversion must follow a click. "
             f"Fix the logs (the day validation, tasks.ingest.validate_day, rejects them as well).")
     with timer.step("sql_impressions"):
-        rows = _duck.query_arrow(con, "ranking_impressions", params,
+        rows = sql.query_arrow(con, "ranking_impressions", params,
                                  {"user_features": user_feats, "context": context, "item_features": item_feats})
     con.close()
     return rows, {"catalog": catalog_path, "hours": hours,

@@ -61,6 +61,11 @@ META_FILE = "two_tower.json"
 # --------------------------------------------------------------------------- towers
 
 
+def _own_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A Keras config without the base ``Model`` keys our constructors do not take."""
+    return {k: v for k, v in config.items() if k not in ("trainable", "dtype")}
+
+
 class _Tower(keras.Model):
     """FeatureEncoder -> MLP (relu) -> Dense(output_dim) -> L2 normalise.
 
@@ -119,10 +124,7 @@ class _Tower(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "_Tower":
-        config = dict(config)
-        for k in ("trainable", "dtype"):
-            config.pop(k, None)
-        return cls(**config)
+        return cls(**_own_config(config))
 
 
 @keras.saving.register_keras_serializable(package="dailyrec")
@@ -264,9 +266,7 @@ class TwoTowerModel(keras.Model):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "TwoTowerModel":
-        config = dict(config)
-        for k in ("trainable", "dtype"):
-            config.pop(k, None)
+        config = _own_config(config)
         config["user_tower"] = keras.saving.deserialize_keras_object(config["user_tower"])
         config["item_tower"] = keras.saving.deserialize_keras_object(config["item_tower"])
         return cls(**config)
