@@ -75,7 +75,6 @@ import argparse
 import datetime as dt
 import json
 import logging
-import os
 import shutil
 import statistics
 import subprocess
@@ -129,7 +128,8 @@ def _auc_given_click(cfg, cur_date: str) -> dict[str, float | None]:
     from dailyrec.registry import model_dir
     from dailyrec.storage import open_store
     from models.serving import load_ranking_model
-    from dailyrec.ranking import artifact_dirs, auc, model_rate, predict_calibrated
+    from dailyrec.ranking.artifacts import artifact_dirs, model_rate
+    from dailyrec.ranking.evaluation import auc, predict_calibrated
 
     store = open_store(cfg)
     hold_path = f"{store.partition('ranking_samples', cur_date)}/holdout.parquet"
@@ -154,7 +154,7 @@ def popularity_baseline(cfg, cur_date: str) -> dict[str, float | None]:
     import pyarrow.parquet as pq
 
     from dailyrec.storage import open_store
-    from dailyrec.ranking import auc
+    from dailyrec.ranking.evaluation import auc
 
     store = open_store(cfg)
     sdir = store.partition("ranking_samples", cur_date)

@@ -299,14 +299,39 @@ def _write_index(run: Any, index: Any, emb: Embeddings, summary: dict[str, Any],
     return out
 
 
+MAX_QUERY_USERS = 5000
+"""Active users whose vectors are the recall queries (``index.recall_queries`` of them are sampled)."""
+
+
+def user_query_vectors(run: Any) -> np.ndarray | None:
+    """The recall queries serving will search with: the day's user tower
+    (``models/two_tower/dt=D/user_tower``) on the latest context of up to :data:`MAX_QUERY_USERS`
+    users active in the window (the first by ``user_id``): ``float32[m, dim]``, or ``None`` (with a
+    warning) when no user is active or the day has no complete log hour."""
+    from dailyrec.embeddings import tower_vectors
+    from dailyrec.events import active_user_rows
+    from dailyrec.registry import model_dir
+
+    try:
+        rows = active_user_rows(run.store, run.cfg, run.cur_date)
+    except FileNotFoundError as exc:
+        log.warning("no active users (%s): recall is measured on perturbed item vectors", exc)
+        return None
+    if not rows.num_rows:
+        log.warning("no active user on %s: recall is measured on perturbed item vectors", run.cur_date)
+        return None
+    return tower_vectors(f"{model_dir(run.store, 'two_tower', run.cur_date)}/user_tower",
+                         rows.slice(0, MAX_QUERY_USERS), run.cfg.features.spec)
+
+
 def build_index(run: Any, cfg: Config | None = None, query_vectors: np.ndarray | None = None) -> dict[str, Any]:
     """Build, check and write the item index of a run; returns a small summary.
 
     Args:
         run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` string (a run named
             ``build_index`` is begun with ``cfg``).
-        query_vectors: ``float[m, dim]`` recall queries (user-tower vectors); ``None``: the
-            perturbed-item fallback.
+        query_vectors: ``float[m, dim]`` recall queries; ``None``: :func:`user_query_vectors` (real
+            user vectors, as the stage uses), or perturbed item vectors when there is no active user.
     Raises:
         FileNotFoundError, ContractError: the embeddings (:func:`dailyrec.embeddings.read_embeddings`).
         ValueError: ``query_vectors`` of the wrong shape or with non-finite values.
@@ -318,6 +343,9 @@ def build_index(run: Any, cfg: Config | None = None, query_vectors: np.ndarray |
     cfg, cur_date = run.cfg, run.cur_date
     with run.timer.step("read"):
         emb = read_embeddings(run.store, cur_date)
+    if query_vectors is None:
+        with run.timer.step("queries"):
+            query_vectors = user_query_vectors(run)
     kind, factory = choose_factory(emb.n, cfg)
     log.info("dt=%s: %d items x %d dims (model %s) -> %s index %r", cur_date, emb.n, emb.dim, emb.model_version,
              kind, factory)

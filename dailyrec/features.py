@@ -32,14 +32,6 @@ OUTPUT_FILES = ("item_counters.parquet", "user_counters.parquet", "catalog.parqu
                 "vocabularies.json", "vocab_state.parquet")
 
 
-def check_windows(windows: list[int]) -> list[int]:
-    """The sorted distinct counter windows (days); ``ValueError`` unless all are integers >= 1."""
-    ws = sorted(set(windows))
-    if not ws or any(not isinstance(w, int) or w < 1 for w in ws):
-        raise ValueError(f"features.counter_windows_days must hold integers >= 1, got {windows!r}")
-    return ws
-
-
 def vocab_source(name: str) -> str:
     """The ``events*`` view holding vocab feature ``name`` (``ValueError`` when none does)."""
     if name in LOG_SCHEMA.names or name == "hour_of_day":

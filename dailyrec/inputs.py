@@ -13,14 +13,18 @@ NULL_STRING = ""
 
 def feature_arrays(table: pa.Table, specs: list[Any], extra: dict[str, str] | None = None,
                    where: str = "table") -> dict[str, np.ndarray]:
-    """``{feature: np.ndarray}`` for every spec (strings as object arrays, ints as int64).
+    """``{feature: np.ndarray}`` for every spec (strings as object arrays, ints as int64), typed by
+    the models' one dtype rule (``models.serving.feature_dtype``).
 
     Nulls become ``""`` (strings) or ``0`` (ints). ``extra`` maps further columns to a numpy dtype
-    (``{"label": "float32"}``). A missing column raises ``KeyError`` naming it and ``where``.
+    (``{"label": "float32"}``). A missing column raises ``KeyError`` naming it and ``where``; an int
+    feature over a non-integer column raises ``TypeError``.
     """
+    from models.serving import feature_dtype
+
     out: dict[str, np.ndarray] = {}
     for s in specs:
-        name, dtype = (s.name, s.dtype) if hasattr(s, "name") else (s["name"], s.get("dtype", "string"))
+        name, dtype = (s.name if hasattr(s, "name") else s["name"]), feature_dtype(s)
         if name not in table.column_names:
             raise KeyError(f"{where}: column '{name}' (feature spec) is missing; columns: {table.column_names}")
         col = table.column(name)

@@ -13,12 +13,11 @@ row on stdout, in input order, and a summary line on stderr naming the model::
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
 
 ``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion | impression)``, both
-calibrated back from the model's training down-sample rate (:func:`dailyrec.ranking.calibrate`
-and :func:`~dailyrec.ranking.calibrate_conversion`). There is no Redis for the ranking model:
+calibrated back from the model's training down-sample rate (:func:`dailyrec.ranking.calibration.calibrate`
+and :func:`~dailyrec.ranking.calibration.calibrate_conversion`). There is no Redis for the ranking model:
 ``published.json`` points at the SavedModel, and a serving system loads it from there.
 
-In Python: ``Scorer(cfg).score(table_or_dicts)``; :func:`demo_lines` is the ranking part of
-``python -m dailyrec.demo.run``'s summary.
+In Python: ``Scorer(cfg).score(table_or_dicts)``.
 """
 
 from __future__ import annotations
@@ -30,7 +29,8 @@ from typing import Any
 
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
-from dailyrec.ranking import NAME, predict_calibrated
+from dailyrec.ranking import NAME
+from dailyrec.ranking.evaluation import predict_calibrated
 from dailyrec.storage import Store, open_store
 
 ID_COLUMNS = ("request_id", "user_id", "item_id")
@@ -133,11 +133,6 @@ class Scorer:
         return out
 
 
-def score_rows(rows: Any, cfg: Config | None = None, cur_date: str | None = None) -> list[dict[str, Any]]:
-    """One-shot :meth:`Scorer.score` with the published model (newest, or of ``cur_date``)."""
-    return Scorer(cfg, cur_date).score(rows)
-
-
 def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
     """Rows from a Parquet file, a JSON-lines file, or (``path`` None) JSON lines on ``stream``."""
     import pyarrow.parquet as pq
@@ -158,56 +153,6 @@ def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
         if path is not None:
             fh.close()
     return records, where
-
-
-def demo_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
-    """The ranking part of dailyrec.demo.run's summary: per date the gate's figures, then ``n`` holdout
-    rows of the newest published model's day scored by :class:`Scorer`."""
-    import pyarrow.parquet as pq
-
-    store = open_store(cfg)
-
-    def get(path: str) -> Any:
-        return store.read_json(store.path(path)) if store.exists(store.path(path)) else None
-
-    def auc(ev: Any, model: str, task: str) -> str:
-        v = (ev or {}).get("table", {}).get(model, {}).get(f"{task}_auc")
-        return f"{v:.3f}" if isinstance(v, float) else "-"
-
-    lines = ["ranking (AUC on the held-out hours; new MMoE / shared-bottom baseline / previous published):",
-             f"{'cur_date':<10}  {'train':>8}  {'warm from':>10}  {'click AUC':>19}  {'conversion AUC':>19}  "
-             f"{'calib':>5}  {'gate':>4}  published"]
-    for d in dates:
-        tr, ev = get(f"models/{NAME}/dt={d}/_manifest.json"), get(f"eval/{NAME}/dt={d}/report.json")
-        pub = get(f"registry/{NAME}/dt={d}/published.json")
-        cal = (ev or {}).get("table", {}).get("new", {}).get("click_calibration")
-        gate = "-" if not ev else ("pass" if ev["gate"]["passed"] else "FAIL")
-        lines.append(f"{d:<10}  {tr['rows']['train'] if tr else '-':>8}  "
-                     f"{(tr or {}).get('warm_start', {}).get('from') or '-':>10}  "
-                     f"{' / '.join(auc(ev, m, 'click') for m in ('new', 'shared_bottom', 'previous')):>19}  "
-                     f"{' / '.join(auc(ev, m, 'conversion') for m in ('new', 'shared_bottom', 'previous')):>19}  "
-                     f"{f'{cal:.2f}' if cal else '-':>5}  {gate:>4}  {pub['model_version'] if pub else '-'}")
-    for d in dates:
-        for w in (get(f"eval/{NAME}/dt={d}/report.json") or {}).get("warnings", []):
-            lines.append(f"warning {d}: {w}")
-    lines.append(f"full per-date reports: {store.path('reports', 'daily_ranking')}/dt=*/report.md")
-    try:
-        scorer = Scorer(cfg)
-    except FileNotFoundError as exc:
-        return lines + [str(exc)]
-    d = scorer.info["cur_date"]
-    path = f"{store.partition('ranking_samples', d)}/holdout.parquet"
-    if not store.exists(path):
-        return lines + [f"{path} is gone: nothing to score"]
-    rows = pq.read_table(path, filesystem=store.fs).slice(0, n)
-    lines += ["", f"Scoring check (python -m dailyrec.scoring --input rows.parquet): {scorer.info['model_version']} on "
-                  f"{rows.num_rows} held-out impressions of {d}, calibrated probabilities:",
-              f"  {'user_id':<12} {'item_id':<12} {'p(click)':>9} {'p(conv)':>9}  clicked  converted"]
-    for s, c, v in zip(scorer.score(rows, where=path), rows.column("click").to_pylist(),
-                       rows.column("conversion").to_pylist()):
-        lines.append(f"  {s.get('user_id', ''):<12} {s.get('item_id', ''):<12} {s['click']:>9.4f} "
-                     f"{s['conversion']:>9.4f}  {c:>7}  {v:>9}")
-    return lines
 
 
 def score_input(cfg: Config, input: str | None = None, cur_date: str | None = None,

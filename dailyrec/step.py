@@ -3,8 +3,9 @@
 A step module under ``tasks/`` starts with::
 
     def step(cur_date: str, cfg: Config) -> dict:
-        run = begin("build_features", cur_date, cfg)
-        run.require(run.path("samples", "train.parquet"), hint="run retrieval.sample first")
+        run = begin("train_two_tower", cur_date, cfg)
+        run.require(run.path("samples", "train.parquet"),
+                    hint="run python -m tasks.retrieval.sample --cur-date D first")
         with run.timer.step("read"):
             ...
         manifest = run.manifest(inputs=[...], rows={...}, extra_key=...)

@@ -54,15 +54,19 @@ def _spec_dict(spec: Any) -> Mapping[str, Any]:
     return spec.model_dump() if hasattr(spec, "model_dump") else spec
 
 
-def tf_dtype(spec: Any) -> tf.DType:
-    """``tf.int64`` for an ``int`` feature, ``tf.string`` for every other one.
+def feature_dtype(spec: Any) -> str:
+    """The one dtype rule of raw feature values: ``"int"`` or ``"string"``.
 
     ``spec``: a ``FeatureSpec`` or its dict. ``dtype`` decides; a dict without ``dtype`` falls back
     on ``kind`` (``dailyrec.config.FeatureSpec`` requires ``kind == "int"`` <=> ``dtype == "int"``).
     """
     s = _spec_dict(spec)
-    dtype = s.get("dtype") or ("int" if s.get("kind") == "int" else "string")
-    return tf.int64 if dtype == "int" else tf.string
+    return s.get("dtype") or ("int" if s.get("kind") == "int" else "string")
+
+
+def tf_dtype(spec: Any) -> tf.DType:
+    """``tf.int64`` for an ``int`` feature (:func:`feature_dtype`), ``tf.string`` for every other one."""
+    return tf.int64 if feature_dtype(spec) == "int" else tf.string
 
 
 def input_signature(specs: Sequence[Any]) -> dict[str, tf.TensorSpec]:

@@ -50,7 +50,6 @@ from models.serving import KERAS_FILE, dummy_features, input_signature, load_ker
 
 LABEL_KEY = "label"
 LOG_Q_KEY = "log_q"
-SOURCE_KEY = "source"
 RECALL_K = 10
 RECALL_MAX_QUERIES = 256  # the training metric scores at most this many positives per batch
 MODEL_FILE = KERAS_FILE

@@ -117,10 +117,62 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
     if run_pipeline:
         result["serving"] = serving_lines(cfg, dates[-1])
         if "daily_ranking" in dag_info["dags"]:
-            from dailyrec.scoring import demo_lines
-
-            result["ranking"] = "\n".join(demo_lines(cfg, dates))
+            result["ranking"] = "\n".join(ranking_lines(cfg, dates))
     return result
+
+
+def ranking_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
+    """The ranking part of the summary: per date the gate's figures, then ``n`` holdout rows of the
+    newest published model's day scored by :class:`dailyrec.scoring.Scorer`."""
+    import pyarrow.parquet as pq
+
+    from dailyrec.ranking import NAME
+    from dailyrec.scoring import Scorer
+    from dailyrec.storage import open_store
+
+    store = open_store(cfg)
+
+    def get(path: str) -> Any:
+        return store.read_json(store.path(path)) if store.exists(store.path(path)) else None
+
+    def auc(ev: Any, model: str, task: str) -> str:
+        v = (ev or {}).get("table", {}).get(model, {}).get(f"{task}_auc")
+        return f"{v:.3f}" if isinstance(v, float) else "-"
+
+    lines = ["ranking (AUC on the held-out hours; new MMoE / shared-bottom baseline / previous published):",
+             f"{'cur_date':<10}  {'train':>8}  {'warm from':>10}  {'click AUC':>19}  {'conversion AUC':>19}  "
+             f"{'calib':>5}  {'gate':>4}  published"]
+    for d in dates:
+        tr, ev = get(f"models/{NAME}/dt={d}/_manifest.json"), get(f"eval/{NAME}/dt={d}/report.json")
+        pub = get(f"registry/{NAME}/dt={d}/published.json")
+        cal = (ev or {}).get("table", {}).get("new", {}).get("click_calibration")
+        gate = "-" if not ev else ("pass" if ev["gate"]["passed"] else "FAIL")
+        lines.append(f"{d:<10}  {tr['rows']['train'] if tr else '-':>8}  "
+                     f"{(tr or {}).get('warm_start', {}).get('from') or '-':>10}  "
+                     f"{' / '.join(auc(ev, m, 'click') for m in ('new', 'shared_bottom', 'previous')):>19}  "
+                     f"{' / '.join(auc(ev, m, 'conversion') for m in ('new', 'shared_bottom', 'previous')):>19}  "
+                     f"{f'{cal:.2f}' if cal else '-':>5}  {gate:>4}  {pub['model_version'] if pub else '-'}")
+    for d in dates:
+        for w in (get(f"eval/{NAME}/dt={d}/report.json") or {}).get("warnings", []):
+            lines.append(f"warning {d}: {w}")
+    lines.append(f"full per-date reports: {store.path('reports', 'daily_ranking')}/dt=*/report.md")
+    try:
+        scorer = Scorer(cfg)
+    except FileNotFoundError as exc:
+        return lines + [str(exc)]
+    d = scorer.info["cur_date"]
+    path = f"{store.partition('ranking_samples', d)}/holdout.parquet"
+    if not store.exists(path):
+        return lines + [f"{path} is gone: nothing to score"]
+    rows = pq.read_table(path, filesystem=store.fs).slice(0, n)
+    lines += ["", f"Scoring check (python -m dailyrec.scoring --input rows.parquet): {scorer.info['model_version']} on "
+                  f"{rows.num_rows} held-out impressions of {d}, calibrated probabilities:",
+              f"  {'user_id':<12} {'item_id':<12} {'p(click)':>9} {'p(conv)':>9}  clicked  converted"]
+    for s, c, v in zip(scorer.score(rows, where=path), rows.column("click").to_pylist(),
+                       rows.column("conversion").to_pylist()):
+        lines.append(f"  {s.get('user_id', ''):<12} {s.get('item_id', ''):<12} {s['click']:>9.4f} "
+                     f"{s['conversion']:>9.4f}  {c:>7}  {v:>9}")
+    return lines
 
 
 def serving_lines(cfg: Config, last_date: str) -> str:

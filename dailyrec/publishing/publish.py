@@ -59,7 +59,7 @@ class _Inputs:
         inputs = self.index_manifest.get("inputs") or {}
         if inputs.get("embeddings_sha256") != self.emb.sha256:
             raise ContractError(f"the index of {cur_date} was built from other embeddings than "
-                                f"{self.emb.path} (sha256 differs): re-run dailyrec.ann first")
+                                f"{self.emb.path} (sha256 differs): re-run tasks.retrieval.build_index first")
         with store.fs.open_input_file(ids_path) as f:
             ids = pq.read_table(f)
         faiss_ids = ids.column("faiss_id").to_numpy()

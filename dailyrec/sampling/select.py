@@ -23,7 +23,7 @@ from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
 from dailyrec.events import log_inputs, open_events, read_snapshot
 from dailyrec.sampling.arrays import codes, dict_take
-from dailyrec.sampling.model import ModelVectors, model_info, model_negatives
+from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
 from dailyrec.sampling.negatives import (Negatives, exposed_negatives, popularity_q, random_negatives,
                                          same_category_negatives)
 from dailyrec.sampling.positives import Positives, select_positives
@@ -286,7 +286,10 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
     Args:
         run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` (a run named ``sample``
             is begun with ``cfg``).
-        model_vectors: the previous model's vectors for the ``model`` source (skipped when None).
+        model_vectors: the previous model's vectors for the ``model`` source; ``None`` computes them
+            (:func:`dailyrec.sampling.model.previous_model_vectors`) when ``model`` is one of
+            ``sampling.hard_negative_sources``, so every caller selects what the DAG selects (the
+            source is skipped with a warning when there is no earlier gate-passed model).
     Returns:
         ``{"path", "train", "holdout", "rows", "negatives_by_source", "skipped_sources"}``.
     Raises:
@@ -295,6 +298,9 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
     """
     run = begin("sample", run, cfg) if isinstance(run, str) else run
     sc = run.cfg.sampling
+    if model_vectors is None and "model" in sc.hard_negative_sources:
+        with run.timer.step("model_vectors"):
+            model_vectors = previous_model_vectors(run.store, run.cfg, run.cur_date)
     rng = np.random.default_rng([sc.seed, int(run.cur_date.replace("-", ""))])
     d = read_inputs(run)
     with run.timer.step("positives"):

@@ -11,8 +11,8 @@ Rows: ``ranking_samples/dt=D/holdout.parquet``, every impression of the last
 * ``previous``: the newest *published* ranking model before ``cur_date`` (yesterday's), if any.
 
 Every model's predictions are calibrated back from its own training down-sample rate (the
-``negative_downsample_rate`` of its manifest; :func:`dailyrec.ranking.calibrate` and
-:func:`~dailyrec.ranking.calibrate_conversion`) before the metrics. Per task (click, conversion): ``auc``,
+``negative_downsample_rate`` of its manifest; :func:`dailyrec.ranking.calibration.calibrate` and
+:func:`~dailyrec.ranking.calibration.calibrate_conversion`) before the metrics. Per task (click, conversion): ``auc``,
 ``logloss``, ``calibration`` (mean calibrated prediction / mean label; 1 is perfect),
 ``mean_pred``, ``mean_label`` and ``mean_raw_pred`` (the uncalibrated mean).
 
@@ -32,51 +32,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from dailyrec import cli
-from dailyrec.config import Config
-from dailyrec.ranking import (NAME, TASKS, artifact_dirs, auc_gate_reasons, collapsed_gate_warnings, format_table,
-                              model_rate, predict_calibrated, task_metrics)
+from dailyrec.config import RANKING_TASKS, Config
+from dailyrec.ranking import NAME
+from dailyrec.ranking.evaluation import (candidates, collapsed_gate_warnings, format_table, gate_diagnostics,
+                                         holdout_labels, publish_gate, score_models)
 from dailyrec.registry import eval_report_path, model_dir, published_before
-from dailyrec.step import StepRun, begin
+from dailyrec.step import begin
 from dailyrec.storage import MANIFEST
-
-
-def _score_models(run: StepRun, holdout: Any, hold_path: str, labels: dict[str, np.ndarray],
-                  candidates: list[tuple[str, str, str]], prev: dict[str, Any] | None,
-                  warnings: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Metrics and training rates of each ``(name, model dir, role)`` on the holdout rows."""
-    from models.serving import load_ranking_model
-
-    table: dict[str, dict[str, Any]] = {}
-    rates: dict[str, float] = {}
-    for name, mdir, role in candidates:
-        with run.timer.step(name):
-            rate = model_rate(run.store, mdir)
-            try:
-                ranker = load_ranking_model(artifact_dirs(mdir, role)[1])
-                raw, cal = predict_calibrated(ranker, holdout, rate, where=hold_path)
-            except (KeyError, TypeError) as exc:  # a model of another feature set cannot score today's rows
-                if name != "previous":
-                    raise
-                warnings.append(f"the previous model ({prev['cur_date']}) cannot score these rows: {exc}; "
-                                "the gate has nothing to compare with")
-                continue
-            table[name] = task_metrics(labels, cal, raw)
-            rates[name] = rate
-    return table, rates
-
-
-def _gate_diagnostics(run: StepRun, new_dir: str, holdout: Any, hold_path: str) -> dict[str, Any]:
-    """``models.ranking.gate_diagnostics`` of the day's MMoE on the holdout rows."""
-    from dailyrec.inputs import feature_arrays
-    from models.ranking import gate_diagnostics, load_model
-
-    with run.timer.step("gate_diagnostics"):
-        keras_model = load_model(artifact_dirs(new_dir, "main")[0], compile=False)
-        feats = feature_arrays(holdout, list(keras_model.encoder.specs), where=hold_path)
-        return gate_diagnostics(keras_model, feats)
 
 
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
@@ -96,27 +59,16 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     if n == 0:
         raise ValueError(f"{hold_path} has no rows: nothing to evaluate (training.holdout_hours="
                          f"{cfg.training.holdout_hours})")
-    labels = {t: holdout.column(t).to_numpy(zero_copy_only=False).astype(np.float64) for t in TASKS}
-    warnings = [f"the holdout has no {t} positive: {t} AUC is undefined and the gate ignores it"
-                for t in TASKS if labels[t].sum() == 0]
-
-    candidates = [("new", new_dir, "main")]
-    if "baseline" in (new_man.get("artifacts") or {}):
-        candidates.append(("shared_bottom", new_dir, "baseline"))
+    labels, warnings = holdout_labels(holdout)
     prev = published_before(store, NAME, cur_date)
-    if prev is not None:
-        candidates.append(("previous", prev["model_dir"], "main"))
-    table, rates = _score_models(run, holdout, hold_path, labels, candidates, prev, warnings)
-    gates = _gate_diagnostics(run, new_dir, holdout, hold_path) if new_man.get("kind", "mmoe") == "mmoe" else {}
-    warnings += collapsed_gate_warnings(gates)
-
-    max_drop = cfg.ranking.max_auc_drop_vs_previous
-    reasons = (auc_gate_reasons(table["new"], table["previous"], max_drop, prev["cur_date"])
-               if "previous" in table else [])
-    gate = {"passed": not reasons, "reasons": reasons, "metrics": [f"{t}_auc" for t in TASKS],
-            "max_auc_drop_vs_previous": max_drop,
-            "previous_model": prev["cur_date"] if prev and "previous" in table else None}
-    rows = {"holdout": n, **{f"holdout_{t}s": int(labels[t].sum()) for t in TASKS}}
+    prev_date = prev["cur_date"] if prev else None
+    table, rates, unscored = score_models(run, holdout, hold_path, labels, candidates(new_dir, new_man, prev),
+                                          prev_date)
+    gates = gate_diagnostics(run, new_dir, holdout, hold_path) if new_man.get("kind", "mmoe") == "mmoe" else {}
+    warnings += unscored + collapsed_gate_warnings(gates)
+    gate = publish_gate(table, cfg.ranking.max_auc_drop_vs_previous, prev_date)
+    reasons = gate["reasons"]
+    rows = {"holdout": n, **{f"holdout_{t}s": int(labels[t].sum()) for t in RANKING_TASKS}}
     report = run.manifest(inputs=[hold_path, new_dir] + ([prev["model_dir"]] if prev else []),
                           rows=rows, table=table, gate=gate, warnings=warnings,
                           gates=gates, downsample_rates=rates, model_version=new_man.get("model_version"))
@@ -137,7 +89,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
                     "; ".join(reasons), cur_date)
     return {"report": eval_report_path(store, NAME, cur_date), "passed": gate["passed"], "reasons": reasons,
             "warnings": warnings, "previous_model": gate["previous_model"],
-            **{f"{name}_{t}_auc": m[f"{t}_auc"] for name, m in table.items() for t in TASKS}}
+            **{f"{name}_{t}_auc": m[f"{t}_auc"] for name, m in table.items() for t in RANKING_TASKS}}
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from typing import Any
 from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.errors import GateRejected
-from dailyrec.ranking import NAME, artifact_dirs
+from dailyrec.ranking import NAME
+from dailyrec.ranking.artifacts import artifact_dirs
 from dailyrec.registry import eval_report_path, mark_published, model_dir
 from dailyrec.step import begin
 from dailyrec.storage import MANIFEST

@@ -13,12 +13,12 @@ its ``_manifest.json`` must exist, it is written last: :func:`ready`). The SQL i
 * training rows: the window minus the last ``training.holdout_hours`` hours of ``cur_date``.
   Every click is kept; an impression without a click is kept with probability
   ``r = ranking.negative_downsample_rate`` (seeded by ``(ranking.seed, cur_date)``,
-  :func:`dailyrec.ranking.downsample_negatives`). Each row carries ``downsample_rate`` (its keep
+  :func:`dailyrec.ranking.samples.downsample_negatives`). Each row carries ``downsample_rate`` (its keep
   probability: 1 for clicks, ``r`` otherwise) and ``sample_weight`` = 1 / that (the
   inverse-probability weight: weighted sums estimate the window's real counts). The model trains
   *unweighted* on these rows, so its click head learns the odds of the down-sampled data, and
-  :func:`dailyrec.ranking.calibrate` maps a prediction back: ``p_true = p / (p + (1 - p) / r)``;
-  :func:`dailyrec.ranking.calibrate_conversion` does the same for the conversion head (see
+  :func:`dailyrec.ranking.calibration.calibrate` maps a prediction back: ``p_true = p / (p + (1 - p) / r)``;
+  :func:`dailyrec.ranking.calibration.calibrate_conversion` does the same for the conversion head (see
   docs/ranking.md);
 * holdout rows: every impression of the last ``training.holdout_hours`` hours of ``cur_date``,
   not down-sampled (``downsample_rate`` = ``sample_weight`` = 1);
@@ -35,7 +35,8 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
-from dailyrec.ranking import CALIBRATION_FORMULA, features_manifest_path, impression_rows, sample_tables
+from dailyrec.ranking.calibration import CALIBRATION_FORMULA
+from dailyrec.ranking.samples import features_manifest_path, impression_rows, sample_tables
 from dailyrec.step import begin
 from dailyrec.storage import MANIFEST, open_store
 

@@ -34,60 +34,42 @@ Output (atomic), ``models/mmoe/dt=D/``::
 
 from __future__ import annotations
 
-import shutil
-import time
 from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
-from dailyrec.ranking import BASELINE, NAME, artifact_dirs, model_version
-from dailyrec.registry import model_dir, warm_start_source
+from dailyrec.ranking import BASELINE, NAME
+from dailyrec.ranking.artifacts import artifact_dirs
+from dailyrec.registry import model_dir
 from dailyrec.step import StepRun, begin
 from dailyrec.storage import MANIFEST
-from dailyrec.training import training_callbacks
+from dailyrec.training import fit, model_version, warm_source, warm_start
 
 
-def _fit_one(run: StepRun, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
-             labels: dict[str, Any], warm_dir: str | None, ckpt_dir: str, tb_dir: str) -> tuple[Any, dict[str, Any]]:
-    """Build, (warm start,) fit one model; returns it and its manifest figures."""
-    from pathlib import Path
-
+def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
+             labels: dict[str, Any], src: tuple[str, str] | None, ckpt_dir: str,
+             tb_dir: str) -> tuple[Any, dict[str, Any]]:
+    """Build, (warm start from ``src``'s model of the same role,) fit one model; returns it and its
+    manifest figures."""
     from dailyrec.inputs import ranking_dataset
     from models.ranking import build_ranking_model, load_model, warm_start_from
 
-    cfg, timer, log = run.cfg, run.timer, run.log
-    rc = cfg.ranking
-    n = len(next(iter(labels.values())))
-    with timer.step(f"{kind}_build"):
+    cfg, rc = run.cfg, run.cfg.ranking
+    with run.timer.step(f"{kind}_build"):
         model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed)
-    warm: dict[str, Any] = {"from": None}
-    if warm_dir is not None and Path(warm_dir).exists():
-        with timer.step(f"{kind}_warm_start"):
-            old = load_model(warm_dir, compile=False)
-            stats = warm_start_from(model, old)
-        warm = {"path": warm_dir, "stats": stats}
-        log.info("%s warm start from %s: embeddings %s; %d layer(s) copied, %d fresh", kind, warm_dir,
-                 stats["encoder"], stats["copied"], stats["skipped"])
-    elif warm_dir is not None:
-        log.warning("%s: no model at %s to warm start from; cold start", kind, warm_dir)
-    shutil.rmtree(ckpt_dir, ignore_errors=True)  # a re-run starts its own checkpoints
+    warm = warm_start(run, model, src, artifact_dirs(src[1], role)[0] if src else None, load_model, warm_start_from,
+                      label=kind, timer_step=f"{kind}_warm_start", missing_ok=True)
     ds = ranking_dataset(features, labels, batch_size=rc.batch_size, shuffle=True, seed=rc.seed,
                          specs=list(cfg.features.spec))
-    t0 = time.perf_counter()
-    with timer.step(f"{kind}_fit"):
-        hist = model.fit(ds, epochs=rc.epochs, verbose=0, shuffle=False,  # the dataset shuffles
-                         callbacks=training_callbacks(model, log, kind, rc.epochs, ckpt_dir, tb_dir,
-                                                      cfg.training.checkpoint_every_steps,
-                                                      cfg.training.checkpoints_keep))
-    fit_s = time.perf_counter() - t0
-    history = {k: [round(float(x), 6) for x in v] for k, v in hist.history.items()}
-    info = {"kind": kind, "params": int(model.count_params()), "history": history, "warm_start": warm,
-            "examples_per_s": round(n * rc.epochs / fit_s, 1), "fit_seconds": round(fit_s, 2),
-            "final_loss": history.get("loss", [None])[-1], "checkpoints": ckpt_dir}
+    result = fit(run, model, ds, rows=len(next(iter(labels.values()))), epochs=rc.epochs, label=kind,
+                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False)  # the dataset shuffles
+    info = {"kind": kind, "params": int(model.count_params()), "history": result.history, "warm_start": warm,
+            "examples_per_s": result.examples_per_s, "fit_seconds": round(result.seconds, 2),
+            "final_loss": result.final_loss, "checkpoints": ckpt_dir}
     if kind == BASELINE:
         info["bottom_units"] = list(model.bottom_units)
-    log.info("%s: %d parameters, final loss %s, %.0f examples/s", kind, info["params"], info["final_loss"],
-             info["examples_per_s"])
+    run.log.info("%s: %d parameters, final loss %s, %.0f examples/s", kind, info["params"], info["final_loss"],
+                 info["examples_per_s"])
     return model, info
 
 
@@ -124,21 +106,15 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     run.log.info("training %s (%s) on %d rows (%d clicks, %d conversions; non-clicks kept at r=%g) from %s",
                  cur_date, rc.kind, n, n_click, n_conv, rate, samples)
 
-    src = warm_start_source(store, NAME, cur_date) if cfg.training.warm_start else None
-    if src is None:
-        run.log.info("cold start (no gate-passed ranking model before %s%s)", cur_date,
-                     "" if cfg.training.warm_start else "; training.warm_start is off")
+    src = warm_source(run, NAME)
     roles = {"main": rc.kind, **({"baseline": BASELINE} if rc.train_baseline and rc.kind != BASELINE else {})}
     ckpt_root = store.local_path(run.partition(f"checkpoints/{NAME}"))
     final = model_dir(store, NAME, cur_date)
     infos: dict[str, dict[str, Any]] = {}
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
-            warm_dir = artifact_dirs(src[1], role)[0] if src is not None else None
-            model, info = _fit_one(run, k, vocabularies, arrays, labels, warm_dir, str(ckpt_root / role),
+            model, info = _fit_one(run, role, k, vocabularies, arrays, labels, src, str(ckpt_root / role),
                                    f"{tmp}/tensorboard/{role}")
-            if info["warm_start"].get("path"):
-                info["warm_start"]["from"] = src[0]
             keras_dir, sm_dir = artifact_dirs(tmp, role)
             with timer.step(f"{role}_save"):
                 save_model(model, keras_dir)
@@ -146,7 +122,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             infos[role] = info
             del model
         main = infos["main"]
-        version = model_version(cur_date, cfg)
+        version = model_version(NAME, cur_date, cfg)
         manifest = run.manifest(
             inputs=[samples, vocab_path], rows={"train": n, "clicks": n_click, "conversions": n_conv},
             model_version=version, kind=rc.kind,

@@ -2,9 +2,10 @@
 
     python -m tasks.retrieval.sample --cur-date 2026-11-03 [--set sampling.negatives_per_positive=8]
 
-The maths is :mod:`dailyrec.sampling`. When ``model`` is one of ``sampling.hard_negative_sources``
-the step computes the previous gate-passed model's vectors itself (its towers on the day's active
-users and catalog), so the CLI and the DAG select the same samples. Output: ``samples/dt=D/``.
+The maths is :mod:`dailyrec.sampling`. When ``model`` is one of ``sampling.hard_negative_sources``,
+:func:`dailyrec.sampling.select_samples` computes the previous gate-passed model's vectors itself
+(its towers on the day's active users and catalog), so the CLI, the DAG and any library caller
+select the same samples. Output: ``samples/dt=D/``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
-from dailyrec.sampling import previous_model_vectors, select_samples
+from dailyrec.sampling import select_samples
 from dailyrec.step import begin
 
 
@@ -21,11 +22,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Select the day's training samples and holdout; returns pointers and counts."""
     run = begin("sample", cur_date, cfg)
     run.require(run.path("features", "catalog.parquet"), hint=f"run tasks.retrieval.features for {run.cur_date} first")
-    model_vectors = None
-    if "model" in cfg.sampling.hard_negative_sources:
-        with run.timer.step("model_vectors"):
-            model_vectors = previous_model_vectors(run.store, cfg, run.cur_date)
-    return select_samples(run, model_vectors=model_vectors)
+    return select_samples(run)
 
 
 if __name__ == "__main__":

@@ -16,32 +16,15 @@ Output (atomic), ``models/two_tower/dt=D/``: ``model/`` (Keras archive for warm 
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
-from dailyrec.registry import model_dir, warm_start_source
+from dailyrec.registry import model_dir
 from dailyrec.step import begin
-from dailyrec.training import model_version, training_callbacks
+from dailyrec.training import fit, model_version, warm_source, warm_start
 
 NAME = "two_tower"
-
-
-def _warm_start(run: Any, model: Any) -> dict[str, Any]:
-    """Copy the newest gate-passed model before ``cur_date`` into ``model``; ``{"from": ...}``."""
-    from models.two_tower import load_model, warm_start_from
-
-    src = warm_start_source(run.store, NAME, run.cur_date) if run.cfg.training.warm_start else None
-    if src is None:
-        run.log.info("cold start (no gate-passed model before %s)", run.cur_date)
-        return {"from": None}
-    with run.timer.step("warm_start"):
-        stats = warm_start_from(model, load_model(f"{src[1]}/model", compile=False))
-    run.log.info("warm start from %s: %s", src[0], json.dumps(stats.get("embeddings", stats), default=str)[:500])
-    return {"from": src[0], "path": src[1], "stats": stats}
 
 
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
@@ -51,7 +34,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
 
     from dailyrec.inputs import dataset, feature_arrays
     from models.serving import export_towers
-    from models.two_tower import build_two_tower, save_model
+    from models.two_tower import build_two_tower, load_model, save_model, warm_start_from
 
     run = begin("train_two_tower", cur_date, cfg)
     store, tc = run.store, cfg.training
@@ -69,29 +52,23 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     tf.keras.utils.set_random_seed(tc.seed)
     with run.timer.step("build"):
         model = build_two_tower(tc, cfg.features, vocabularies)
-    warm = _warm_start(run, model)
-    ckpt_dir = store.local_path(run.partition(f"checkpoints/{NAME}"))
-    shutil.rmtree(ckpt_dir, ignore_errors=True)   # a re-run starts its own checkpoints
+    src = warm_source(run, NAME)
+    warm = warm_start(run, model, src, src[1] if src else None, load_model, warm_start_from, label=NAME,
+                      archive=f"{src[1]}/model" if src else None)
+    ckpt_dir = str(store.local_path(run.partition(f"checkpoints/{NAME}")))
     final = model_dir(store, NAME, run.cur_date)
     with store.atomic_output(final) as tmp:
         ds = dataset(arrays, tc.batch_size, shuffle_seed=tc.seed)
-        t0 = time.perf_counter()
-        with run.timer.step("fit"):
-            hist = model.fit(ds, epochs=tc.epochs, verbose=0,
-                             callbacks=training_callbacks(model, run.log, "two_tower", tc.epochs, str(ckpt_dir),
-                                                          f"{tmp}/tensorboard", tc.checkpoint_every_steps,
-                                                          tc.checkpoints_keep))
-        fit_s = time.perf_counter() - t0
+        result = fit(run, model, ds, rows=n, epochs=tc.epochs, label=NAME, ckpt_dir=ckpt_dir,
+                     tb_dir=f"{tmp}/tensorboard")
         with run.timer.step("save"):
             save_model(model, f"{tmp}/model")
             export_towers(model, tmp)
-        history = {k: [round(float(x), 6) for x in v] for k, v in hist.history.items()}
         version = model_version("tt", run.cur_date, cfg)
         manifest = run.manifest(
             inputs=[samples, vocab_path], rows={"train": n, "positives": n_pos},
-            model_version=version, history=history, warm_start=warm,
-            examples_per_s=round(n * tc.epochs / fit_s, 1), loss=tc.loss,
-            checkpoints=str(ckpt_dir), final_loss=history.get("loss", [None])[-1])
+            model_version=version, history=result.history, warm_start=warm,
+            examples_per_s=result.examples_per_s, loss=tc.loss, checkpoints=ckpt_dir, final_loss=result.final_loss)
         store.write_json(f"{tmp}/_manifest.json", manifest)
     run.log.info("model %s written to %s (%.0f examples/s)", version, final, manifest["examples_per_s"])
     return {"model_dir": final, "model_version": version, "rows": n, "final_loss": manifest["final_loss"],

@@ -325,7 +325,7 @@ def test_stale_index_is_refused(cfg):
     make_day(cfg, "2026-11-01", k=1)
     ids, vectors = make_day(cfg, "2026-11-01", k=1)
     write_embeddings(open_store(cfg), "2026-11-01", ids, vectors[::-1].copy(), "m1")  # re-export, no rebuild
-    with pytest.raises(ContractError, match="re-run dailyrec.ann first"):
+    with pytest.raises(ContractError, match="re-run tasks.retrieval.build_index first"):
         publish("2026-11-01", cfg)
     assert current_version(cfg) is None
 

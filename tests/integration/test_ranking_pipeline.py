@@ -151,7 +151,7 @@ def test_rate_one_keeps_everything(world, tmp_path):
 
 
 def test_calibrate_inverts_downsampling():
-    from dailyrec.ranking import calibrate, calibrate_conversion
+    from dailyrec.ranking.calibration import calibrate, calibrate_conversion
 
     rng = np.random.default_rng(0)
     q_click = rng.uniform(0.001, 0.999, 1000)

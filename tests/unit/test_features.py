@@ -3,20 +3,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
-from dailyrec.config import load_config
 from dailyrec.dates import date_range
-from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA, write_partition
+from dailyrec.contract import ITEM_SCHEMA, write_partition
 from dailyrec.storage import open_store
 from tests.helpers import DAY0, config, make_events, make_items, make_users, random_day, read, write_day, write_logs
+
 
 # ---- counters and catalog -----------------------------------------------------------------
 def test_counters_and_catalog_match_a_hand_computation(tmp_path):

@@ -1,0 +1,197 @@
+"""The ranking model's rows: every impression of the window with both labels and the features of
+``features.spec`` (SQL over the hourly logs), the training rows' negative down-sampling and the label
+statistics written into the ``ranking_samples`` manifest. pyarrow and DuckDB are imported inside
+the functions.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from dailyrec.config import Config
+    from dailyrec.storage import Store, Timer
+
+
+def features_manifest_path(store: Store, cur_date: str) -> str:
+    """``<root>/features/dt=D/_manifest.json``: written last by the retrieval DAG's features step."""
+    from dailyrec.storage import MANIFEST
+
+    return f"{store.partition('features', cur_date)}/{MANIFEST}"
+
+
+def feature_columns(cfg: Config, catalog_columns: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(user, context, item) feature names of ``features.spec`` other than the two ids, checked
+    against where they come from (users snapshot, log columns / ``hour_of_day``, catalog).
+
+    Raises:
+        ValueError: a feature is not a column of its source, naming each.
+    """
+    from dailyrec.contract import LOG_SCHEMA, USER_SCHEMA
+
+    fc = cfg.features
+    user = [f.name for f in fc.by_side("user") if f.name != "user_id"]
+    context = [f.name for f in fc.by_side("context")]
+    item = [f.name for f in fc.by_side("item") if f.name != "item_id"]
+    bad = ([f"{n} (user side: not a users column)" for n in user if n not in USER_SCHEMA.names]
+           + [f"{n} (context: not a log column)" for n in context
+              if n not in LOG_SCHEMA.names and n != "hour_of_day"]
+           + [f"{n} (item side: not a catalog column)" for n in item if n not in catalog_columns])
+    if bad:
+        raise ValueError(f"features.spec: {bad}")
+    return user, context, item
+
+
+def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> tuple[pa.Table, dict[str, Any]]:
+    """Every impression of the ranking window with both labels and the features of ``features.spec``.
+
+    Runs ``sql/ranking_label_check.sql`` then ``sql/ranking_impressions.sql`` (DuckDB) over the
+    hourly logs of the ``sampling.window_days`` days ending at ``cur_date`` (``YYYY-MM-DD``), the
+    users snapshot of ``cur_date`` and ``features/dt=D/catalog.parquet``; ``timer`` (a
+    :class:`dailyrec.storage.Timer`) records the phases.
+
+    Returns:
+        ``(rows, info)``: an Arrow table sorted as the SQL sorts it (labels int, ``is_holdout``,
+        ``in_catalog``, ``in_users`` bools, the feature columns) and ``{"catalog": path, "hours":
+        {day: [hours read]}, "features": {"user", "context", "item"}}``.
+    Raises:
+        ContractError: a conversion without a click in the window (the count per day named).
+        ValueError: a feature of the spec is not a column of its source (:func:`feature_columns`).
+    """
+    import pyarrow.parquet as pq
+
+    from dailyrec import sql
+    from dailyrec.contract import ITEM_SCHEMA
+    from dailyrec.dates import window
+    from dailyrec.errors import ContractError
+    from dailyrec.events import log_inputs, open_events, read_snapshot
+
+    window_days, holdout_hours = cfg.sampling.window_days, cfg.training.holdout_hours
+    with timer.step("inputs"):
+        catalog_path = f"{store.partition('features', cur_date)}/catalog.parquet"
+        with store.fs.open_input_file(catalog_path) as fh:
+            catalog = pq.read_table(fh)
+        user_feats, context, item_feats = feature_columns(cfg, catalog.column_names)
+        files, hours = log_inputs(store, window(cur_date, window_days), cur_date)
+        users = read_snapshot(store, "users", cur_date)
+        con = open_events(store, files, users, catalog.select(ITEM_SCHEMA.names))
+        sql.register_arrow(con, "catalog", catalog)
+    params = {"cur_date": cur_date, "window_days": window_days, "holdout_hours": holdout_hours}
+    with timer.step("sql_label_check"):
+        bad = sql.query_arrow(con, "ranking_label_check", params)
+    if bad.num_rows:
+        per_day = {str(d): int(n) for d, n in zip(bad["dt"].to_pylist(), bad["bad_rows"].to_pylist())}
+        con.close()
+        raise ContractError(
+            f"ranking samples {cur_date}: column 'conversion' is 1 where 'click' is 0 on {sum(per_day.values())} "
+            f"impression(s) of the window (per day: {per_day}); a conversion must follow a click. "
+            f"Fix the logs (the day validation, tasks.ingest.validate_day, rejects them as well).")
+    with timer.step("sql_impressions"):
+        rows = sql.query_arrow(con, "ranking_impressions", params,
+                                 {"user_features": user_feats, "context": context, "item_features": item_feats})
+    con.close()
+    return rows, {"catalog": catalog_path, "hours": hours,
+                  "features": {"user": user_feats, "context": context, "item": item_feats}}
+
+
+def downsample_negatives(click: np.ndarray, is_holdout: np.ndarray, rate: float,
+                         seed: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep every training click and each training non-click with probability ``rate``.
+
+    One uniform draw per training row (``~is_holdout``), in the rows' order, from
+    ``np.random.default_rng(seed)``: the same rows and seed give the same sample.
+
+    Args:
+        click: int/bool ``[n]`` click labels.
+        is_holdout: bool ``[n]``, True for the held-out rows (never down-sampled).
+        rate: the non-clicks' keep probability, in (0, 1].
+        seed: anything ``np.random.default_rng`` takes (the step uses ``[ranking.seed, yyyymmdd]``).
+    Returns:
+        ``(kept, keep_prob, holdout)``: int64 indices of the kept training rows (ascending),
+        float32 ``[len(kept)]`` keep probability of each (1 for clicks, ``rate`` otherwise), and
+        int64 indices of the holdout rows.
+    """
+    train_idx = np.flatnonzero(~is_holdout)
+    hold_idx = np.flatnonzero(is_holdout)
+    u = np.random.default_rng(seed).random(len(train_idx))
+    keep = (click[train_idx] == 1) | (u < rate)
+    kept = train_idx[keep]
+    keep_prob = np.where(click[kept] == 1, 1.0, rate).astype(np.float32)
+    return kept, keep_prob, hold_idx
+
+
+def sample_tables(rows: pa.Table, rate: float, seed: Any) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+    """Split :func:`impression_rows` into the down-sampled training rows and the holdout rows.
+
+    Both tables drop ``is_holdout`` and gain ``sample_weight`` and ``downsample_rate`` (float32;
+    the keep probability and its inverse, 1 for clicks and holdout rows) — see
+    :func:`downsample_negatives` for the draw.
+
+    Returns:
+        ``(train, holdout, stats)``; ``stats`` holds :func:`label_stats` of the training window
+        before (``train_before_downsampling``) and after (``train``) down-sampling, of the
+        ``holdout``, the per-``labels`` view (:func:`per_label`), and the counts of rows whose
+        item left the catalog / whose user is missing from the snapshot.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    click = np.asarray(rows["click"].to_numpy(zero_copy_only=False), dtype=np.int8)
+    conv = np.asarray(rows["conversion"].to_numpy(zero_copy_only=False), dtype=np.int8)
+    is_hold = np.asarray(rows["is_holdout"].to_numpy(zero_copy_only=False), dtype=bool)
+    kept, keep_prob, hold_idx = downsample_negatives(click, is_hold, rate, seed)
+    train_idx = np.flatnonzero(~is_hold)
+    before = label_stats(click[train_idx], conv[train_idx])
+    after = label_stats(click[kept], conv[kept], 1.0 / keep_prob)
+    holdout_stats = label_stats(click[hold_idx], conv[hold_idx])
+    base = rows.drop_columns(["is_holdout"])
+    train = base.take(pa.array(kept)).append_column(
+        "sample_weight", pa.array(1.0 / keep_prob, pa.float32())).append_column(
+        "downsample_rate", pa.array(keep_prob, pa.float32()))
+    ones = np.ones(len(hold_idx), np.float32)
+    holdout = base.take(pa.array(hold_idx)).append_column(
+        "sample_weight", pa.array(ones)).append_column("downsample_rate", pa.array(ones))
+    stats = {
+        "train_before_downsampling": before, "train": after, "holdout": holdout_stats,
+        "labels": per_label(before, after, holdout_stats),
+        "rows_with_item_outside_catalog": int(pc.sum(pc.invert(rows["in_catalog"])).as_py() or 0),
+        "rows_with_user_missing_from_snapshot": int(pc.sum(pc.invert(rows["in_users"])).as_py() or 0),
+    }
+    return train, holdout, stats
+
+
+def label_stats(click: np.ndarray, conversion: np.ndarray, weight: np.ndarray | None = None) -> dict[str, Any]:
+    """Rows, clicks, conversions and their rates (rounded to 6 digits; ``None`` when undefined);
+    with ``weight`` (float ``[n]``, inverse keep probabilities) also the weighted estimates."""
+    n = int(len(click))
+    clicks, convs = int(click.sum()), int(conversion.sum())
+    out: dict[str, Any] = {
+        "rows": n, "clicks": clicks, "conversions": convs,
+        "ctr": round(clicks / n, 6) if n else None,
+        "conversion_rate": round(convs / n, 6) if n else None,
+        "cvr_after_click": round(convs / clicks, 6) if clicks else None,
+    }
+    if weight is not None and n:
+        w = weight.astype(np.float64)
+        out["weighted_rows"] = round(float(w.sum()), 1)
+        out["weighted_ctr"] = round(float((w * click).sum() / w.sum()), 6)
+        out["weighted_conversion_rate"] = round(float((w * conversion).sum() / w.sum()), 6)
+    return out
+
+
+def per_label(before: dict[str, Any], after: dict[str, Any], holdout: dict[str, Any]) -> dict[str, Any]:
+    """Statistics by label (from three :func:`label_stats`): positives and rates before/after
+    down-sampling, and in the holdout."""
+    out = {}
+    for label, count, rate in (("click", "clicks", "ctr"), ("conversion", "conversions", "conversion_rate")):
+        out[label] = {
+            "positives_before": before[count], "rate_before": before[rate],
+            "positives_after": after[count], "rate_after": after[rate],
+            "weighted_rate_after": after.get(f"weighted_{rate}"),
+            "holdout_positives": holdout[count], "holdout_rate": holdout[rate],
+        }
+    return out
