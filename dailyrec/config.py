@@ -112,6 +112,8 @@ class RedisConfig(_Strict):
     """Chunk size of the index/id blobs in bytes (a Redis string holds at most 512 MB)."""
     publish_batch_delay_s: float = Field(0.0, ge=0)
     """Pause between pipelined batches of a publish, to pace the load on a Redis that also serves."""
+    allow_evicting_policy: bool = False
+    """Publish even to a server whose ``maxmemory-policy`` may evict published keys (``allkeys-*``)."""
 
 
 class DemoConfig(_Strict):

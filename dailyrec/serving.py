@@ -62,7 +62,11 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
         ``{"user_id", "path", "version", "model_version", "cur_date", "k", "items": [{"rank",
         "item_id", "score"}]}``, items best first (inner product of the L2-normalised vectors).
     Raises:
-        FileNotFoundError / KeyError: no current version in Redis, or its model/logs are missing.
+        dailyrec.publishing.reader.NothingPublished: nothing is published (a ``KeyError``, like all below).
+        dailyrec.publishing.reader.MissingVersionKeys: ``current`` or a key of the current version is
+            missing: names the keys, the version and the repair (re-publish its date, or roll back).
+        dailyrec.publishing.reader.CurrentKeptChanging: ``current`` moved during every read (transient).
+        FileNotFoundError / KeyError: the version's model or logs are missing.
     """
     import numpy as np
 

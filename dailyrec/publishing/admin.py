@@ -10,24 +10,21 @@ compares with the model actually online (:func:`dailyrec.registry.published_befo
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from dailyrec.config import Config
 from dailyrec.publishing.connection import describe, get_redis
+from dailyrec.publishing.integrity import check_version, no_current_error, repair_hint
 from dailyrec.publishing.layout import Keys, scan_keys, text
 from dailyrec.publishing.lock import PublishError, PublishLock
+from dailyrec.publishing.policy import eviction_policy, policy_message
 from dailyrec.publishing.publish import MODEL, record_online
 from dailyrec.publishing.reader import read_meta
 from dailyrec.registry import read_published
 from dailyrec.storage import open_store
 
 log = logging.getLogger("dailyrec.publish")
-
-
-def _is_complete(r: Any, keys: Keys, ver: str) -> bool:
-    return bool(r.exists(keys.v(ver, "complete"))) and r.zscore(keys.versions, ver) is not None
 
 
 def rollback(cfg: Config, to_version: str | None = None) -> dict[str, Any]:
@@ -37,7 +34,8 @@ def rollback(cfg: Config, to_version: str | None = None) -> dict[str, Any]:
     date is (re)written and later entries withdrawn. Returns ``{changed, current, previous}``.
 
     Raises:
-        ValueError: nothing to roll back to, or ``to_version`` is not a complete published version.
+        ValueError: nothing to roll back to, or ``to_version`` is not a complete published version (its
+            marker, its ``ns:versions`` member and every key its meta implies).
         PublishError: ``current`` or the lock changed meanwhile (nothing changed).
     """
     keys = Keys(cfg.redis.namespace)
@@ -49,10 +47,11 @@ def rollback(cfg: Config, to_version: str | None = None) -> dict[str, Any]:
             raise ValueError(f"nothing to roll back to: {keys.previous} is not set")
         if target == cur:
             return {"changed": False, "current": cur, "previous": prev}
-        if not _is_complete(r, keys, target):
+        chk = check_version(r, keys, target)  # every key of the target, not just its marker
+        if not chk["complete"]:
             known = [text(m) for m in r.zrange(keys.versions, 0, -1)]
-            raise ValueError(f"version {target!r} is not a complete published version under "
-                             f"{keys.ns!r} (known: {known})")
+            raise ValueError(f"version {target!r} is not a complete published version under {keys.ns!r}: "
+                             f"missing {chk['missing_keys']}; {'; '.join(chk['problems'])} (known: {known})")
         with r.pipeline(transaction=True) as pipe:
             pipe.watch(keys.lock, keys.current)
             if pipe.get(keys.lock) != lock.value or text(pipe.get(keys.current)) != cur:
@@ -78,20 +77,45 @@ def _record_rollback(cfg: Config, r: Any, keys: Keys, target: str, cur: str | No
 
 
 def status(cfg: Config) -> dict[str, Any]:
-    """What is in the namespace: current, previous, every version, the lock holder, staged keys.
+    """What is in the namespace, and is it whole: current, previous, every version, the server's eviction
+    policy, the lock holder, staged keys.
 
-    Each version: version, cur_date, score, complete, count, dim, index (type), recall_at_k.
+    Each version (the ``ns:versions`` members plus ``current`` and ``previous``): version, cur_date,
+    score, count, dim, index (type), recall_at_k, and the key check of
+    :func:`dailyrec.publishing.integrity.check_version`: ``complete`` (every key the meta implies exists,
+    vector and byte counts match), ``missing_keys`` (the first 20), ``missing_count``, ``vectors_found``,
+    ``problems``. ``healthy`` is false and ``problems`` says why when a version is not complete,
+    ``current`` is missing while versions exist, or the server's ``maxmemory-policy`` may evict keys
+    (warned whatever ``redis.allow_evicting_policy`` says; each problem is also logged).
     """
     keys = Keys(cfg.redis.namespace)
     r = get_redis(cfg)
-    versions = []
-    for m, score in r.zrange(keys.versions, 0, -1, withscores=True):
-        ver = text(m)
-        meta = json.loads(r.get(keys.v(ver, "meta")) or "{}")
-        versions.append({"version": ver, "cur_date": meta.get("cur_date"), "score": int(score),
-                         "complete": bool(r.exists(keys.v(ver, "complete"))), "count": meta.get("count"),
-                         "dim": meta.get("dim"), "index": (meta.get("index") or {}).get("type"),
-                         "recall_at_k": (meta.get("index") or {}).get("recall_at_k")})
-    return {"redis": describe(cfg), "namespace": keys.ns, "current": text(r.get(keys.current)),
-            "previous": text(r.get(keys.previous)), "versions": versions,
+    cur, prev = text(r.get(keys.current)), text(r.get(keys.previous))
+    members = {text(m): int(s) for m, s in r.zrange(keys.versions, 0, -1, withscores=True)}
+    names = list(members) + [v for v in (cur, prev) if v and v not in members]
+    versions = [_version_status(r, keys, ver, members.get(ver)) for ver in names]
+    policy = eviction_policy(r)
+    problems = [f"version {v['version']}{_role(v['version'], cur, prev)}: missing {v['missing_count']} key(s) "
+                f"{v['missing_keys']}; {'; '.join(v['problems'])}. {repair_hint(v['version'])}"
+                for v in versions if not v["complete"]]
+    if cur is None and names:
+        problems.append(str(no_current_error(r, keys, describe(cfg))))
+    if policy["evicting"]:
+        problems.append(policy_message(describe(cfg), policy))
+    for p in problems:
+        log.error("status of %s: %s", keys.ns, p)
+    return {"redis": describe(cfg), "namespace": keys.ns, "current": cur, "previous": prev, "versions": versions,
+            "healthy": not problems, "problems": problems, "redis_policy": policy,
             "lock": text(r.get(keys.lock)), "staged_keys": sum(1 for _ in scan_keys(r, keys.stage_pattern()))}
+
+
+def _role(ver: str, cur: str | None, prev: str | None) -> str:
+    return " (current)" if ver == cur else " (previous)" if ver == prev else ""
+
+
+def _version_status(r: Any, keys: Keys, ver: str, score: int | None) -> dict[str, Any]:
+    chk = check_version(r, keys, ver)
+    meta = chk.pop("meta")
+    ix = meta.get("index") or {}
+    return {"version": ver, "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
+            "dim": meta.get("dim"), "index": ix.get("type"), "recall_at_k": ix.get("recall_at_k")} | chk

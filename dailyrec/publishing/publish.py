@@ -11,7 +11,8 @@ called the publish. Protocol and reasons: docs/redis-layout.md.
 
 Knobs (config only, part of its digest): ``redis.publish_batch`` (vectors per pipelined round
 trip), ``redis.vectors_per_bucket``, ``redis.blob_chunk_bytes``, ``redis.publish_batch_delay_s``
-(pause after each batch), ``redis.keep_versions``.
+(pause after each batch), ``redis.keep_versions``, ``redis.allow_evicting_policy`` (publish even to a
+server whose ``maxmemory-policy`` may evict keys: :mod:`dailyrec.publishing.policy`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dailyrec.publishing.layout import (Keys, blob_suffixes, bucket_of, date_sco
                                         unlink_all, version_id)
 from dailyrec.publishing.lock import PublishError, PublishLock
 from dailyrec.publishing.packing import RawPipe, VectorPacker, chunks
+from dailyrec.publishing.policy import check_policy
 from dailyrec.registry import mark_online
 from dailyrec.storage import Store, Timer, open_store
 
@@ -100,17 +102,20 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
         ContractError: the index was built from other embeddings.
         PublishError: the staged version failed verification or the lock was lost (``current`` unchanged).
         TimeoutError: another publisher held the lock for longer than ``LOCK_WAIT_S``.
+        EvictingPolicyError: the server's ``maxmemory-policy`` may evict published keys and
+            ``redis.allow_evicting_policy`` is false (checked first: nothing read or written).
     """
     cfg = cfg or load_config()
     cur_date = parse_date(cur_date).isoformat()
     store = open_store(cfg)
     timer = Timer()
+    r = get_redis(cfg)
+    policy = check_policy(r, cfg, describe(cfg))  # before any work: refuse a server that may evict our keys
     with timer.step("read_inputs"):
         inp = _Inputs(store, cur_date)
     emb = inp.emb
     ver = version_id(cur_date, emb.model_version)
     keys = Keys(cfg.redis.namespace)
-    r = get_redis(cfg)
 
     with PublishLock(r, keys) as lock:
         cur = text(r.get(keys.current))
@@ -130,7 +135,8 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
         with timer.step("stage_vectors"):
             _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
         with timer.step("stage_blobs"):
-            blobs, meta_blob = _stage_blobs(r, keys, ver, cur_date, inp, buckets, cfg.redis.blob_chunk_bytes, lock)
+            blobs, meta_blob = _stage_blobs(r, keys, ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes,
+                                            lock)
         # a catalog can leave buckets empty; they have no key
         staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]]
         staged += [sfx for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))] + ["meta"]
@@ -148,7 +154,7 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
                   # vector load rate: bucketing/packing + pipelined HSETs (not the Parquet read, not the blobs)
                   "vectors_per_s": round(emb.n / max(timer.timings["prepare"] + timer.timings["stage_vectors"],
                                                      1e-9), 1),
-                  "redis": describe(cfg), "namespace": keys.ns}
+                  "redis": describe(cfg), "namespace": keys.ns, "maxmemory_policy": policy["maxmemory_policy"]}
         record_online(cfg, store, cur_date, {k: result[k] for k in ("version", "previous", "keys_written",
                                                                     "vectors", "seconds")}
                       | {"previous_version": previous})
@@ -178,16 +184,21 @@ def _stage_vectors(r: Any, keys: Keys, ver: str, packer: VectorPacker, lock: Pub
                 time.sleep(rc.publish_batch_delay_s)
 
 
-def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, buckets: int, chunk: int,
+def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, chunk: int,
                  lock: PublishLock) -> tuple[dict[str, list[memoryview]], bytes]:
-    """Stage the ``ids`` and ``index`` chunks and the meta; returns ``(blobs, meta bytes)``."""
+    """Stage the ``ids`` and ``index`` chunks and the meta; returns ``(blobs, meta bytes)``.
+
+    ``counts[b]``: vectors of bucket ``b``; the empty ones have no key and are listed in the meta, so
+    the meta alone gives the version's key set (``dailyrec.publishing.integrity.expected_keys``)."""
     emb = inp.emb
+    buckets = len(counts)
     ids_blob = json.dumps(inp.ids, separators=(",", ":"), ensure_ascii=False).encode()
     blobs = {"index": chunks(inp.index_bytes, chunk), "ids": chunks(ids_blob, chunk)}
     meta = {
         "version": ver, "cur_date": cur_date, "created": cur_date, "model_version": emb.model_version,
         "count": emb.n, "dim": emb.dim, "dtype": "float32-le",
-        "vectors": {"key": "vec:<bucket>", "buckets": buckets, "bucket_of": "crc32(utf8(item_id)) % buckets"},
+        "vectors": {"key": "vec:<bucket>", "buckets": buckets, "bucket_of": "crc32(utf8(item_id)) % buckets",
+                    "empty_buckets": [int(b) for b in np.flatnonzero(counts == 0)]},
         "index": {**_index_meta(inp.index_manifest), "bytes": len(inp.index_bytes),
                   "chunks": len(blobs["index"]), "sha256": hashlib.sha256(inp.index_bytes).hexdigest()},
         "ids": {"format": "json-array", "bytes": len(ids_blob), "chunks": len(blobs["ids"]),

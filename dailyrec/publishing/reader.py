@@ -2,7 +2,9 @@
 
 Read ``current`` once, then only that version's keys: a version's keys are created by the switch
 transaction and deleted only once it is neither ``current`` nor ``previous`` nor among the newest
-``redis.keep_versions`` (docs/redis-layout.md, "Readers").
+``redis.keep_versions`` (docs/redis-layout.md, "Readers"). A key of the version that is missing
+while the version is still published is a :class:`MissingVersionKeys` naming it (deleted or evicted
+outside the publisher: re-publish or roll back), never a retry.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import numpy as np
 
 from dailyrec.config import Config
 from dailyrec.publishing.connection import describe, get_redis
+from dailyrec.publishing.integrity import (CurrentKeptChanging, MissingVersionKeys, NothingPublished,
+                                           VersionNotPublished, missing_keys_error, no_current_error)
 from dailyrec.publishing.layout import Keys, blob_suffixes, bucket_of, text
+
+__all__ = ["CurrentKeptChanging", "MissingVersionKeys", "NothingPublished", "VersionNotPublished",
+           "current_version", "load_current", "read_meta", "read_vectors"]
+
+READ_ATTEMPTS = 5
+"""Reads of ``current`` and its version before :class:`CurrentKeptChanging`."""
 
 
 def current_version(cfg: Config) -> str | None:
@@ -23,11 +33,24 @@ def current_version(cfg: Config) -> str | None:
     return text(get_redis(cfg).get(Keys(cfg.redis.namespace).current))
 
 
+def _is_published(r: Any, keys: Keys, version: str) -> bool:
+    return r.zscore(keys.versions, version) is not None or text(r.get(keys.current)) == version
+
+
 def read_meta(r: Any, ns: str, version: str) -> dict[str, Any]:
-    """The JSON meta of a version (``LookupError`` if the version is not published under ``ns``)."""
-    raw = r.get(Keys(ns).v(version, "meta"))
+    """The JSON meta of a version.
+
+    Raises:
+        VersionNotPublished: the version is not (or no longer) published under ``ns``.
+        MissingVersionKeys: the version is published but its meta key is gone.
+    """
+    keys = Keys(ns)
+    raw = r.get(keys.v(version, "meta"))
     if raw is None:
-        raise LookupError(f"version {version!r} is not published under {ns!r}")
+        if _is_published(r, keys, version):
+            raise missing_keys_error(r, keys, version, [keys.v(version, "meta")])
+        raise VersionNotPublished(f"version {version!r} is not published under {ns!r} (deleted by retention, or "
+                                  "never published): read current again")
     return json.loads(raw)
 
 
@@ -36,19 +59,28 @@ def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str
 
     One ``HMGET`` per bucket, in one pipeline. Reads only ``ns:v:<version>:*`` keys: read
     ``current`` once, then pass that version here. ``ValueError`` if a stored vector is not
-    ``dim * 4`` bytes.
+    ``dim * 4`` bytes; :class:`MissingVersionKeys` if a bucket the meta says exists is gone while the
+    version is still published, :class:`VersionNotPublished` if the version was deleted meanwhile.
     """
     meta = read_meta(r, ns, version)
     buckets, dim = int(meta["vectors"]["buckets"]), int(meta["dim"])
+    empty = set(meta["vectors"].get("empty_buckets") or [])
     keys = Keys(ns)
     groups: dict[int, list[str]] = {}
     for item in item_ids:
         groups.setdefault(bucket_of(item, buckets), []).append(item)
     pipe = r.pipeline(transaction=False)
     for b, items in groups.items():
+        pipe.exists(keys.v(version, f"vec:{b}"))
         pipe.hmget(keys.v(version, f"vec:{b}"), items)
+    res = pipe.execute()
+    gone = [keys.v(version, f"vec:{b}") for b, there in zip(groups, res[::2]) if not there and b not in empty]
+    if gone:
+        if _is_published(r, keys, version):
+            raise missing_keys_error(r, keys, version, gone)
+        raise VersionNotPublished(f"version {version!r} was deleted under {ns!r} while reading it: read current again")
     out: dict[str, np.ndarray] = {}
-    for items, values in zip(groups.values(), pipe.execute()):
+    for items, values in zip(groups.values(), res[1::2]):
         for item, raw in zip(items, values):
             if raw is None:
                 continue
@@ -58,42 +90,72 @@ def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str
     return out
 
 
-def _read_blob(r: Any, keys: Keys, ver: str, name: str, info: dict[str, Any]) -> bytes | None:
-    """A chunked blob, or ``None`` if a chunk is gone or the sha256 differs from the meta's."""
+def _read_blob(r: Any, keys: Keys, ver: str, name: str, info: dict[str, Any]) -> tuple[bytes | None, list[str]]:
+    """``(blob, [])``, or ``(None, bad keys)`` if chunks are gone or the sha256 differs from the meta's."""
+    names = [keys.v(ver, s) for s in blob_suffixes(name, int(info["chunks"]))]
     pipe = r.pipeline(transaction=False)
-    for suffix in blob_suffixes(name, int(info["chunks"])):
-        pipe.get(keys.v(ver, suffix))
+    for key in names:
+        pipe.get(key)
     parts = pipe.execute()
-    if any(p is None for p in parts):
-        return None
+    gone = [key for key, p in zip(names, parts) if p is None]
+    if gone:
+        return None, gone
     blob = b"".join(parts)
-    return blob if hashlib.sha256(blob).hexdigest() == info["sha256"] else None
+    if hashlib.sha256(blob).hexdigest() != info["sha256"]:
+        return None, [f"{key} (content differs from the meta's sha256)" for key in names]
+    return blob, []
+
+
+def _read_version(r: Any, keys: Keys, ver: str) -> tuple[bytes | None, dict[str, Any], list[str]]:
+    """``(raw meta, {"meta", "index", "ids"}, bad keys)`` of one version, as far as it could be read."""
+    raw = r.get(keys.v(ver, "meta"))
+    if raw is None:
+        return None, {}, [keys.v(ver, "meta")]
+    meta = json.loads(raw)
+    index_bytes, bad = _read_blob(r, keys, ver, "index", meta["index"])
+    ids_bytes, bad_ids = _read_blob(r, keys, ver, "ids", meta["ids"])
+    return raw, {"meta": meta, "index": index_bytes, "ids": ids_bytes}, bad + bad_ids
 
 
 def load_current(cfg: Config) -> tuple[dict[str, Any], Any, np.ndarray]:
     """``(meta, faiss index, ids)`` of the current version, for serving: ``ids[label]`` (object
-    array of str) is the item id of faiss label ``label``. Retries if the version changes while it
-    is being read; ``LookupError`` if nothing is published or ``current`` keeps changing,
-    ``ValueError`` if index, ids and meta disagree on the count."""
+    array of str) is the item id of faiss label ``label``.
+
+    If a key is missing, ``current`` (and the meta) are read again: when they moved, a publish or a
+    rollback switched versions meanwhile and the read is retried; when they did not, the version
+    itself lost keys.
+
+    Raises:
+        NothingPublished: nothing was ever published under the namespace.
+        MissingVersionKeys: ``current`` is gone while versions are published, or the current version
+            lacks keys (names them, the version and the repairs: re-publish or roll back).
+        CurrentKeptChanging: ``current`` moved during each of :data:`READ_ATTEMPTS` reads (transient).
+        ValueError: index, ids and meta disagree on the count.
+    """
     import faiss
 
     r = get_redis(cfg)
     keys = Keys(cfg.redis.namespace)
-    for _ in range(5):
+    seen: list[str] = []
+    for _ in range(READ_ATTEMPTS):
         ver = text(r.get(keys.current))
         if ver is None:
-            raise LookupError(f"nothing is published under {keys.ns!r} ({describe(cfg)})")
-        try:
-            meta = read_meta(r, keys.ns, ver)
-        except LookupError:
-            continue
-        index_bytes = _read_blob(r, keys, ver, "index", meta["index"])
-        ids_bytes = _read_blob(r, keys, ver, "ids", meta["ids"])
-        if index_bytes is None or ids_bytes is None:
-            continue  # deleted or rewritten meanwhile: read current again
-        index = faiss.deserialize_index(np.frombuffer(index_bytes, dtype=np.uint8))
-        ids = np.array(json.loads(ids_bytes), dtype=object)
-        if index.ntotal != len(ids) or len(ids) != meta["count"]:
-            raise ValueError(f"version {ver}: index has {index.ntotal} vectors, ids {len(ids)}, meta {meta['count']}")
-        return meta, index, ids
-    raise LookupError(f"{keys.current} kept changing while reading it")
+            raise no_current_error(r, keys, describe(cfg))
+        seen.append(ver)
+        raw, got, bad = _read_version(r, keys, ver)
+        if not bad:
+            return _assemble(faiss, ver, got)
+        if text(r.get(keys.current)) != ver or r.get(keys.v(ver, "meta")) != raw:
+            continue  # switched or rewritten meanwhile: read current again
+        raise missing_keys_error(r, keys, ver, bad, role="current")
+    raise CurrentKeptChanging(f"{keys.current} changed during each of {READ_ATTEMPTS} reads (versions seen: {seen}); "
+                              "publishes or rollbacks in quick succession: retry")
+
+
+def _assemble(faiss: Any, ver: str, got: dict[str, Any]) -> tuple[dict[str, Any], Any, np.ndarray]:
+    meta = got["meta"]
+    index = faiss.deserialize_index(np.frombuffer(got["index"], dtype=np.uint8))
+    ids = np.array(json.loads(got["ids"]), dtype=object)
+    if index.ntotal != len(ids) or len(ids) != meta["count"]:
+        raise ValueError(f"version {ver}: index has {index.ntotal} vectors, ids {len(ids)}, meta {meta['count']}")
+    return meta, index, ids
