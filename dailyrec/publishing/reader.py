@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from dailyrec.publishing.layout import Keys, blob_suffixes, bucket_of, text
 
 __all__ = ["CurrentKeptChanging", "MissingVersionKeys", "NothingPublished", "VersionNotPublished",
            "current_version", "load_current", "read_meta", "read_vectors"]
+
+log = logging.getLogger("dailyrec.serving")
 
 READ_ATTEMPTS = 5
 """Reads of ``current`` and its version before :class:`CurrentKeptChanging`."""
@@ -146,7 +149,8 @@ def load_current(cfg: Config) -> tuple[dict[str, Any], Any, np.ndarray]:
         if not bad:
             return _assemble(faiss, ver, got)
         if text(r.get(keys.current)) != ver or r.get(keys.v(ver, "meta")) != raw:
-            continue  # switched or rewritten meanwhile: read current again
+            log.info("%s moved while reading %s (%s): reading it again", keys.current, ver, bad[0])
+            continue  # switched or rewritten meanwhile
         raise missing_keys_error(r, keys, ver, bad, role="current")
     raise CurrentKeptChanging(f"{keys.current} changed during each of {READ_ATTEMPTS} reads (versions seen: {seen}); "
                               "publishes or rollbacks in quick succession: retry")

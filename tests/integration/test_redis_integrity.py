@@ -202,3 +202,48 @@ def test_eviction_under_memory_pressure_is_diagnosed(cfg):
     else:  # only vector buckets (or markers) went: serving still works, status names them
         v = next(v for v in st["versions"] if v["version"] == published)
         assert v["complete"] is False and set(v["missing_keys"]) <= {k.decode() for k in lost}
+
+
+def test_version_switched_mid_read_is_retried_not_reported_missing(rcfg, caplog):
+    """The other side of the distinction: a version rewritten while a reader reads it (new meta and
+    chunks land between the reader's GETs) is read again, never reported as missing keys. Rewrites
+    repeat until a reader has been caught mid-read at least once (logged by load_current)."""
+    import logging
+    import threading
+
+    import numpy as np
+
+    from dailyrec.ann import build_index
+    from dailyrec.embeddings import write_embeddings
+    from dailyrec.storage import open_store
+
+    caplog.set_level(logging.INFO, logger="dailyrec.serving")
+    cfg = rcfg.with_overrides({"redis.blob_chunk_bytes": 300})  # ~100 chunks: a long pipelined read
+    ids, vectors = make_day(cfg, "2026-11-01", k=1, n=300)
+    ver = publish("2026-11-01", cfg)["version"]
+    stop, seen, errors = threading.Event(), [], []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                meta, index, id_of = load_current(cfg)
+                seen.append((meta["index"]["sha256"], index.ntotal, len(id_of)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        for i in range(40):  # the same version id, other bytes each time (ids in another order)
+            order = np.random.default_rng(i).permutation(len(ids))
+            write_embeddings(open_store(cfg), "2026-11-01", [ids[j] for j in order], vectors[order], "m1")
+            build_index("2026-11-01", cfg)
+            assert publish("2026-11-01", cfg)["version"] == ver
+            if "moved while reading" in caplog.text or errors:
+                break
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, errors
+    assert f"{Keys(cfg.redis.namespace).current} moved while reading {ver}" in caplog.text
+    assert len({sha for sha, *_ in seen}) >= 2 and all(n == m == 300 for _, n, m in seen)
