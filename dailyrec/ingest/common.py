@@ -216,7 +216,7 @@ def duplicate_lines(rows: pd.DataFrame, key: list[str], line_col: str, *, file: 
         differ = [c for c in content if c not in key and same[c].nunique(dropna=False) > 1]
         raise InputError(
             f"{file}: lines {', '.join(str(int(x)) for x in same[line_col])} have the same "
-            f"{'/'.join(key)} {'/'.join(str(first[k]) for k in key)} but differ in column(s) "
+            f"{'/'.join(key)} {'/'.join(str(same[k].iloc[0]) for k in key)} but differ in column(s) "
             f"{', '.join(repr(c) for c in differ)}: not a repeated line, a conflict (fix the input)")
     return sorted(int(x) for x in rows.loc[repeat, line_col])
 
