@@ -94,5 +94,11 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             "conversions": report["conversions"], "users": rows["users"], "items": rows["items"]}
 
 
+def validate_days(cfg: Config, days: list[str]) -> list[dict[str, Any]]:
+    """:func:`step` for each of ``days`` in date order (the previous day's report feeds the volume
+    check), e.g. every date an import wrote; stops at the first day that fails."""
+    return [step(d, cfg) for d in sorted(days)]
+
+
 if __name__ == "__main__":
     cli.main(step)
