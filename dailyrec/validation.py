@@ -6,7 +6,8 @@ makes the steps reading logs refuse a day that did not pass (docs/data-contract.
 * ``report.json``: the day passed; besides its counts it lists every input file of the day
   (``input_files``: path under the data root -> ``"size:mtime_ns"``: the logs of the 24 hours, the
   users and items snapshots), so a day whose files changed after the check is not taken as checked;
-* ``failed.json``: the day failed; ``error`` is the check's message (partition, file, column, row).
+* ``failed.json``: the day failed; ``error`` is the check's message (partition, file, column, row);
+  ``contract_ok`` is true when only a volume check failed (then ``input_files`` is there too).
 
 Both are written atomically and replace each other (a re-run of the check decides again).
 :func:`require_validated` is what a step calls (``run.require_validated(days)``) before it reads
@@ -52,15 +53,20 @@ def record_failed(store: Store, cur_date: str, error: BaseException, manifest: d
     return f"{out}/{FAILED}"
 
 
-def _problem(store: Store, day: str) -> tuple[str, bool] | None:
-    """``(what is wrong, is it a failure rather than a missing record)`` or None when ``day`` passed."""
+def _problem(store: Store, day: str, window_day: bool) -> tuple[str, bool] | None:
+    """``(what is wrong, is it a failure rather than a missing record)`` or None when ``day`` may
+    be read: it passed, or (``window_day``) only its volume check failed (``contract_ok``)."""
     part = store.partition("day_checks", day)
     if store.exists(f"{part}/{FAILED}"):
-        return f"{day} failed validation: {store.read_json(f'{part}/{FAILED}')['error']}", True
-    if not store.exists(f"{part}/{PASSED}"):
+        failed = store.read_json(f"{part}/{FAILED}")
+        if not (window_day and failed.get("contract_ok")):
+            return f"{day} failed validation: {failed['error']}", True
+        recorded = failed.get("input_files")
+    elif not store.exists(f"{part}/{PASSED}"):
         return (f"{store.partition('logs', day)} has not passed validation ({part}/{PASSED} "
                 "is missing)"), False
-    recorded = store.read_json(f"{part}/{PASSED}").get("input_files")
+    else:
+        recorded = store.read_json(f"{part}/{PASSED}").get("input_files")
     if recorded is None:
         return f"{day}: {part}/{PASSED} predates input lists (written by an older version)", True
     now = input_files(store, day)
@@ -73,14 +79,16 @@ def _problem(store: Store, day: str) -> tuple[str, bool] | None:
 
 def require_validated(store: Store, days: list[str], cur_date: str, step: str) -> None:
     """Refuse unless every day of ``days`` that has logs (and ``cur_date`` always) passed validation
-    and its files are the ones validated.
+    and its files are the ones validated. A day other than ``cur_date`` whose only failure was a
+    volume check (an empty or small day: its rows meet the contract) is accepted.
 
     Raises:
         ContractError: a day failed validation, or its files changed since it passed (each named).
         FileNotFoundError: a day was never validated (no record), naming ``day_checks/dt=D``.
     """
     problems = [(d, *p) for d in sorted(set(days) | {cur_date})
-                if (d == cur_date or store.is_dir(store.partition("logs", d))) and (p := _problem(store, d))]
+                if (d == cur_date or store.is_dir(store.partition("logs", d)))
+                and (p := _problem(store, d, window_day=d != cur_date))]
     if not problems:
         return
     shown = "; ".join(msg for _, msg, _ in problems[:SHOWN])

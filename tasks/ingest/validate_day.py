@@ -12,7 +12,9 @@ trained on it.
 
 The verdict is the day's validation record (:mod:`dailyrec.validation`), which the steps reading
 logs require: ``<root>/day_checks/dt=D/report.json`` when the day passed (with the list of the
-files checked), ``failed.json`` with the error when it did not (the error is raised as well).
+files checked), ``failed.json`` with the error when it did not (the error is raised as well;
+``contract_ok`` says whether only a volume check failed: such a day may still be read as a
+window day of a later date, never trained on as ``cur_date``).
 """
 
 from __future__ import annotations
@@ -55,10 +57,9 @@ def _check_logs(run: StepRun) -> tuple[int, int, int, list[dict[str, int]]]:
     return rows, clicks, conversions, hours
 
 
-def _check_day(run: StepRun) -> dict[str, Any]:
-    """Every check of the day; returns the report (raises on the first violation)."""
+def _check_contract(run: StepRun, files: dict[str, str]) -> dict[str, Any]:
+    """The contract checks of the day (logs and snapshots); returns the report so far."""
     store, day = run.store, run.partition("logs")
-    files = input_files(store, run.cur_date)  # before the checks: a file changed meanwhile is not "checked"
     with run.timer.step("logs"):
         rows, clicks, conversions, hours = _check_logs(run)
     with run.timer.step("dimensions"):
@@ -66,38 +67,59 @@ def _check_day(run: StepRun) -> dict[str, Any]:
         items = validate_partition(store, "items", run.cur_date)
     prev_path = run.path("day_checks", PASSED, cur_date=previous(run.cur_date))
     prev_rows = store.read_json(prev_path)["rows"]["logs"] if store.exists(prev_path) else None
-    check_day_volumes(day, rows, clicks, prev_rows, run.cfg.validation)
-    ctr = round(clicks / rows, 6) if rows else 0.0
-    run.log.info("day %s: %d rows, %d clicks (ctr %.4f), %d conversions, %d users, %d catalog items",
-                 run.cur_date, rows, clicks, ctr, conversions, users.rows, items.rows)
     return run.manifest(
         inputs=[day, users.partition, items.partition],
         rows={"logs": rows, "users": users.rows, "items": items.rows},
-        clicks=clicks, conversions=conversions, ctr=ctr, previous_day_rows=prev_rows,
-        hours=hours, passed=True, input_files=files)
+        clicks=clicks, conversions=conversions, ctr=round(clicks / rows, 6) if rows else 0.0,
+        previous_day_rows=prev_rows, hours=hours, input_files=files)
+
+
+def _refuse(run: StepRun, exc: Exception, contract_ok: bool, files: dict[str, str] | None = None) -> None:
+    record = {**run.manifest(inputs=[run.partition("logs")], rows={}), "contract_ok": contract_ok}
+    if files is not None:
+        record["input_files"] = files
+    path = record_failed(run.store, run.cur_date, exc, record)
+    run.log.error("day %s failed validation (recorded in %s): %s", run.cur_date, path, exc)
 
 
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Validate a whole day of logs and its dimension snapshots; record the verdict."""
     run = begin("validate_day", cur_date, cfg)
+    files = input_files(run.store, run.cur_date)  # before the checks: a file changed meanwhile is not "checked"
     try:
-        report = _check_day(run)
+        report = _check_contract(run, files)
     except (ContractError, FileNotFoundError) as exc:
-        path = record_failed(run.store, run.cur_date, exc, run.manifest(inputs=[run.partition("logs")], rows={}))
-        run.log.error("day %s failed validation (recorded in %s): %s", run.cur_date, path, exc)
+        _refuse(run, exc, contract_ok=False)
         raise
+    rows = report["rows"]
+    try:
+        check_day_volumes(run.partition("logs"), rows["logs"], report["clicks"], report["previous_day_rows"],
+                          cfg.validation)
+    except ContractError as exc:   # the rows meet the contract; the day is too small to train on
+        _refuse(run, exc, contract_ok=True, files=files)
+        raise
+    run.log.info("day %s: %d rows, %d clicks (ctr %.4f), %d conversions, %d users, %d catalog items",
+                 run.cur_date, rows["logs"], report["clicks"], report["ctr"], report["conversions"],
+                 rows["users"], rows["items"])
     out = run.partition("day_checks")
     with run.store.atomic_output(out) as tmp:
-        run.store.write_json(f"{tmp}/{PASSED}", report)
-    rows = report["rows"]
+        run.store.write_json(f"{tmp}/{PASSED}", {**report, "passed": True})
     return {"report": f"{out}/{PASSED}", "rows": rows["logs"], "clicks": report["clicks"],
             "conversions": report["conversions"], "users": rows["users"], "items": rows["items"]}
 
 
-def validate_days(cfg: Config, days: list[str]) -> list[dict[str, Any]]:
+def validate_days(cfg: Config, days: list[str]) -> dict[str, str]:
     """:func:`step` for each of ``days`` in date order (the previous day's report feeds the volume
-    check), e.g. every date an import wrote; stops at the first day that fails."""
-    return [step(d, cfg) for d in sorted(days)]
+    check), e.g. every date an import wrote. Each verdict is recorded; returns ``{day: "passed" or
+    the error}`` and raises nothing for a day that fails (the caller decides)."""
+    out = {}
+    for d in sorted(days):
+        try:
+            step(d, cfg)
+            out[d] = "passed"
+        except (ContractError, FileNotFoundError) as exc:
+            out[d] = str(exc)
+    return out
 
 
 if __name__ == "__main__":

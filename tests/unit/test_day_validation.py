@@ -195,3 +195,29 @@ def test_passed_record_lists_the_checked_files(tmp_path):
 
     with pytest.raises(ContractError, match=rf"users/dt={DAY0}/part-00000\.parquet"):
         require_validated(store, [DAY0], DAY0, "features")
+
+
+def test_an_empty_window_day_is_read_but_never_trained_on(tmp_path):
+    """A volume failure (an empty day: ML-100K has two) leaves the day usable inside a later date's
+    window; a contract failure of a window day refuses the later date."""
+    from tasks.ingest.validate_day import validate_days
+    from tasks.retrieval.features import step as features
+
+    cfg = _cfg(tmp_path, **{"validation.min_rows_per_hour": 0, "validation.min_rows_per_day": 1,
+                            "validation.min_clicks_per_day": 1})
+    store = open_store(cfg)
+    write_day(store, DAY0, random_day(DAY0, 0, 1, 1, 0), make_users(USERS), make_items(ITEMS), validate=False)
+    _day(store, D2, seed=2)
+    verdicts = validate_days(cfg, [D2, DAY0])
+    assert verdicts[D2] == "passed" and "0 rows in the day, fewer than validation.min_rows_per_day=1" in verdicts[DAY0]
+    failed = store.read_json(f"{store.partition('day_checks', DAY0)}/failed.json")
+    assert failed["contract_ok"] is True and failed["error_type"] == "ContractError"
+    assert features(D2, cfg)["days"] == [DAY0, D2]
+    with pytest.raises(ContractError, match=rf"{DAY0} failed validation: .*0 rows in the day"):
+        features(DAY0, cfg)
+    # the same window day breaking the contract refuses the later date
+    store.write_text(f"{store.partition('logs', DAY0)}/hour=24", "stray")
+    assert "unexpected file 'hour=24'" in validate_days(cfg, [DAY0])[DAY0]
+    with pytest.raises(ContractError, match=rf"step features \(cur_date {D2}\) .*{DAY0} failed validation: "
+                                            r".*unexpected file 'hour=24'"):
+        features(D2, cfg)
