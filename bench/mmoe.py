@@ -236,7 +236,7 @@ def run_generated(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     from dailyrec.dates import date_range
     from tasks.retrieval.features import step as build_features
     from dailyrec.demo.generator import generate
-    from tasks.ingest.validate_day import validate_days
+    from dailyrec.validation import validate_days
     from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     root = work / "generated"
@@ -333,7 +333,7 @@ def run_movielens(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     from dailyrec.storage import MANIFEST, open_store
     from tasks.retrieval.features import step as build_features
     from dailyrec.ingest.movielens import import_movielens
-    from tasks.ingest.validate_day import validate_days
+    from dailyrec.validation import validate_days
     from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     root = work / "movielens"

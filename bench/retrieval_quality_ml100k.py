@@ -145,7 +145,7 @@ class EvalSet:
 def import_data(cfg: Config, data: str) -> dict[str, Any]:
     """Import, then validate every imported date (the steps reading logs require it)."""
     from dailyrec.ingest.movielens import import_movielens
-    from tasks.ingest.validate_day import validate_days
+    from dailyrec.validation import validate_days
 
     summary = import_movielens(cfg, data, validate=False)
     validate_days(cfg, open_store(cfg).list_partitions("logs"))

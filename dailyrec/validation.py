@@ -98,3 +98,19 @@ def require_validated(store: Store, days: list[str], cur_date: str, step: str) -
     msg = (f"step {step} (cur_date {cur_date}) reads logs that have not passed validation: {shown}{more}. "
            f"{'Fix the input, then run' if failed else 'Run'} {cmds} first")
     raise (ContractError if failed else FileNotFoundError)(msg)
+
+
+def validate_days(cfg: Any, days: list[str]) -> dict[str, str]:
+    """``tasks.ingest.validate_day`` for each of ``days`` in date order (the previous day's report
+    feeds the volume check), e.g. every date an import wrote. Each verdict is recorded; returns
+    ``{day: "passed" or the error}`` and raises nothing for a day that fails (the caller decides)."""
+    from dailyrec.stages import step_of
+
+    step, out = step_of("ingest.validate_day"), {}
+    for d in sorted(days):
+        try:
+            step(d, cfg)
+            out[d] = "passed"
+        except (ContractError, FileNotFoundError) as exc:
+            out[d] = str(exc)
+    return out

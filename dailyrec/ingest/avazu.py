@@ -54,8 +54,8 @@ from dailyrec.config import Config
 from dailyrec.contract import INT_SIDE, ITEM_SCHEMA, STR_SIDE
 from dailyrec.ingest.common import (InputError, PartitionWriter, check_mask, complete_logs, concat_str,
                                     date_filter, date_span, day_of, duplicate_lines, hour_bounds,
-                                    hour_event_times, in_range_mask, items_table, line_ref, log_dropped,
-                                    parse_int, print_summary, users_table, with_data_root)
+                                    hour_event_times, in_range_mask, items_table, line_ref, parse_int,
+                                    print_summary, users_table, with_data_root)
 from dailyrec.storage import open_store
 
 log = logging.getLogger("dailyrec.import")
@@ -296,7 +296,6 @@ class _AvazuRun:
         repeated = counts.filter(pc.greater(counts.column("request_id_count"), 1)).column("request_id")
         rows = table.filter(pc.is_in(rid, repeated)).drop_columns(["_hour"]).to_pandas()
         lines = duplicate_lines(rows, ["request_id"], "_line", file=str(self.path))
-        log_dropped(str(self.path), lines)
         self.repeats_dropped += len(lines)
         return table.filter(pc.invert(pc.is_in(table.column("_line"), pa.array(lines, pa.int64()))))
 

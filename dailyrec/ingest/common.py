@@ -200,7 +200,7 @@ def hour_event_times(hour_key: int, n: int, mode: str) -> pa.Array:
 def duplicate_lines(rows: pd.DataFrame, key: list[str], line_col: str, *, file: str) -> list[int]:
     """The lines of ``rows`` that repeat an earlier line exactly (every column but ``line_col``).
 
-    The import drops them (and counts them); two lines with the same ``key`` that differ anywhere
+    The import drops them (logged here, counted by the caller); two lines with the same ``key`` that differ anywhere
     else are not a repeat but a conflict: :class:`InputError` naming the file, both lines and the
     columns that differ. ``rows`` may be only the rows whose key is repeated (the rest cannot match).
     """
@@ -218,14 +218,10 @@ def duplicate_lines(rows: pd.DataFrame, key: list[str], line_col: str, *, file: 
             f"{file}: lines {', '.join(str(int(x)) for x in same[line_col])} have the same "
             f"{'/'.join(key)} {'/'.join(str(same[k].iloc[0]) for k in key)} but differ in column(s) "
             f"{', '.join(repr(c) for c in differ)}: not a repeated line, a conflict (fix the input)")
-    return sorted(int(x) for x in rows.loc[repeat, line_col])
-
-
-def log_dropped(file: str, lines: list[int]) -> None:
-    if lines:
-        more = f" and {len(lines) - 5} more" if len(lines) > 5 else ""
-        log.warning("%s: dropped %d exact repeat(s) of an earlier line: line(s) %s%s", file, len(lines),
-                    ", ".join(map(str, lines[:5])), more)
+    lines = sorted(int(x) for x in rows.loc[repeat, line_col])
+    log.warning("%s: dropping %d exact repeat(s) of an earlier line: line(s) %s%s", file, len(lines),
+                ", ".join(map(str, lines[:5])), f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+    return lines
 
 
 # ---- writing --------------------------------------------------------------------------------------

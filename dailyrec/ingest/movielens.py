@@ -44,8 +44,8 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.ingest.common import (DEFAULT_STR, InputError, PartitionWriter, check_mask, complete_logs,
                                     concat_str, date_filter, date_span, day_of, duplicate_lines, hour_bounds,
-                                    in_range_mask, items_table, log_dropped, parse_int, print_summary,
-                                    users_table, with_data_root)
+                                    in_range_mask, items_table, parse_int, print_summary, users_table,
+                                    with_data_root)
 from dailyrec.storage import open_store
 
 log = logging.getLogger("dailyrec.import")
@@ -367,7 +367,6 @@ def _drop_repeated_lines(ratings: pd.DataFrame, file: str) -> tuple[pd.DataFrame
     rating is an :class:`InputError` naming both lines (``request_id`` must be unique)."""
     lines = duplicate_lines(ratings.assign(line=np.arange(1, len(ratings) + 1)), ["user", "item", "ts"], "line",
                             file=file)   # read_ratings: row i is line i + 1
-    log_dropped(file, lines)
     if not lines:
         return ratings, 0
     return ratings.drop(index=np.asarray(lines) - 1).reset_index(drop=True), len(lines)

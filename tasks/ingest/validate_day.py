@@ -108,19 +108,5 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             "conversions": report["conversions"], "users": rows["users"], "items": rows["items"]}
 
 
-def validate_days(cfg: Config, days: list[str]) -> dict[str, str]:
-    """:func:`step` for each of ``days`` in date order (the previous day's report feeds the volume
-    check), e.g. every date an import wrote. Each verdict is recorded; returns ``{day: "passed" or
-    the error}`` and raises nothing for a day that fails (the caller decides)."""
-    out = {}
-    for d in sorted(days):
-        try:
-            step(d, cfg)
-            out[d] = "passed"
-        except (ContractError, FileNotFoundError) as exc:
-            out[d] = str(exc)
-    return out
-
-
 if __name__ == "__main__":
     cli.main(step)

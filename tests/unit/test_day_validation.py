@@ -200,7 +200,7 @@ def test_passed_record_lists_the_checked_files(tmp_path):
 def test_an_empty_window_day_is_read_but_never_trained_on(tmp_path):
     """A volume failure (an empty day: ML-100K has two) leaves the day usable inside a later date's
     window; a contract failure of a window day refuses the later date."""
-    from tasks.ingest.validate_day import validate_days
+    from dailyrec.validation import validate_days
     from tasks.retrieval.features import step as features
 
     cfg = _cfg(tmp_path, **{"validation.min_rows_per_hour": 0, "validation.min_rows_per_day": 1,
