@@ -128,18 +128,13 @@ def _check_utf8(table: pa.Table, where: str) -> None:
         if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
                 or pa.types.is_string_view(col.type)):
             continue
-        offset = 0
-        for chunk in col.chunks:
-            try:
-                chunk.validate(full=True)
-            except pa.ArrowInvalid:
-                raw = chunk.view(_binary_type(chunk.type)).to_pylist()
-                bad = [offset + i for i, b in enumerate(raw) if b is not None and not _decodes(b)]
-                more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-                raise ContractError(
-                    f"{where}: column '{name}' is not valid UTF-8 at row{'s' if len(bad) > 1 else ''} "
-                    f"{', '.join(map(str, bad[:5]))}{more} (bytes {raw[bad[0] - offset].hex(' ')})") from None
-            offset += len(chunk)
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = [b for c in col.chunks for b in c.view(_binary_type(c.type)).to_pylist()]
+            bad = [b is not None and not _decodes(b) for b in raw]
+            raise ContractError(f"{where}: column '{name}' is not valid UTF-8 at {_rows(pa.array(bad))} "
+                                f"(bytes {raw[bad.index(True)].hex(' ')})") from None
 
 
 def _decodes(b: bytes) -> bool:
