@@ -236,6 +236,7 @@ def run_generated(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     from dailyrec.dates import date_range
     from tasks.retrieval.features import step as build_features
     from dailyrec.demo.generator import generate
+    from dailyrec.validation import validate_days
     from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     root = work / "generated"
@@ -244,6 +245,7 @@ def run_generated(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     dates = date_range(cfg.demo.start_date, args.gen_days)
     t0 = time.perf_counter()
     summary = generate(cfg, dates[0], len(dates))
+    validate_days(cfg, dates)
     for d in dates:
         build_features(d, cfg)
     samples = build_ranking_samples(dates[-1], cfg)
@@ -331,6 +333,7 @@ def run_movielens(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     from dailyrec.storage import MANIFEST, open_store
     from tasks.retrieval.features import step as build_features
     from dailyrec.ingest.movielens import import_movielens
+    from dailyrec.validation import validate_days
     from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     root = work / "movielens"
@@ -338,6 +341,7 @@ def run_movielens(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     base = {"ranking.negative_downsample_rate": 1.0, "training.holdout_hours": 0}
     t0 = time.perf_counter()
     summary = import_movielens(_config(root, base, files), args.ml_dir, validate=False)
+    validate_days(_config(root, base, files), open_store(_config(root, base, files)).list_partitions("logs"))
     import_s = time.perf_counter() - t0
     tables = {}
     for role, cur, days in (("train", ML_TRAIN_DATE, ML_TRAIN_WINDOW), ("test", ML_TEST_DATE, ML_TEST_WINDOW)):
@@ -418,6 +422,9 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
         from tasks.retrieval.features import step as build_features
         from tasks.ranking.ranking_samples import step as build_ranking_samples
 
+        from tasks.ingest.validate_day import step as validate_day
+
+        validate_day(day, cfg)
         f0 = time.perf_counter()
         build_features(day, cfg)
         out["features_seconds"] = round(time.perf_counter() - f0, 1)

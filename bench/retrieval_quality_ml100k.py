@@ -143,9 +143,13 @@ class EvalSet:
 
 
 def import_data(cfg: Config, data: str) -> dict[str, Any]:
+    """Import, then validate every imported date (the steps reading logs require it)."""
     from dailyrec.ingest.movielens import import_movielens
+    from dailyrec.validation import validate_days
 
-    return import_movielens(cfg, data, validate=False)
+    summary = import_movielens(cfg, data, validate=False)
+    validate_days(cfg, open_store(cfg).list_partitions("logs"))
+    return summary
 
 
 def _events(store: Store, cfg: Config, first: str, last: str):

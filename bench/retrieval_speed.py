@@ -74,9 +74,11 @@ def stage_generate(p: dict[str, Any]) -> dict[str, Any]:
 
 def stage_features(p: dict[str, Any]) -> dict[str, Any]:
     from dailyrec.storage import open_store
+    from tasks.ingest.validate_day import step as validate_day
     from tasks.retrieval.features import step as build_features
 
     cfg = _cfg(p)
+    validate_day(DAY, cfg)   # required by the steps reading logs; not timed
     t0 = time.perf_counter()
     r = build_features(DAY, cfg)
     wall = time.perf_counter() - t0

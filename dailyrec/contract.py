@@ -1,17 +1,19 @@
 """The log contract: Arrow schemas of the inputs and the check that enforces them.
 
 See docs/data-contract.md. A violation raises :class:`ContractError` whose message names the
-partition, the file, the column, the expected and the found type (or the bad values); the check
-reads only and writes nothing.
+partition, the file, the column, the expected and the found type (or the bad values and their rows,
+numbered from 0 in file order); the check reads only and writes nothing.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dailyrec.errors import ContractError
@@ -58,7 +60,9 @@ ITEM_SCHEMA = pa.schema(
 )
 
 SCHEMAS: dict[str, pa.Schema] = {"logs": LOG_SCHEMA, "users": USER_SCHEMA, "items": ITEM_SCHEMA}
-KEYS: dict[str, str] = {"users": "user_id", "items": "item_id"}
+#: The column whose values are unique within a partition (logs: also within a day, across hours).
+KEYS: dict[str, str] = {"logs": "request_id", "users": "user_id", "items": "item_id"}
+HOUR_DIR = re.compile(r"hour=(0[0-9]|1[0-9]|2[0-3])")
 
 
 def _compatible(expected: pa.DataType, found: pa.DataType) -> bool:
@@ -105,36 +109,134 @@ class PartitionReport:
                 "rows": self.rows, "extra_columns": self.extra_columns, **self.stats}
 
 
+def _rows(mask: pa.Array | pa.ChunkedArray, limit: int = 5) -> str:
+    """``"row 3"`` / ``"rows 3, 9 and 4 more"``: the positions (from 0) where ``mask`` is true."""
+    idx = pc.indices_nonzero(pc.fill_null(mask, False)).to_pylist()
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return f"row{'s' if len(idx) > 1 else ''} {', '.join(map(str, idx[:limit]))}{more}"
+
+
+def _binary_type(t: pa.DataType) -> pa.DataType:
+    return pa.large_binary() if pa.types.is_large_string(t) else (
+        pa.binary_view() if pa.types.is_string_view(t) else pa.binary())
+
+
+def _check_utf8(table: pa.Table, where: str) -> None:
+    """Every string column is valid UTF-8 (Parquet readers do not check it; DuckDB fails on it)."""
+    for name in table.column_names:
+        col = table.column(name)
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                or pa.types.is_string_view(col.type)):
+            continue
+        try:
+            col.validate(full=True)
+        except pa.ArrowInvalid:
+            raw = [b for c in col.chunks for b in c.view(_binary_type(c.type)).to_pylist()]
+            bad = [b is not None and not _decodes(b) for b in raw]
+            raise ContractError(f"{where}: column '{name}' is not valid UTF-8 at {_rows(pa.array(bad))} "
+                                f"(bytes {raw[bad.index(True)].hex(' ')})") from None
+
+
+def _decodes(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
 def _check_values(dataset: str, table: pa.Table, where: str, hour_bounds: tuple[Any, Any] | None) -> None:
     expected = SCHEMAS[dataset]
+    _check_utf8(table, where)
     for f in expected:
         if not f.nullable:
-            nulls = table.column(f.name).null_count
-            if nulls:
-                raise ContractError(f"{where}: column '{f.name}' has {nulls} null value(s); it may not be null")
+            col = table.column(f.name)
+            if col.null_count:
+                raise ContractError(f"{where}: column '{f.name}' has {col.null_count} null value(s) "
+                                    f"({_rows(pc.is_null(col))}); it may not be null")
     if dataset == "logs":
-        for col in ("click", "conversion"):
-            bad = pc.sum(pc.invert(pc.is_in(table.column(col), pa.array([0, 1], table.column(col).type)))).as_py()
-            if bad:
-                raise ContractError(f"{where}: column '{col}' has {bad} value(s) other than 0/1")
-        conv_no_click = pc.sum(pc.and_(pc.equal(table.column("conversion"), 1),
-                                       pc.equal(table.column("click"), 0))).as_py() or 0
-        if conv_no_click:
+        _check_labels(table, where, hour_bounds)
+
+
+def _check_labels(table: pa.Table, where: str, hour_bounds: tuple[Any, Any] | None) -> None:
+    for col in ("click", "conversion"):
+        bad = pc.invert(pc.is_in(table.column(col), pa.array([0, 1], table.column(col).type)))
+        if pc.any(bad).as_py():
+            raise ContractError(f"{where}: column '{col}' has {pc.sum(bad).as_py()} value(s) other than 0/1 "
+                                f"({_rows(bad)})")
+    conv_no_click = pc.and_(pc.equal(table.column("conversion"), 1), pc.equal(table.column("click"), 0))
+    if pc.any(conv_no_click).as_py():
+        raise ContractError(
+            f"{where}: column 'conversion' is 1 on {pc.sum(conv_no_click).as_py()} row(s) where 'click' is 0 "
+            f"({_rows(conv_no_click)}; a conversion must follow a click)")
+    if hour_bounds is not None and table.num_rows:
+        lo, hi = hour_bounds
+        t = table.column("event_time").cast(pa.timestamp("us", tz="UTC"))
+        mn, mx = pc.min(t).as_py(), pc.max(t).as_py()
+        if mn < lo or mx >= hi:
+            outside = pc.or_(pc.less(t, pa.scalar(lo, t.type)), pc.greater_equal(t, pa.scalar(hi, t.type)))
             raise ContractError(
-                f"{where}: column 'conversion' is 1 on {conv_no_click} row(s) where 'click' is 0 "
-                "(a conversion must follow a click)")
-        if hour_bounds is not None and table.num_rows:
-            lo, hi = hour_bounds
-            t = table.column("event_time").cast(pa.timestamp("us", tz="UTC"))
-            mn, mx = pc.min(t).as_py(), pc.max(t).as_py()
-            if mn < lo or mx >= hi:
-                raise ContractError(
-                    f"{where}: column 'event_time' has values outside the partition's hour "
-                    f"[{lo.isoformat()}, {hi.isoformat()}): min {mn.isoformat()}, max {mx.isoformat()}")
-    else:
-        key = table.column(KEYS[dataset])
-        if pc.count_distinct(key).as_py() != table.num_rows:
-            raise ContractError(f"{where}: column '{KEYS[dataset]}' has duplicate ids")
+                f"{where}: column 'event_time' has values outside the partition's hour "
+                f"[{lo.isoformat()}, {hi.isoformat()}): min {mn.isoformat()}, max {mx.isoformat()} "
+                f"({_rows(outside)})")
+
+
+def check_unique(keys: list[tuple[str, pa.ChunkedArray]], column: str, where: str, limit: int = 3) -> None:
+    """Raise naming the files and rows of the first duplicated values of ``column``.
+
+    ``keys``: ``(file label, the column's values in that file)`` for every file of the scope.
+    """
+    keys = [(label, col.cast(pa.string())) for label, col in keys]
+    allkeys = pa.chunked_array([c for _, col in keys for c in col.chunks], pa.string())
+    if pc.count_distinct(allkeys).as_py() == len(allkeys):
+        return
+    counts = pa.table({column: allkeys}).group_by(column).aggregate([(column, "count")])
+    dups = counts.filter(pc.greater(counts.column(f"{column}_count"), 1))
+    shown = []
+    for value in sorted(dups.column(column).to_pylist())[:limit]:
+        places = [f"{label} {_rows(pc.equal(col, value))}" for label, col in keys
+                  if pc.any(pc.equal(col, value)).as_py()]
+        shown.append(f"{value!r} at {'; '.join(places)}")
+    more = f" (and {dups.num_rows - limit} more duplicated value(s))" if dups.num_rows > limit else ""
+    raise ContractError(f"{where}: column '{column}' has duplicate values (it must be unique): "
+                        f"{' | '.join(shown)}{more}")
+
+
+def check_layout(store: Store, path: str, hours: bool = False) -> None:
+    """Refuse an entry the contract does not know under a partition folder, naming every one.
+
+    ``hours=True`` (a day of logs): only folders ``hour=00`` .. ``hour=23``; otherwise (an hour,
+    a snapshot): only ``*.parquet`` files. Names starting with ``_`` (``_SUCCESS``,
+    ``_manifest.json``) or ``.`` (writes in progress, hidden files) are allowed everywhere.
+    """
+    if not store.is_dir(path):
+        return
+    bad = []
+    for info in store.fs.get_file_info(pafs.FileSelector(path, recursive=False)):
+        name, is_dir = info.base_name, info.type == pafs.FileType.Directory
+        if name.startswith(("_", ".")):
+            continue
+        ok = (is_dir and HOUR_DIR.fullmatch(name) is not None) if hours else (
+            not is_dir and name.endswith(".parquet"))
+        if not ok:
+            bad.append(f"{'folder' if is_dir else 'file'} '{name}'")
+    if bad:
+        allowed = "folders hour=00 .. hour=23" if hours else "*.parquet files"
+        raise ContractError(
+            f"{path}: unexpected {', '.join(sorted(bad))} (the contract allows only {allowed}, plus names "
+            "starting with '_' or '.'); its data would be ignored: move it out of the partition or fix its name")
+
+
+def check_day_keys(store: Store, cur_date: str) -> None:
+    """``request_id`` is unique over the whole day (every file of its 24 hours)."""
+    keys = []
+    for h in range(24):
+        part = store.partition("logs", cur_date, h)
+        for path in store.list_files(part, ".parquet"):
+            with store.fs.open_input_file(path) as fh:
+                keys.append((f"hour={h:02d}/{path.rsplit('/', 1)[1]}",
+                             pq.ParquetFile(fh).read(columns=[KEYS["logs"]]).column(0)))
+    check_unique(keys, KEYS["logs"], f"logs {store.partition('logs', cur_date)}")
 
 
 def validate_partition(
@@ -143,9 +245,10 @@ def validate_partition(
 ) -> PartitionReport:
     """Check every Parquet file of one partition against the contract; read only.
 
-    Raises :class:`ContractError` (schema, nulls, label values, event times outside the hour,
-    duplicate dimension keys, too few rows) or :class:`FileNotFoundError` (no partition, no files,
-    no ``_SUCCESS`` marker for an hourly log partition).
+    Raises :class:`ContractError` (an entry other than ``*.parquet`` in the partition, schema,
+    invalid UTF-8, nulls in a key, label values, event times outside the hour, a duplicated key of
+    :data:`KEYS` across the partition's files, too few rows) or :class:`FileNotFoundError` (no
+    partition, no files, no ``_SUCCESS`` marker for an hourly log partition).
     """
     import datetime as dt
 
@@ -156,6 +259,7 @@ def validate_partition(
         raise FileNotFoundError(f"partition {part} does not exist")
     if require_success and dataset == "logs" and not store.exists(f"{part}/{SUCCESS_MARKER}"):
         raise FileNotFoundError(f"partition {part} has no {SUCCESS_MARKER} marker (the hour is not complete)")
+    check_layout(store, part)
     files = store.list_files(part, ".parquet")
     if not files:
         raise FileNotFoundError(f"partition {part} holds no .parquet file")
@@ -163,7 +267,7 @@ def validate_partition(
     if dataset == "logs" and hour is not None:
         lo = dt.datetime.combine(dt.date.fromisoformat(str(cur_date)), dt.time(hour), tzinfo=dt.timezone.utc)
         bounds = (lo, lo + dt.timedelta(hours=1))
-    rows, extras = 0, set()
+    rows, extras, keys = 0, set(), []
     clicks = conversions = 0
     for path in files:
         where = f"partition {part}, file {path.rsplit('/', 1)[1]}"
@@ -175,10 +279,12 @@ def validate_partition(
             extras.update(check_schema(pf.schema_arrow, SCHEMAS[dataset], where))
             table = pf.read(columns=SCHEMAS[dataset].names)
         _check_values(dataset, table, where, bounds)
+        keys.append((f"file {path.rsplit('/', 1)[1]}", table.column(KEYS[dataset])))
         rows += table.num_rows
         if dataset == "logs":
             clicks += int(pc.sum(table.column("click")).as_py() or 0)
             conversions += int(pc.sum(table.column("conversion")).as_py() or 0)
+    check_unique(keys, KEYS[dataset], f"partition {part}")
     if rows < min_rows:
         raise ContractError(f"partition {part}: {rows} row(s), fewer than the minimum {min_rows}")
     stats: dict[str, Any] = {}

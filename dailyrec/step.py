@@ -10,6 +10,9 @@ A step module under ``tasks/`` starts with::
             ...
         manifest = run.manifest(inputs=[...], rows={...}, extra_key=...)
 
+A step that reads logs first calls ``run.require_validated(days)`` (the days it reads): it
+refuses a day that failed ``tasks.ingest.validate_day``, was never checked, or changed since.
+
 :func:`begin` normalises ``cur_date`` (``ValueError`` on anything but ``YYYY-MM-DD``), loads the
 default config when ``cfg`` is ``None`` (a library caller's convenience; DAG tasks and CLIs always
 pass one), opens the store and starts the step's timer. Light module: no heavy imports.
@@ -51,6 +54,13 @@ class StepRun:
             if not self.store.exists(p):
                 raise FileNotFoundError(f"{p} is missing" + (f": {hint}" if hint else "")
                                         + f" (step {self.name}, cur_date {self.cur_date})")
+
+    def require_validated(self, days: list[str] | None = None) -> None:
+        """Refuse logs that did not pass ``tasks.ingest.validate_day``: ``cur_date`` and every day
+        of ``days`` that has logs (:func:`dailyrec.validation.require_validated`)."""
+        from dailyrec.validation import require_validated
+
+        require_validated(self.store, days or [], self.cur_date, self.name)
 
     def manifest(self, inputs: list[str] | dict[str, Any], rows: dict[str, int], **extra: Any) -> dict[str, Any]:
         """The step's ``_manifest.json`` content with this run's timings so far."""

@@ -39,6 +39,8 @@ def tiny_logs(cur_date: str = "2026-11-01", hour: int = 3, n: int = 20) -> pa.Ta
             cols[f.name] = pa.array([i % 2 for i in range(n)], f.type)
         elif f.name == "conversion":
             cols[f.name] = pa.array([1 if i % 4 == 1 else 0 for i in range(n)], f.type)
+        elif f.name == "request_id":   # unique (the contract's key)
+            cols[f.name] = pa.array([f"r{cur_date}-{hour:02d}-{i}" for i in range(n)], f.type)
         elif pa.types.is_string(f.type):
             cols[f.name] = pa.array([f"{f.name}-{i % 5}" for i in range(n)], f.type)
         else:
@@ -117,10 +119,27 @@ def make_items(item_ids, categories=None) -> pa.Table:
     }, schema=ITEM_SCHEMA)
 
 
-def write_day(store, day: str, events: pa.Table, users: pa.Table, items: pa.Table) -> None:
+# The synthetic days are tiny: their validation drops the volume thresholds (the contract stays).
+SMALL_DAY_VALIDATION = {"validation.min_rows_per_hour": 0, "validation.min_rows_per_day": 0,
+                        "validation.min_clicks_per_day": 0, "validation.max_drop_vs_previous_day": 1.0}
+
+
+def validate_day(store, day: str) -> dict:
+    """The real ``tasks.ingest.validate_day`` step on ``day`` (volume thresholds relaxed): writes
+    the validation record the steps reading logs require."""
+    from tasks.ingest.validate_day import step
+
+    cfg = load_config(overrides={"storage.data_root": store.uri, **SMALL_DAY_VALIDATION}, environ={})
+    return step(day, cfg)
+
+
+def write_day(store, day: str, events: pa.Table, users: pa.Table, items: pa.Table, validate: bool = True) -> None:
+    """One day's 24 hourly log partitions and snapshots, then (``validate``) its validation."""
     write_logs(store, day, events)
     write_partition(store, "users", users, day)
     write_partition(store, "items", items, day)
+    if validate:
+        validate_day(store, day)
 
 
 def random_day(day: str, n: int, n_users: int, n_items: int, seed: int, ctr: float = 0.2,

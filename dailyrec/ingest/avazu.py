@@ -26,7 +26,9 @@ Mapping (docs/importers.md):
   ``item_publisher`` = "site"/"app", ``item_created_dt`` = first day the item appears in the file;
 * users snapshot of a day: its distinct users, ``user_gender``/``user_segment`` "unknown",
   ``user_age_bucket`` null (Avazu has no user attributes);
-* every other contract column is copied from the column of the same name.
+* every other contract column is copied from the column of the same name;
+* an exact repeat of a line (within its hour) is dropped and counted (``duplicate_rows_dropped``);
+  the same ``id`` with other values in the same hour is an error naming both lines.
 """
 
 from __future__ import annotations
@@ -51,9 +53,9 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.contract import INT_SIDE, ITEM_SCHEMA, STR_SIDE
 from dailyrec.ingest.common import (InputError, PartitionWriter, check_mask, complete_logs, concat_str,
-                                    date_filter, date_span, day_of, hour_bounds, hour_event_times,
-                                    in_range_mask, items_table, line_ref, parse_int, print_summary,
-                                    users_table, with_data_root)
+                                    date_filter, date_span, day_of, duplicate_lines, hour_bounds,
+                                    hour_event_times, in_range_mask, items_table, line_ref, parse_int,
+                                    print_summary, users_table, with_data_root)
 from dailyrec.storage import open_store
 
 log = logging.getLogger("dailyrec.import")
@@ -281,11 +283,25 @@ class _AvazuRun:
         self.flushed: set[int] = set()
         self.imported_items: set[str] = set()
         self.filtered_out = 0
+        self.repeats_dropped = 0
         self.max_hour = -1
+
+    def _drop_repeats(self, table: pa.Table) -> pa.Table:
+        """Drop exact repeats of a line within the hour (a repeated line has the same ``hour``);
+        the same ``id`` with other values is an :class:`InputError` naming the lines."""
+        rid = table.column("request_id")
+        if pc.count_distinct(rid).as_py() == table.num_rows:
+            return table
+        counts = table.group_by("request_id").aggregate([("request_id", "count")])
+        repeated = counts.filter(pc.greater(counts.column("request_id_count"), 1)).column("request_id")
+        rows = table.filter(pc.is_in(rid, repeated)).drop_columns(["_hour"]).to_pandas()
+        lines = duplicate_lines(rows, ["request_id"], "_line", file=str(self.path))
+        self.repeats_dropped += len(lines)
+        return table.filter(pc.invert(pc.is_in(table.column("_line"), pa.array(lines, pa.int64()))))
 
     def flush_hour(self, hour_key: int, table: pa.Table) -> None:
         day = hour_key // 24
-        table = table.drop_columns(["_hour", "_line"])
+        table = self._drop_repeats(table).drop_columns(["_hour", "_line"])
         n = table.num_rows
         table = table.append_column("event_time", hour_event_times(hour_key, n, self.event_time))
         table = table.append_column("conversion", pa.repeat(pa.scalar(0, pa.int8()), n))
@@ -430,6 +446,7 @@ def import_avazu(cfg: Config, path: str | Path, *, start: str | None = None, end
             run.fill_empty()
     summary = writer.summary(
         source=str(path), format="avazu", rows_read=rows_read, rows_filtered_out=run.filtered_out,
+        duplicate_rows_dropped=run.repeats_dropped,
         users=int(len(run.user_hashes)),
         items=len(run.imported_items),
         seconds=round(time.perf_counter() - t_start, 3),

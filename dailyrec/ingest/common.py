@@ -2,6 +2,8 @@
 
 * :class:`InputError`: bad input; the message names the file, the line (when known) and the column.
 * vectorised value checks (:func:`parse_int`, :func:`check_mask`) that report the first bad row;
+* :func:`duplicate_lines`: exact repeats of a line (dropped and counted) vs conflicting lines
+  with the same key (an error);
 * :func:`complete_logs`: fills the contract columns a source does not have with documented defaults;
 * :class:`PartitionWriter`: writes log hours and dimension snapshots with
   :func:`dailyrec.contract.write_partition` (atomic, ``_SUCCESS``, ``_manifest.json``), checks each
@@ -21,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -192,6 +195,35 @@ def hour_event_times(hour_key: int, n: int, mode: str) -> pa.Array:
     return pa.array(us, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
 
 
+# ---- duplicates -----------------------------------------------------------------------------------
+
+def duplicate_lines(rows: pd.DataFrame, key: list[str], line_col: str, *, file: str) -> list[int]:
+    """The lines of ``rows`` that repeat an earlier line exactly (every column but ``line_col``).
+
+    The import drops them (logged here, counted by the caller); two lines with the same ``key`` that differ anywhere
+    else are not a repeat but a conflict: :class:`InputError` naming the file, both lines and the
+    columns that differ. ``rows`` may be only the rows whose key is repeated (the rest cannot match).
+    """
+    if not rows[key].duplicated().any():
+        return []
+    content = [c for c in rows.columns if c != line_col]
+    repeat = rows.duplicated(subset=content, keep="first")
+    rest = rows[~repeat]
+    clash = rest[rest[key].duplicated(keep=False)]
+    if len(clash):
+        first = clash.sort_values(line_col).iloc[0]
+        same = clash[(clash[key] == first[key]).all(axis=1)].sort_values(line_col)
+        differ = [c for c in content if c not in key and same[c].nunique(dropna=False) > 1]
+        raise InputError(
+            f"{file}: lines {', '.join(str(int(x)) for x in same[line_col])} have the same "
+            f"{'/'.join(key)} {'/'.join(str(same[k].iloc[0]) for k in key)} but differ in column(s) "
+            f"{', '.join(repr(c) for c in differ)}: not a repeated line, a conflict (fix the input)")
+    lines = sorted(int(x) for x in rows.loc[repeat, line_col])
+    log.warning("%s: dropping %d exact repeat(s) of an earlier line: line(s) %s%s", file, len(lines),
+                ", ".join(map(str, lines[:5])), f" and {len(lines) - 5} more" if len(lines) > 5 else "")
+    return lines
+
+
 # ---- writing --------------------------------------------------------------------------------------
 
 class PartitionWriter:
@@ -360,6 +392,7 @@ def print_summary(summary: dict[str, Any]) -> None:
           + (f", {s['existing_hours_kept']} existing kept" if s.get("existing_hours_kept") else ""))
     print(f"  rows   : {s['rows']:,} (clicks {s['clicks']:,}, conversions {s['conversions']:,}"
           + (f", skipped by date filter {s['rows_filtered_out']:,}" if s.get("rows_filtered_out") else "")
+          + (f", repeated lines dropped {s['duplicate_rows_dropped']:,}" if s.get("duplicate_rows_dropped") else "")
           + ")")
     print(f"  users  : {s.get('users', 0):,} distinct; items: {s.get('items', 0):,} distinct")
     print(f"  time   : {s.get('seconds', 0):.2f}s")

@@ -43,8 +43,9 @@ import pyarrow.csv as pacsv
 from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.ingest.common import (DEFAULT_STR, InputError, PartitionWriter, check_mask, complete_logs,
-                                    concat_str, date_filter, date_span, day_of, hour_bounds, in_range_mask,
-                                    items_table, parse_int, print_summary, users_table, with_data_root)
+                                    concat_str, date_filter, date_span, day_of, duplicate_lines, hour_bounds,
+                                    in_range_mask, items_table, parse_int, print_summary, users_table,
+                                    with_data_root)
 from dailyrec.storage import open_store
 
 log = logging.getLogger("dailyrec.import")
@@ -361,6 +362,16 @@ def _write_snapshots(writer: PartitionWriter, dates: list[str], first_user: pd.S
     log.info("wrote %d users + %d items snapshot(s) in %.2fs", len(dates), len(dates), time.perf_counter() - t0)
 
 
+def _drop_repeated_lines(ratings: pd.DataFrame, file: str) -> tuple[pd.DataFrame, int]:
+    """Drop exact repeats of a rating line (counted); the same user, movie and timestamp with another
+    rating is an :class:`InputError` naming both lines (``request_id`` must be unique)."""
+    lines = duplicate_lines(ratings.assign(line=np.arange(1, len(ratings) + 1)), ["user", "item", "ts"], "line",
+                            file=file)   # read_ratings: row i is line i + 1
+    if not lines:
+        return ratings, 0
+    return ratings.drop(index=np.asarray(lines) - 1).reset_index(drop=True), len(lines)
+
+
 def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = None,
                      end: str | None = None, fill_empty_hours: bool = True, fmt: str = "auto",
                      validate: bool = True) -> dict[str, Any]:
@@ -368,7 +379,8 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
 
     Every file is parsed before anything is written; a malformed one raises :class:`InputError`
     (file, line, column), a missing one ``FileNotFoundError``; a failure while writing removes the
-    partitions this run had written.
+    partitions this run had written. An exact repeat of a ratings line is dropped (counted in
+    ``duplicate_rows_dropped``); the same user, movie and timestamp with another rating is an error.
     """
     t_start = time.perf_counter()
     directory = Path(directory)
@@ -377,7 +389,7 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
     fmt = detect_format(directory, fmt)
     lo, hi = date_filter(start, end)
     parsed = _parse(directory, fmt)   # a bad file writes nothing at all
-    df = parsed.ratings
+    df, dropped = _drop_repeated_lines(parsed.ratings, str(directory / parsed.files["ratings"]))
 
     # -- first-rating day per user/item, over the whole file (independent of --start/--end)
     df["day"] = df["ts"] // 86400
@@ -402,8 +414,8 @@ def import_movielens(cfg: Config, directory: str | Path, *, start: str | None = 
         if fill_empty_hours:
             writer.fill_empty_hours(snapshot_dates)
     summary = writer.summary(
-        source=str(directory), format=f"movielens-{fmt}", rows_read=int(len(df) + filtered_out),
-        rows_filtered_out=filtered_out,
+        source=str(directory), format=f"movielens-{fmt}", rows_read=int(len(df) + filtered_out + dropped),
+        rows_filtered_out=filtered_out, duplicate_rows_dropped=dropped,
         users=int(df["user"].nunique()), items=int(df["item"].nunique()),
         unknown_user_ids=parsed.unknown_users, unknown_item_ids=parsed.unknown_items,
         parse_seconds=round(parsed.seconds, 3),

@@ -2,12 +2,19 @@
 
     python -m tasks.ingest.validate_day --cur-date 2026-11-01
 
-Checks every hourly log partition of ``cur_date`` (``_SUCCESS`` + contract), the ``users`` and
-``items`` snapshots of the day, and the volumes: at least ``validation.min_rows_per_day`` rows and
-``validation.min_clicks_per_day`` clicks, and no drop of more than
-``validation.max_drop_vs_previous_day`` against the previous day's report. An empty or truncated
-day fails with a message saying what is missing; nothing is trained on it. The report goes to
-``<root>/day_checks/dt=D/report.json``.
+Checks the layout of ``logs/dt=D`` (only folders ``hour=00`` .. ``hour=23``: a stray folder or
+file is named), every hourly log partition of ``cur_date`` (``_SUCCESS`` + contract), that
+``request_id`` is unique over the day, the ``users`` and ``items`` snapshots of the day, and the
+volumes: at least ``validation.min_rows_per_day`` rows and ``validation.min_clicks_per_day``
+clicks, and no drop of more than ``validation.max_drop_vs_previous_day`` against the previous
+day's report. An empty or truncated day fails with a message saying what is missing; nothing is
+trained on it.
+
+The verdict is the day's validation record (:mod:`dailyrec.validation`), which the steps reading
+logs require: ``<root>/day_checks/dt=D/report.json`` when the day passed (with the list of the
+files checked), ``failed.json`` with the error when it did not (the error is raised as well;
+``contract_ok`` says whether only a volume check failed: such a day may still be read as a
+window day of a later date, never trained on as ``cur_date``).
 """
 
 from __future__ import annotations
@@ -16,10 +23,12 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
-from dailyrec.contract import check_day_volumes, missing_hours, validate_partition
+from dailyrec.contract import check_day_keys, check_day_volumes, check_layout, missing_hours, validate_partition
 from dailyrec.dates import previous
-from dailyrec.step import begin
+from dailyrec.errors import ContractError
+from dailyrec.step import StepRun, begin
 from dailyrec.storage import SUCCESS_MARKER, open_store
+from dailyrec.validation import PASSED, input_files, record_failed
 
 
 def ready(cur_date: str, cfg: Config) -> tuple[bool, str]:
@@ -28,41 +37,75 @@ def ready(cur_date: str, cfg: Config) -> tuple[bool, str]:
     return not missing, f"{24 - len(missing)}/24 hours complete; missing {missing}"
 
 
-def step(cur_date: str, cfg: Config) -> dict[str, Any]:
-    """Validate a whole day of logs and its dimension snapshots; record the day's report."""
-    run = begin("validate_day", cur_date, cfg)
-    store, day = run.store, run.partition("logs")
+def _check_logs(run: StepRun) -> tuple[int, int, int, list[dict[str, int]]]:
+    """Layout, completeness and contract of the day's 24 hours; ``(rows, clicks, conversions, hours)``."""
+    store, day, cfg = run.store, run.partition("logs"), run.cfg
+    check_layout(store, day, hours=True)
     missing = missing_hours(store, run.cur_date)
     if missing:
         raise FileNotFoundError(
             f"logs of {run.cur_date} are incomplete: no {SUCCESS_MARKER} for hour(s) "
             f"{', '.join(f'{h:02d}' for h in missing)} under {day}")
     hours, rows, clicks, conversions = [], 0, 0, 0
+    for h in range(24):
+        rep = validate_partition(store, "logs", run.cur_date, h, min_rows=cfg.validation.min_rows_per_hour)
+        hours.append({"hour": h, "rows": rep.rows, "clicks": rep.stats["clicks"]})
+        rows += rep.rows
+        clicks += rep.stats["clicks"]
+        conversions += rep.stats["conversions"]
+    check_day_keys(store, run.cur_date)
+    return rows, clicks, conversions, hours
+
+
+def _check_contract(run: StepRun, files: dict[str, str]) -> dict[str, Any]:
+    """The contract checks of the day (logs and snapshots); returns the report so far."""
+    store, day = run.store, run.partition("logs")
     with run.timer.step("logs"):
-        for h in range(24):
-            rep = validate_partition(store, "logs", run.cur_date, h, min_rows=cfg.validation.min_rows_per_hour)
-            hours.append({"hour": h, "rows": rep.rows, "clicks": rep.stats["clicks"]})
-            rows += rep.rows
-            clicks += rep.stats["clicks"]
-            conversions += rep.stats["conversions"]
+        rows, clicks, conversions, hours = _check_logs(run)
     with run.timer.step("dimensions"):
         users = validate_partition(store, "users", run.cur_date)
         items = validate_partition(store, "items", run.cur_date)
-    prev_path = run.path("day_checks", "report.json", cur_date=previous(run.cur_date))
+    prev_path = run.path("day_checks", PASSED, cur_date=previous(run.cur_date))
     prev_rows = store.read_json(prev_path)["rows"]["logs"] if store.exists(prev_path) else None
-    check_day_volumes(day, rows, clicks, prev_rows, cfg.validation)
-    report = run.manifest(
+    return run.manifest(
         inputs=[day, users.partition, items.partition],
         rows={"logs": rows, "users": users.rows, "items": items.rows},
-        clicks=clicks, conversions=conversions, ctr=round(clicks / rows, 6), previous_day_rows=prev_rows,
-        hours=hours)
-    out = run.partition("day_checks")
-    with store.atomic_output(out) as tmp:
-        store.write_json(f"{tmp}/report.json", report)
+        clicks=clicks, conversions=conversions, ctr=round(clicks / rows, 6) if rows else 0.0,
+        previous_day_rows=prev_rows, hours=hours, input_files=files)
+
+
+def _refuse(run: StepRun, exc: Exception, contract_ok: bool, files: dict[str, str] | None = None) -> None:
+    record = {**run.manifest(inputs=[run.partition("logs")], rows={}), "contract_ok": contract_ok}
+    if files is not None:
+        record["input_files"] = files
+    path = record_failed(run.store, run.cur_date, exc, record)
+    run.log.error("day %s failed validation (recorded in %s): %s", run.cur_date, path, exc)
+
+
+def step(cur_date: str, cfg: Config) -> dict[str, Any]:
+    """Validate a whole day of logs and its dimension snapshots; record the verdict."""
+    run = begin("validate_day", cur_date, cfg)
+    files = input_files(run.store, run.cur_date)  # before the checks: a file changed meanwhile is not "checked"
+    try:
+        report = _check_contract(run, files)
+    except (ContractError, FileNotFoundError) as exc:
+        _refuse(run, exc, contract_ok=False)
+        raise
+    rows = report["rows"]
+    try:
+        check_day_volumes(run.partition("logs"), rows["logs"], report["clicks"], report["previous_day_rows"],
+                          cfg.validation)
+    except ContractError as exc:   # the rows meet the contract; the day is too small to train on
+        _refuse(run, exc, contract_ok=True, files=files)
+        raise
     run.log.info("day %s: %d rows, %d clicks (ctr %.4f), %d conversions, %d users, %d catalog items",
-                 run.cur_date, rows, clicks, clicks / rows, conversions, users.rows, items.rows)
-    return {"report": f"{out}/report.json", "rows": rows, "clicks": clicks, "conversions": conversions,
-            "users": users.rows, "items": items.rows}
+                 run.cur_date, rows["logs"], report["clicks"], report["ctr"], report["conversions"],
+                 rows["users"], rows["items"])
+    out = run.partition("day_checks")
+    with run.store.atomic_output(out) as tmp:
+        run.store.write_json(f"{tmp}/{PASSED}", {**report, "passed": True})
+    return {"report": f"{out}/{PASSED}", "rows": rows["logs"], "clicks": report["clicks"],
+            "conversions": report["conversions"], "users": rows["users"], "items": rows["items"]}
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
 
 Inputs: the hourly logs of the last ``sampling.window_days`` days up to ``cur_date``, the users
 snapshot of ``cur_date`` and ``features/dt=D/catalog.parquet`` (the retrieval DAG's features step;
-its ``_manifest.json`` must exist, it is written last: :func:`ready`). The SQL is
+its ``_manifest.json`` must exist, it is written last: :func:`ready`); the logs of the window
+must have passed ``tasks.ingest.validate_day`` (``run.require_validated``). The SQL is
 ``sql/ranking_*.sql`` (DuckDB).
 
 * one row per impression with both labels, ``click`` and ``conversion``, and every feature of
@@ -35,6 +36,7 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
+from dailyrec.dates import window
 from dailyrec.ranking.calibration import CALIBRATION_FORMULA
 from dailyrec.ranking.samples import features_manifest_path, impression_rows, sample_tables
 from dailyrec.step import begin
@@ -61,6 +63,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     fman = features_manifest_path(store, cur_date)
     run.require(fman, hint=f"the features of {cur_date} are not built yet (daily_retrieval's build_features, "
                            f"or python -m tasks.retrieval.features --cur-date {cur_date})")
+    run.require_validated(window(cur_date, cfg.sampling.window_days))
     rows, info = impression_rows(store, cur_date, cfg, timer)
 
     with timer.step("downsample"):

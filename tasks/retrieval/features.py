@@ -4,7 +4,8 @@
 
 Reads the hourly log partitions of the last ``max(features.counter_windows_days,
 sampling.window_days)`` days up to ``cur_date`` (the days that exist; ``cur_date`` itself must
-exist) and the users/items snapshots of ``cur_date``; all the work is SQL in ``sql/*.sql`` run by
+exist; each must have passed ``tasks.ingest.validate_day``: ``run.require_validated``) and the
+users/items snapshots of ``cur_date``; all the work is SQL in ``sql/*.sql`` run by
 DuckDB over the Parquet files (:mod:`dailyrec.features`). Writes atomically to ``<root>/features/dt=D/``:
 
 * ``item_counters.parquet``, ``user_counters.parquet``: per key and counter window ``W``
@@ -38,8 +39,10 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     run = begin("features", cur_date, cfg)
     store, fc, d = run.store, cfg.features, run.cur_date
     windows = sorted(fc.counter_windows_days)  # distinct, 1..365: checked by the config
+    days = window(d, max(max(windows), cfg.sampling.window_days))
+    run.require_validated(days)
     with run.timer.step("inputs"):
-        files, hours = log_inputs(store, window(d, max(max(windows), cfg.sampling.window_days)), d)
+        files, hours = log_inputs(store, days, d)
         users = read_snapshot(store, "users", d)
         items = read_snapshot(store, "items", d)
     run.log.info("features dt=%s: %d log file(s) over %d day(s) %s, %d users, %d items in the snapshots",

@@ -38,10 +38,11 @@ def test_two_days_through_airflow(airflow_home, tmp_path):
     t0 = time.perf_counter()
     gen = _run(["-m", "dailyrec.demo.generator", "--start-date", DATES[0], "--days", str(len(DATES))], env)
     assert gen.returncode == 0, gen.stderr[-3000:]
-    for d in DATES:
-        res = _run(["-m", "tasks.retrieval.features", "--cur-date", d], env)
-        assert res.returncode == 0, res.stderr[-3000:]
-    timings["generate + features"] = time.perf_counter() - t0
+    for d in DATES:   # the retrieval DAG's first steps, by hand: validate the day, then its features
+        for stage in ("tasks.ingest.validate_day", "tasks.retrieval.features"):
+            res = _run(["-m", stage, "--cur-date", d], env)
+            assert res.returncode == 0, res.stderr[-3000:]
+    timings["generate + validate + features"] = time.perf_counter() - t0
 
     # day 2 also goes through the trigger-form params (dailyrec.runctx.RANKING_PARAM_KEYS)
     confs = {DATES[0]: [], DATES[1]: ["--conf", json.dumps({"loss_weight_conversion": 2.0, "epochs": 3})]}

@@ -18,12 +18,14 @@ def test_export_covers_the_catalog_and_matches_the_tower(tmp_path):
     from tasks.retrieval.sample import step as select_samples
     from dailyrec.inputs import feature_arrays
     from tasks.retrieval.train_two_tower import step as train_two_tower
+    from tests.helpers import validate_day
 
     cfg = load_config(environ={}, overrides={
         "storage.data_root": str(tmp_path / "data"), "demo.events_per_day": 20000, "demo.n_users": 500,
         "demo.n_items": 300, "training.epochs": 1, "training.batch_size": 512})
     d = "2026-11-01"
     generate(cfg, d, 1)
+    validate_day(open_store(cfg), d)
     build_features(d, cfg)
     select_samples(d, cfg)
     train_two_tower(d, cfg)

@@ -24,7 +24,7 @@ import pytest
 from dailyrec.config import load_config
 from dailyrec.dates import date_range
 from dailyrec.storage import open_store
-from tests.helpers import REPO
+from tests.helpers import REPO, validate_day
 
 DAYS = date_range("2026-11-01", 3)
 HOLDOUT_HOURS = 3
@@ -52,6 +52,7 @@ def world(tmp_path_factory):
     cfg = _cfg(root)
     generate(cfg, DAYS[0], len(DAYS))
     for d in DAYS:
+        validate_day(open_store(cfg), d)
         build_features(d, cfg)
     return {"root": root, "cfg": cfg, "store": open_store(cfg)}
 
@@ -178,17 +179,29 @@ def test_conversion_without_click_is_an_error(tmp_path):
     store = open_store(cfg)
     d = DAYS[0]
     ev = random_day(d, 600, n_users=30, n_items=20, seed=1)
+    users, items = make_users([f"u{i}" for i in range(30)]), make_items([f"i{i}" for i in range(20)])
+    write_day(store, d, ev, users, items)
+    build_features(d, cfg)
     click = ev["click"].to_numpy()
     conv = np.zeros(len(click), np.int8)
     conv[np.flatnonzero(click == 1)[:5]] = 1           # fine: conversions after clicks
     conv[np.flatnonzero(click == 0)[:2]] = 1           # bad: conversions without a click
     ev = ev.set_column(ev.schema.get_field_index("conversion"), "conversion", pa.array(conv, pa.int8()))
-    write_day(store, d, ev, make_users([f"u{i}" for i in range(30)]), make_items([f"i{i}" for i in range(20)]))
-    build_features(d, cfg)
-    with pytest.raises(ContractError, match=r"'conversion' is 1 where 'click' is 0 on 2 impression") as exc:
+    # the day's logs re-delivered with the bad conversions: its validation fails, naming them, and
+    # the ranking samples refuse the day (the features of the good delivery exist)
+    with pytest.raises(ContractError, match=r"'conversion' is 1 on \d+ row\(s\) where 'click' is 0"):
+        write_day(store, d, ev, users, items)
+    with pytest.raises(ContractError, match=r"'conversion' is 1 on \d+ row\(s\) where 'click' is 0") as exc:
         build_ranking_samples(d, cfg)
-    assert d in str(exc.value)
+    assert f"{d} failed validation" in str(exc.value)
     assert not store.exists(store.partition("ranking_samples", d))
+    # the library's own check, for a caller that skips the step's prologue
+    from dailyrec.ranking.samples import impression_rows
+    from dailyrec.storage import Timer
+
+    with pytest.raises(ContractError, match=r"'conversion' is 1 where 'click' is 0 on 2 impression") as exc:
+        impression_rows(store, d, cfg, Timer())
+    assert d in str(exc.value)
 
 
 def test_samples_need_the_features_manifest(tmp_path):

@@ -123,3 +123,96 @@ def test_file_uri_root(tmp_path):
     s = open_store(f"file://{tmp_path}/uri-root")
     write_partition(s, "logs", tiny_logs(), "2026-11-01", 3)
     assert validate_partition(s, "logs", "2026-11-01", 3).rows == 20
+
+
+# ---- string encoding, null keys, duplicate keys, unexpected entries (issue 15, items 8-11) ------------
+def _with_bytes(table, column, row, raw: bytes):
+    """``table`` with the ``row``-th value of string ``column`` replaced by the bytes ``raw``."""
+    vals = table.column(column).combine_chunks().view(pa.binary()).to_pylist()
+    vals[row] = raw
+    return table.set_column(table.schema.get_field_index(column), column,
+                            pa.array(vals, pa.binary()).view(pa.string()))
+
+
+BAD_UTF8 = bytes.fromhex("ff fe c3 28 62 61 64")
+
+
+def test_invalid_utf8_names_file_column_row(store):
+    part = _write_raw(store, _with_bytes(tiny_logs(), "item_id", 3, BAD_UTF8), name="enc.parquet")
+    with pytest.raises(ContractError) as exc:
+        validate_partition(store, "logs", "2026-11-01", 3)
+    msg = str(exc.value)
+    assert part in msg and "enc.parquet" in msg and "column 'item_id' is not valid UTF-8 at row 3" in msg
+    assert "ff fe c3 28 62 61 64" in msg
+
+
+def test_invalid_utf8_in_a_side_column_and_a_snapshot(store):
+    t = _with_bytes(_with_bytes(tiny_logs(), "site_domain", 7, b"\xc3"), "site_domain", 12, b"ok\xff")
+    _write_raw(store, t)
+    with pytest.raises(ContractError, match=r"column 'site_domain' is not valid UTF-8 at rows 7, 12 \(bytes c3\)"):
+        validate_partition(store, "logs", "2026-11-01", 3)
+    from tests.helpers import make_users
+
+    users = _with_bytes(make_users(["u0", "u1", "u2"]), "user_segment", 1, b"\xe9t\xe9")  # latin-1, not UTF-8
+    write_partition(store, "users", users, "2026-11-01")
+    with pytest.raises(ContractError, match=r"users/dt=2026-11-01, file part-00000\.parquet: column "
+                                            r"'user_segment' is not valid UTF-8 at row 1"):
+        validate_partition(store, "users", "2026-11-01")
+
+
+def test_binary_key_column_is_a_type_error(store):
+    t = tiny_logs()
+    t = t.set_column(t.schema.get_field_index("item_id"), "item_id",
+                     pa.array([BAD_UTF8] * t.num_rows, pa.binary()))
+    _write_raw(store, t, name="bin.parquet")
+    with pytest.raises(ContractError, match=r"bin\.parquet: column 'item_id' has type binary, expected string"):
+        validate_partition(store, "logs", "2026-11-01", 3)
+
+
+@pytest.mark.parametrize("column", ["user_id", "item_id", "request_id"])
+def test_null_key_names_column_and_rows(store, column):
+    t = tiny_logs()
+    vals = t.column(column).to_pylist()
+    vals[2] = vals[7] = None
+    t = t.set_column(t.schema.get_field_index(column), column, pa.array(vals, pa.string()))
+    _write_raw(store, t, name="nulls.parquet")
+    with pytest.raises(ContractError, match=rf"nulls\.parquet: column '{column}' has 2 null value\(s\) "
+                                            r"\(rows 2, 7\); it may not be null"):
+        validate_partition(store, "logs", "2026-11-01", 3)
+
+
+def test_duplicate_request_id_across_files_names_files_and_rows(store):
+    t = tiny_logs()
+    part = _write_raw(store, t.slice(0, 10), name="a.parquet")
+    _write_raw(store, t.slice(5, 15), name="b.parquet")      # rows 5-9 again
+    with pytest.raises(ContractError) as exc:
+        validate_partition(store, "logs", "2026-11-01", 3)
+    msg = str(exc.value)
+    assert msg.startswith(f"partition {part}: column 'request_id' has duplicate values")
+    assert "'r2026-11-01-03-5' at file a.parquet row 5; file b.parquet row 0" in msg
+    assert "(and 2 more duplicated value(s))" in msg
+    # the same for a snapshot key over two files
+    items_part = store.partition("items", "2026-11-01")
+    from tests.helpers import make_items
+
+    write_partition(store, "items", make_items(["i0", "i1"]), "2026-11-01")
+    pq.write_table(make_items(["i2", "i1"]), f"{items_part}/part-00001.parquet")
+    with pytest.raises(ContractError, match=r"'item_id' has duplicate values .*'i1' at file part-00000\.parquet "
+                                            r"row 1; file part-00001\.parquet row 1"):
+        validate_partition(store, "items", "2026-11-01")
+
+
+def test_unexpected_entries_in_a_partition_are_named(cfg, store):
+    from tasks.ingest.check_hour import step as check_hour
+
+    part = write_partition(store, "logs", tiny_logs(), "2026-11-01", 3)
+    # hidden / underscore names (writes in progress, markers, manifests) are part of the contract
+    store.fs.create_dir(f"{part}/.tmp-part-1-abc")
+    store.write_text(f"{part}/_manifest.json", "{}")
+    assert check_hour("2026-11-01", cfg, hour=3)["rows"] == 20
+    store.write_text(f"{part}/part-00001.csv", "a,b\n")
+    store.fs.create_dir(f"{part}/retry")
+    with pytest.raises(ContractError) as exc:
+        check_hour("2026-11-01", cfg, hour=3)
+    assert str(exc.value).startswith(f"{part}: unexpected file 'part-00001.csv', folder 'retry'")
+    assert "only *.parquet files" in str(exc.value)

@@ -11,8 +11,10 @@ import pytest
 
 from dailyrec.dates import date_range
 from dailyrec.contract import ITEM_SCHEMA, write_partition
+from dailyrec.errors import ContractError
 from dailyrec.storage import open_store
-from tests.helpers import DAY0, config, make_events, make_items, make_users, random_day, read, write_day, write_logs
+from tests.helpers import (DAY0, config, make_events, make_items, make_users, random_day, read, validate_day,
+                           write_day, write_logs)
 
 
 # ---- counters and catalog -----------------------------------------------------------------
@@ -92,9 +94,12 @@ def test_missing_day_fails_naming_the_partition(tmp_path):
     write_day(store, DAY0, random_day(DAY0, 50, 5, 5, 0), make_users(["u0"]), make_items(["i0"]))
     with pytest.raises(FileNotFoundError, match=r"logs/dt=2026-11-02"):
         build_features("2026-11-02", cfg)
-    # a day with logs but no items snapshot names the snapshot partition
+    # a day with logs but no users snapshot: its validation names the snapshot partition, and
+    # features refuses the day with that reason
     write_logs(store, "2026-11-02", random_day("2026-11-02", 50, 5, 5, 1))
     with pytest.raises(FileNotFoundError, match=r"users/dt=2026-11-02"):
+        validate_day(store, "2026-11-02")
+    with pytest.raises(ContractError, match=r"2026-11-02 failed validation: .*users/dt=2026-11-02"):
         build_features("2026-11-02", cfg)
 
 
@@ -107,9 +112,12 @@ def test_failure_leaves_the_previous_output(tmp_path):
               make_items([f"i{i}" for i in range(6)]))
     res = build_features(DAY0, cfg)
     before = {p.name: p.read_bytes() for p in (tmp_path / "data" / "features" / f"dt={DAY0}").iterdir()}
-    # break the items snapshot: a duplicate id violates the contract -> the step fails
+    # break the items snapshot: a duplicate id violates the contract -> the day fails validation,
+    # and the step refuses it
     write_partition(store, "items", make_items(["i0", "i0"]), DAY0)
-    with pytest.raises(Exception, match="duplicate"):
+    with pytest.raises(ContractError, match="duplicate"):
+        validate_day(store, DAY0)
+    with pytest.raises(ContractError, match="duplicate"):
         build_features(DAY0, cfg)
     after = {p.name: p.read_bytes() for p in (tmp_path / "data" / "features" / f"dt={DAY0}").iterdir()}
     assert after == before and res["rows"]["catalog"] == 6

@@ -528,3 +528,56 @@ def test_empty_partition_has_the_contract_schema(tmp_path):
     f = next((tmp_path / "data" / "logs" / "dt=2000-05-01" / "hour=00").glob("*.parquet"))
     assert pq.read_schema(f).remove_metadata().equals(LOG_SCHEMA) and pq.read_metadata(f).num_rows == 0
     assert validate_partition(store, "logs", "2000-05-01", 0).rows == 0
+
+
+# ---- repeated lines (issue 15, item 11) -------------------------------------------------------------
+
+def _ml100k_dir(path: Path, ratings: str) -> Path:
+    path.mkdir()
+    (path / "u.data").write_text(ratings)
+    (path / "u.user").write_text("1|24|M|technician|85711\n2|53|F|other|94043\n")
+    (path / "u.item").write_text("".join(f"{m}|M{m} (1995)|01-Jan-1995||url" + "|0" * 19 + "\n" for m in (10, 20)))
+    return path
+
+
+def test_movielens_repeated_line_is_dropped_and_counted(tmp_path, capsys):
+    lines = ["1\t10\t5\t956000000", "2\t20\t3\t956000100", "1\t20\t4\t956003700", "2\t20\t3\t956000100"]
+    src = _ml100k_dir(tmp_path / "ml-100k", "\n".join(lines) + "\n")
+    root = tmp_path / "data"
+    rc = _cli(ml_mod.import_movielens_cli, ["--input", str(src), "--data-root", str(root)])
+    assert rc == 0 and "repeated lines dropped 1" in capsys.readouterr().out
+    s = import_movielens(_cfg(root), src)
+    assert s["duplicate_rows_dropped"] == 1 and s["rows"] == 3 and s["rows_read"] == 4
+    store = open_store(_cfg(root))
+    logs = pq.read_table(root / "logs")
+    ids = logs.column("request_id").to_pylist()
+    assert sorted(ids) == sorted(["u1:m10:956000000", "u2:m20:956000100", "u1:m20:956003700"])
+    for h in range(24):   # the contract's unique key holds in every hour
+        validate_partition(store, "logs", "2000-04-17", h)
+
+
+def test_movielens_conflicting_lines_name_both(tmp_path):
+    src = _ml100k_dir(tmp_path / "ml-100k", "1\t10\t5\t956000000\n2\t20\t3\t956000100\n1\t10\t2\t956000000\n")
+    root = tmp_path / "data"
+    with pytest.raises(InputError, match=r"u\.data: lines 1, 3 have the same user/item/ts 1/10/956000000 but "
+                                         r"differ in column\(s\) 'rating'"):
+        import_movielens(_cfg(root), src)
+    assert _all_files(root) == []
+
+
+def test_avazu_repeated_line_is_dropped_and_a_conflict_named(tmp_path):
+    header, rows = _avazu_rows(n_hours=2, per_hour=5)
+    rep = _write_csv(tmp_path / "rep.csv", header, [*rows[:3], rows[1], *rows[3:], rows[7]])
+    s = import_avazu(_cfg(tmp_path / "a"), rep)
+    assert s["duplicate_rows_dropped"] == 2 and s["rows"] == 10 and s["rows_read"] == 12
+    store = open_store(_cfg(tmp_path / "a"))
+    for h in (0, 1):
+        t = validate_partition(store, "logs", "2014-10-21", h)
+        assert t.rows == 5
+    clash = [*rows[:3], list(rows[1]), *rows[3:]]
+    clash[3][header.index("click")] = "0" if rows[1][header.index("click")] == "1" else "1"
+    bad = _write_csv(tmp_path / "clash.csv", header, clash)
+    with pytest.raises(InputError, match=rf"clash\.csv: lines 3, 5 have the same request_id {rows[1][0]} but "
+                                         r"differ in column\(s\) 'click'"):
+        import_avazu(_cfg(tmp_path / "b"), bad)
+    assert _all_files(tmp_path / "b") == []
