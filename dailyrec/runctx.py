@@ -181,18 +181,19 @@ def config_for(run: dict[str, Any]) -> Any:
     return load_config(overrides=run.get("overrides"))
 
 
-FAILED_STATES = ("failed", "upstream_failed")
+def _state(value: Any) -> str:
+    return str(getattr(value, "value", value))
 
 
 def run_verdict(states: dict[str, Any], gate: dict[str, Any] | None) -> str:
     """One line for the run's page (the ``report`` task's return value): which tasks failed (the
     run fails), else the gate's decision and whether the model was published."""
-    failed = sorted(t for t, s in states.items() if t != "report" and str(getattr(s, "value", s)) in FAILED_STATES)
+    failed = sorted(t for t, s in states.items() if t != "report" and _state(s) == "failed")
     if failed:
         return f"FAILED: {', '.join(failed)} (see their logs); nothing was published"
     if gate is None:
         return "no gate verdict: the run stopped before evaluate_gate"
     if not gate.get("passed"):
         return f"gate failed: {'; '.join(map(str, gate.get('reasons') or [])) or 'no reason given'}; nothing published"
-    published = [t for t in ("publish_redis", "publish_model") if str(getattr(states.get(t), "value", states.get(t))) == "success"]
+    published = any(_state(states.get(t)) == "success" for t in ("publish_redis", "publish_model"))
     return "gate passed; published" if published else "gate passed; not published (publish param off)"

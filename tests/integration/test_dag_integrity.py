@@ -118,8 +118,9 @@ def test_training_is_pooled_and_gated(dagbag, path):
         # a backfill brings its own max_active_runs, and one waiting run must not hold the others
         sensor = dag.get_task("wait_for_earlier_runs")
         assert sensor.mode == "reschedule"
-        assert {"build_features", "build_ranking_samples"} & dag.get_task("wait_for_earlier_runs").get_flat_relative_ids()
-        assert "train_" in " ".join(sensor.get_flat_relative_ids())
+        downstream = sensor.get_flat_relative_ids()
+        assert {"build_features", "build_ranking_samples"} & downstream, "the gate comes before any work"
+        assert "train_" in " ".join(downstream) and "report" in downstream
 
 
 @pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking"])
