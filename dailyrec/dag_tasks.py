@@ -18,7 +18,6 @@ DAG files only wire these (``dags/*.py``); steps never import this module (it im
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, task

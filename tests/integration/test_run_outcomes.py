@@ -3,7 +3,8 @@
 * a date before any `start_date` is processed like any other (`airflow dags test daily_retrieval
   2001-01-31`, the issue's exact command, used to create no task and "succeed");
 * a failed task fails the run while the report still runs and gives the verdict, for both daily
-  DAGs (`evaluate_gate` raising: a day with no holdout hours).
+  DAGs (`evaluate_gate` raising: a day with no holdout hours, too sparse to evaluate, fails with the
+  named error `NothingToEvaluate`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,6 @@ def test_old_date_runs_and_a_failed_task_fails_the_run(airflow_home, tmp_path):
         res = run_airflow(airflow_home, "dags", "test", dag_id, OLD, "--conf", NO_HOLDOUT, extra_env=env)
         out = res.stdout + res.stderr
         assert _state(env, dag_id) == "failed", dag_id
-        assert "nothing to evaluate" in out, out[-6000:]
+        assert "NothingToEvaluate" in out and "nothing to evaluate, the day is too sparse" in out, out[-6000:]
         assert json.loads((report / "report.json").read_text())["cur_date"] == OLD
         assert f"verdict for {OLD}: FAILED: evaluate_gate (see their logs)" in out, out[-6000:]
