@@ -50,7 +50,8 @@ def default_args(retries: int = 2) -> dict[str, Any]:
     }
 
 
-def _utc(value: Any) -> dt.datetime | None:
+def as_utc(value: Any) -> dt.datetime | None:
+    """A datetime (or ISO string) in UTC; naive values are taken as UTC."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -68,13 +69,13 @@ def _floor(t: dt.datetime, hourly: bool) -> dt.datetime:
 
 def _run_after(context: dict[str, Any]) -> dt.datetime | None:
     dag_run = context.get("dag_run")
-    return _utc(context.get("run_after") or getattr(dag_run, "run_after", None))
+    return as_utc(context.get("run_after") or getattr(dag_run, "run_after", None))
 
 
 def _interval_start(context: dict[str, Any], hourly: bool) -> dt.datetime:
     """Rules 2 and 3 of the module docstring: the start of the interval the run processes."""
     step = dt.timedelta(hours=1) if hourly else dt.timedelta(days=1)
-    logical = _utc(context.get("logical_date"))
+    logical = as_utc(context.get("logical_date"))
     if logical is not None and _floor(logical, hourly) == logical:
         return logical
     when = logical or _run_after(context)

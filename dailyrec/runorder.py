@@ -47,9 +47,9 @@ class RunRef:
 
 
 def _iso(value: Any) -> str:
-    from dailyrec.runctx import _utc
+    from dailyrec.runctx import as_utc
 
-    t = _utc(value)
+    t = as_utc(value)
     return t.isoformat() if t is not None else ""
 
 
