@@ -8,6 +8,7 @@ model, and publishes it when it passes its gate:
 |---|---|---|
 | `start` | | resolves `cur_date` and the run's config overrides (params); refuses a bad config |
 | `wait_for_logs` | `ingest.validate_day` (its `ready`) | waits (reschedule mode) for the 24 hourly `_SUCCESS` markers |
+| `wait_for_earlier_runs` | | waits (reschedule mode) while a run of this DAG for an earlier date is unfinished: runs go in date order |
 | `validate_day` | `ingest.validate_day` | contract and volumes; an empty or truncated day stops here |
 | `build_features` | `retrieval.features` | counters, catalog, vocabularies (SQL in `sql/`, DuckDB) |
 | `select_samples` | `retrieval.sample` | positives, random/hard negatives, holdout hours |
@@ -18,12 +19,14 @@ model, and publishes it when it passes its gate:
 | `build_index` | `retrieval.build_index` | FAISS index, recall vs exact search on real user vectors |
 | `publish_redis` | `retrieval.publish_redis` | versioned load, atomic switch, retention, registry entry |
 | `serving_check` | `serving.serving_check` | reads Redis back and recommends for a known and a new user |
-| `report` | `retrieval.report` | the run's summary (runs whatever happened upstream) |
+| `report` | `retrieval.report` | the run's summary and verdict (its return value); the teardown of `start`: runs whatever happened upstream, and a failed task still fails the run |
 
 **Schedule**: `CronDataIntervalTimetable("0 0 * * *", "UTC")`: the run for day D starts when D
-is over and processes D. Backfill: `airflow backfill create --dag-id daily_retrieval
---from-date 2026-11-01 --to-date 2026-11-03`. Manual trigger: give `cur_date` in the form.
-Runs chain through warm start, so `max_active_runs=1`: one at a time, in date order.
+is over and processes D. No `start_date`: a run for any date (2001-01-31 too) processes it.
+Backfill: `airflow backfill create --dag-id daily_retrieval --from-date 2026-11-01 --to-date
+2026-11-03`. Manual trigger: give `cur_date` in the form (no date: the day that just ended).
+Runs chain through warm start: whatever created them, `wait_for_earlier_runs` makes them work in
+date order (a run waits while an earlier date's run is unfinished; a failed run does not block).
 See docs/scheduling.md and docs/pipeline.md.
 """
 
@@ -31,24 +34,33 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag
 
-from dailyrec.dag_tasks import (FEATURES_ASSET, TRAINING_POOL, cur_date_param, report, run_stage, schedule_args,
-                                should_publish, start, wait_until_ready)
+from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, cur_date_param, run_stage,
+                                schedule_args, should_publish, start, wait_for_earlier_runs, wait_until_ready,
+                                with_report)
 from dailyrec.runctx import RETRIEVAL_PARAM_KEYS
 
 
 @dag(
     dag_id="daily_retrieval",
-    **schedule_args("0 0 * * *", max_active_runs=1),
+    **schedule_args("0 0 * * *", max_active_runs=CHAINED_MAX_ACTIVE_RUNS),
     tags=["dailyrec", "retrieval", "daily"],
     doc_md=__doc__,
     params={
         "cur_date": cur_date_param(),
         "loss": Param(None, type=["null", "string"], enum=[None, "bce", "softmax"],
-                      description="Two-tower loss (empty: config)"),
-        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=100),
-        "negatives_per_positive": Param(None, type=["null", "integer"], minimum=0, maximum=100),
+                      values_display={"null": "(config: training.loss)", "bce": "bce: binary cross-entropy",
+                                      "softmax": "softmax: in-batch sampled softmax"},
+                      description="Two-tower loss (empty: config training.loss)"),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, maximum=100,
+                        description="Training epochs (empty: config training.epochs)"),
+        "negatives_per_positive": Param(None, type=["null", "integer"], minimum=0, maximum=100,
+                                        description="Negatives sampled per positive (empty: config "
+                                                    "sampling.negatives_per_positive)"),
         "hard_negative_sources": Param(None, type=["null", "array"],
-                                       items={"type": "string", "enum": ["exposed", "same_category", "model"]}),
+                                       items={"type": "string", "enum": ["exposed", "same_category", "model"]},
+                                       description="Where hard negatives come from: exposed (shown, not clicked), "
+                                                   "same_category, model (yesterday's model's near misses); "
+                                                   "empty: config sampling.hard_negative_sources"),
         "publish": Param(True, type="boolean", description="Publish to Redis when the gate passes"),
         "index_factory": Param(None, type=["null", "string"],
                                description="FAISS factory string, e.g. 'IVF256,Flat' (empty: by catalog size)"),
@@ -61,6 +73,7 @@ from dailyrec.runctx import RETRIEVAL_PARAM_KEYS
 def daily_retrieval():
     run = start(RETRIEVAL_PARAM_KEYS)
     waited = wait_until_ready.override(task_id="wait_for_logs")("ingest.validate_day", run)
+    in_order = wait_for_earlier_runs(run)
     checked = run_stage.override(task_id="validate_day")("ingest.validate_day", run)
     feats = run_stage.override(task_id="build_features", outlets=[FEATURES_ASSET])("retrieval.features", run)
     samples = run_stage.override(task_id="select_samples")("retrieval.sample", run)
@@ -72,8 +85,9 @@ def daily_retrieval():
     index = run_stage.override(task_id="build_index")("retrieval.build_index", run)
     pub = run_stage.override(task_id="publish_redis", retries=3)("retrieval.publish_redis", run)
     served = run_stage.override(task_id="serving_check")("serving.serving_check", run)
-    waited >> checked >> feats >> samples >> model >> gate
-    go >> emb >> index >> pub >> served >> report("retrieval.report", run)
+    waited >> in_order >> checked >> feats >> samples >> model >> gate
+    go >> emb >> index >> pub >> served
+    with_report("retrieval.report", run, served)
 
 
 daily_retrieval()

@@ -5,7 +5,8 @@ For one hour of impression logs (`logs/dt=YYYY-MM-DD/hour=HH`):
 
 1. **start**: which hour: the `cur_date` + `hour` params of a manual trigger, else
    the run's hour (`CronDataIntervalTimetable("0 * * * *")`: a run processes the hour that just
-   ended; see docs/scheduling.md);
+   ended), and for a trigger with no date at all (`airflow dags trigger hourly_log_check`) the
+   last complete hour before it; unknown conf keys are refused (see docs/scheduling.md);
 2. **wait_for_success**: waits, in *reschedule* mode (no worker slot held), for the hour's
    `_SUCCESS` marker, up to 6 hours;
 3. **validate**: checks every Parquet file against the log contract (schema, nulls, labels,

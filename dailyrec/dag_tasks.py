@@ -8,20 +8,27 @@ DAG files only wire these (``dags/*.py``); steps never import this module (it im
 * :func:`run_stage`: calls a stage of :mod:`dailyrec.stages` (``stage="retrieval.features"``),
   the same ``step`` function its CLI calls; ``.override(task_id=..., pool=..., outlets=...)``;
 * :func:`wait_until_ready`: a reschedule-mode sensor on the stage's ``ready`` check;
+* :func:`wait_for_earlier_runs`: a reschedule-mode sensor that holds a run of a chained DAG while
+  an earlier date's run of the same DAG is unfinished (:mod:`dailyrec.runorder`);
 * :func:`should_publish`: short-circuits the publish branch unless the gate passed and the
   ``publish`` param is on;
-* :data:`report`: ``run_stage`` with ``trigger_rule="all_done"``: the summary runs whatever happened.
+* :func:`report`: the run's summary and verdict, wired as the *teardown* of ``start``
+  (:func:`with_report`): it runs whatever happened upstream, and a failed task still fails the run.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, task
 
-START_DATE = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
-"""The first interval any DAG of the project schedules (catchup is off: backfills are explicit)."""
+START_DATE = None
+"""No start date: a run for any date processes that date (a ``start_date`` would make Airflow
+create no task at all for an older logical date, and the run "succeed" having done nothing).
+With ``catchup=False`` the scheduler creates only the latest interval's run when a DAG is unpaused."""
+
+CHAINED_MAX_ACTIVE_RUNS = 8
+"""Runs a daily DAG may have active at once; their order is ``wait_for_earlier_runs``' business."""
 
 TRAINING_POOL = "dailyrec_training"
 """One slot: training jobs must not overrun the two cores (``./dev demo`` creates the pool)."""
@@ -38,7 +45,7 @@ FEATURES_ASSET = Asset(
 
 def schedule_args(cron: str, max_active_runs: int) -> dict[str, Any]:
     """The ``@dag`` arguments every DAG shares: a UTC ``CronDataIntervalTimetable`` (a run processes
-    the interval that just ended), the start date, no catchup, the retry policy of ``default_args``."""
+    the interval that just ended), no start date, no catchup, the retry policy of ``default_args``."""
     from dailyrec.runctx import default_args
 
     return {"schedule": CronDataIntervalTimetable(cron, timezone="UTC"), "start_date": START_DATE,
@@ -52,10 +59,15 @@ def cur_date_param(description: str = "Day to process (YYYY-MM-DD). Empty: the r
 
 @task
 def start(param_keys: dict[str, str], hourly: bool = False, **context: Any) -> dict[str, Any]:
-    """The run's ``{"cur_date", ["hour"], "overrides", "config_hash"}`` (see docs/scheduling.md)."""
+    """The run's ``{"cur_date", ["hour"], "overrides", "config_hash"}`` (see docs/scheduling.md);
+    a daily run without a logical date also claims its place in the run order."""
     from dailyrec.runctx import start_run
+    from dailyrec.runorder import claim
 
-    return start_run(context, param_keys, hourly=hourly)
+    run = start_run(context, param_keys, hourly=hourly)
+    if not hourly:
+        claim(context["dag"].dag_id, context.get("dag_run"), run["cur_date"])
+    return run
 
 
 @task
@@ -76,6 +88,17 @@ def wait_until_ready(stage: str, run: dict[str, Any]) -> bool:
     return ok
 
 
+@task.sensor(poke_interval=60, timeout=7 * 24 * 3600, mode="reschedule")
+def wait_for_earlier_runs(run: dict[str, Any], **context: Any) -> bool:
+    """Holds this run while an unfinished run of the same DAG comes first (an earlier ``cur_date``,
+    or the same one triggered earlier): runs of a chained DAG work in date order, whatever created them."""
+    from dailyrec.runorder import check_order
+
+    ok, what = check_order(context["dag_run"], run["cur_date"])
+    print(what)
+    return ok
+
+
 @task.short_circuit(ignore_downstream_trigger_rules=False)
 def should_publish(run: dict[str, Any], gate: dict[str, Any]) -> bool:
     """Continue to the publish branch only if the gate passed and the run's ``publish`` is on."""
@@ -90,5 +113,25 @@ def should_publish(run: dict[str, Any], gate: dict[str, Any]) -> bool:
     return True
 
 
-report = run_stage.override(task_id="report", trigger_rule="all_done", retries=0)
-"""The per-date report: runs whatever happened upstream (a gate failure still gets one)."""
+@task(task_id="report", retries=0)
+def report(stage: str, run: dict[str, Any], **context: Any) -> dict[str, Any]:
+    """The run's report (the stage's ``step``), plus its ``verdict``: the gate's decision, or which
+    tasks failed. The verdict is the task's return value (its XCom) and its log's last line."""
+    from dailyrec.runctx import run_verdict
+    from dailyrec.stages import call
+
+    ti, dag_run = context["ti"], context["dag_run"]
+    states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    out = dict(call(stage, run))
+    out["verdict"] = run_verdict(states, ti.xcom_pull(task_ids="evaluate_gate"))
+    print(f"verdict for {run['cur_date']}: {out['verdict']}")
+    return out
+
+
+def with_report(stage: str, run: Any, last: Any) -> Any:
+    """``last >> report(stage, run)``, the report being the teardown of ``start`` (whose XComArg is
+    ``run``): it runs once everything upstream is done, whatever their states, and, being a
+    teardown, its own success does not decide the run's state: any failed task fails the run."""
+    summary = report(stage, run)
+    last >> summary
+    return summary.as_teardown(setups=run.operator)

@@ -13,3 +13,9 @@ class GateRejected(RuntimeError):
 
 class RecallTooLow(ValueError):
     """The FAISS index's recall@K against exact search is below ``index.min_recall_at_k``."""
+
+
+class NothingToEvaluate(ValueError):
+    """A day too sparse to evaluate: its holdout (the last ``training.holdout_hours`` hours) has no
+    rows or no clicks. ``evaluate_gate`` fails with it (not retried), so the run fails and nothing is
+    published; the message names the holdout file and the config key (docs/scheduling.md)."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from dailyrec.errors import NothingToEvaluate
+
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
@@ -126,8 +128,8 @@ def holdout_eval_set(store: Any, cfg: Any, cur_date: str) -> dict[str, Any]:
     seen_t = pq.read_table(f"{sdir}/seen.parquet", filesystem=store.fs)
     catalog = pq.read_table(f"{store.partition('features', cur_date)}/catalog.parquet", filesystem=store.fs)
     if holdout.num_rows == 0:
-        raise ValueError(f"{sdir}/holdout.parquet has no clicks: nothing to evaluate "
-                         f"(training.holdout_hours={cfg.training.holdout_hours})")
+        raise NothingToEvaluate(f"{sdir}/holdout.parquet has no clicks: nothing to evaluate, the day is too "
+                                f"sparse (training.holdout_hours={cfg.training.holdout_hours})")
     pos = {it: i for i, it in enumerate(catalog.column("item_id").to_pylist())}
     hold = holdout.to_pandas()
     users = np.array(sorted(hold["user_id"].unique()))

@@ -7,8 +7,9 @@
    daily DAGs, the top of the hour for hourly ones): scheduled runs and backfills of a
    ``CronDataIntervalTimetable`` have ``logical_date == data_interval_start`` = the day (hour)
    they process, and ``airflow dags test DAG 2026-11-01`` processes 2026-11-01;
-3. otherwise (a manual trigger "now" with no date) the last complete interval,
-   ``data_interval_start``.
+3. otherwise the last complete interval before the run's ``logical_date``, or, for a run with no
+   logical date (``airflow dags trigger DAG``, REST ``"logical_date": null``), before the time it
+   was triggered (``run_after``): a manual trigger "now" processes the day (hour) that just ended.
 """
 
 from __future__ import annotations
@@ -16,21 +17,25 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-# Exceptions that are deterministic: retrying cannot help, so the task fails at once.
+# Exceptions that are deterministic: retrying cannot help, so the task fails at once. Every error
+# of the project for bad input, config or data is a ValueError (ContractError, ConfigError,
+# RecallTooLow ...); GateRejected refuses to publish a model that failed its gate.
 DETERMINISTIC_ERRORS = [
-    "dailyrec.errors.ContractError",
-    "dailyrec.config.ConfigError",
-    "dailyrec.errors.RecallTooLow",
+    "builtins.ValueError",
+    "builtins.TypeError",
+    "builtins.KeyError",
+    "dailyrec.errors.GateRejected",
 ]
 
 
 def retry_policy() -> Any:
-    """Retry transient failures (I/O) with the task's retries; fail at once on bad input."""
+    """Fail at once on bad input, config or data (docs/scheduling.md, "Retries"); anything else
+    (I/O: ``OSError``, Redis unreachable, a file not there yet) is retried with the task's retries."""
     from airflow.sdk import ExceptionRetryPolicy, RetryAction, RetryRule
 
     return ExceptionRetryPolicy(rules=[
         RetryRule(exception=DETERMINISTIC_ERRORS, action=RetryAction.FAIL,
-                  reason="bad input or config: a retry would fail the same way"),
+                  reason="bad input, config or data: a retry would fail the same way"),
     ])
 
 
@@ -45,7 +50,8 @@ def default_args(retries: int = 2) -> dict[str, Any]:
     }
 
 
-def _utc(value: Any) -> dt.datetime | None:
+def as_utc(value: Any) -> dt.datetime | None:
+    """A datetime (or ISO string) in UTC; naive values are taken as UTC."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -55,18 +61,27 @@ def _utc(value: Any) -> dt.datetime | None:
     return value.astimezone(dt.timezone.utc)
 
 
+def _floor(t: dt.datetime, hourly: bool) -> dt.datetime:
+    """The start of the interval (hour, or UTC day) that contains ``t``."""
+    t = t.replace(minute=0, second=0, microsecond=0)
+    return t if hourly else t.replace(hour=0)
+
+
+def _run_after(context: dict[str, Any]) -> dt.datetime | None:
+    dag_run = context.get("dag_run")
+    return as_utc(context.get("run_after") or getattr(dag_run, "run_after", None))
+
+
 def _interval_start(context: dict[str, Any], hourly: bool) -> dt.datetime:
-    logical = _utc(context.get("logical_date"))
-    if logical is not None:
-        on_grid = logical.minute == 0 and logical.second == 0 and logical.microsecond == 0
-        if on_grid and (hourly or logical.hour == 0):
-            return logical
-    start = _utc(context.get("data_interval_start"))
-    if start is not None:
-        return start
-    if logical is not None:
+    """Rules 2 and 3 of the module docstring: the start of the interval the run processes."""
+    step = dt.timedelta(hours=1) if hourly else dt.timedelta(days=1)
+    logical = as_utc(context.get("logical_date"))
+    if logical is not None and _floor(logical, hourly) == logical:
         return logical
-    raise ValueError("the run has neither a cur_date param, a logical_date nor a data interval")
+    when = logical or _run_after(context)
+    if when is None:
+        raise ValueError("the run has neither a cur_date param, a logical_date nor a run_after time")
+    return _floor(when, hourly) - step
 
 
 def resolve_cur_date(context: dict[str, Any]) -> str:
@@ -125,12 +140,31 @@ RANKING_PARAM_KEYS = {
 }
 
 
+def accepted_keys(mapping: dict[str, str], hourly: bool = False) -> list[str]:
+    """The top-level trigger conf keys a DAG accepts: exactly its params (test_dag_integrity checks)."""
+    return sorted({"cur_date", *(("hour",) if hourly else ("config_overrides", *mapping))})
+
+
+def check_conf_keys(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False) -> None:
+    """Refuse a trigger conf with top-level keys the DAG has no param for (``ConfigError`` naming
+    them and the accepted ones): Airflow itself would accept and ignore ``{"learning_rate": 0.1}``."""
+    from dailyrec.config import ConfigError
+
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    accepted = accepted_keys(mapping, hourly)
+    unknown = sorted(set(conf) - set(accepted))
+    if unknown:
+        hint = "" if hourly else ' (any config key goes in config_overrides, dotted: {"training.epochs": 3})'
+        raise ConfigError(f"unknown trigger conf key(s) {unknown}; accepted keys: {accepted}{hint}")
+
+
 def start_run(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False) -> dict[str, Any]:
     """First task of every DAG: the run's ``cur_date`` (and ``hour`` when ``hourly``) and its config
-    overrides, validated now (every cross-field rule of the config included), so a bad param fails
-    the run at once with the key's name, before any work."""
+    overrides, validated now (unknown conf keys, every cross-field rule of the config), so a bad
+    trigger fails the run at once with the key's name, before any work."""
     from dailyrec.config import load_config
 
+    check_conf_keys(context, mapping, hourly)
     params = dict(context.get("params") or {})
     run: dict[str, Any] = {"overrides": overrides_from_params(params, mapping)}
     if hourly:
@@ -146,3 +180,21 @@ def config_for(run: dict[str, Any]) -> Any:
     from dailyrec.config import load_config
 
     return load_config(overrides=run.get("overrides"))
+
+
+def _state(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def run_verdict(states: dict[str, Any], gate: dict[str, Any] | None) -> str:
+    """One line for the run's page (the ``report`` task's return value): which tasks failed (the
+    run fails), else the gate's decision and whether the model was published."""
+    failed = sorted(t for t, s in states.items() if t != "report" and _state(s) == "failed")
+    if failed:
+        return f"FAILED: {', '.join(failed)} (see their logs); nothing was published"
+    if gate is None:
+        return "no gate verdict: the run stopped before evaluate_gate"
+    if not gate.get("passed"):
+        return f"gate failed: {'; '.join(map(str, gate.get('reasons') or [])) or 'no reason given'}; nothing published"
+    published = any(_state(states.get(t)) == "success" for t in ("publish_redis", "publish_model"))
+    return "gate passed; published" if published else "gate passed; not published (publish param off)"

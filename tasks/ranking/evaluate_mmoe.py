@@ -34,6 +34,7 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import RANKING_TASKS, Config
+from dailyrec.errors import NothingToEvaluate
 from dailyrec.ranking import NAME
 from dailyrec.ranking.evaluation import (candidates, collapsed_gate_warnings, format_table, gate_diagnostics,
                                          holdout_labels, publish_gate, score_models)
@@ -57,8 +58,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         new_man = store.read_json(f"{new_dir}/{MANIFEST}")
     n = holdout.num_rows
     if n == 0:
-        raise ValueError(f"{hold_path} has no rows: nothing to evaluate (training.holdout_hours="
-                         f"{cfg.training.holdout_hours})")
+        raise NothingToEvaluate(f"{hold_path} has no rows: nothing to evaluate, the day is too sparse "
+                                f"(training.holdout_hours={cfg.training.holdout_hours})")
     labels, warnings = holdout_labels(holdout)
     prev = published_before(store, NAME, cur_date)
     prev_date = prev["cur_date"] if prev else None

@@ -4,8 +4,8 @@
 
 Writes ``reports/daily_retrieval/dt=D/report.{json,md}`` with whatever exists for ``cur_date``
 (validation, features, samples, training, gate, export, index, publish): a run stopped at the gate
-still gets a report (:func:`dailyrec.report.write_report`; the DAG runs it with
-``trigger_rule="all_done"``).
+still gets a report (:func:`dailyrec.report.write_report`; the DAG runs it as the teardown of
+``start``: whatever happened upstream, and adds the run's verdict, docs/scheduling.md).
 """
 
 from __future__ import annotations

@@ -20,14 +20,15 @@ EXPECTED: dict[str, dict] = {
         "edges": {("start", "wait_for_success"), ("start", "validate"), ("wait_for_success", "validate")},
     },
     "daily_retrieval": {
-        "tasks": {"start", "wait_for_logs", "validate_day", "build_features", "select_samples",
-                  "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings", "build_index",
-                  "publish_redis", "serving_check", "report"},
+        "tasks": {"start", "wait_for_logs", "wait_for_earlier_runs", "validate_day", "build_features",
+                  "select_samples", "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings",
+                  "build_index", "publish_redis", "serving_check", "report"},
         "edges": {
-            *{("start", t) for t in ["wait_for_logs", "validate_day", "build_features", "select_samples",
-                                     "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings",
-                                     "build_index", "publish_redis", "serving_check", "report"]},
-            ("wait_for_logs", "validate_day"), ("validate_day", "build_features"),
+            *{("start", t) for t in ["wait_for_logs", "wait_for_earlier_runs", "validate_day", "build_features",
+                                     "select_samples", "train_two_tower", "evaluate_gate", "should_publish",
+                                     "export_embeddings", "build_index", "publish_redis", "serving_check", "report"]},
+            ("wait_for_logs", "wait_for_earlier_runs"), ("wait_for_earlier_runs", "validate_day"),
+            ("validate_day", "build_features"),
             ("build_features", "select_samples"), ("select_samples", "train_two_tower"),
             ("train_two_tower", "evaluate_gate"), ("evaluate_gate", "should_publish"),
             ("should_publish", "export_embeddings"), ("export_embeddings", "build_index"),
@@ -35,12 +36,14 @@ EXPECTED: dict[str, dict] = {
         },
     },
     "daily_ranking": {
-        "tasks": {"start", "wait_for_features", "build_ranking_samples", "train_mmoe", "evaluate_gate",
-                  "should_publish", "publish_model", "score_check", "report"},
+        "tasks": {"start", "wait_for_features", "wait_for_earlier_runs", "build_ranking_samples", "train_mmoe",
+                  "evaluate_gate", "should_publish", "publish_model", "score_check", "report"},
         "edges": {
-            *{("start", t) for t in ["wait_for_features", "build_ranking_samples", "train_mmoe", "evaluate_gate",
-                                     "should_publish", "publish_model", "score_check", "report"]},
-            ("wait_for_features", "build_ranking_samples"), ("build_ranking_samples", "train_mmoe"),
+            *{("start", t) for t in ["wait_for_features", "wait_for_earlier_runs", "build_ranking_samples",
+                                     "train_mmoe", "evaluate_gate", "should_publish", "publish_model",
+                                     "score_check", "report"]},
+            ("wait_for_features", "wait_for_earlier_runs"), ("wait_for_earlier_runs", "build_ranking_samples"),
+            ("build_ranking_samples", "train_mmoe"),
             ("train_mmoe", "evaluate_gate"), ("evaluate_gate", "should_publish"),
             ("should_publish", "publish_model"), ("publish_model", "score_check"), ("score_check", "report"),
         },
@@ -107,9 +110,51 @@ def test_training_is_pooled_and_gated(dagbag, path):
     for t in dag.tasks:
         if t.task_id.startswith("train_"):
             assert t.pool == "dailyrec_training", t.task_id
+    # no start_date: a run for a date before it would get no task at all and "succeed" (issue 15, 6)
+    assert dag.start_date is None and all(t.start_date is None for t in dag.tasks)
     if path.stem.startswith("daily_"):
-        assert dag.max_active_runs == 1, "daily runs chain through warm start: one at a time"
         assert "cur_date" in dag.params
+        # the order is the DAG's own business (wait_for_earlier_runs), not max_active_runs=1's:
+        # a backfill brings its own max_active_runs, and one waiting run must not hold the others
+        sensor = dag.get_task("wait_for_earlier_runs")
+        assert sensor.mode == "reschedule"
+        downstream = sensor.get_flat_relative_ids()
+        assert {"build_features", "build_ranking_samples"} & downstream, "the gate comes before any work"
+        assert "train_" in " ".join(downstream) and "report" in downstream
+
+
+@pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking"])
+def test_report_is_the_teardown_and_any_failure_fails_the_run(dagbag, dag_id):
+    """`report` runs whatever happened (teardown of `start`) and is not a leaf that decides the run's
+    state: the working leaf (serving/score check) does, so a failed task fails the run (issue 15, 7)."""
+    from airflow.utils.trigger_rule import TriggerRule
+
+    dag = dagbag.get_dag(dag_id)
+    report, start = dag.get_task("report"), dag.get_task("start")
+    assert report.is_teardown and start.is_setup and not report.on_failure_fail_dagrun
+    assert report.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    assert report.downstream_task_ids == set()
+    assert dag.get_task("report").get_flat_relative_ids(upstream=True) == set(dag.task_ids) - {"report"}
+
+
+@pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking", "hourly_log_check"])
+def test_every_param_has_a_description_and_start_accepts_exactly_the_params(dagbag, dag_id):
+    from dailyrec.runctx import RANKING_PARAM_KEYS, RETRIEVAL_PARAM_KEYS, accepted_keys
+
+    dag = dagbag.get_dag(dag_id)
+    for name in dag.params:
+        assert dag.params.get_param(name).description, f"{dag_id}: param {name} has no description"
+    mapping = {"daily_retrieval": RETRIEVAL_PARAM_KEYS, "daily_ranking": RANKING_PARAM_KEYS}.get(dag_id, {})
+    assert accepted_keys(mapping, hourly=dag_id == "hourly_log_check") == sorted(dag.params)
+
+
+def test_loss_dropdown_shows_no_literal_null(dagbag):
+    """The UI labels an enum value with ``values_display[String(value)]``, "null" for None, else the
+    raw value: every choice of the loss dropdown has a label, the empty one included."""
+    schema = dagbag.get_dag("daily_retrieval").params.get_param("loss").schema
+    labels = {("null" if v is None else str(v)): schema["values_display"].get("null" if v is None else str(v))
+              for v in schema["enum"]}
+    assert all(labels.values()) and "null" not in labels.values(), labels
 
 
 def test_every_dag_has_expectations():
@@ -148,6 +193,23 @@ def test_trigger_form_validates_params(dagbag, dag_id):
     assert params.validate()["cur_date"] == GOOD_PARAMS[dag_id]["cur_date"]
 
 
+def test_start_task_refuses_unknown_trigger_conf_keys():
+    """REST conf {"learning_rate": 0.1} was accepted and ignored: `start` refuses it, naming the
+    accepted keys (issue 15, 4)."""
+    from types import SimpleNamespace
+
+    from dailyrec.config import ConfigError
+    from dailyrec.runctx import RETRIEVAL_PARAM_KEYS, start_run
+
+    run = SimpleNamespace(conf={"cur_date": "2026-11-02", "learning_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"unknown trigger conf key\(s\) \['learning_rate'\]; accepted keys: "
+                                          r"\['allow_backwards', 'config_overrides', 'cur_date', 'epochs'"):
+        start_run({"params": {"cur_date": "2026-11-02"}, "dag_run": run}, RETRIEVAL_PARAM_KEYS)
+    hourly = SimpleNamespace(conf={"cur_date": "2026-11-02", "hour": 3, "epochs": 2})
+    with pytest.raises(ConfigError, match=r"\['epochs'\]; accepted keys: \['cur_date', 'hour'\]"):
+        start_run({"params": {"cur_date": "2026-11-02", "hour": 3}, "dag_run": hourly}, {}, hourly=True)
+
+
 def test_start_task_refuses_unknown_config_keys():
     """`config_overrides` is free-form in the form; `start` validates it against the config."""
     from dailyrec.config import ConfigError
@@ -164,7 +226,7 @@ def _stage_of(task) -> str | None:
     """The stage a task runs: the first argument of the shared ``run_stage`` / ``wait_until_ready``."""
     from dailyrec import dag_tasks
 
-    shared = {dag_tasks.run_stage.function, dag_tasks.wait_until_ready.function}
+    shared = {dag_tasks.run_stage.function, dag_tasks.wait_until_ready.function, dag_tasks.report.function}
     if getattr(task, "python_callable", None) in shared:
         return task.op_args[0]
     return None
@@ -179,7 +241,7 @@ def test_dag_tasks_call_the_stage_functions_the_clis_call(dagbag, path):
     from dailyrec.stages import STAGES, ready_of, step_of
 
     dag = dagbag.get_dag(path.stem)
-    glue = {dag_tasks.start.function, dag_tasks.should_publish.function}
+    glue = {dag_tasks.start.function, dag_tasks.should_publish.function, dag_tasks.wait_for_earlier_runs.function}
     for t in dag.tasks:
         stage = _stage_of(t)
         if stage is None:

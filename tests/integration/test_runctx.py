@@ -42,6 +42,51 @@ def test_manual_trigger_now_uses_last_complete_interval():
     assert resolve_hour(ctx_h) == ("2026-11-22", 14)
 
 
+def test_undated_manual_run_uses_last_complete_interval():
+    """`airflow dags trigger DAG` / REST "logical_date": null: no logical date, no data interval;
+    the day (hour) that ended before the trigger time, run_after (issue 15, 2)."""
+    from types import SimpleNamespace
+
+    run = SimpleNamespace(run_after=dt.datetime(2026, 11, 30, 13, 10, 5, tzinfo=UTC), conf={})
+    ctx = {"params": {"cur_date": None}, "logical_date": None, "data_interval_start": None, "dag_run": run}
+    assert resolve_cur_date(ctx) == "2026-11-29"
+    assert resolve_hour({**ctx, "params": {"cur_date": None, "hour": None}}) == ("2026-11-30", 12)
+    # a trigger exactly at midnight: the day that just ended, never the one starting
+    run.run_after = dt.datetime(2026, 12, 1, tzinfo=UTC)
+    assert resolve_cur_date(ctx) == "2026-11-30"
+    with pytest.raises(ValueError, match="neither a cur_date param, a logical_date nor a run_after"):
+        resolve_cur_date({"params": {}})
+
+
+def test_deterministic_errors_are_not_retried():
+    """The retry policy every task gets: bad input/config/data fails at once, I/O is retried."""
+    from airflow.sdk import RetryAction
+
+    from dailyrec.config import ConfigError
+    from dailyrec.errors import ContractError, GateRejected
+    from dailyrec.runctx import retry_policy
+
+    policy = retry_policy()
+    for exc in (ValueError("x"), ContractError("x"), ConfigError("x"), KeyError("x"), TypeError("x"),
+                GateRejected("x")):
+        assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.FAIL, exc
+    for exc in (FileNotFoundError("logs not there yet"), ConnectionError("redis down"), TimeoutError()):
+        assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.DEFAULT, exc
+
+
+def test_run_verdict():
+    from dailyrec.runctx import run_verdict
+
+    ok = {"start": "success", "evaluate_gate": "success", "publish_redis": "success", "report": "running"}
+    assert run_verdict(ok, {"passed": True, "reasons": []}) == "gate passed; published"
+    skipped = {**ok, "publish_redis": "skipped"}
+    assert run_verdict(skipped, {"passed": False, "reasons": ["recall@50 0.1 < 0.2"]}) == (
+        "gate failed: recall@50 0.1 < 0.2; nothing published")
+    assert run_verdict(skipped, {"passed": True}) == "gate passed; not published (publish param off)"
+    failed = {**ok, "evaluate_gate": "failed", "publish_redis": "upstream_failed"}
+    assert run_verdict(failed, None) == "FAILED: evaluate_gate (see their logs); nothing was published"
+
+
 def test_hour_params_must_come_together():
     with pytest.raises(ValueError, match="both cur_date and hour"):
         resolve_hour({"params": {"hour": 3}})
