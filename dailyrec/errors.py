@@ -13,3 +13,8 @@ class GateRejected(RuntimeError):
 
 class RecallTooLow(ValueError):
     """The FAISS index's recall@K against exact search is below ``index.min_recall_at_k``."""
+
+
+class WarmStartError(ContractError):
+    """The warm-start model (an earlier day's ``model.keras``) cannot be read. The message names the
+    file and the cause; bad input like a broken log, so a retry would fail the same way."""
