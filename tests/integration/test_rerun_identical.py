@@ -16,54 +16,27 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import run_stages, run_tiny
 
 DAYS = ["2026-11-01", "2026-11-02"]
 RETRIEVAL = ["ingest.validate_day", "retrieval.features", "retrieval.sample", "retrieval.train_two_tower",
              "retrieval.evaluate_two_tower", "retrieval.export_embeddings", "retrieval.build_index"]
 RANKING = ["ranking.ranking_samples", "ranking.train_mmoe", "ranking.evaluate_mmoe"]
-TINY = {
-    "DAILYREC__DEMO__EVENTS_PER_DAY": "4000", "DAILYREC__DEMO__N_USERS": "300", "DAILYREC__DEMO__N_ITEMS": "150",
-    "DAILYREC__VALIDATION__MIN_ROWS_PER_DAY": "100", "DAILYREC__TRAINING__EPOCHS": "1",
-    "DAILYREC__TRAINING__BATCH_SIZE": "256", "DAILYREC__RANKING__EPOCHS": "1", "DAILYREC__RANKING__BATCH_SIZE": "512",
-    "DAILYREC__EVALUATION__REQUIRE_BEAT_POPULARITY": "false", "DAILYREC__EVALUATION__MAX_DROP_VS_PREVIOUS": "1.0",
-}
 INPUTS = {"logs", "users", "items"}
 RUN_LOGS = {"checkpoints", "tensorboard"}
 # Keys of a manifest/report that describe the run rather than the output (docs/storage.md).
 VOLATILE = {"timings_s", "pid", "code_version", "events_per_s", "examples_per_s", "fit_seconds", "seconds",
             "index_qps", "exact_qps", "index_single_query_ms_p50", "build_s", "items_per_s"}
 
-CHAIN = """
-import sys
-from dailyrec import stages
-for stage in sys.argv[2:]:
-    stages.call(stage, {"cur_date": sys.argv[1]})
-"""
-
-
-def _env(root: Path) -> dict[str, str]:
-    return {**os.environ, **TINY, "DAILYREC_DATA_ROOT": str(root)}
-
-
-def _run(root: Path, *args: str) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, *args], cwd=str(REPO), env=_env(root), capture_output=True, text=True,
-                         timeout=900)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return res
-
 
 def _chains(root: Path, day: str) -> None:
-    _run(root, "-c", CHAIN, day, *RETRIEVAL)
-    _run(root, "-c", CHAIN, day, *RANKING)
+    run_stages(root, day, *RETRIEVAL)
+    run_stages(root, day, *RANKING)
 
 
 def _stable(obj):
@@ -92,7 +65,7 @@ def outputs(root: Path, day: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("rerun") / "data"
-    _run(root, "-m", "dailyrec.demo.generator", "--start-date", DAYS[0], "--days", "2")
+    run_tiny(root, "-m", "dailyrec.demo.generator", "--start-date", DAYS[0], "--days", "2", check=True)
     _chains(root, DAYS[0])
     return root
 
@@ -125,7 +98,7 @@ def test_a_cold_model_of_the_same_day_gets_another_version(world):
     hidden = root / "eval/two_tower/.hidden-day1"
     shutil.move(gate, hidden)  # day 1 not finished yet: no gate-passed model to warm start from
     try:
-        _run(root, "-m", "tasks.retrieval.train_two_tower", "--cur-date", DAYS[1])
+        run_tiny(root, "-m", "tasks.retrieval.train_two_tower", "--cur-date", DAYS[1], check=True)
     finally:
         shutil.move(hidden, gate)
     cold = json.loads((root / f"models/two_tower/dt={DAYS[1]}/_manifest.json").read_text())
