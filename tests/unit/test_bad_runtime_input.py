@@ -16,6 +16,7 @@ import pytest
 from dailyrec.ann import build_index, clustered_vectors, index_dir, make_index
 from dailyrec.config import ConfigError, load_config
 from dailyrec.embeddings import write_embeddings
+from dailyrec.errors import WarmStartError
 from dailyrec.scoring import check_table, check_value, read_rows
 from dailyrec.training import model_version
 
@@ -74,10 +75,17 @@ def test_the_issue_command_exits_2_with_the_config_error(cfg, store, catalog_162
     assert "Traceback" not in out.stderr
 
 
-def test_config_error_is_not_retried():
-    from dailyrec.runctx import DETERMINISTIC_ERRORS
+@pytest.mark.parametrize("exc", [ConfigError("index.factory 'IVF4096,Flat' ..."),
+                                 WarmStartError("two_tower: cannot warm start from ...")])
+def test_the_dags_retry_policy_fails_these_at_once(exc):
+    """The DAG tasks' retry policy (a real Airflow ``ExceptionRetryPolicy``) does not retry a bad
+    index factory or an unreadable warm-start model (a ``ContractError``): a retry would fail the same way."""
+    from airflow.sdk import RetryAction
 
-    assert "dailyrec.config.ConfigError" in DETERMINISTIC_ERRORS
+    from dailyrec.runctx import retry_policy
+
+    assert retry_policy().evaluate(exc, try_number=1, max_tries=3).action == RetryAction.FAIL
+    assert retry_policy().evaluate(OSError("disk"), try_number=1, max_tries=3).action != RetryAction.FAIL
 
 
 # ---- scoring values (item 13) -------------------------------------------------------------------
