@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dailyrec.config import Config
+from dailyrec.config import Config, ConfigError
 from dailyrec.embeddings import Embeddings, read_embeddings
 from dailyrec.errors import RecallTooLow
 from dailyrec.storage import MANIFEST, Store
@@ -139,6 +139,27 @@ def set_search_params(index: Any, nprobe: int | None = None, ef_search: int | No
         ps.set_index_parameter(index, "efSearch", int(ef_search))
 
 
+def new_index(factory: str, n: int, dim: int, train_sample_max: int = TRAIN_SAMPLE_MAX) -> tuple[Any, int]:
+    """An empty inner-product index of faiss ``factory`` and how many of the ``n`` vectors train it
+    (``min(n, max(64 * nlist, 65536), train_sample_max)``), checked before any training: a factory
+    faiss refuses, or an IVF with more lists than training vectors, is a ``ConfigError`` naming the
+    factory, nlist and the item count."""
+    import faiss
+
+    try:
+        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise ConfigError(f"index.factory {factory!r} is not a faiss index for {dim}-dim vectors: "
+                          f"{str(exc).strip().rsplit('Error: ', 1)[-1]}") from None
+    nlist = int(faiss.extract_index_ivf(index).nlist) if index_kind(index) == "ivf" else 0
+    size = min(n, max(64 * (nlist or 256), 65_536), train_sample_max)
+    if nlist > size:
+        raise ConfigError(f"index.factory {factory!r} has nlist={nlist:,} lists but the catalog has {n:,} items "
+                          f"({size:,} training vectors, index.train_sample_max={train_sample_max:,}): k-means needs "
+                          f"a vector per list, faiss advises 39; use at most IVF{max(1, n // 39)}, auto or Flat")
+    return index, size
+
+
 def make_index(vectors: np.ndarray, factory: str, nprobe: int = 16, ef_search: int = HNSW_EF_SEARCH,
                ef_construction: int = HNSW_EF_CONSTRUCTION, seed: int = SEED,
                train_sample_max: int = TRAIN_SAMPLE_MAX) -> Any:
@@ -146,23 +167,20 @@ def make_index(vectors: np.ndarray, factory: str, nprobe: int = 16, ef_search: i
     import faiss
 
     n, dim = vectors.shape
-    index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    index, size = new_index(factory, n, dim, train_sample_max)
     inner = faiss.downcast_index(index)
     if hasattr(inner, "hnsw"):
         inner.hnsw.efConstruction = int(ef_construction)
     if not index.is_trained:
-        try:
-            nlist = faiss.extract_index_ivf(index).nlist
-        except Exception:
-            nlist = 256
-        size = min(n, max(64 * nlist, 65_536), train_sample_max)
         rng = np.random.default_rng(seed)
         sample = vectors if size >= n else vectors[np.sort(rng.choice(n, size, replace=False))]
-        try:
+        if index_kind(index) == "ivf":
             faiss.extract_index_ivf(index).cp.seed = seed
-        except Exception:
-            pass
-        index.train(np.ascontiguousarray(sample))
+        try:
+            index.train(np.ascontiguousarray(sample))
+        except RuntimeError as exc:  # e.g. PQ codebooks needing more vectors than the catalog has
+            raise ConfigError(f"index.factory {factory!r} cannot be trained on {size:,} vectors of the catalog's "
+                              f"{n:,} items: {str(exc).strip().rsplit('Error: ', 1)[-1]}") from None
     index.add(vectors)
     set_search_params(index, nprobe=nprobe, ef_search=ef_search)
     return index

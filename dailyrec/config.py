@@ -199,6 +199,8 @@ class TrainingConfig(_Strict):
     checkpoint_every_steps: int = Field(500, ge=1)
     checkpoints_keep: int = Field(3, ge=1)
     warm_start: bool = True
+    warm_start_on_error: Literal["fail", "cold_start"] = "fail"
+    """An unreadable warm-start model: ``fail`` (WarmStartError) or ``cold_start`` (a warning, then from scratch)."""
     holdout_hours: int = Field(3, ge=0, le=23)
     seed: int = 11
 

@@ -19,3 +19,8 @@ class NothingToEvaluate(ValueError):
     """A day too sparse to evaluate: its holdout (the last ``training.holdout_hours`` hours) has no
     rows or no clicks. ``evaluate_gate`` fails with it (not retried), so the run fails and nothing is
     published; the message names the holdout file and the config key (docs/scheduling.md)."""
+
+
+class WarmStartError(ContractError):
+    """The warm-start model (an earlier day's ``model.keras``) cannot be read. The message names the
+    file and the cause; bad input like a broken log, so a retry would fail the same way."""

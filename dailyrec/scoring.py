@@ -7,7 +7,10 @@ The model: the SavedModel of the newest published ranking model (``registry/mmoe
 written by the ``ranking.publish_model`` stage), or the one published for ``--cur-date``. Each
 input row must hold every raw feature of the model's serving signature (``features.spec`` at
 training time: user, context and item features); a missing one is an error naming it (exit
-status 2). Null values count as unknown (``""`` / 0), as in training. Output: one JSON line per
+status 2). Null values count as unknown (``""`` / 0), as in training. A value the model cannot
+take is an error naming the input, the row and the feature (exit status 2): for an integer
+feature anything but an integer within int64 (a float, a string, a bool, 10**20, a ``uint64``
+above 2**63-1), for a string feature a list or an object; ``NaN``/``Infinity`` are not JSON. Output: one JSON line per
 row on stdout, in input order, and a summary line on stderr naming the model::
 
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
@@ -24,8 +27,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from typing import Any
+
+import numpy as np
 
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
@@ -60,6 +66,45 @@ def published_model(store: Store, cur_date: str | None = None) -> dict[str, Any]
     else:
         d = dates[-1]
     return store.read_json(f"{store.partition(f'registry/{NAME}', d)}/published.json")
+
+
+# ---- row checks ---------------------------------------------------------------------------------
+INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
+
+
+def check_value(name: str, value: Any, integer: bool, where: str) -> None:
+    """One raw feature value of a JSON row: an integer feature takes a JSON integer within int64
+    (not a bool, a float, a string, NaN), a string feature a string or a number (not a list or an
+    object); ``None`` is unknown. ``ValueError`` naming ``where`` (file and row) and the feature."""
+    if value is None:
+        return
+    if integer:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: feature '{name}' must be an integer, got {value!r}")
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{where}: feature '{name}' = {value} does not fit a 64-bit signed integer "
+                             f"[{INT64_MIN}, {INT64_MAX}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: feature '{name}' is {value!r}, not a value")
+    elif not isinstance(value, (str, int, float)):
+        raise ValueError(f"{where}: feature '{name}' must be a string or a number, got {type(value).__name__} "
+                         f"{json.dumps(value)[:80]}")
+
+
+def check_table(table: Any, int_features: set[str], where: str) -> None:
+    """Refuse an integer feature column of an Arrow table whose values do not fit int64 (a ``uint64``
+    above 2**63-1 would wrap around), naming the feature and the first such row. (A column of another
+    type than integer is refused by :func:`dailyrec.inputs.feature_arrays`, naming it.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for n in sorted(int_features & set(table.column_names)):
+        col = table.column(n)
+        if pa.types.is_uint64(col.type):
+            rows = np.flatnonzero(pc.fill_null(col, 0).to_numpy() > np.uint64(INT64_MAX))
+            if len(rows):
+                raise ValueError(f"{where}: row {int(rows[0])}: feature '{n}' = {col[int(rows[0])].as_py()} does "
+                                 f"not fit a 64-bit signed integer ({len(rows)} such row(s))")
 
 
 # ---- scoring ------------------------------------------------------------------------------------
@@ -105,10 +150,9 @@ class Scorer:
             if n in cols or not any(n in r for r in records):
                 continue
             values = [r.get(n) for r in records]
+            for i, v in enumerate(values):
+                check_value(n, v, n in self.int_features, f"{where}: row {i}")
             if n in self.int_features:
-                for i, v in enumerate(values):
-                    if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-                        raise ValueError(f"{where}: feature '{n}' must be an integer, got {v!r} in row {i}")
                 cols[n] = pa.array(values, pa.int64())
             else:
                 cols[n] = pa.array([None if v is None else str(v) for v in values], pa.string())
@@ -120,6 +164,7 @@ class Scorer:
 
         table = rows if isinstance(rows, pa.Table) else self.table_from_records(list(rows), where)
         self._check(table.column_names, where)
+        check_table(table, self.int_features, where)
         if table.num_rows == 0:
             raise ValueError(f"{where}: no rows to score")
         _, cal = predict_calibrated(self.ranker, table, self.rate, where=where)
@@ -131,6 +176,10 @@ class Scorer:
             row["conversion"] = round(float(cal["conversion"][i]), 6)
             out.append(row)
         return out
+
+
+def _not_json(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not a JSON value (a number must be finite)", name, 0)
 
 
 def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
@@ -146,7 +195,7 @@ def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
         for k, line in enumerate(fh, start=1):
             if line.strip():
                 try:
-                    records.append(json.loads(line))
+                    records.append(json.loads(line, parse_constant=_not_json))
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{where}, line {k}: not valid JSON ({exc})") from None
     finally:

@@ -1,13 +1,20 @@
 """Shared by the training steps of both models (``tasks.retrieval.train_two_tower``,
 ``tasks.ranking.train_mmoe``): the warm-start source and its copy into a fresh model, the fit with
 its Keras callbacks (checkpoints, one log line per epoch, TensorBoard) and figures, the model
-version string. TensorFlow and Keras are imported inside the functions."""
+version string. TensorFlow and Keras are imported inside the functions.
+
+A model version identifies one model (docs/pipeline.md, "Model versions"): it hashes the config,
+the bytes of the training inputs and the version of the warm-start model, so a cold and a warm
+model of the same day differ, and a re-run with the same inputs, warm start and config gets the
+same version (training is deterministic: :func:`deterministic_training`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
+import zipfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,9 +26,38 @@ if TYPE_CHECKING:
     from dailyrec.step import StepRun
 
 
-def model_version(prefix: str, cur_date: str, cfg: Config) -> str:
-    """``<prefix>-<cur_date>-<first 8 hex of the config digest>``, e.g. ``tt-2026-11-02-1a2b3c4d``."""
-    return f"{prefix}-{cur_date}-{cfg.digest()[:8]}"
+def file_digest(store: Any, path: str) -> str:
+    """sha256 (hex) of a file's bytes, read through the store's filesystem."""
+    h = hashlib.sha256()
+    with store.fs.open_input_stream(path) as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def lineage(store: Any, inputs: list[str], warm: dict[str, Any]) -> dict[str, Any]:
+    """What a model is trained from, besides the config: ``{"inputs": {path: sha256}, "warm_start":
+    the warm-start model's version, or None for a cold start}`` (recorded in the manifest)."""
+    return {"inputs": {p: file_digest(store, p) for p in inputs},
+            "warm_start": warm.get("model_version") if warm.get("from") else None}
+
+
+def model_version(prefix: str, cur_date: str, cfg: Config, lineage: dict[str, Any]) -> str:
+    """``<prefix>-<cur_date>-<config8>-<lineage8>``, e.g. ``tt-2026-11-02-1a2b3c4d-9f8e7d6c``: the first
+    8 hex of the config digest, then of the sha256 of :func:`lineage` (input bytes + warm-start
+    model version). The same inputs, warm start and config give the same version; a cold and a
+    warm model of one day, or two days' inputs, give different ones."""
+    blob = json.dumps(lineage, sort_keys=True).encode()
+    return f"{prefix}-{cur_date}-{cfg.digest()[:8]}-{hashlib.sha256(blob).hexdigest()[:8]}"
+
+
+def deterministic_training(seed: int) -> None:
+    """Seed Python, numpy and TensorFlow with ``seed`` and turn on TensorFlow's op determinism, so
+    a re-run trains bit-identical weights (and the model files, version and embeddings match)."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
 
 
 def training_callbacks(model: Any, log: logging.Logger, label: str, epochs: int, ckpt_dir: str, tb_dir: str,
@@ -86,7 +122,8 @@ def warm_start(run: StepRun, model: Any, source: tuple[str, str] | None, path: s
     """Copy the weights of a saved model of the :func:`warm_source` ``source`` into the freshly
     built ``model``: ``transfer(model, load(archive or path, compile=False))`` (the model family's
     ``load_model`` and ``warm_start_from``: known ids keep their embedding rows, new ids are
-    initialised, layers of matching shapes copied), timed as ``timer_step``.
+    initialised, layers of matching shapes copied), timed as ``timer_step``. The attempt is logged
+    before loading.
 
     Args:
         path: the warm-start model recorded in the manifest (None without ``source``);
@@ -94,7 +131,12 @@ def warm_start(run: StepRun, model: Any, source: tuple[str, str] | None, path: s
     Returns:
         The manifest's ``warm_start``: ``{"from": None}`` for a cold start (no ``source``, or with
         ``missing_ok`` nothing at the archive: a warning), else ``{"from": date, "path": path,
-        "stats": transfer's statistics}``.
+        "model_version": the source's version, "stats": transfer's statistics}``.
+    Raises:
+        WarmStartError: the source model cannot be read (truncated, not a Keras archive, another
+            model class...), naming the file and the cause, when ``training.warm_start_on_error``
+            is ``fail``; with ``cold_start`` the run logs a warning, trains cold and returns
+            ``{"from": None, "failed": {"from", "file", "error"}}``.
     """
     if source is None or path is None:
         return {"from": None}
@@ -102,10 +144,43 @@ def warm_start(run: StepRun, model: Any, source: tuple[str, str] | None, path: s
     if missing_ok and not Path(archive).exists():
         run.log.warning("%s: no model at %s to warm start from; cold start", label, archive)
         return {"from": None}
-    with run.timer.step(timer_step):
-        stats = transfer(model, load(archive, compile=False))
+    keras_file = _keras_file(archive)
+    run.log.info("%s: warm start from the %s model, loading %s", label, source[0], keras_file)
+    try:
+        with run.timer.step(timer_step):
+            old = load(archive, compile=False)
+    except Exception as exc:  # noqa: BLE001 - every cause becomes one named error (or a logged cold start)
+        return _warm_start_failed(run, label, source[0], keras_file, exc)
+    stats = transfer(model, old)
     run.log.info("%s warm start from %s (%s): %s", label, source[0], archive, json.dumps(stats, default=str)[:500])
-    return {"from": source[0], "path": path, "stats": stats}
+    version = run.store.read_json(f"{source[1]}/_manifest.json").get("model_version")
+    return {"from": source[0], "path": path, "model_version": version, "stats": stats}
+
+
+def _keras_file(archive: str) -> str:
+    return archive if archive.endswith(".keras") else f"{archive.rstrip('/')}/model.keras"
+
+
+def _load_cause(keras_file: str, exc: BaseException) -> str:
+    """Why a Keras archive did not load, in words (Keras says "File not found" for a corrupt zip)."""
+    p = Path(keras_file)
+    if not p.exists():
+        return "the file does not exist"
+    if not zipfile.is_zipfile(p):
+        return f"not a valid Keras (zip) archive: truncated or corrupt ({p.stat().st_size} bytes)"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+
+
+def _warm_start_failed(run: StepRun, label: str, date: str, keras_file: str, exc: BaseException) -> dict[str, Any]:
+    from dailyrec.errors import WarmStartError
+
+    cause = _load_cause(keras_file, exc)
+    what = f"{label}: cannot warm start from the {date} model {keras_file}: {cause}"
+    if run.cfg.training.warm_start_on_error == "fail":
+        raise WarmStartError(f"{what} (training.warm_start_on_error=fail; set it to cold_start to train "
+                             f"from scratch instead, or training.warm_start=false)") from exc
+    run.log.warning("%s; cold start (training.warm_start_on_error=cold_start)", what)
+    return {"from": None, "failed": {"from": date, "file": keras_file, "error": cause}}
 
 
 @dataclass(frozen=True)
@@ -126,7 +201,8 @@ class Fit:
 def fit(run: StepRun, model: Any, ds: Any, *, rows: int, epochs: int, label: str, ckpt_dir: str, tb_dir: str,
         timer_step: str = "fit", **fit_kwargs: Any) -> Fit:
     """``model.fit(ds, epochs, verbose=0, **fit_kwargs)`` with :func:`training_callbacks`, timed as
-    ``timer_step``; the day's checkpoints in ``ckpt_dir`` are cleared first (a re-run starts its own).
+    ``timer_step``; the day's checkpoints in ``ckpt_dir`` and TensorBoard logs in ``tb_dir`` are
+    cleared first (a re-run starts its own).
 
     ``rows`` is the number of training rows (one epoch), for ``examples_per_s``; the checkpoint
     cadence and how many are kept come from ``training.checkpoint_every_steps`` /
@@ -134,6 +210,7 @@ def fit(run: StepRun, model: Any, ds: Any, *, rows: int, epochs: int, label: str
     """
     tc = run.cfg.training
     shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(tb_dir, ignore_errors=True)
     t0 = time.perf_counter()
     with run.timer.step(timer_step):
         callbacks = training_callbacks(model, run.log, label, epochs, ckpt_dir, tb_dir, tc.checkpoint_every_steps,

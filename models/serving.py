@@ -25,6 +25,7 @@ This module never imports Airflow, storage or Redis.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -180,8 +181,47 @@ def export_model(model: keras.Model, directory: str | os.PathLike[str], signatur
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(SIGNATURE, serve, input_signature=[dict(signature)])
-    archive.write_out(str(directory), verbose=False)
+    with _variables_in_model_order(model):
+        archive.write_out(str(directory), verbose=False)
+    _content_uuid(Path(directory) / "fingerprint.pb")
     return str(directory)
+
+
+def _content_uuid(path: Path) -> None:
+    """Replace the random ``uuid`` TensorFlow writes into a SavedModel's ``fingerprint.pb`` with one
+    derived from the fingerprint's content hashes (graph, signatures, object graph, checkpoint): the
+    same model gets the same uuid and the same bytes."""
+    import hashlib
+
+    from tensorflow.core.protobuf import fingerprint_pb2
+
+    if not path.exists():
+        return
+    fp = fingerprint_pb2.FingerprintDef.FromString(path.read_bytes())
+    fp.uuid = ""
+    fp.uuid = str(int(hashlib.sha256(fp.SerializeToString(deterministic=True)).hexdigest()[:32], 16))
+    path.write_bytes(fp.SerializeToString(deterministic=True))
+
+
+@contextlib.contextmanager
+def _variables_in_model_order(model: keras.Model) -> Iterator[None]:
+    """While exporting, list the endpoint's variables in the model's own order. TensorFlow gives a
+    traced function's variables in the order of a set of object ids (memory addresses), and Keras
+    writes them into the SavedModel in that order, so without this the same weights give different
+    ``saved_model.pb`` / ``variables.*`` bytes in every process."""
+    from keras.src.export import saved_model_export_archive as sma
+
+    position = {id(v.value): i for i, v in enumerate(model.variables)}
+    original = sma._list_variables_used_by_fns
+
+    def ordered(fns: Any) -> tuple[list[Any], list[Any]]:
+        return tuple(sorted(vs, key=lambda v: position.get(id(v), len(position))) for vs in original(fns))
+
+    sma._list_variables_used_by_fns = ordered
+    try:
+        yield
+    finally:
+        sma._list_variables_used_by_fns = original
 
 
 def export_tower(tower: "_Tower", path: str | os.PathLike[str]) -> str:
@@ -283,7 +323,41 @@ def save_keras(model: keras.Model, directory: str | os.PathLike[str]) -> str:
     d.mkdir(parents=True, exist_ok=True)
     path = d / KERAS_FILE
     model.save(str(path))
+    normalise_archive(path)
     return str(path)
+
+
+def _renumber_shared(obj: Any, ids: dict[int, int]) -> Any:
+    """``shared_object_id`` values (Keras writes ``id(obj)``, a memory address) renumbered 1, 2, ...
+    in order of appearance; the same object keeps one number, which is all the loader needs."""
+    if isinstance(obj, dict):
+        return {k: (ids.setdefault(v, len(ids) + 1) if k == "shared_object_id" else _renumber_shared(v, ids))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_renumber_shared(v, ids) for v in obj]
+    return obj
+
+
+def normalise_archive(path: str | os.PathLike[str]) -> None:
+    """Make a ``.keras`` zip depend on the model only: every entry gets the zip epoch as its time,
+    ``metadata.json`` loses ``date_saved`` (Keras writes the wall clock into both and reads neither
+    when loading) and ``config.json``'s ``shared_object_id`` memory addresses become 1, 2, ...; a
+    re-run that trains the same weights then writes the same bytes (docs/storage.md)."""
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(path) as zin:
+        entries = [(i, zin.read(i)) for i in zin.infolist()]
+    tmp = Path(f"{path}.tmp")
+    with zipfile.ZipFile(tmp, "w") as zout:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                data = json.dumps({k: v for k, v in json.loads(data).items() if k != "date_saved"}).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_renumber_shared(json.loads(data), {})).encode()
+            zout.writestr(zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                          compress_type=info.compress_type)
+    tmp.replace(path)
 
 
 def load_keras(path: str | os.PathLike[str], compile: bool = True, expect: type | None = None) -> Any:

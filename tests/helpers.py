@@ -28,6 +28,38 @@ SMALL_DEMO_ENV = {
     "DAILYREC__VALIDATION__MIN_ROWS_PER_DAY": "100",
 }
 
+# A tiny world for step-by-step runs (a few thousand events, one epoch); the retrieval gate only
+# refuses a collapse, so day 1 always becomes the next day's warm-start source.
+TINY_ENV = {
+    "DAILYREC__DEMO__EVENTS_PER_DAY": "4000", "DAILYREC__DEMO__N_USERS": "300", "DAILYREC__DEMO__N_ITEMS": "150",
+    "DAILYREC__VALIDATION__MIN_ROWS_PER_DAY": "100", "DAILYREC__TRAINING__EPOCHS": "1",
+    "DAILYREC__TRAINING__BATCH_SIZE": "256", "DAILYREC__RANKING__EPOCHS": "1", "DAILYREC__RANKING__BATCH_SIZE": "512",
+    "DAILYREC__EVALUATION__REQUIRE_BEAT_POPULARITY": "false", "DAILYREC__EVALUATION__MAX_DROP_VS_PREVIOUS": "1.0",
+}
+
+
+def run_tiny(root: Path, *args: str, check: bool = False, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repo root in a fresh process, with :data:`TINY_ENV` and the data root
+    ``root`` (e.g. ``run_tiny(root, "-m", "tasks.retrieval.sample", "--cur-date", D)``); ``check``:
+    fail the test unless it exits 0."""
+    import os
+    import sys
+
+    env = {**os.environ, **TINY_ENV, "DAILYREC_DATA_ROOT": str(root)}
+    res = subprocess.run([sys.executable, *args], cwd=str(REPO), env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert not check or res.returncode == 0, res.stderr[-5000:]
+    return res
+
+
+_STAGES = "import sys\nfrom dailyrec import stages\nfor s in sys.argv[2:]:\n    stages.call(s, {'cur_date': sys.argv[1]})"
+
+
+def run_stages(root: Path, cur_date: str, *stages: str) -> None:
+    """Run registry stages (``"retrieval.features"`` ...) for ``cur_date`` in order, in one fresh
+    process with :data:`TINY_ENV` (as the DAG's tasks call them); fails the test on an error."""
+    run_tiny(root, "-c", _STAGES, cur_date, *stages, check=True)
+
 
 def tiny_logs(cur_date: str = "2026-11-01", hour: int = 3, n: int = 20) -> pa.Table:
     t0 = dt.datetime.fromisoformat(cur_date).replace(hour=hour, tzinfo=dt.timezone.utc)

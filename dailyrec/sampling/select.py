@@ -264,8 +264,9 @@ def write_samples(run: StepRun, d: DayInputs, train: pa.Table, stats: dict[str, 
         pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
         # every (user, item) clicked in the training window, before any down-sampling: the items
         # the evaluation must not count as new recommendations (tasks.retrieval.evaluate_two_tower)
+        # (Arrow's group_by gives its groups in no fixed order: sorted, so a re-run writes the same bytes)
         seen = pa.table({"user_id": d.clicks["user_id"], "item_id": d.clicks["item_id"]}).group_by(
-            ["user_id", "item_id"]).aggregate([])
+            ["user_id", "item_id"]).aggregate([]).sort_by([("user_id", "ascending"), ("item_id", "ascending")])
         pq.write_table(seen, f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
         manifest = run.manifest(
             inputs={"logs": {day: d.hours[day] for day in sorted(d.hours)}, "users": run.partition("users"),

@@ -13,7 +13,9 @@ with matching shapes is copied; ``training.warm_start=false`` turns it off). The
 ``ranking.optimizer`` (Adam with exponential learning-rate decay and a floor,
 ``models.optim.make_optimizer``); a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/mmoe/dt=D/{main,baseline}/``; TensorBoard
-logs; one log line per epoch.
+logs under ``tensorboard/mmoe/dt=D/{main,baseline}/`` (run logs, outside the output: they hold wall
+times); one log line per epoch. Deterministic: a re-run with the same inputs, warm start and
+config writes byte-identical files (``dailyrec.training.deterministic_training``).
 
 The shared-bottom baseline (``models.ranking.RankingModel(kind="shared_bottom")``, the same
 parameter budget) is trained on the same rows with the same epochs, batch size, schedule and
@@ -27,8 +29,7 @@ Output (atomic), ``models/mmoe/dt=D/``::
     saved_model/                SavedModel, serving_default takes raw features (export_ranking_model)
     shared_bottom/model/        the baseline, same layout
     shared_bottom/saved_model/
-    tensorboard/{main,baseline}/  TensorBoard logs of both fits
-    _manifest.json              model_version "mmoe-<date>-<cfghash8>", history, warm_start,
+    _manifest.json              model_version "mmoe-<date>-<config8>-<lineage8>", lineage, history, warm_start,
                                 examples_per_s, negative_downsample_rate, the baseline's figures
 """
 
@@ -43,7 +44,7 @@ from dailyrec.ranking.artifacts import artifact_dirs
 from dailyrec.registry import model_dir
 from dailyrec.step import StepRun, begin
 from dailyrec.storage import MANIFEST
-from dailyrec.training import fit, model_version, warm_source, warm_start
+from dailyrec.training import deterministic_training, fit, lineage, model_version, warm_source, warm_start
 
 
 def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
@@ -55,6 +56,7 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     from models.ranking import build_ranking_model, load_model, warm_start_from
 
     cfg, rc = run.cfg, run.cfg.ranking
+    deterministic_training(rc.seed)
     with run.timer.step(f"{kind}_build"):
         model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed)
     warm = warm_start(run, model, src, artifact_dirs(src[1], role)[0] if src else None, load_model, warm_start_from,
@@ -109,12 +111,13 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     src = warm_source(run, NAME)
     roles = {"main": rc.kind, **({"baseline": BASELINE} if rc.train_baseline and rc.kind != BASELINE else {})}
     ckpt_root = store.local_path(run.partition(f"checkpoints/{NAME}"))
+    tb_root = store.local_path(run.partition(f"tensorboard/{NAME}"))
     final = model_dir(store, NAME, cur_date)
     infos: dict[str, dict[str, Any]] = {}
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
             model, info = _fit_one(run, role, k, vocabularies, arrays, labels, src, str(ckpt_root / role),
-                                   f"{tmp}/tensorboard/{role}")
+                                   str(tb_root / role))
             keras_dir, sm_dir = artifact_dirs(tmp, role)
             with timer.step(f"{role}_save"):
                 save_model(model, keras_dir)
@@ -122,9 +125,11 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             infos[role] = info
             del model
         main = infos["main"]
-        version = model_version(NAME, cur_date, cfg)
+        lin = lineage(store, [samples, vocab_path], main["warm_start"])
+        version = model_version(NAME, cur_date, cfg, lin)
         manifest = run.manifest(
             inputs=[samples, vocab_path], rows={"train": n, "clicks": n_click, "conversions": n_conv},
+            lineage=lin, tensorboard=str(tb_root),
             model_version=version, kind=rc.kind,
             history=main["history"], warm_start=main["warm_start"], examples_per_s=main["examples_per_s"],
             final_loss=main["final_loss"], params=main["params"], checkpoints=str(ckpt_root),

@@ -7,11 +7,14 @@ Inputs: ``samples/dt=D/train.parquet`` (tasks.retrieval.sample) and ``features/d
 (known ids keep their embedding rows, new ids are initialised; dense layers copied). Exponential
 learning-rate decay with a floor; a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/two_tower/dt=D/``; TensorBoard
-logs and per-epoch metrics in the log.
+logs under ``tensorboard/two_tower/dt=D/`` (run logs, outside the output: they hold wall times)
+and per-epoch metrics in the log. Deterministic: a re-run with the same inputs, warm start and
+config writes byte-identical files (``dailyrec.training.deterministic_training``).
 
 Output (atomic), ``models/two_tower/dt=D/``: ``model/`` (Keras archive for warm start),
 ``user_tower/`` and ``item_tower/`` (SavedModels with raw-feature serving signatures),
-``tensorboard/``, ``_manifest.json`` (history, warm-start stats, examples/s, model version).
+``_manifest.json`` (history, warm-start stats, lineage, examples/s, model version
+``tt-<date>-<config8>-<lineage8>``, ``dailyrec.training.model_version``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.registry import model_dir
 from dailyrec.step import begin
-from dailyrec.training import fit, model_version, warm_source, warm_start
+from dailyrec.training import deterministic_training, fit, lineage, model_version, warm_source, warm_start
 
 NAME = "two_tower"
 
@@ -30,7 +33,6 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Train (warm start, checkpoints) and export the day's two-tower model and towers."""
     import pyarrow.parquet as pq
-    import tensorflow as tf
 
     from dailyrec.inputs import dataset, feature_arrays
     from models.serving import export_towers
@@ -49,25 +51,26 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         raise ValueError(f"{samples}: no positive rows to train on")
     run.log.info("training %s on %d rows (%d positives) from %s, loss=%s", run.cur_date, n, n_pos, samples, tc.loss)
 
-    tf.keras.utils.set_random_seed(tc.seed)
+    deterministic_training(tc.seed)
     with run.timer.step("build"):
         model = build_two_tower(tc, cfg.features, vocabularies)
     src = warm_source(run, NAME)
     warm = warm_start(run, model, src, src[1] if src else None, load_model, warm_start_from, label=NAME,
                       archive=f"{src[1]}/model" if src else None)
     ckpt_dir = str(store.local_path(run.partition(f"checkpoints/{NAME}")))
+    tb_dir = str(store.local_path(run.partition(f"tensorboard/{NAME}")))
     final = model_dir(store, NAME, run.cur_date)
     with store.atomic_output(final) as tmp:
         ds = dataset(arrays, tc.batch_size, shuffle_seed=tc.seed)
-        result = fit(run, model, ds, rows=n, epochs=tc.epochs, label=NAME, ckpt_dir=ckpt_dir,
-                     tb_dir=f"{tmp}/tensorboard")
+        result = fit(run, model, ds, rows=n, epochs=tc.epochs, label=NAME, ckpt_dir=ckpt_dir, tb_dir=tb_dir)
         with run.timer.step("save"):
             save_model(model, f"{tmp}/model")
             export_towers(model, tmp)
-        version = model_version("tt", run.cur_date, cfg)
+        lin = lineage(store, [samples, vocab_path], warm)
+        version = model_version("tt", run.cur_date, cfg, lin)
         manifest = run.manifest(
-            inputs=[samples, vocab_path], rows={"train": n, "positives": n_pos},
-            model_version=version, history=result.history, warm_start=warm,
+            inputs=[samples, vocab_path], rows={"train": n, "positives": n_pos}, lineage=lin,
+            model_version=version, history=result.history, warm_start=warm, tensorboard=tb_dir,
             examples_per_s=result.examples_per_s, loss=tc.loss, checkpoints=ckpt_dir, final_loss=result.final_loss)
         store.write_json(f"{tmp}/_manifest.json", manifest)
     run.log.info("model %s written to %s (%.0f examples/s)", version, final, manifest["examples_per_s"])

@@ -240,7 +240,7 @@ def test_training_warm_starts_and_records_it(world, trained):
     assert abs(m2["baseline"]["params"] - m2["params"]) / m2["params"] < 0.05
     ckpt = m2["checkpoints"]
     assert tf.train.latest_checkpoint(f"{ckpt}/main") and tf.train.latest_checkpoint(f"{ckpt}/baseline")
-    tb = world["root"] / f"models/mmoe/dt={DAYS[1]}/tensorboard"
+    tb = world["root"] / f"tensorboard/mmoe/dt={DAYS[1]}"
     assert any(tb.rglob("events.out.tfevents.*"))
 
 
