@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -71,15 +70,6 @@ class Embeddings:
 
 def embeddings_dir(store: Store, cur_date: str) -> str:
     return store.partition(EMBEDDINGS_DATASET, cur_date)
-
-
-def file_sha256(store: Store, path: str) -> str:
-    """Hex sha256 of a file of the store (read in 8 MiB chunks)."""
-    h = hashlib.sha256()
-    with store.fs.open_input_stream(path) as f:
-        while chunk := f.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def vectors_from_column(col: pa.ChunkedArray | pa.Array, where: str) -> np.ndarray:
@@ -196,6 +186,6 @@ def read_embeddings(store: Store, cur_date: str, with_sha: bool = True) -> Embed
     item_ids = table.column("item_id").to_pylist()
     _check_rows(table, vectors, item_ids, path)
     return Embeddings(item_ids=item_ids, model_version=str(versions[0]), vectors=vectors, path=path,
-                      sha256=file_sha256(store, path) if with_sha else "",
+                      sha256=store.sha256(path) if with_sha else "",
                       manifest=store.read_json(f"{part}/{MANIFEST}"),
                       item_ids_arrow=table.column("item_id").combine_chunks())

@@ -112,6 +112,16 @@ class Store:
     def write_json(self, path: str, obj: Any) -> None:
         self.write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
+    def sha256(self, path: str) -> str:
+        """Hex sha256 of a file's bytes (read in 8 MiB chunks through the store's filesystem)."""
+        import hashlib
+
+        h = hashlib.sha256()
+        with self.fs.open_input_stream(path) as f:
+            while chunk := f.read(8 << 20):
+                h.update(chunk)
+        return h.hexdigest()
+
     def delete_dir(self, path: str) -> None:
         if self.is_dir(path):
             self.fs.delete_dir(path)

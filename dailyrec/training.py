@@ -26,19 +26,10 @@ if TYPE_CHECKING:
     from dailyrec.step import StepRun
 
 
-def file_digest(store: Any, path: str) -> str:
-    """sha256 (hex) of a file's bytes, read through the store's filesystem."""
-    h = hashlib.sha256()
-    with store.fs.open_input_stream(path) as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def lineage(store: Any, inputs: list[str], warm: dict[str, Any]) -> dict[str, Any]:
     """What a model is trained from, besides the config: ``{"inputs": {path: sha256}, "warm_start":
     the warm-start model's version, or None for a cold start}`` (recorded in the manifest)."""
-    return {"inputs": {p: file_digest(store, p) for p in inputs},
+    return {"inputs": {p: store.sha256(p) for p in inputs},
             "warm_start": warm.get("model_version") if warm.get("from") else None}
 
 
