@@ -96,6 +96,20 @@ def redis_cfg(request, cfg):
     return cfg
 
 
+@pytest.fixture
+def rcfg(redis_cfg):
+    """redis_cfg, with the namespace (and the test's unrelated keys) removed afterwards."""
+    yield redis_cfg
+    from dailyrec.publishing.connection import get_redis
+
+    r = get_redis(redis_cfg)
+    ns = redis_cfg.redis.namespace
+    for pattern in (f"{ns}:*", f"{ns}x:*", f"unrelated-{ns}"):
+        keys = list(r.scan_iter(match=pattern))
+        if keys:
+            r.delete(*keys)
+
+
 PG_URL = os.environ.get("DAILYREC_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 
 

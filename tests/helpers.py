@@ -193,3 +193,29 @@ def read(path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
+
+
+# ---- publish inputs -------------------------------------------------------------------------------
+VECTOR_DIM = 16
+
+
+def make_day(cfg, day: str, k: int, n: int = 2000, seed: int | None = None) -> tuple[list[str], np.ndarray]:
+    """Embeddings + (exact) index for ``day`` whose vectors all encode ``k``; model_version ``m<k>``."""
+    from dailyrec.ann import build_index
+    from dailyrec.embeddings import write_embeddings
+    from dailyrec.storage import open_store
+
+    rng = np.random.default_rng(k if seed is None else seed)
+    rest = rng.standard_normal((n, VECTOR_DIM - 1)).astype(np.float32)
+    rest /= np.linalg.norm(rest, axis=1, keepdims=True)
+    a = np.float32(0.1 * k)
+    vectors = np.concatenate([np.full((n, 1), a, np.float32), rest * np.sqrt(1 - a * a)], axis=1)
+    ids = [f"it{i:05d}" for i in range(n)]
+    store = open_store(cfg)
+    write_embeddings(store, day, ids, vectors, f"m{k}")
+    build_index(day, cfg)
+    return ids, vectors
+
+
+def k_of(vec: np.ndarray) -> int:
+    return int(round(float(vec[0]) * 10))

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,33 +25,12 @@ from dailyrec.publishing.admin import rollback, status
 from dailyrec.publishing.layout import Keys, version_id
 from dailyrec.publishing.publish import publish
 from dailyrec.publishing.reader import current_version, load_current, read_vectors
+from tests.helpers import REPO, VECTOR_DIM as DIM, k_of, make_day
 
-REPO = Path(__file__).resolve().parents[2]
-DIM = 16
 
 
 def days(n: int) -> list[str]:
     return [f"2026-11-{d:02d}" for d in range(1, n + 1)]
-
-
-def make_day(cfg, day: str, k: int, n: int = 2000, seed: int | None = None) -> tuple[list[str], np.ndarray]:
-    """Embeddings + (exact) index for ``day`` whose vectors all encode ``k``; model_version ``m<k>``."""
-    from dailyrec.storage import open_store
-
-    rng = np.random.default_rng(k if seed is None else seed)
-    rest = rng.standard_normal((n, DIM - 1)).astype(np.float32)
-    rest /= np.linalg.norm(rest, axis=1, keepdims=True)
-    a = np.float32(0.1 * k)
-    vectors = np.concatenate([np.full((n, 1), a, np.float32), rest * np.sqrt(1 - a * a)], axis=1)
-    ids = [f"it{i:05d}" for i in range(n)]
-    store = open_store(cfg)
-    write_embeddings(store, day, ids, vectors, f"m{k}")
-    build_index(day, cfg)
-    return ids, vectors
-
-
-def k_of(vec: np.ndarray) -> int:
-    return int(round(float(vec[0]) * 10))
 
 
 def snapshot(r, ns: str) -> dict[str, object]:
@@ -70,18 +48,6 @@ def snapshot(r, ns: str) -> dict[str, object]:
             v = t
         out[key.decode()] = (t, v)
     return out
-
-
-@pytest.fixture
-def rcfg(redis_cfg):
-    """redis_cfg, with the namespace (and the test's unrelated keys) removed afterwards."""
-    yield redis_cfg
-    r = get_redis(redis_cfg)
-    ns = redis_cfg.redis.namespace
-    for pattern in (f"{ns}:*", f"{ns}x:*", f"unrelated-{ns}"):
-        keys = list(r.scan_iter(match=pattern))
-        if keys:
-            r.delete(*keys)
 
 
 def test_round_trip_counts_values_and_index(rcfg):

@@ -24,7 +24,7 @@ from dailyrec.publishing.policy import EvictingPolicyError, eviction_policy
 from dailyrec.publishing.publish import publish
 from dailyrec.publishing.reader import (MissingVersionKeys, NothingPublished, current_version, load_current,
                                         read_vectors)
-from tests.integration.test_publish import REPO, k_of, make_day, rcfg  # noqa: F401 - rcfg is a fixture
+from tests.helpers import REPO, k_of, make_day
 
 SMALL = {"redis.vectors_per_bucket": 100}  # 300 items -> 3 vector buckets
 

@@ -11,7 +11,6 @@ integer names the row and the feature.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
