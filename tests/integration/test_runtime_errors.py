@@ -19,9 +19,9 @@ import pytest
 from tests.helpers import run_stages, run_tiny
 
 DAYS = ["2026-11-01", "2026-11-02"]
-DAY1 = ["retrieval.features", "retrieval.sample", "retrieval.train_two_tower", "retrieval.evaluate_two_tower",
+DAY1 = ["ingest.validate_day", "retrieval.features", "retrieval.sample", "retrieval.train_two_tower", "retrieval.evaluate_two_tower",
         "ranking.ranking_samples", "ranking.train_mmoe", "ranking.evaluate_mmoe", "ranking.publish_model"]
-DAY2 = ["retrieval.features", "retrieval.sample", "ranking.ranking_samples"]
+DAY2 = ["ingest.validate_day", "retrieval.features", "retrieval.sample", "ranking.ranking_samples"]
 
 
 @pytest.fixture(scope="module")
