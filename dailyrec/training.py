@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 
 
 def lineage(store: Any, inputs: list[str], warm: dict[str, Any]) -> dict[str, Any]:
-    """What a model is trained from, besides the config: ``{"inputs": {path: sha256}, "warm_start":
-    the warm-start model's version, or None for a cold start}`` (recorded in the manifest)."""
-    return {"inputs": {p: store.sha256(p) for p in inputs},
+    """What a model is trained from, besides the config: ``{"inputs": {path under the data root:
+    sha256}, "warm_start": the warm-start model's version, or None for a cold start}`` (recorded in
+    the manifest). Paths are relative to the data root, so the same data gives the same version
+    wherever the data root lives."""
+    root = store.root.rstrip("/") + "/"
+    return {"inputs": {p.removeprefix(root): store.sha256(p) for p in inputs},
             "warm_start": warm.get("model_version") if warm.get("from") else None}
 
 

@@ -142,3 +142,18 @@ def test_model_version_identifies_config_inputs_and_warm_start():
     assert model_version("tt", DAY, cfg, other_inputs) != v_warm
     assert model_version("tt", DAY, cfg.with_overrides({"training.epochs": 9}), warm) != v_warm
     assert all(c.isalnum() or c in "-" for c in v_warm) and len(v_warm) == len("tt-2026-11-01-") + 17
+
+
+def test_lineage_does_not_depend_on_where_the_data_root_lives(tmp_path):
+    """The same input bytes under two data roots give the same lineage, hence the same version."""
+    from dailyrec.storage import open_store
+    from dailyrec.training import lineage
+
+    found = []
+    for where in ("a", "b/deeper"):
+        store = open_store(str(tmp_path / where))
+        path = store.path("samples", f"dt={DAY}", "train.parquet")
+        store.write_text(path, "same bytes")
+        found.append(lineage(store, [path], {"from": None}))
+    assert found[0] == found[1] == {"inputs": {f"samples/dt={DAY}/train.parquet": found[0]["inputs"][
+        f"samples/dt={DAY}/train.parquet"]}, "warm_start": None}
