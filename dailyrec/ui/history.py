@@ -98,13 +98,14 @@ def history_html(store: Any, pipeline: str, base: str = "", report_link: Any = N
                                     "sample volume per date", "training rows"))
     figs.append(plots.history_lines(dates, {"fit seconds": [r["train_s"] for r in rows]},
                                     "training time per date", "seconds"))
+    online = next((r["date"] for r in reversed(rows) if r["published"] and not r["withdrawn"]), None)
     body_rows = []
     for r in rows:
         gate = "passed" if r["passed"] else "FAILED" if r["passed"] is False else "-"
         link = report_link(r["date"]) if report_link else None
         date = f'<a href="{esc(link)}">{esc(r["date"])}</a>' if link else esc(r["date"])
-        state = ("rolled back to" if r["rollback"] else "withdrawn" if r["withdrawn"] else "online/published") \
-            if r["published"] else ""
+        state = ("withdrawn" if r["withdrawn"] else "online" if r["date"] == online else "published") \
+            + (" (rolled back to)" if r["rollback"] else "") if r["published"] else ""
         cells = [gate, *(fmt(r["metrics"][n]) for n in names), esc(r["published"] or ""), state,
                  fmt(r["samples"]), fmt(r["train_s"])]
         body_rows.append(f"<tr><td>{date}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -36,34 +36,50 @@ def run_note(cur_date: str, verdict: str, published_version: str | None = None) 
     return NOTE_PREFIX + " | ".join(parts)
 
 
-def _report_note(dag_run: Any) -> str | None:
-    """The ``note`` of the run's ``report`` task XCom, read in the caller's DB session."""
+def _session_run(dag_run: Any) -> tuple[Any, Any]:
+    """``(session, run)``: the caller's DB session and the run in it. The scheduler passes a run
+    bound to its session; ``airflow dags test`` passes a detached one, and its loop commits the
+    thread's scoped session (``settings.Session()``) right after, so the run is loaded there."""
     from sqlalchemy import select
     from sqlalchemy.orm import object_session
 
-    from airflow.models.xcom import XComModel
+    from airflow import settings
+    from airflow.models.dagrun import DagRun
 
     session = object_session(dag_run)
-    if session is None:
-        return None
+    if session is not None:
+        return session, dag_run
+    session = settings.Session()
+    run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_run.dag_id, DagRun.run_id == dag_run.run_id))
+    return session, run
+
+
+def _report_note(session: Any, dag_id: str, run_id: str) -> str | None:
+    """The ``note`` of the run's ``report`` task XCom."""
+    from sqlalchemy import select
+
+    from airflow.models.xcom import XComModel
+
     value = session.scalar(select(XComModel.value).where(
-        XComModel.dag_id == dag_run.dag_id, XComModel.run_id == dag_run.run_id,
-        XComModel.task_id == "report", XComModel.key == "return_value"))
-    if value is None:
-        return None
+        XComModel.dag_id == dag_id, XComModel.run_id == run_id, XComModel.task_id == "report",
+        XComModel.key == "return_value", XComModel.map_index == -1))
     if isinstance(value, (str, bytes)):
         value = json.loads(value)
     return value.get("note") if isinstance(value, dict) else None
 
 
 def set_note(dag_run: Any) -> str | None:
-    """Set the run's note from its report (a user's own note is kept). Returns the note set, if any."""
-    current = dag_run.note
+    """Set the run's note from its report, in the caller's session (the caller commits); a user's
+    own note is kept. Returns the note set, if any."""
+    session, run = _session_run(dag_run)
+    if run is None:
+        return None
+    current = run.note
     if current and not str(current).startswith(NOTE_PREFIX):
         return None
-    note = _report_note(dag_run)
+    note = _report_note(session, run.dag_id, run.run_id)
     if note:
-        dag_run.note = note
+        run.note = note
     return note
 
 

@@ -19,7 +19,7 @@ CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:16px 24px;color:#1a202c;max-width:1100px}
 h1{font-size:1.4em;margin:.2em 0} h2{font-size:1.1em;margin:1.2em 0 .4em;border-bottom:1px solid #e2e8f0}
 table{border-collapse:collapse;margin:.3em 0 .8em;font-size:.9em} td,th{border:1px solid #e2e8f0;padding:3px 8px;
-text-align:right} th{background:#f7fafc} td:first-child,th:first-child{text-align:left}
+text-align:right} th{background:#f7fafc} td:first-child,th:first-child{text-align:left;white-space:nowrap}
 .verdict{padding:10px 14px;border-radius:6px;font-size:1.1em;margin:.6em 0}
 .ok{background:#e6ffed;border:1px solid #34a853} .bad{background:#ffeef0;border:1px solid #d93025}
 .unknown{background:#fff8e1;border:1px solid #f9a825} .muted{color:#718096;font-size:.85em}

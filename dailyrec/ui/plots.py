@@ -49,7 +49,11 @@ def training_curves(histories: dict[str, dict[str, list[float]]], title: str) ->
         ax.plot(ep, h["loss"], marker="o", label=f"{name} loss", color=COLORS.get(name))
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    n_epochs = max(len(h["loss"]) for h in runs.values())
+    if n_epochs <= 12:
+        ax.set_xticks(range(1, n_epochs + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.set_title(f"{title}: loss per epoch")
@@ -60,7 +64,8 @@ def training_curves(histories: dict[str, dict[str, list[float]]], title: str) ->
         for name, h in runs.items():
             if h.get("learning_rate"):
                 ax2.plot(range(1, len(h["learning_rate"]) + 1), h["learning_rate"], marker="o", label=name)
-        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax2.set_xticks(ax.get_xticks())
+        ax2.set_xlim(ax.get_xlim())
         ax2.set_xlabel("epoch")
         ax2.set_ylabel("learning rate (end of epoch)")
         ax2.set_title("learning rate per epoch")
