@@ -143,9 +143,9 @@ def report(stage: str, run: dict[str, Any], **context: Any) -> dict[str, Any]:
     tasks failed, and its ``note`` (one line: ``cur_date``, verdict, published version; the plugin's
     listener makes it the run's note). The verdict is the task's return value (its XCom) and its
     log's last line."""
+    from dailyrec.logs import quiet_startup
     from dailyrec.runctx import run_verdict
     from dailyrec.stages import call
-    from dailyrec.logs import quiet_startup
     from dailyrec.ui.notes import run_note
 
     quiet_startup()
@@ -153,7 +153,8 @@ def report(stage: str, run: dict[str, Any], **context: Any) -> dict[str, Any]:
     states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
     out = dict(call(stage, run))
     out["verdict"] = run_verdict(states, ti.xcom_pull(task_ids="evaluate_gate"))
-    out["note"] = run_note(run["cur_date"], out["verdict"], out.get("published_version"))
+    shipped = out["verdict"].endswith("; published")   # this run published (not an older entry of the date)
+    out["note"] = run_note(run["cur_date"], out["verdict"], out.get("published_version") if shipped else None)
     print(f"verdict for {run['cur_date']}: {out['verdict']}")
     return out
 

@@ -284,8 +284,10 @@ GROUPS = {
 def test_graph_reads_as_the_pipeline(dagbag, dag_id):
     """The daily DAGs' tasks sit in the groups inputs -> data -> train -> publish (task ids unprefixed),
     and `start` fans out to nothing but the first task and its teardown `report` (issue 12)."""
+    from airflow.sdk import TaskGroup
+
     dag = dagbag.get_dag(dag_id)
-    groups = {g.group_id: {t.task_id for t in g} for g in dag.task_group.children.values()
-              if g.group_id and not hasattr(g, "task_id")}
+    groups = {g.group_id: {t.task_id for t in g.children.values()} for g in dag.task_group.children.values()
+              if isinstance(g, TaskGroup)}
     assert groups == GROUPS[dag_id]
     assert len(dag.get_task("start").downstream_task_ids) == 2
