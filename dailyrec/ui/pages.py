@@ -72,13 +72,14 @@ def verdict_of(pipeline: str, steps: dict[str, Any]) -> tuple[str, str]:
 
 def _verdict_block(cur_date: str, pipeline: str, steps: dict[str, Any], run_verdict: str | None) -> str:
     cls, line = verdict_of(pipeline, steps)
+    detail = ""
     if run_verdict:
         cls = "bad" if run_verdict.startswith(("FAILED", "gate failed")) else cls
-        line = f"{run_verdict} (Airflow run) - {line}"
+        line, detail = f"{run_verdict} (Airflow run)", f'<br><span class="muted">from the data: {esc(line)}</span>'
     reasons = (steps.get("evaluate") or {}).get("gate", {}).get("reasons") or []
     extra = "".join(f"<li>{esc(r)}</li>" for r in reasons)
     return (f'<h1>daily_{esc(pipeline)} report for <span class="cur-date">{esc(cur_date)}</span></h1>'
-            f'<div class="verdict {cls}" id="verdict"><b>Verdict:</b> {esc(line)}'
+            f'<div class="verdict {cls}" id="verdict"><b>Verdict:</b> {esc(line)}{detail}'
             + (f"<ul>{extra}</ul>" if extra else "") + "</div>")
 
 
