@@ -113,7 +113,8 @@ class PeakMeter:
 
     ``open()`` starts a span (resetting ``VmHWM``, see the module doc) and returns its token;
     ``close(token)`` ends it and returns its peak in MB; :attr:`stage_mb` (a property) is the peak
-    since the meter was created. Spans may nest and overlap; several meters may live at once (each
+    since the meter was created, :attr:`start_mb` the RSS when it was created (what the process
+    already held: interpreter, libraries, an Airflow task runner). Spans may nest and overlap; several meters may live at once (each
     reset first folds the peak so far into all of them). Thread-safe.
     """
 
@@ -124,6 +125,7 @@ class PeakMeter:
             _LIVE.add(self)
             reset_peak()
             self._stage = peak_rss_mb()
+            self.start_mb = self._stage if can_reset() else (rss_mb() or self._stage)
 
     def _fold(self, now: float) -> None:
         self._stage = max(getattr(self, "_stage", now), now)

@@ -231,10 +231,12 @@ class Timer:
         return self._meter.stage_mb
 
     def peak_rss(self) -> dict[str, Any]:
-        """``{"stage": MB, "phases": {phase: MB}, "method": how}``: the manifest's ``peak_rss_mb``."""
+        """``{"stage": MB, "start": MB, "phases": {phase: MB}, "method": how}``: the manifest's
+        ``peak_rss_mb`` (``start``: the RSS when the timer started, which every peak includes)."""
         from dailyrec.memory import method
 
-        return {"stage": self.stage_peak_mb(), "phases": dict(self.peaks_mb), "method": method()}
+        return {"stage": self.stage_peak_mb(), "start": self._meter.start_mb, "phases": dict(self.peaks_mb),
+                "method": method()}
 
     def summary(self) -> str:
         """``"12.30s, peak RSS 1,234 MB (load 2.10s 800 MB, fit 9.00s 1,234 MB)"``: the summary line's figures."""

@@ -37,7 +37,8 @@ def test_a_phase_that_allocates_200_mb_shows_200_mb_more(cfg, caplog):
         man = run.manifest(inputs=[], rows={})
 
     peaks = man["peak_rss_mb"]
-    assert set(peaks) == {"stage", "phases", "method"}
+    assert set(peaks) == {"stage", "start", "phases", "method"}
+    assert 0 < peaks["start"] <= peaks["stage"]
     assert set(peaks["phases"]) == {"idle", "alloc", "after"} == set(man["timings_s"])
     assert peaks["phases"]["alloc"] >= peaks["phases"]["idle"] + 200, peaks
     assert peaks["stage"] >= peaks["phases"]["alloc"], peaks
