@@ -216,7 +216,8 @@ def _scale_table(metrics: Any) -> list[str]:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         st = r.get("stages") or {}
-        cells = [_fmt(r.get("events")), _fmt(r.get("status")), _fmt(r.get("dag_wall_s"), ",.1f"),
+        status = _fmt(r.get("status")) + (f" ({', '.join(r['failed'])})" if r.get("failed") else "")
+        cells = [_fmt(r.get("events")), status, _fmt(r.get("dag_wall_s"), ",.1f"),
                  _fmt(r.get("dag_peak_rss_mb"), ",.0f"), *(cell(st.get(k)) for _, k in SCALE_STAGES)]
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
@@ -292,7 +293,8 @@ HEADLINES: dict[str, Summary] = {
             Headline("two-tower training, examples/s, softmax (the DAG's step)", "largest.train_softmax_examples_per_s"),
             Headline("two-tower training, examples/s, bce (rows / fit s)", "largest.train_bce_examples_per_s",
                      ",.0f", "plain id-only Keras two-tower, same rows", "largest.plain_keras_bce_examples_per_s"),
-            Headline("MMoE training, examples/s", "largest.mmoe_examples_per_s"),
+            Headline("MMoE training, examples/s (train_mmoe)", "largest.mmoe_examples_per_s", ",.0f",
+                     "same model, batches already in memory", "largest.mmoe_in_memory_examples_per_s"),
             Headline("sample selection, the day's events/s", "largest.sample_events_per_s", ",.0f",
                      "bare pyarrow read of the day", "largest.bare_read_events_per_s"),
             Headline("embedding export, items/s ({largest.items} items)", "largest.export_items_per_s"),

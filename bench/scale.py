@@ -51,6 +51,7 @@ seconds and peak RSS against events (log x).
 
     ./dev bench scale [--sizes 1000000,3000000,10000000,30000000] [--only dag,ranking,read,bce]
                       [--timeout-min 60] [--set training.epochs=1] [--keep]
+    ./dev bench scale --replot     # redraw scale.png from scale.json (no run)
 """
 
 from __future__ import annotations
@@ -552,7 +553,7 @@ def table_row(r: dict[str, Any]) -> dict[str, Any]:
             "train_softmax_examples_per_s", "mmoe_examples_per_s", "mmoe_vs_in_memory", "train_bce_vs_plain_keras",
             "sample_vs_bare_read",
             "export_items_per_s", "wall_s", "load_avg_1m_start", "load_avg_1m_end")
-    return {**{k: r.get(k) for k in keep}, "stages": stages}
+    return {**{k: r.get(k) for k in keep}, "failed": r.get("failed", []), "stages": stages}
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -569,16 +570,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
     names = sorted({k for t in table for k in t["stages"]}
                    - {"process:bare_read", "process:plain_keras_bce", "process:mmoe_in_memory"})
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    colors = plt.get_cmap("tab20").colors
     for ax, key, title in ((axes[0], "wall_s", "wall seconds"), (axes[1], "peak_rss_mb", "peak RSS, MB")):
-        series = [(f"{n}", [t["events"] for t in table if (t["stages"].get(n) or {}).get(key) is not None],
-                   [t["stages"][n][key] for t in table if (t["stages"].get(n) or {}).get(key) is not None])
-                  for n in names]
         dag = [(t["events"], t[f"dag_{key}" if key == "wall_s" else "dag_peak_rss_mb"]) for t in table]
         dag = [(x, y) for x, y in dag if y is not None]
-        for label, xs, ys in series:
-            if xs:
-                ax.plot(xs, ys, marker="o", linewidth=1, label=label.replace("process:", "") + (
-                    " (process)" if label.startswith("process:") else ""))
+        for i, name in enumerate(names):
+            pts = [(t["events"], t["stages"][name][key], t["stages"][name].get("status", "ok")) for t in table
+                   if (t["stages"].get(name) or {}).get(key) is not None]
+            good = [(x, y) for x, y, st in pts if st == "ok"]
+            bad = [(x, y) for x, y, st in pts if st != "ok"]
+            label = name.replace("process:", "") + (" (process)" if name.startswith("process:") else "")
+            if good:
+                ax.plot(*zip(*good), marker="o", linewidth=1, color=colors[i % 20], label=label)
+            if bad:   # a command that failed, timed out or was killed: its partial figure, not joined
+                ax.plot(*zip(*bad), marker="x", linestyle="none", markersize=9, color=colors[i % 20],
+                        label=None if good else f"{label}: not ok")
         if dag:
             ax.plot(*zip(*dag), marker="s", linewidth=2.5, color="black", label="daily_retrieval DAG (whole)")
         ax.set_xscale("log")
@@ -587,7 +593,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.suptitle("bench/scale.py: per stage, against the day's events (log-log)")
+    fig.suptitle("bench/scale.py: per stage, against the day's events (log-log; x = failed, timed out "
+                 "or killed: partial figure)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -610,6 +617,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-save", action="store_true", help="print only; write no result or plot")
     ap.add_argument("--in-memory-rows", type=int, default=500_000,
                     help="rows of the MMoE in-memory baseline (ranking part)")
+    ap.add_argument("--replot", action="store_true",
+                    help="only redraw bench/results/scale.png from the figures of bench/results/scale.json")
     ap.add_argument("--bare-read", help=argparse.SUPPRESS)
     ap.add_argument("--mmoe-in-memory", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -617,6 +626,9 @@ def main(argv: list[str] | None = None) -> int:
         return bare_read(args.bare_read)
     if args.mmoe_in_memory:
         return mmoe_in_memory(DAY, args.mmoe_in_memory)
+    if args.replot:
+        doc = json.loads((RESULTS_DIR / f"{NAME}.json").read_text())
+        return 0 if plot(doc["metrics"]["per_size_detail"], RESULTS_DIR / f"{NAME}.png") else 1
     from dailyrec.config import parse_set_args
 
     args.sizes = [int(float(s)) for s in args.sizes.split(",") if s.strip()]
