@@ -332,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-rows", type=int, default=2_000_000, help="rows of the steady-state fit (0: all)")
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--skip-train", action="store_true", help="no train_two_tower stage (only the timed fit)")
+    ap.add_argument("--only", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                    help="comma-separated stages to run among generate,features,sample,train,fit,plain_fit "
+                         "(default: all; e.g. --only generate,features,sample); figures of the stages not "
+                         "run are left out")
     ap.add_argument("--min-available-mb", type=float, default=2048,
                     help="kill a stage when the system's MemAvailable falls below this (shared machine)")
     ap.add_argument("--data-root", help="use (and keep) this data root; an existing day is not regenerated")
@@ -341,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.stage:
         return _stage_entry(args.stage, args.params)
+    only = set(args.only or STAGES)
+    if only - set(STAGES):
+        ap.error(f"--only: unknown stage(s) {sorted(only - set(STAGES))}; choose among {', '.join(STAGES)}")
+    if "sample" not in only:
+        ap.error("--only must include sample (the figures are computed from it)")
 
     t_start = time.perf_counter()
     load_start = load_avg()
@@ -354,21 +363,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(root, "logs", f"dt={DAY}").exists():
             res["generate"] = run_stage("generate", p)
-        res["features"] = run_stage("features", p)
+        if "features" in only or not Path(root, "features", f"dt={DAY}").exists():
+            res["features"] = run_stage("features", p)
         res["sample"] = run_stage("sample", {**p, "repeats": args.sample_repeats})
         for loss in args.losses:
             lp = {**p, "overrides": {**base, "training.loss": loss}}
-            if not args.skip_train:
+            if not args.skip_train and "train" in only:
                 try:
                     res[f"train_{loss}"] = run_stage("train", lp, args.min_available_mb)
                 except StageKilled as exc:
                     print(exc, flush=True)
                     killed[f"train_{loss}"] = str(exc)
-            res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows, "warmup_steps": args.warmup_steps},
-                                           args.min_available_mb)
-            res[f"plain_fit_{loss}"] = run_stage("plain_fit", {**lp, "fit_rows": args.fit_rows, "loss": loss,
-                                                               "warmup_steps": args.warmup_steps},
-                                                 args.min_available_mb)
+            if "fit" in only:
+                res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows,
+                                                       "warmup_steps": args.warmup_steps}, args.min_available_mb)
+            if "plain_fit" in only:
+                res[f"plain_fit_{loss}"] = run_stage("plain_fit", {**lp, "fit_rows": args.fit_rows, "loss": loss,
+                                                                   "warmup_steps": args.warmup_steps},
+                                                     args.min_available_mb)
         import pyarrow.parquet as pq
 
         day_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(root, "logs", f"dt={DAY}").rglob("*.parquet"))
@@ -405,26 +417,32 @@ def main(argv: list[str] | None = None) -> int:
                                         "(user_id, item_id, click, event_time) without any work; "
                                         "ratio = read seconds / select_samples seconds"),
         "sample_timings_s": sruns[len(sruns) // 2]["timings_s"],
-        "features_s": res["features"]["seconds"],
-        "features_timings_s": res["features"]["timings_s"],
-        "train_examples_per_s": res[f"fit_{main_loss}"]["examples_per_s"],
-        "train_examples_per_s_note": (f"steady state of the pipeline's model on its samples (loss {main_loss}, "
-                                      f"batch {args.batch_size}, first {args.warmup_steps} steps excluded); "
-                                      "train_step_* are the whole train_two_tower step"),
+        "sample_peak_rss_mb": res["sample"]["peak_rss_mb"],
         "batch_size": args.batch_size,
     }
+    if "features" in res:
+        metrics["features_s"] = res["features"]["seconds"]
+        metrics["features_timings_s"] = res["features"]["timings_s"]
+    if f"fit_{main_loss}" in res:
+        metrics["train_examples_per_s"] = res[f"fit_{main_loss}"]["examples_per_s"]
+        metrics["train_examples_per_s_note"] = (
+            f"steady state of the pipeline's model on its samples (loss {main_loss}, batch {args.batch_size}, "
+            f"first {args.warmup_steps} steps excluded); train_step_* are the whole train_two_tower step")
     for loss in args.losses:
-        f = res[f"fit_{loss}"]
-        metrics[f"train_examples_per_s_{loss}"] = f["examples_per_s"]
-        metrics[f"train_examples_per_cpu_s_{loss}"] = f["examples_per_cpu_s"]
-        metrics[f"fit_{loss}"] = {k: f[k] for k in ("rows", "timed_steps", "timed_wall_s", "timed_cpu_s",
-                                                    "fit_total_s", "prepare_s", "peak_rss_mb", "final_loss")}
-        b = res[f"plain_fit_{loss}"]
-        metrics[f"plain_keras_examples_per_s_{loss}"] = b["examples_per_s"]
-        metrics[f"train_vs_plain_keras_{loss}"] = round(f["examples_per_s"] / b["examples_per_s"], 3)
-        metrics[f"plain_fit_{loss}"] = {k: b[k] for k in ("rows", "users", "items", "timed_steps", "timed_wall_s",
-                                                          "timed_cpu_s", "examples_per_cpu_s", "peak_rss_mb",
-                                                          "final_loss")}
+        f = res.get(f"fit_{loss}")
+        if f is not None:
+            metrics[f"train_examples_per_s_{loss}"] = f["examples_per_s"]
+            metrics[f"train_examples_per_cpu_s_{loss}"] = f["examples_per_cpu_s"]
+            metrics[f"fit_{loss}"] = {k: f[k] for k in ("rows", "timed_steps", "timed_wall_s", "timed_cpu_s",
+                                                        "fit_total_s", "prepare_s", "peak_rss_mb", "final_loss")}
+        b = res.get(f"plain_fit_{loss}")
+        if b is not None:
+            metrics[f"plain_keras_examples_per_s_{loss}"] = b["examples_per_s"]
+            metrics[f"plain_fit_{loss}"] = {k: b[k] for k in ("rows", "users", "items", "timed_steps",
+                                                              "timed_wall_s", "timed_cpu_s", "examples_per_cpu_s",
+                                                              "peak_rss_mb", "final_loss")}
+        if f is not None and b is not None:
+            metrics[f"train_vs_plain_keras_{loss}"] = round(f["examples_per_s"] / b["examples_per_s"], 3)
         if f"train_{loss}" in res:
             t = res[f"train_{loss}"]
             metrics[f"train_step_{loss}"] = {
@@ -442,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_1m": {"start": load_start, "min": min(loads), "max": max(loads), "by_stage": {
             k: r["load_avg_1m"] for k, r in res.items()}},
         "cpu_s_by_stage": {k: r["process_cpu_s"] for k, r in res.items()},
-        "tf_threads": res[f"fit_{main_loss}"]["threads"],
+        "tf_threads": res[f"fit_{main_loss}"]["threads"] if f"fit_{main_loss}" in res else None,
+        "stages_run": sorted(only),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     })
     print(json.dumps(metrics, indent=1))

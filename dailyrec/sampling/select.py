@@ -3,12 +3,21 @@ statistics, write. See :mod:`dailyrec.sampling` for what is selected and why.
 
 The phases draw from one ``numpy`` generator seeded with ``(sampling.seed, cur_date)`` in a fixed
 order (down-sampling, cap, shuffle, random negatives, exposed, same category, model), so the
-output is byte-identical for the same inputs and config.
+output is byte-identical for the same inputs and config. Within a source the draws are in owner
+(positive slot) order: the random source draws all its first-round uniforms, then one batch per
+collision round (:func:`dailyrec.sampling.negatives.resample_collisions`).
+
+The write is streamed: :func:`train_rows` lays out the output rows as numpy index arrays (no
+sort), then ``train.parquet`` is built and written one row group of
+:data:`SAMPLE_ROW_GROUP_ROWS` rows at a time, each group's Arrow columns made by the calling
+thread while a writer thread encodes the previous group (and a second thread writes
+``holdout.parquet`` and ``seen.parquet``), so no whole Arrow table of the samples is ever held.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +31,7 @@ from dailyrec.config import Config
 from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
 from dailyrec.events import log_inputs, open_events, read_snapshot
-from dailyrec.sampling.arrays import codes, dict_take
+from dailyrec.sampling.arrays import codes
 from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
 from dailyrec.sampling.negatives import (Negatives, exposed_negatives, popularity_q, random_negatives,
                                          same_category_negatives)
@@ -33,6 +42,22 @@ log = logging.getLogger("dailyrec.sample")
 
 SOURCES = ("positive", "random", "exposed", "same_category", "model")
 """Values of the ``source`` column; rows of one positive follow it in this order."""
+
+SAMPLE_ROW_GROUP_ROWS = 131_072
+"""Rows per Parquet row group of ``train.parquet``. The training reader shuffles row groups (and
+rows within a bounded buffer), so smaller groups give a finer shuffle; groups are cut in row order,
+so the rows of one positive stay together and follow it except across a group boundary."""
+
+TRAIN_PARQUET_OPTIONS: dict[str, Any] = {
+    "compression": "zstd", "compression_level": 1, "store_schema": False, "write_statistics": False,
+    "use_dictionary": [],  # filled per table: every column but user_id and item_id (see _train_writer)
+}
+"""How ``train.parquet`` is encoded: zstd level 1; Parquet dictionary encoding for the
+low-cardinality columns (given as Arrow dictionary arrays, so the writer does not hash the
+strings), plain for ``user_id`` / ``item_id`` (hundreds of thousands of distinct values: a
+dictionary per row group would cost more than it saves); no column statistics (nothing filters
+on them; they cost a third of the encoding time). Without the stored Arrow schema a reader gets
+plain strings back for every string column."""
 
 
 @dataclass
@@ -166,44 +191,102 @@ def draw_negatives(run: StepRun, rng: np.random.Generator, d: DayInputs, pos: Po
     return negs, skipped
 
 
-def assemble(d: DayInputs, pos: Positives, negs: Negatives) -> pa.Table:
-    """Phase 4: each positive followed by its negatives by source, with user, context and item
-    features; ``user_id``/``item_id``/``source`` dictionary-encoded, ``label`` and ``log_q`` float32."""
-    user_feats, context, item_feats = d.features
-    owners, items_all, logq_all = [np.arange(pos.n)], [pos.item], [pos.log_q]
-    src_all = [np.zeros(pos.n, np.int8)]
-    for s in SOURCES[1:]:
+@dataclass
+class TrainRows:
+    """The rows of ``train.parquet`` in output order, as index arrays of length ``N``:
+    ``owner`` (positive slot, int64), ``click`` (row of the clicks table, int64), ``user`` (user
+    code, int64), ``item`` (catalog code, int64), ``log_q`` (float32), ``src`` (index in
+    :data:`SOURCES`, int8)."""
+
+    owner: np.ndarray
+    click: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    log_q: np.ndarray
+    src: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.owner)
+
+
+def train_rows(d: DayInputs, pos: Positives, negs: Negatives) -> TrainRows:
+    """Phase 4: each positive followed by its negatives by source (random, exposed, same_category,
+    model), positives in slot order. Each source's rows are laid out with counting (no sort):
+    a row's position is its owner's start + the owner's rows of the earlier sources + its rank
+    among the owner's rows of its source (the sources give their rows in owner order; a source that
+    does not is stably sorted first)."""
+    parts: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = [
+        (0, np.arange(pos.n, dtype=np.int64), pos.item, pos.log_q)]
+    for k, s in enumerate(SOURCES[1:], start=1):
         if s in negs.parts:
             o, it, lq = negs.parts[s]
-            owners.append(o)
-            items_all.append(it)
-            logq_all.append(lq)
-            src_all.append(np.full(len(o), SOURCES.index(s), np.int8))
-    owner = np.concatenate(owners)
-    order = np.argsort(owner, kind="stable")  # each positive, then its negatives by source
-    owner = owner[order]
-    row_item = np.concatenate(items_all)[order]
-    row_logq = np.concatenate(logq_all)[order].astype(np.float32)
-    row_src = np.concatenate(src_all)[order]
-    row_click = pos.click[owner]
-    row_user = d.cu[row_click]
-    cols: dict[str, pa.Array] = {
-        "user_id": pa.DictionaryArray.from_arrays(pa.array(row_user.astype(np.int32)),
-                                                  d.users["user_id"].combine_chunks()),
-    }
-    for name in user_feats:
-        cols[name] = dict_take(d.users[name], row_user)
-    for name in context:
-        cols[name] = dict_take(d.clicks[name], row_click)
-    cols["event_time"] = d.clicks["event_time"].combine_chunks().take(pa.array(row_click))
-    cols["item_id"] = pa.DictionaryArray.from_arrays(pa.array(row_item.astype(np.int32)),
-                                                     d.catalog["item_id"].combine_chunks())
-    for name in item_feats:
-        cols[name] = dict_take(d.catalog[name], row_item)
-    cols["label"] = pa.array((row_src == 0).astype(np.float32))
-    cols["log_q"] = pa.array(row_logq)
-    cols["source"] = pa.DictionaryArray.from_arrays(pa.array(row_src), pa.array(SOURCES))
-    return pa.table(cols)
+            if len(o) > 1 and np.any(o[1:] < o[:-1]):
+                order = np.argsort(o, kind="stable")
+                o, it, lq = o[order], it[order], lq[order]
+            parts.append((k, o, it, lq))
+    counts = [np.bincount(o, minlength=pos.n) for _, o, _, _ in parts]
+    per_owner = np.sum(counts, axis=0) if parts else np.zeros(pos.n, np.int64)
+    start = np.zeros(pos.n + 1, np.int64)
+    np.cumsum(per_owner, out=start[1:])
+    n = int(start[-1])
+    owner = np.empty(n, np.int64)
+    item = np.empty(n, np.int64)
+    log_q = np.empty(n, np.float32)
+    src = np.empty(n, np.int8)
+    before = start[:-1].copy()  # per owner: where this source's rows begin
+    for (k, o, it, lq), cnt in zip(parts, counts):
+        first = np.zeros(pos.n + 1, np.int64)
+        np.cumsum(cnt, out=first[1:])
+        at = before[o] + (np.arange(len(o), dtype=np.int64) - first[o])
+        owner[at], item[at], log_q[at], src[at] = o, it, lq, k
+        before += cnt
+    click = pos.click[owner]
+    return TrainRows(owner=owner, click=click, user=d.cu[click], item=item, log_q=log_q, src=src)
+
+
+class _TrainColumns:
+    """The source columns of ``train.parquet``, prepared once: string features dictionary-encoded
+    (a row group's column is then a take of int32 indices), ids kept plain."""
+
+    def __init__(self, d: DayInputs) -> None:
+        user_feats, context, item_feats = d.features
+        self.cols: list[tuple[str, str, pa.Array]] = [("user_id", "user", _plain(d.users["user_id"]))]
+        self.cols += [(n, "user", _encoded(d.users[n])) for n in user_feats]
+        self.cols += [(n, "click", _encoded(d.clicks[n])) for n in context]
+        self.cols += [("event_time", "click", _plain(d.clicks["event_time"])),
+                      ("item_id", "item", _plain(d.catalog["item_id"]))]
+        self.cols += [(n, "item", _encoded(d.catalog[n])) for n in item_feats]
+        self.source = pa.array(SOURCES)
+
+    def table(self, rows: TrainRows, lo: int, hi: int) -> pa.Table:
+        """The Arrow table of rows ``lo:hi``."""
+        idx = {"user": pa.array(rows.user[lo:hi]), "click": pa.array(rows.click[lo:hi]),
+               "item": pa.array(rows.item[lo:hi])}
+        out = {name: values.take(idx[kind]) for name, kind, values in self.cols}
+        src = rows.src[lo:hi]
+        out["label"] = pa.array((src == 0).astype(np.float32))
+        out["log_q"] = pa.array(rows.log_q[lo:hi])
+        out["source"] = pa.DictionaryArray.from_arrays(pa.array(src), self.source)
+        return pa.table(out)
+
+
+def _plain(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def _encoded(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    arr = _plain(col)
+    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+        arr = arr.dictionary_encode()
+    return arr
+
+
+def assemble(d: DayInputs, pos: Positives, negs: Negatives) -> pa.Table:
+    """The whole of ``train.parquet`` as one Arrow table (:func:`train_rows` +
+    the row-group builder of :func:`write_samples`); the step itself streams it instead."""
+    rows = train_rows(d, pos, negs)
+    return _TrainColumns(d).table(rows, 0, rows.n)
 
 
 def _source_stats(items: np.ndarray, log_q: np.ndarray, log_pop: np.ndarray, impressions: np.ndarray,
@@ -250,28 +333,73 @@ def statistics(cfg: Config, d: DayInputs, pos: Positives, negs: Negatives, skipp
     }
 
 
-def write_samples(run: StepRun, d: DayInputs, train: pa.Table, stats: dict[str, Any], rows: dict[str, int],
-                  model_vectors: ModelVectors | None) -> str:
-    """Phase 6: ``train.parquet``, ``holdout.parquet``, ``seen.parquet`` and the manifest, atomically."""
+def seen_pairs(d: DayInputs, pos: Positives) -> pa.Table:
+    """Every distinct ``(user_id, item_id)`` clicked in the training window on a catalog item,
+    before any down-sampling, sorted by ``user_id`` then ``item_id`` (the items the evaluation
+    must not count as new recommendations, tasks.retrieval.evaluate_two_tower): decoded from
+    ``pos.clicked_keys`` (user codes are in ``user_id`` order; the catalog's item order is sorted
+    by ``item_id`` when it is not already)."""
+    keys = pos.clicked_keys
+    n_items = d.n_items
+    users, items = keys // n_items, keys % n_items
+    item_ids = _plain(d.catalog["item_id"])
+    by_id = np.asarray(pc.array_sort_indices(item_ids).to_numpy(), np.int64)
+    if np.any(by_id != np.arange(n_items)):
+        rank = np.empty(n_items, np.int64)
+        rank[by_id] = np.arange(n_items)
+        order = np.lexsort((rank[items], users))
+        users, items = users[order], items[order]
+    return pa.table({"user_id": d.user_ids.take(pa.array(users)), "item_id": item_ids.take(pa.array(items))})
+
+
+def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives) -> None:
+    pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
+    pq.write_table(seen_pairs(d, pos), f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
+
+
+def write_train(path: str, fs: Any, d: DayInputs, rows: TrainRows,
+                row_group_rows: int = SAMPLE_ROW_GROUP_ROWS) -> int:
+    """Write ``train.parquet`` (columns: docs/features-and-sampling.md) one row group of
+    ``row_group_rows`` rows at a time, in row order: the calling thread builds group ``k + 1``
+    while a writer thread encodes group ``k`` (at most two groups in memory). Returns the number
+    of row groups. Encoding: :data:`TRAIN_PARQUET_OPTIONS`."""
+    cols = _TrainColumns(d)
+    first = cols.table(rows, 0, min(row_group_rows, rows.n))
+    opts = {**TRAIN_PARQUET_OPTIONS,
+            "use_dictionary": [n for n in first.column_names if n not in ("user_id", "item_id")]}
+    groups = 0
+    with pq.ParquetWriter(path, first.schema, filesystem=fs, **opts) as writer, \
+            ThreadPoolExecutor(1, thread_name_prefix="train-writer") as pool:
+        pending: Future[None] | None = pool.submit(writer.write_table, first, row_group_size=row_group_rows)
+        groups = 1
+        for lo in range(row_group_rows, rows.n, row_group_rows):
+            table = cols.table(rows, lo, min(lo + row_group_rows, rows.n))
+            pending.result()
+            pending = pool.submit(writer.write_table, table, row_group_size=row_group_rows)
+            groups += 1
+        pending.result()
+    return groups
+
+
+def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, stats: dict[str, Any],
+                  counts: dict[str, int], model_vectors: ModelVectors | None) -> str:
+    """Phase 6: ``train.parquet`` (:func:`write_train`), ``holdout.parquet``, ``seen.parquet``
+    (:func:`seen_pairs`, written by a second thread meanwhile) and the manifest, atomically."""
     store, timer, sc = run.store, run.timer, run.cfg.sampling
     seed = [sc.seed, int(run.cur_date.replace("-", ""))]
     out = run.partition("samples")
-    with timer.step("write"), store.atomic_output(out) as tmp:
-        # dictionary columns are written as Parquet dictionary pages; without the stored Arrow
-        # schema a reader gets plain strings back
-        pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd",
-                       compression_level=1, store_schema=False)
-        pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
-        # every (user, item) clicked in the training window, before any down-sampling: the items
-        # the evaluation must not count as new recommendations (tasks.retrieval.evaluate_two_tower)
-        # (Arrow's group_by gives its groups in no fixed order: sorted, so a re-run writes the same bytes)
-        seen = pa.table({"user_id": d.clicks["user_id"], "item_id": d.clicks["item_id"]}).group_by(
-            ["user_id", "item_id"]).aggregate([]).sort_by([("user_id", "ascending"), ("item_id", "ascending")])
-        pq.write_table(seen, f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
+    with store.atomic_output(out) as tmp:
+        with ThreadPoolExecutor(1, thread_name_prefix="samples-side") as side:
+            side_done = side.submit(_write_side_files, store, tmp, d, pos)
+            with timer.step("write_train"):
+                groups = write_train(f"{tmp}/train.parquet", store.fs, d, rows)
+            with timer.step("write_holdout_seen_wait"):
+                side_done.result()
+        timer.timings["write"] = round(timer.timings["write_train"] + timer.timings["write_holdout_seen_wait"], 4)
         manifest = run.manifest(
             inputs={"logs": {day: d.hours[day] for day in sorted(d.hours)}, "users": run.partition("users"),
                     "catalog": run.path("features", "catalog.parquet"), "model_vectors": model_info(model_vectors)},
-            rows=rows, stats=stats, seed=seed,
+            rows=counts, stats=stats, seed=seed, train_row_groups=groups, train_row_group_rows=SAMPLE_ROW_GROUP_ROWS,
             training_window={"days": sorted(d.hours), "excluded_hours_of_cur_date": run.cfg.training.holdout_hours},
         )
         manifest["timings_s"]["total"] = timer.total()
@@ -318,15 +446,14 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
     q = popularity_q(pop_count, sc.popularity_floor, sc.popularity_alpha)
     negs, skipped = draw_negatives(run, rng, d, pos, q, model_vectors)
     with run.timer.step("assemble"):
-        train = assemble(d, pos, negs)
+        train = train_rows(d, pos, negs)
     with run.timer.step("stats"):
         stats = statistics(run.cfg, d, pos, negs, skipped, counts, log_pop, q)
-    rows = {"train": train.num_rows, "positives": pos.n, "negatives": train.num_rows - pos.n,
-            "holdout": d.holdout.num_rows}
-    out = write_samples(run, d, train, stats, rows, model_vectors)
+    rows = {"train": train.n, "positives": pos.n, "negatives": train.n - pos.n, "holdout": d.holdout.num_rows}
+    out = write_samples(run, d, train, pos, stats, rows, model_vectors)
     by_source = {s: v["count"] for s, v in stats["sources"].items() if s != "positive"}
     log.info("samples dt=%s: %d rows (%d positives, %s) + %d holdout clicks -> %s in %.2fs (%d events/s)",
-             run.cur_date, train.num_rows, pos.n, by_source, d.holdout.num_rows, out, run.timer.total(),
+             run.cur_date, train.n, pos.n, by_source, d.holdout.num_rows, out, run.timer.total(),
              counts[2] / max(run.timer.total(), 1e-9))
     return {"path": out, "train": f"{out}/train.parquet", "holdout": f"{out}/holdout.parquet",
             "rows": rows, "negatives_by_source": by_source, "skipped_sources": skipped}
