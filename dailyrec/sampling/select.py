@@ -50,24 +50,28 @@ so the rows of one positive stay together and follow it except across a group bo
 
 TRAIN_PARQUET_OPTIONS: dict[str, Any] = {
     "compression": "zstd", "compression_level": 1, "store_schema": False, "write_statistics": False,
-    "use_dictionary": [],  # filled per table: every column but user_id and item_id (see _train_writer)
+    "use_dictionary": [],  # filled per table: the dictionary columns and label (see write_train)
 }
-"""How ``train.parquet`` is encoded: zstd level 1; Parquet dictionary encoding for the
-low-cardinality columns (given as Arrow dictionary arrays, so the writer does not hash the
-strings), plain for ``user_id`` / ``item_id`` (hundreds of thousands of distinct values: a
-dictionary per row group would cost more than it saves); no column statistics (nothing filters
-on them; they cost a third of the encoding time). Without the stored Arrow schema a reader gets
-plain strings back for every string column."""
+"""How ``train.parquet`` is encoded: zstd level 1; Parquet dictionary encoding only for the
+low-cardinality string columns (given as Arrow dictionary arrays, so the writer does not hash the
+strings) and ``label``; plain (then zstd) for ``user_id`` / ``item_id`` (hundreds of thousands of
+distinct values: a dictionary per row group would cost more than it saves), the numbers and
+``event_time`` (hashing every value costs more than zstd on the plain values); no column
+statistics (nothing filters on them; they cost about a third of the encoding time). Without the
+stored Arrow schema a reader gets plain strings back for every string column."""
 
 
 @dataclass
 class DayInputs:
-    """What the SQL phase read: the catalog (``I`` items), the window's known clicks with their
-    user codes ``cu`` and catalog codes ``ci``, the users with positives (``user_ids``, numbered
-    in id order, and their feature rows ``users``), per-item counts, exposures and the holdout."""
+    """What the SQL phase read: the catalog (``I`` items), the window's clicks (``clicks``, holdout
+    hours and items outside the catalog included), the rows of ``clicks`` that are training clicks
+    on catalog items (``click_rows``, int64[C]) with their user codes ``cu`` and catalog codes
+    ``ci`` (int64[C]), the users with positives (``user_ids``, numbered in id order, and their
+    feature rows ``users``), per-item counts, exposures and the holdout."""
 
     catalog: pa.Table
     clicks: pa.Table
+    click_rows: np.ndarray
     cu: np.ndarray
     ci: np.ndarray
     user_ids: pa.Array
@@ -116,39 +120,84 @@ def _open(run: StepRun) -> tuple[Any, pa.Table, tuple[list[str], list[str], list
     return con, catalog, names, hours
 
 
-def read_inputs(run: StepRun) -> DayInputs:
-    """Phase 1: the SQL of ``sql/sample_*.sql`` over the window (clicks, users, popularity,
-    exposures, holdout) and the codes of the clicks (clicks outside the catalog are dropped)."""
+def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
+    """Phase 1: the SQL of ``sql/sample_*.sql`` over the window (one scan of the logs for the
+    clicks and the holdout, one for the popularity, one for the exposures when that source is on)
+    and the codes of the clicks (clicks outside the catalog are left out of ``click_rows``).
+
+    ``then(cu, ci, n_items)`` (optional; e.g. the positives' selection) runs in a worker thread as
+    soon as the codes are known, while this thread runs the remaining queries; its result is
+    returned with the inputs (``None`` without it)."""
     timer, sc = run.timer, run.cfg.sampling
     with timer.step("inputs"):
         con, catalog, (user_feats, context, item_feats), hours = _open(run)
     params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": run.cfg.training.holdout_hours}
     with timer.step("sql_clicks"):
         clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
-    with timer.step("codes"):
-        ci_all = codes(clicks["item_id"], catalog["item_id"])
-        known_click = ci_all >= 0
-        clicks = clicks.filter(pa.array(known_click))
-        ci = ci_all[known_click]
-        uids = pc.unique(clicks["user_id"])
-        uids = uids.take(pc.array_sort_indices(uids))  # users with positives, in user_id order
-        cu = codes(clicks["user_id"], uids)
+    with ThreadPoolExecutor(1, thread_name_prefix="sample-codes") as pool:
+        codes_done = pool.submit(_click_codes, timer, clicks, catalog)
+        with timer.step("sql_popularity"):
+            pop = sql.query_arrow(con, "sample_popularity", params)
+        click_rows, cu, ci, uids, unknown = codes_done.result()
+        after = pool.submit(then, cu, ci, catalog.num_rows) if then is not None else None
         sql.register_arrow(con, "train_users", pa.table({
             "user_id": uids, "user_code": pa.array(np.arange(len(uids), dtype=np.int32))}))
-    with timer.step("sql_users"):
-        users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
-    with timer.step("sql_popularity"):
-        pop = sql.query_arrow(con, "sample_popularity", params)
-    exposed = None
-    if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
-        with timer.step("sql_exposed"):
-            exposed = sql.query_arrow(con, "sample_exposed", params)
-    with timer.step("sql_holdout"):
-        holdout = sql.query_arrow(con, "sample_holdout", params, {"user_features": user_feats, "context": context})
-    con.close()
-    return DayInputs(catalog=catalog, clicks=clicks, cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop,
-                     exposed=exposed, holdout=holdout, hours=hours, unknown_item_clicks=int(len(ci_all) - len(ci)),
-                     features=(user_feats, context, item_feats))
+        with timer.step("sql_users"):
+            users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
+        exposed = None
+        if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
+            with timer.step("sql_exposed"):
+                exposed = sql.query_arrow(con, "sample_exposed", params)
+        with timer.step("sql_holdout"):
+            sql.register_arrow(con, "holdout_clicks", clicks.filter(clicks["in_holdout"]).drop_columns(["in_holdout"]))
+            holdout = sql.query_arrow(con, "sample_holdout", {}, {"user_features": user_feats, "context": context})
+        con.close()
+        result = after.result() if after is not None else None
+    d = DayInputs(catalog=catalog, clicks=clicks.drop_columns(["in_holdout", "request_id"]), click_rows=click_rows,
+                  cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop, exposed=exposed, holdout=holdout,
+                  hours=hours, unknown_item_clicks=unknown, features=(user_feats, context, item_feats))
+    return d, result
+
+
+def _click_codes(timer: Any, clicks: pa.Table, catalog: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                             pa.Array, int]:
+    """``(click_rows, cu, ci, user_ids, unknown_item_clicks)`` of the window's clicks: the rows of
+    the training window on catalog items, their user codes (rank of the ``user_id`` among those
+    rows' users, in string order) and catalog codes; the number of training clicks on items
+    outside the catalog."""
+    with timer.step("codes"):
+        train = ~np.asarray(clicks["in_holdout"].to_numpy(), bool)
+        ci_all = _dictionary_codes(clicks["item_id"], catalog["item_id"])
+        known = ci_all >= 0
+        click_rows = np.flatnonzero(train & known)
+        uidx, udict = _dictionary(clicks["user_id"])
+        uidx = uidx[click_rows]
+        used = np.flatnonzero(np.bincount(uidx, minlength=len(udict)))
+        uids_unsorted = udict.take(pa.array(used))
+        order = np.asarray(pc.array_sort_indices(uids_unsorted).to_numpy(), np.int64)
+        rank = np.full(len(udict), -1, np.int64)
+        rank[used[order]] = np.arange(len(order))
+        return (click_rows, rank[uidx], ci_all[click_rows], uids_unsorted.take(pa.array(order)),
+                int(np.count_nonzero(train & ~known)))
+
+
+def _dictionary(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """``(indices int64[N], dictionary)`` of a non-null string column (one hashing pass)."""
+    enc = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    if enc.null_count:
+        raise ValueError("null value in a key column of the window's clicks")
+    return np.asarray(enc.indices.to_numpy(), np.int64), enc.dictionary
+
+
+def _dictionary_codes(values: pa.ChunkedArray, value_set: pa.ChunkedArray) -> np.ndarray:
+    """Position of each value in ``value_set`` (int64, -1 when absent or null): one hashing pass
+    over ``values`` (dictionary encoding), then a lookup of its distinct values only."""
+    enc = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    if len(enc) == 0:
+        return np.zeros(0, np.int64)
+    lut = np.r_[codes(enc.dictionary, value_set), -1]
+    idx = np.asarray(enc.indices.fill_null(len(enc.dictionary)).to_numpy(), np.int64)
+    return lut[idx]
 
 
 def item_counts(d: DayInputs) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -194,7 +243,7 @@ def draw_negatives(run: StepRun, rng: np.random.Generator, d: DayInputs, pos: Po
 @dataclass
 class TrainRows:
     """The rows of ``train.parquet`` in output order, as index arrays of length ``N``:
-    ``owner`` (positive slot, int64), ``click`` (row of the clicks table, int64), ``user`` (user
+    ``owner`` (positive slot, int64), ``click`` (row of ``DayInputs.clicks``, int64), ``user`` (user
     code, int64), ``item`` (catalog code, int64), ``log_q`` (float32), ``src`` (index in
     :data:`SOURCES`, int8)."""
 
@@ -242,28 +291,64 @@ def train_rows(d: DayInputs, pos: Positives, negs: Negatives) -> TrainRows:
         owner[at], item[at], log_q[at], src[at] = o, it, lq, k
         before += cnt
     click = pos.click[owner]
-    return TrainRows(owner=owner, click=click, user=d.cu[click], item=item, log_q=log_q, src=src)
+    return TrainRows(owner=owner, click=d.click_rows[click], user=d.cu[click], item=item, log_q=log_q, src=src)
+
+
+class _Gather:
+    """One source column of ``train.parquet`` prepared for fast row gathers with numpy: string
+    columns as dictionary indices (int32) + dictionary, numbers as their values, timestamps as
+    int64; the null mask kept apart. ``plain=True`` (the ids) gives plain strings instead."""
+
+    def __init__(self, col: pa.ChunkedArray | pa.Array, plain: bool = False) -> None:
+        arr = _plain(col)
+        self.type = arr.type
+        self.plain = arr if plain else None
+        self.dictionary = None
+        self.valid = None if arr.null_count == 0 else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False))
+        if plain:
+            return
+        if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
+            enc = arr.dictionary_encode()
+            self.dictionary = enc.dictionary
+            self.values = np.asarray(enc.indices.fill_null(0).to_numpy(), np.int32)
+        elif pa.types.is_timestamp(arr.type) or pa.types.is_date(arr.type):
+            self.values = np.asarray(arr.fill_null(0).cast(pa.int64() if pa.types.is_timestamp(arr.type)
+                                                           or arr.type == pa.date64() else pa.int32()).to_numpy())
+        else:
+            self.values = np.asarray(arr.fill_null(0).to_numpy(zero_copy_only=False))
+
+    def take(self, idx: np.ndarray) -> pa.Array:
+        if self.plain is not None:
+            return self.plain.take(pa.array(idx))
+        mask = None if self.valid is None else ~self.valid[idx]
+        vals = self.values[idx]
+        if self.dictionary is not None:
+            return pa.DictionaryArray.from_arrays(pa.array(vals, mask=mask), self.dictionary)
+        if pa.types.is_timestamp(self.type) or pa.types.is_date(self.type):
+            return pa.array(vals, mask=mask).view(self.type) if mask is None else \
+                pa.array(vals, mask=mask).cast(self.type)
+        return pa.array(vals, type=self.type, mask=mask)
 
 
 class _TrainColumns:
-    """The source columns of ``train.parquet``, prepared once: string features dictionary-encoded
-    (a row group's column is then a take of int32 indices), ids kept plain."""
+    """The source columns of ``train.parquet``, prepared once (:class:`_Gather`): a row group's
+    column is then a numpy gather of int32 dictionary indices (string features) or values, the
+    ids a take of plain strings."""
 
     def __init__(self, d: DayInputs) -> None:
         user_feats, context, item_feats = d.features
-        self.cols: list[tuple[str, str, pa.Array]] = [("user_id", "user", _plain(d.users["user_id"]))]
-        self.cols += [(n, "user", _encoded(d.users[n])) for n in user_feats]
-        self.cols += [(n, "click", _encoded(d.clicks[n])) for n in context]
-        self.cols += [("event_time", "click", _plain(d.clicks["event_time"])),
-                      ("item_id", "item", _plain(d.catalog["item_id"]))]
-        self.cols += [(n, "item", _encoded(d.catalog[n])) for n in item_feats]
+        self.cols: list[tuple[str, str, _Gather]] = [("user_id", "user", _Gather(d.users["user_id"], plain=True))]
+        self.cols += [(n, "user", _Gather(d.users[n])) for n in user_feats]
+        self.cols += [(n, "click", _Gather(d.clicks[n])) for n in context]
+        self.cols += [("event_time", "click", _Gather(d.clicks["event_time"])),
+                      ("item_id", "item", _Gather(d.catalog["item_id"], plain=True))]
+        self.cols += [(n, "item", _Gather(d.catalog[n])) for n in item_feats]
         self.source = pa.array(SOURCES)
 
     def table(self, rows: TrainRows, lo: int, hi: int) -> pa.Table:
         """The Arrow table of rows ``lo:hi``."""
-        idx = {"user": pa.array(rows.user[lo:hi]), "click": pa.array(rows.click[lo:hi]),
-               "item": pa.array(rows.item[lo:hi])}
-        out = {name: values.take(idx[kind]) for name, kind, values in self.cols}
+        idx = {"user": rows.user[lo:hi], "click": rows.click[lo:hi], "item": rows.item[lo:hi]}
+        out = {name: g.take(idx[kind]) for name, kind, g in self.cols}
         src = rows.src[lo:hi]
         out["label"] = pa.array((src == 0).astype(np.float32))
         out["log_q"] = pa.array(rows.log_q[lo:hi])
@@ -273,13 +358,6 @@ class _TrainColumns:
 
 def _plain(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-
-
-def _encoded(col: pa.ChunkedArray | pa.Array) -> pa.Array:
-    arr = _plain(col)
-    if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
-        arr = arr.dictionary_encode()
-    return arr
 
 
 def assemble(d: DayInputs, pos: Positives, negs: Negatives) -> pa.Table:
@@ -366,7 +444,7 @@ def write_train(path: str, fs: Any, d: DayInputs, rows: TrainRows,
     cols = _TrainColumns(d)
     first = cols.table(rows, 0, min(row_group_rows, rows.n))
     opts = {**TRAIN_PARQUET_OPTIONS,
-            "use_dictionary": [n for n in first.column_names if n not in ("user_id", "item_id")]}
+            "use_dictionary": [f.name for f in first.schema if pa.types.is_dictionary(f.type) or f.name == "label"]}
     groups = 0
     with pq.ParquetWriter(path, first.schema, filesystem=fs, **opts) as writer, \
             ThreadPoolExecutor(1, thread_name_prefix="train-writer") as pool:
@@ -431,10 +509,15 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
         with run.timer.step("model_vectors"):
             model_vectors = previous_model_vectors(run.store, run.cfg, run.cur_date)
     rng = np.random.default_rng([sc.seed, int(run.cur_date.replace("-", ""))])
-    d = read_inputs(run)
-    with run.timer.step("positives"):
-        counts = item_counts(d)
-        pos = select_positives(rng, d.cu, d.ci, d.n_items, sc.positive_subsample_t, sc.positive_cap_per_item)
+
+    def positives(cu: np.ndarray, ci: np.ndarray, n_items: int) -> Positives:
+        with run.timer.step("positives"):
+            p = select_positives(rng, cu, ci, n_items, sc.positive_subsample_t, sc.positive_cap_per_item)
+            p.clicked_set  # noqa: B018 (built here, in the worker thread, while the SQL runs)
+            return p
+
+    d, pos = read_inputs(run, then=positives)
+    counts = item_counts(d)
     log.info("samples dt=%s: %d events, %d clicks in the training window; %d positives kept "
              "(%d dropped by subsampling, %d by the cap, %d clicks on items outside the catalog)",
              run.cur_date, counts[2], counts[3], pos.n, pos.dropped_by_subsampling, pos.dropped_by_cap,
