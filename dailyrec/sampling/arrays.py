@@ -85,15 +85,19 @@ class InverseCdf:
         self.total = float(self.cdf[-1])
         self.k = int(buckets or max(1024, 1 << int(np.ceil(np.log2(len(self.cdf) * 32)))))
         edges = np.arange(self.k + 1, dtype=np.float64) * (self.total / self.k)
-        self.guide = np.searchsorted(self.cdf, edges, side="right").astype(np.int64)
+        guide = np.searchsorted(self.cdf, edges, side="right")
+        at = np.arange(self.k + 1)
+        # bounds of a query in slice b: the count at edge b-1 and at edge b+2 (clipped), as tables
+        self._lo = guide[np.maximum(at - 1, 0)].astype(np.int32)
+        self._hi = guide[np.minimum(at + 2, self.k)].astype(np.int32)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``int32[len(x)]``: the number of CDF values ``<= x`` for each ``x``."""
         x = np.asarray(x, dtype=np.float64)
-        b = (x * (self.k / self.total)).astype(np.int64)
-        lo = self.guide[np.clip(b - 1, 0, self.k)]
-        hi = self.guide[np.clip(b + 2, 0, self.k)]
-        out = lo.copy()
-        amb = np.flatnonzero(lo != hi)
+        b = np.multiply(x, self.k / self.total).astype(np.int32)
+        np.minimum(b, self.k, out=b)
+        out = self._lo[b]
+        amb = np.flatnonzero(out != self._hi[b])
         if len(amb):
             out[amb] = np.searchsorted(self.cdf, x[amb], side="right")
         return out

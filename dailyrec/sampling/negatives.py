@@ -34,7 +34,7 @@ class Negatives:
         self.info: dict[str, dict[str, Any]] = {}
 
     def add(self, source: str, owner: np.ndarray, items: np.ndarray, log_q: np.ndarray, **info: Any) -> None:
-        self.parts[source] = (owner.astype(np.int64), items.astype(np.int64), log_q.astype(np.float64))
+        self.parts[source] = (np.asarray(owner, np.int64), np.asarray(items, np.int64), np.asarray(log_q, np.float64))
         self.info[source] = info
 
 
@@ -73,12 +73,16 @@ def random_negatives(rng: np.random.Generator, negs: Negatives, pos: Positives, 
     icdf = InverseCdf(cdf)
 
     def draw(n: int) -> np.ndarray:
-        return np.minimum(icdf(rng.random(n) * cdf[-1]), n_items - 1)
+        u = rng.random(n)
+        u *= cdf[-1]
+        return np.minimum(icdf(u), n_items - 1).astype(np.int64)
 
     owner = np.repeat(np.arange(pos.n), per_positive)
     items = draw(len(owner))
     ok, info = resample_collisions(rng, pos.user[owner], items, pos.clicked_set, n_items, lambda i: draw(len(i)))
-    negs.add("random", owner[ok], items[ok], np.log(q[items[ok]]), **info)
+    if info["dropped"]:
+        owner, items = owner[ok], items[ok]
+    negs.add("random", owner, items, np.log(q)[items], **info)
 
 
 def exposed_negatives(rng: np.random.Generator, negs: Negatives, pos: Positives, exposed: pa.Table,
