@@ -267,6 +267,7 @@ HEADLINES: dict[str, Summary] = {
             Headline("sample selection, training-window events/s (median)", "sample_events_per_s"),
             Headline("sample selection, the day's events/s (median)", "sample_day_events_per_s", ",.0f",
                      "pyarrow read of the day's logs", "parquet_read_events_per_s"),
+            Headline("sample selection, peak RSS, MB", "sample_peak_rss_mb"),
             Headline("two-tower fit, examples/s, softmax", "train_examples_per_s_softmax", ",.0f",
                      "plain Keras two-tower (ids only)", "plain_keras_examples_per_s_softmax"),
             Headline("two-tower fit, examples/s, bce", "train_examples_per_s_bce", ",.0f",
