@@ -275,7 +275,8 @@ HEADLINES: dict[str, Summary] = {
             Headline("train step, examples/s, softmax ({train_step_softmax.rows} rows)",
                      "train_step_softmax.examples_per_s"),
             Headline("peak RSS, largest stage, MB", "peak_rss_mb"),
-        )),
+        ),
+        parts="parts"),
 }
 
 _MISSING = object()

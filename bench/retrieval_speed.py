@@ -19,6 +19,10 @@ peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.windo
   and optimizer), ``--warmup-steps`` steps excluded -> steady-state examples/s, wall and per CPU
   second, for each loss.
 
+``--only generate,features,sample`` runs only the stages up to the samples (the training figures
+are then carried over from the existing JSON, with the run that measured them under
+``parts.training``; ``parts.run`` is this run).
+
 The machine is shared: every step records the 1-minute load average before and after and its
 process CPU seconds (``*_cpu`` figures are per CPU-second: less sensitive to other load).
 
@@ -321,6 +325,30 @@ def run_stage(stage: str, p: dict[str, Any], min_available_mb: float = 2048) -> 
     return res
 
 
+TRAINING_KEYS = ("train_", "fit_", "plain_fit_", "plain_keras_", "tf_threads")
+"""Metric keys made by the training stages (train, fit, plain_fit)."""
+
+
+def carried_training_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """With ``--only`` leaving the training stages out: their figures (keys starting with
+    :data:`TRAINING_KEYS`, absent from ``metrics``) carried over from the existing
+    ``bench/results/retrieval_speed.json``, with the command, date and load of the run that measured
+    them (``parts.training``); ``{}`` when there is no such file or figure."""
+    path = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    om = old.get("metrics", {})
+    keep = {k: v for k, v in om.items() if k.startswith(TRAINING_KEYS) and k not in metrics}
+    if not keep:
+        return {}
+    prev = (om.get("parts") or {}).get("training") or {
+        "command": old.get("command"), "date": old.get("date"),
+        "load_avg_1m_start": (om.get("load_avg_1m") or {}).get("start"),
+        "load_avg_1m_end": (om.get("load_avg_1m") or {}).get("max")}
+    return {"metrics": keep, "part": prev}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"./dev bench {NAME}", description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=10_000_000, help="events of the day")
@@ -334,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-train", action="store_true", help="no train_two_tower stage (only the timed fit)")
     ap.add_argument("--only", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
                     help="comma-separated stages to run among generate,features,sample,train,fit,plain_fit "
-                         "(default: all; e.g. --only generate,features,sample); figures of the stages not "
-                         "run are left out")
+                         "(default: all; e.g. --only generate,features,sample); the figures of the training "
+                         "stages not run are carried over from the existing results JSON (parts.training "
+                         "names the run that measured them)")
     ap.add_argument("--min-available-mb", type=float, default=2048,
                     help="kill a stage when the system's MemAvailable falls below this (shared machine)")
     ap.add_argument("--data-root", help="use (and keep) this data root; an existing day is not regenerated")
@@ -464,6 +493,14 @@ def main(argv: list[str] | None = None) -> int:
         "stages_run": sorted(only),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     })
+    parts = {"run": {"command": f"./dev bench {NAME} " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                     "stages": sorted(only), "load_avg_1m_start": load_start, "load_avg_1m_end": load_avg()}}
+    carried = carried_training_metrics(metrics) if not args.no_save and args.only else {}
+    if carried:  # figures of two runs: say which run measured which
+        metrics.update(carried["metrics"])
+        parts["training"] = carried["part"]
+        metrics["parts"] = parts
     print(json.dumps(metrics, indent=1))
     if not args.no_save:
         save_result(NAME, argv, metrics)
