@@ -372,3 +372,17 @@ def test_rerun_writes_identical_bytes(world):
     b, _, _ = run(world, **over)
     assert all(open(f"{b['path']}/{f}", "rb").read() == v for f, v in first.items())
     assert man["train_row_group_rows"] == SAMPLE_ROW_GROUP_ROWS == 131_072 and man["train_row_groups"] == 1
+
+
+def test_row_group_gathers_keep_values_types_and_nulls():
+    import pyarrow as pa
+
+    from dailyrec.sampling.output import _Gather
+
+    idx = np.array([2, 0, 1, 2, 3])
+    for arr in [pa.array(["a", None, "b", "a"]), pa.array([1, None, 3, 4], pa.int32()),
+                pa.array([1, 2, None, 4], pa.timestamp("us", tz="UTC")), pa.array([1, 2, 3, 4], pa.timestamp("us", tz="UTC"))]:
+        for plain in (False, True):
+            got = _Gather(arr, plain=plain).take(idx)
+            got = got.cast(got.type.value_type) if pa.types.is_dictionary(got.type) else got
+            assert got.equals(arr.take(pa.array(idx))), (arr.type, plain)
