@@ -321,6 +321,7 @@ HEADLINES: dict[str, Summary] = {
             Headline("sample selection, training-window events/s (median)", "sample_events_per_s"),
             Headline("sample selection, the day's events/s (median)", "sample_day_events_per_s", ",.0f",
                      "pyarrow read of the day's logs", "parquet_read_events_per_s"),
+            Headline("sample selection, peak RSS, MB", "sample_peak_rss_mb"),
             Headline("two-tower fit, examples/s, softmax", "train_examples_per_s_softmax", ",.0f",
                      "plain Keras two-tower (ids only)", "plain_keras_examples_per_s_softmax"),
             Headline("two-tower fit, examples/s, bce", "train_examples_per_s_bce", ",.0f",
@@ -328,7 +329,8 @@ HEADLINES: dict[str, Summary] = {
             Headline("train step, examples/s, softmax ({train_step_softmax.rows} rows)",
                      "train_step_softmax.examples_per_s"),
             Headline("peak RSS, largest stage, MB", "peak_rss_mb"),
-        )),
+        ),
+        parts="parts"),
 }
 
 _MISSING = object()

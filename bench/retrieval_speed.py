@@ -19,6 +19,10 @@ peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.windo
   and optimizer), ``--warmup-steps`` steps excluded -> steady-state examples/s, wall and per CPU
   second, for each loss.
 
+``--only generate,features,sample`` runs only the stages up to the samples (the training figures
+are then carried over from the existing JSON, with the run that measured them under
+``parts.training``; ``parts.run`` is this run).
+
 The machine is shared: every step records the 1-minute load average before and after and its
 process CPU seconds (``*_cpu`` figures are per CPU-second: less sensitive to other load).
 
@@ -321,6 +325,30 @@ def run_stage(stage: str, p: dict[str, Any], min_available_mb: float = 2048) -> 
     return res
 
 
+TRAINING_KEYS = ("train_", "fit_", "plain_fit_", "plain_keras_", "tf_threads")
+"""Metric keys made by the training stages (train, fit, plain_fit)."""
+
+
+def carried_training_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """With ``--only`` leaving the training stages out: their figures (keys starting with
+    :data:`TRAINING_KEYS`, absent from ``metrics``) carried over from the existing
+    ``bench/results/retrieval_speed.json``, with the command, date and load of the run that measured
+    them (``parts.training``); ``{}`` when there is no such file or figure."""
+    path = Path(__file__).resolve().parent / "results" / f"{NAME}.json"
+    if not path.exists():
+        return {}
+    old = json.loads(path.read_text())
+    om = old.get("metrics", {})
+    keep = {k: v for k, v in om.items() if k.startswith(TRAINING_KEYS) and k not in metrics}
+    if not keep:
+        return {}
+    prev = (om.get("parts") or {}).get("training") or {
+        "command": old.get("command"), "date": old.get("date"),
+        "load_avg_1m_start": (om.get("load_avg_1m") or {}).get("start"),
+        "load_avg_1m_end": (om.get("load_avg_1m") or {}).get("max")}
+    return {"metrics": keep, "part": prev}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"./dev bench {NAME}", description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=10_000_000, help="events of the day")
@@ -332,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-rows", type=int, default=2_000_000, help="rows of the steady-state fit (0: all)")
     ap.add_argument("--warmup-steps", type=int, default=20)
     ap.add_argument("--skip-train", action="store_true", help="no train_two_tower stage (only the timed fit)")
+    ap.add_argument("--only", type=lambda v: [x.strip() for x in v.split(",") if x.strip()],
+                    help="comma-separated stages to run among generate,features,sample,train,fit,plain_fit "
+                         "(default: all; e.g. --only generate,features,sample); the figures of the training "
+                         "stages not run are carried over from the existing results JSON (parts.training "
+                         "names the run that measured them)")
     ap.add_argument("--min-available-mb", type=float, default=2048,
                     help="kill a stage when the system's MemAvailable falls below this (shared machine)")
     ap.add_argument("--data-root", help="use (and keep) this data root; an existing day is not regenerated")
@@ -341,6 +374,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.stage:
         return _stage_entry(args.stage, args.params)
+    only = set(args.only or STAGES)
+    if only - set(STAGES):
+        ap.error(f"--only: unknown stage(s) {sorted(only - set(STAGES))}; choose among {', '.join(STAGES)}")
+    if "sample" not in only:
+        ap.error("--only must include sample (the figures are computed from it)")
 
     t_start = time.perf_counter()
     load_start = load_avg()
@@ -354,21 +392,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not Path(root, "logs", f"dt={DAY}").exists():
             res["generate"] = run_stage("generate", p)
-        res["features"] = run_stage("features", p)
+        if "features" in only or not Path(root, "features", f"dt={DAY}").exists():
+            res["features"] = run_stage("features", p)
         res["sample"] = run_stage("sample", {**p, "repeats": args.sample_repeats})
         for loss in args.losses:
             lp = {**p, "overrides": {**base, "training.loss": loss}}
-            if not args.skip_train:
+            if not args.skip_train and "train" in only:
                 try:
                     res[f"train_{loss}"] = run_stage("train", lp, args.min_available_mb)
                 except StageKilled as exc:
                     print(exc, flush=True)
                     killed[f"train_{loss}"] = str(exc)
-            res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows, "warmup_steps": args.warmup_steps},
-                                           args.min_available_mb)
-            res[f"plain_fit_{loss}"] = run_stage("plain_fit", {**lp, "fit_rows": args.fit_rows, "loss": loss,
-                                                               "warmup_steps": args.warmup_steps},
-                                                 args.min_available_mb)
+            if "fit" in only:
+                res[f"fit_{loss}"] = run_stage("fit", {**lp, "fit_rows": args.fit_rows,
+                                                       "warmup_steps": args.warmup_steps}, args.min_available_mb)
+            if "plain_fit" in only:
+                res[f"plain_fit_{loss}"] = run_stage("plain_fit", {**lp, "fit_rows": args.fit_rows, "loss": loss,
+                                                                   "warmup_steps": args.warmup_steps},
+                                                     args.min_available_mb)
         import pyarrow.parquet as pq
 
         day_events = sum(pq.ParquetFile(f).metadata.num_rows for f in Path(root, "logs", f"dt={DAY}").rglob("*.parquet"))
@@ -405,26 +446,32 @@ def main(argv: list[str] | None = None) -> int:
                                         "(user_id, item_id, click, event_time) without any work; "
                                         "ratio = read seconds / select_samples seconds"),
         "sample_timings_s": sruns[len(sruns) // 2]["timings_s"],
-        "features_s": res["features"]["seconds"],
-        "features_timings_s": res["features"]["timings_s"],
-        "train_examples_per_s": res[f"fit_{main_loss}"]["examples_per_s"],
-        "train_examples_per_s_note": (f"steady state of the pipeline's model on its samples (loss {main_loss}, "
-                                      f"batch {args.batch_size}, first {args.warmup_steps} steps excluded); "
-                                      "train_step_* are the whole train_two_tower step"),
+        "sample_peak_rss_mb": res["sample"]["peak_rss_mb"],
         "batch_size": args.batch_size,
     }
+    if "features" in res:
+        metrics["features_s"] = res["features"]["seconds"]
+        metrics["features_timings_s"] = res["features"]["timings_s"]
+    if f"fit_{main_loss}" in res:
+        metrics["train_examples_per_s"] = res[f"fit_{main_loss}"]["examples_per_s"]
+        metrics["train_examples_per_s_note"] = (
+            f"steady state of the pipeline's model on its samples (loss {main_loss}, batch {args.batch_size}, "
+            f"first {args.warmup_steps} steps excluded); train_step_* are the whole train_two_tower step")
     for loss in args.losses:
-        f = res[f"fit_{loss}"]
-        metrics[f"train_examples_per_s_{loss}"] = f["examples_per_s"]
-        metrics[f"train_examples_per_cpu_s_{loss}"] = f["examples_per_cpu_s"]
-        metrics[f"fit_{loss}"] = {k: f[k] for k in ("rows", "timed_steps", "timed_wall_s", "timed_cpu_s",
-                                                    "fit_total_s", "prepare_s", "peak_rss_mb", "final_loss")}
-        b = res[f"plain_fit_{loss}"]
-        metrics[f"plain_keras_examples_per_s_{loss}"] = b["examples_per_s"]
-        metrics[f"train_vs_plain_keras_{loss}"] = round(f["examples_per_s"] / b["examples_per_s"], 3)
-        metrics[f"plain_fit_{loss}"] = {k: b[k] for k in ("rows", "users", "items", "timed_steps", "timed_wall_s",
-                                                          "timed_cpu_s", "examples_per_cpu_s", "peak_rss_mb",
-                                                          "final_loss")}
+        f = res.get(f"fit_{loss}")
+        if f is not None:
+            metrics[f"train_examples_per_s_{loss}"] = f["examples_per_s"]
+            metrics[f"train_examples_per_cpu_s_{loss}"] = f["examples_per_cpu_s"]
+            metrics[f"fit_{loss}"] = {k: f[k] for k in ("rows", "timed_steps", "timed_wall_s", "timed_cpu_s",
+                                                        "fit_total_s", "prepare_s", "peak_rss_mb", "final_loss")}
+        b = res.get(f"plain_fit_{loss}")
+        if b is not None:
+            metrics[f"plain_keras_examples_per_s_{loss}"] = b["examples_per_s"]
+            metrics[f"plain_fit_{loss}"] = {k: b[k] for k in ("rows", "users", "items", "timed_steps",
+                                                              "timed_wall_s", "timed_cpu_s", "examples_per_cpu_s",
+                                                              "peak_rss_mb", "final_loss")}
+        if f is not None and b is not None:
+            metrics[f"train_vs_plain_keras_{loss}"] = round(f["examples_per_s"] / b["examples_per_s"], 3)
         if f"train_{loss}" in res:
             t = res[f"train_{loss}"]
             metrics[f"train_step_{loss}"] = {
@@ -442,9 +489,18 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg_1m": {"start": load_start, "min": min(loads), "max": max(loads), "by_stage": {
             k: r["load_avg_1m"] for k, r in res.items()}},
         "cpu_s_by_stage": {k: r["process_cpu_s"] for k, r in res.items()},
-        "tf_threads": res[f"fit_{main_loss}"]["threads"],
+        "tf_threads": res[f"fit_{main_loss}"]["threads"] if f"fit_{main_loss}" in res else None,
+        "stages_run": sorted(only),
         "wall_seconds": round(time.perf_counter() - t_start, 1),
     })
+    parts = {"run": {"command": f"./dev bench {NAME} " + " ".join(argv if argv is not None else sys.argv[1:]),
+                     "date": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                     "stages": sorted(only), "load_avg_1m_start": load_start, "load_avg_1m_end": load_avg()}}
+    carried = carried_training_metrics(metrics) if not args.no_save and args.only else {}
+    if carried:  # figures of two runs: say which run measured which
+        metrics.update(carried["metrics"])
+        parts["training"] = carried["part"]
+        metrics["parts"] = parts
     print(json.dumps(metrics, indent=1))
     if not args.no_save:
         save_result(NAME, argv, metrics)

@@ -20,7 +20,7 @@ snapshot of ``cur_date`` and ``features/dt=D/catalog.parquet``. The heavy liftin
   :func:`model_hard_negatives` on the previous model's vectors, :class:`ModelVectors`; skipped
   with a warning when there are none).
 
-Output (atomic), ``samples/dt=D/``: ``train.parquet``, ``holdout.parquet``, ``seen.parquet`` (the
+Output (atomic, :mod:`.output`: streamed one row group at a time), ``samples/dt=D/``: ``train.parquet``, ``holdout.parquet``, ``seen.parquet`` (the
 distinct user/item clicks of the training window, before down-sampling), ``_manifest.json``
 (with per-source statistics). Deterministic under ``(sampling.seed, cur_date)``.
 """

@@ -1,7 +1,9 @@
 """Vectorised numpy/Arrow helpers of the sampler: sorted-key membership, CSR groups, codes.
 
 All of them are exact (no sampling) except :func:`draw_from_groups`, which draws one uniform
-``rng.random`` per kept owner, in owner order.
+``rng.random`` per kept owner, in owner order. :class:`KeySet` and :class:`InverseCdf` are the
+sort-free (hash / guide-table) forms of :func:`member` and of ``searchsorted`` over a CDF: same
+results, no ``argsort`` of the queries.
 """
 
 from __future__ import annotations
@@ -35,6 +37,70 @@ def member(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
     pos = searchsorted(sorted_keys, keys)
     pos[pos == len(sorted_keys)] = 0
     return sorted_keys[pos] == keys
+
+
+class KeySet:
+    """A set of int64 keys (e.g. ``user * n_items + item``) for fast elementwise membership.
+
+    ``contains(keys)`` equals :func:`member` on the sorted unique keys, but it first looks each
+    key up in a byte table of ``2 ** bits`` entries marked at a multiplicative hash of the set's
+    keys (``bits`` so that about 1/16 of the entries are marked, at most ``2 ** 26``): a key whose
+    entry is unmarked is absent, and only the others (the members and a few % false hits) go
+    through the exact binary search. No sort of the queries; memory ``2 ** bits`` bytes (<= 64 MB).
+    """
+
+    _MULT = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, sorted_keys: np.ndarray) -> None:
+        self.keys = np.asarray(sorted_keys, dtype=np.int64)
+        self.bits = int(min(26, max(10, np.ceil(np.log2(max(len(self.keys), 1) * 16)))))
+        self._table = np.zeros(2 ** self.bits, dtype=bool)
+        self._table[self._hash(self.keys)] = True
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            return ((keys.astype(np.uint64) * self._MULT) >> np.uint64(64 - self.bits)).astype(np.intp)
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        """``bool[len(keys)]``: each key is in the set (exact)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(self.keys) == 0 or len(keys) == 0:
+            return np.zeros(len(keys), dtype=bool)
+        hit = self._table[self._hash(keys)]
+        cand = np.flatnonzero(hit)
+        if len(cand):
+            hit[cand] = member(self.keys, keys[cand])
+        return hit
+
+
+class InverseCdf:
+    """``np.searchsorted(cdf, x, side="right")`` for many ``x`` in ``[0, cdf[-1])``, through a guide
+    table of ``buckets`` equal slices of ``[0, cdf[-1])`` (Chen and Asau 1974): a query whose
+    neighbouring slices hold no CDF step is answered by one table read, the others (about
+    ``3 * len(cdf) / buckets`` of them) by the binary search. Exactly the binary search's result.
+    """
+
+    def __init__(self, cdf: np.ndarray, buckets: int | None = None) -> None:
+        self.cdf = np.asarray(cdf, dtype=np.float64)
+        self.total = float(self.cdf[-1])
+        self.k = int(buckets or max(1024, 1 << int(np.ceil(np.log2(len(self.cdf) * 32)))))
+        edges = np.arange(self.k + 1, dtype=np.float64) * (self.total / self.k)
+        guide = np.searchsorted(self.cdf, edges, side="right")
+        at = np.arange(self.k + 1)
+        # bounds of a query in slice b: the count at edge b-1 and at edge b+2 (clipped), as tables
+        self._lo = guide[np.maximum(at - 1, 0)].astype(np.int32)
+        self._hi = guide[np.minimum(at + 2, self.k)].astype(np.int32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``int32[len(x)]``: the number of CDF values ``<= x`` for each ``x``."""
+        x = np.asarray(x, dtype=np.float64)
+        b = np.multiply(x, self.k / self.total).astype(np.int32)
+        np.minimum(b, self.k, out=b)
+        out = self._lo[b]
+        amb = np.flatnonzero(out != self._hi[b])
+        if len(amb):
+            out[amb] = np.searchsorted(self.cdf, x[amb], side="right")
+        return out
 
 
 def csr(keys: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

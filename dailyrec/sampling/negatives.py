@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from dailyrec.sampling.arrays import codes, csr, draw_from_groups, log_freq, member, searchsorted
+from dailyrec.sampling.arrays import InverseCdf, KeySet, codes, csr, draw_from_groups, log_freq
 from dailyrec.sampling.positives import Positives
 
 RESAMPLE_ROUNDS = 8
@@ -34,17 +34,18 @@ class Negatives:
         self.info: dict[str, dict[str, Any]] = {}
 
     def add(self, source: str, owner: np.ndarray, items: np.ndarray, log_q: np.ndarray, **info: Any) -> None:
-        self.parts[source] = (owner.astype(np.int64), items.astype(np.int64), log_q.astype(np.float64))
+        self.parts[source] = (np.asarray(owner, np.int64), np.asarray(items, np.int64), np.asarray(log_q, np.float64))
         self.info[source] = info
 
 
 def resample_collisions(rng: np.random.Generator, owner_user: np.ndarray, items: np.ndarray,
-                        clicked_keys: np.ndarray, n_items: int,
+                        clicked: KeySet, n_items: int,
                         redraw: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, dict[str, int]]:
-    """Redraw (in place) items that the owner user clicked (``redraw(rows) -> new items``), at most
-    :data:`RESAMPLE_ROUNDS` times; returns the kept mask and ``{collisions, redraws, dropped}``."""
+    """Redraw (in place) items that the owner user clicked (``clicked``: the ``user * n_items +
+    item`` keys of the clicks; ``redraw(rows) -> new items``), at most :data:`RESAMPLE_ROUNDS`
+    times; returns the kept mask and ``{collisions, redraws, dropped}``."""
     resampled = 0
-    coll = member(clicked_keys, owner_user * n_items + items)
+    coll = clicked.contains(owner_user * n_items + items)
     first = int(coll.sum())
     for _ in range(RESAMPLE_ROUNDS):
         if not coll.any():
@@ -53,7 +54,7 @@ def resample_collisions(rng: np.random.Generator, owner_user: np.ndarray, items:
         resampled += len(idx)
         items[idx] = redraw(idx)
         coll = np.zeros(len(items), dtype=bool)
-        coll[idx] = member(clicked_keys, owner_user[idx] * n_items + items[idx])
+        coll[idx] = clicked.contains(owner_user[idx] * n_items + items[idx])
     return ~coll, {"collisions": first, "redraws": resampled, "dropped": int(coll.sum())}
 
 
@@ -64,17 +65,24 @@ def popularity_q(pop_count: np.ndarray, floor: float, alpha: float) -> np.ndarra
 
 
 def random_negatives(rng: np.random.Generator, negs: Negatives, pos: Positives, q: np.ndarray, per_positive: int) -> None:
-    """``per_positive`` draws from ``q`` per positive (inverse CDF), collisions redrawn from ``q``."""
+    """``per_positive`` draws from ``q`` per positive (inverse CDF through a guide table,
+    :class:`~dailyrec.sampling.arrays.InverseCdf`: one ``rng.random`` per draw, in owner order),
+    collisions redrawn from ``q``."""
     cdf = np.cumsum(q)
     n_items = pos.n_items
+    icdf = InverseCdf(cdf)
 
     def draw(n: int) -> np.ndarray:
-        return np.minimum(searchsorted(cdf, rng.random(n) * cdf[-1], side="right"), n_items - 1)
+        u = rng.random(n)
+        u *= cdf[-1]
+        return np.minimum(icdf(u), n_items - 1).astype(np.int64)
 
     owner = np.repeat(np.arange(pos.n), per_positive)
     items = draw(len(owner))
-    ok, info = resample_collisions(rng, pos.user[owner], items, pos.clicked_keys, n_items, lambda i: draw(len(i)))
-    negs.add("random", owner[ok], items[ok], np.log(q[items[ok]]), **info)
+    ok, info = resample_collisions(rng, pos.user[owner], items, pos.clicked_set, n_items, lambda i: draw(len(i)))
+    if info["dropped"]:
+        owner, items = owner[ok], items[ok]
+    negs.add("random", owner, items, np.log(q)[items], **info)
 
 
 def exposed_negatives(rng: np.random.Generator, negs: Negatives, pos: Positives, exposed: pa.Table,
@@ -116,6 +124,6 @@ def same_category_negatives(rng: np.random.Generator, negs: Negatives, pos: Posi
         c = pcat[i]
         return by_cat[start[c] + (rng.random(len(i)) * count[c]).astype(np.int64)]
 
-    keep, info = resample_collisions(rng, pos.user[owner], items, pos.clicked_keys, n_items, redraw)
+    keep, info = resample_collisions(rng, pos.user[owner], items, pos.clicked_set, n_items, redraw)
     items = items[keep]
     negs.add("same_category", owner[keep], items, log_freq(items, n_items), **info)

@@ -8,17 +8,19 @@ probability ``min(1, sqrt(t / f_j) + t / f_j)``, ``f_j`` the item's share of the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from dailyrec.sampling.arrays import log_freq, unique_sorted
+from dailyrec.sampling.arrays import KeySet, log_freq, unique_sorted
 
 
 @dataclass
 class Positives:
     """The kept positives, shuffled: ``click[P]`` (rows of the clicks table), ``user[P]`` (user
     codes), ``item[P]`` (catalog codes), ``log_q[P]`` (log in-batch frequency, float64);
-    ``clicked_keys``: sorted unique ``user * n_items + item`` of *all* the window's clicks."""
+    ``clicked_keys``: sorted unique ``user * n_items + item`` of *all* the window's clicks
+    (``clicked_set``: the same as a :class:`~dailyrec.sampling.arrays.KeySet`, built on first use)."""
 
     click: np.ndarray
     user: np.ndarray
@@ -33,6 +35,10 @@ class Positives:
     @property
     def n(self) -> int:
         return len(self.click)
+
+    @cached_property
+    def clicked_set(self) -> KeySet:
+        return KeySet(self.clicked_keys)
 
 
 def _subsample(rng: np.random.Generator, ci: np.ndarray, n_items: int, t: float | None) -> np.ndarray:

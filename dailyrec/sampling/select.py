@@ -3,12 +3,21 @@ statistics, write. See :mod:`dailyrec.sampling` for what is selected and why.
 
 The phases draw from one ``numpy`` generator seeded with ``(sampling.seed, cur_date)`` in a fixed
 order (down-sampling, cap, shuffle, random negatives, exposed, same category, model), so the
-output is byte-identical for the same inputs and config.
+output is byte-identical for the same inputs and config. Within a source the draws are in owner
+(positive slot) order: the random source draws all its first-round uniforms, then one batch per
+collision round (:func:`dailyrec.sampling.negatives.resample_collisions`).
+
+The write is streamed (:mod:`dailyrec.sampling.output`): the output rows are laid out as numpy
+index arrays (no sort), then ``train.parquet`` is built and written one row group of
+:data:`SAMPLE_ROW_GROUP_ROWS` rows at a time, each group's Arrow columns made by the calling
+thread while a writer thread encodes the previous group (and a second thread writes
+``holdout.parquet`` and ``seen.parquet``), so no whole Arrow table of the samples is ever held.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,27 +31,33 @@ from dailyrec.config import Config
 from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
 from dailyrec.events import log_inputs, open_events, read_snapshot
-from dailyrec.sampling.arrays import codes, dict_take
+from dailyrec.sampling.arrays import codes
 from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
 from dailyrec.sampling.negatives import (Negatives, exposed_negatives, popularity_q, random_negatives,
                                          same_category_negatives)
+from dailyrec.sampling.output import (SOURCES, TrainRows, assemble, seen_pairs, train_rows,  # noqa: F401 (re-exported)
+                                      write_train)
 from dailyrec.sampling.positives import Positives, select_positives
 from dailyrec.step import StepRun, begin
 
 log = logging.getLogger("dailyrec.sample")
 
-SOURCES = ("positive", "random", "exposed", "same_category", "model")
-"""Values of the ``source`` column; rows of one positive follow it in this order."""
-
+SAMPLE_ROW_GROUP_ROWS = 131_072
+"""Rows per Parquet row group of ``train.parquet``. The training reader shuffles row groups (and
+rows within a bounded buffer), so smaller groups give a finer shuffle; groups are cut in row order,
+so the rows of one positive stay together and follow it except across a group boundary."""
 
 @dataclass
 class DayInputs:
-    """What the SQL phase read: the catalog (``I`` items), the window's known clicks with their
-    user codes ``cu`` and catalog codes ``ci``, the users with positives (``user_ids``, numbered
-    in id order, and their feature rows ``users``), per-item counts, exposures and the holdout."""
+    """What the SQL phase read: the catalog (``I`` items), the window's clicks (``clicks``, holdout
+    hours and items outside the catalog included), the rows of ``clicks`` that are training clicks
+    on catalog items (``click_rows``, int64[C]) with their user codes ``cu`` and catalog codes
+    ``ci`` (int64[C]), the users with positives (``user_ids``, numbered in id order, and their
+    feature rows ``users``), per-item counts, exposures and the holdout."""
 
     catalog: pa.Table
     clicks: pa.Table
+    click_rows: np.ndarray
     cu: np.ndarray
     ci: np.ndarray
     user_ids: pa.Array
@@ -91,39 +106,84 @@ def _open(run: StepRun) -> tuple[Any, pa.Table, tuple[list[str], list[str], list
     return con, catalog, names, hours
 
 
-def read_inputs(run: StepRun) -> DayInputs:
-    """Phase 1: the SQL of ``sql/sample_*.sql`` over the window (clicks, users, popularity,
-    exposures, holdout) and the codes of the clicks (clicks outside the catalog are dropped)."""
+def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
+    """Phase 1: the SQL of ``sql/sample_*.sql`` over the window (one scan of the logs for the
+    clicks and the holdout, one for the popularity, one for the exposures when that source is on)
+    and the codes of the clicks (clicks outside the catalog are left out of ``click_rows``).
+
+    ``then(cu, ci, n_items)`` (optional; e.g. the positives' selection) runs in a worker thread as
+    soon as the codes are known, while this thread runs the remaining queries; its result is
+    returned with the inputs (``None`` without it)."""
     timer, sc = run.timer, run.cfg.sampling
     with timer.step("inputs"):
         con, catalog, (user_feats, context, item_feats), hours = _open(run)
     params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": run.cfg.training.holdout_hours}
     with timer.step("sql_clicks"):
         clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
-    with timer.step("codes"):
-        ci_all = codes(clicks["item_id"], catalog["item_id"])
-        known_click = ci_all >= 0
-        clicks = clicks.filter(pa.array(known_click))
-        ci = ci_all[known_click]
-        uids = pc.unique(clicks["user_id"])
-        uids = uids.take(pc.array_sort_indices(uids))  # users with positives, in user_id order
-        cu = codes(clicks["user_id"], uids)
+    with ThreadPoolExecutor(1, thread_name_prefix="sample-codes") as pool:
+        codes_done = pool.submit(_click_codes, timer, clicks, catalog)
+        with timer.step("sql_popularity"):
+            pop = sql.query_arrow(con, "sample_popularity", params)
+        click_rows, cu, ci, uids, unknown = codes_done.result()
+        after = pool.submit(then, cu, ci, catalog.num_rows) if then is not None else None
         sql.register_arrow(con, "train_users", pa.table({
             "user_id": uids, "user_code": pa.array(np.arange(len(uids), dtype=np.int32))}))
-    with timer.step("sql_users"):
-        users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
-    with timer.step("sql_popularity"):
-        pop = sql.query_arrow(con, "sample_popularity", params)
-    exposed = None
-    if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
-        with timer.step("sql_exposed"):
-            exposed = sql.query_arrow(con, "sample_exposed", params)
-    with timer.step("sql_holdout"):
-        holdout = sql.query_arrow(con, "sample_holdout", params, {"user_features": user_feats, "context": context})
-    con.close()
-    return DayInputs(catalog=catalog, clicks=clicks, cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop,
-                     exposed=exposed, holdout=holdout, hours=hours, unknown_item_clicks=int(len(ci_all) - len(ci)),
-                     features=(user_feats, context, item_feats))
+        with timer.step("sql_users"):
+            users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
+        exposed = None
+        if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
+            with timer.step("sql_exposed"):
+                exposed = sql.query_arrow(con, "sample_exposed", params)
+        with timer.step("sql_holdout"):
+            sql.register_arrow(con, "holdout_clicks", clicks.filter(clicks["in_holdout"]).drop_columns(["in_holdout"]))
+            holdout = sql.query_arrow(con, "sample_holdout", {}, {"user_features": user_feats, "context": context})
+        con.close()
+        result = after.result() if after is not None else None
+    d = DayInputs(catalog=catalog, clicks=clicks.drop_columns(["in_holdout", "request_id"]), click_rows=click_rows,
+                  cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop, exposed=exposed, holdout=holdout,
+                  hours=hours, unknown_item_clicks=unknown, features=(user_feats, context, item_feats))
+    return d, result
+
+
+def _click_codes(timer: Any, clicks: pa.Table, catalog: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                             pa.Array, int]:
+    """``(click_rows, cu, ci, user_ids, unknown_item_clicks)`` of the window's clicks: the rows of
+    the training window on catalog items, their user codes (rank of the ``user_id`` among those
+    rows' users, in string order) and catalog codes; the number of training clicks on items
+    outside the catalog."""
+    with timer.step("codes"):
+        train = ~np.asarray(clicks["in_holdout"].to_numpy(), bool)
+        ci_all = _dictionary_codes(clicks["item_id"], catalog["item_id"])
+        known = ci_all >= 0
+        click_rows = np.flatnonzero(train & known)
+        uidx, udict = _dictionary(clicks["user_id"])
+        uidx = uidx[click_rows]
+        used = np.flatnonzero(np.bincount(uidx, minlength=len(udict)))
+        uids_unsorted = udict.take(pa.array(used))
+        order = np.asarray(pc.array_sort_indices(uids_unsorted).to_numpy(), np.int64)
+        rank = np.full(len(udict), -1, np.int64)
+        rank[used[order]] = np.arange(len(order))
+        return (click_rows, rank[uidx], ci_all[click_rows], uids_unsorted.take(pa.array(order)),
+                int(np.count_nonzero(train & ~known)))
+
+
+def _dictionary(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """``(indices int64[N], dictionary)`` of a non-null string column (one hashing pass)."""
+    enc = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    if enc.null_count:
+        raise ValueError("null value in a key column of the window's clicks")
+    return np.asarray(enc.indices.to_numpy(), np.int64), enc.dictionary
+
+
+def _dictionary_codes(values: pa.ChunkedArray, value_set: pa.ChunkedArray) -> np.ndarray:
+    """Position of each value in ``value_set`` (int64, -1 when absent or null): one hashing pass
+    over ``values`` (dictionary encoding), then a lookup of its distinct values only."""
+    enc = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    if len(enc) == 0:
+        return np.zeros(0, np.int64)
+    lut = np.r_[codes(enc.dictionary, value_set), -1]
+    idx = np.asarray(enc.indices.fill_null(len(enc.dictionary)).to_numpy(), np.int64)
+    return lut[idx]
 
 
 def item_counts(d: DayInputs) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -164,46 +224,6 @@ def draw_negatives(run: StepRun, rng: np.random.Generator, d: DayInputs, pos: Po
                     model_negatives(rng, negs, model_vectors, d.users["user_id"], d.catalog["item_id"], pos, h,
                                     sc.model_hard_skip_top, sc.model_hard_pool)
     return negs, skipped
-
-
-def assemble(d: DayInputs, pos: Positives, negs: Negatives) -> pa.Table:
-    """Phase 4: each positive followed by its negatives by source, with user, context and item
-    features; ``user_id``/``item_id``/``source`` dictionary-encoded, ``label`` and ``log_q`` float32."""
-    user_feats, context, item_feats = d.features
-    owners, items_all, logq_all = [np.arange(pos.n)], [pos.item], [pos.log_q]
-    src_all = [np.zeros(pos.n, np.int8)]
-    for s in SOURCES[1:]:
-        if s in negs.parts:
-            o, it, lq = negs.parts[s]
-            owners.append(o)
-            items_all.append(it)
-            logq_all.append(lq)
-            src_all.append(np.full(len(o), SOURCES.index(s), np.int8))
-    owner = np.concatenate(owners)
-    order = np.argsort(owner, kind="stable")  # each positive, then its negatives by source
-    owner = owner[order]
-    row_item = np.concatenate(items_all)[order]
-    row_logq = np.concatenate(logq_all)[order].astype(np.float32)
-    row_src = np.concatenate(src_all)[order]
-    row_click = pos.click[owner]
-    row_user = d.cu[row_click]
-    cols: dict[str, pa.Array] = {
-        "user_id": pa.DictionaryArray.from_arrays(pa.array(row_user.astype(np.int32)),
-                                                  d.users["user_id"].combine_chunks()),
-    }
-    for name in user_feats:
-        cols[name] = dict_take(d.users[name], row_user)
-    for name in context:
-        cols[name] = dict_take(d.clicks[name], row_click)
-    cols["event_time"] = d.clicks["event_time"].combine_chunks().take(pa.array(row_click))
-    cols["item_id"] = pa.DictionaryArray.from_arrays(pa.array(row_item.astype(np.int32)),
-                                                     d.catalog["item_id"].combine_chunks())
-    for name in item_feats:
-        cols[name] = dict_take(d.catalog[name], row_item)
-    cols["label"] = pa.array((row_src == 0).astype(np.float32))
-    cols["log_q"] = pa.array(row_logq)
-    cols["source"] = pa.DictionaryArray.from_arrays(pa.array(row_src), pa.array(SOURCES))
-    return pa.table(cols)
 
 
 def _source_stats(items: np.ndarray, log_q: np.ndarray, log_pop: np.ndarray, impressions: np.ndarray,
@@ -250,28 +270,30 @@ def statistics(cfg: Config, d: DayInputs, pos: Positives, negs: Negatives, skipp
     }
 
 
-def write_samples(run: StepRun, d: DayInputs, train: pa.Table, stats: dict[str, Any], rows: dict[str, int],
-                  model_vectors: ModelVectors | None) -> str:
-    """Phase 6: ``train.parquet``, ``holdout.parquet``, ``seen.parquet`` and the manifest, atomically."""
+def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives) -> None:
+    pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
+    pq.write_table(seen_pairs(d, pos), f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
+
+
+def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, stats: dict[str, Any],
+                  counts: dict[str, int], model_vectors: ModelVectors | None) -> str:
+    """Phase 6: ``train.parquet`` (:func:`write_train`), ``holdout.parquet``, ``seen.parquet``
+    (:func:`seen_pairs`, written by a second thread meanwhile) and the manifest, atomically."""
     store, timer, sc = run.store, run.timer, run.cfg.sampling
     seed = [sc.seed, int(run.cur_date.replace("-", ""))]
     out = run.partition("samples")
-    with timer.step("write"), store.atomic_output(out) as tmp:
-        # dictionary columns are written as Parquet dictionary pages; without the stored Arrow
-        # schema a reader gets plain strings back
-        pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd",
-                       compression_level=1, store_schema=False)
-        pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
-        # every (user, item) clicked in the training window, before any down-sampling: the items
-        # the evaluation must not count as new recommendations (tasks.retrieval.evaluate_two_tower)
-        # (Arrow's group_by gives its groups in no fixed order: sorted, so a re-run writes the same bytes)
-        seen = pa.table({"user_id": d.clicks["user_id"], "item_id": d.clicks["item_id"]}).group_by(
-            ["user_id", "item_id"]).aggregate([]).sort_by([("user_id", "ascending"), ("item_id", "ascending")])
-        pq.write_table(seen, f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
+    with store.atomic_output(out) as tmp:
+        with ThreadPoolExecutor(1, thread_name_prefix="samples-side") as side:
+            side_done = side.submit(_write_side_files, store, tmp, d, pos)
+            with timer.step("write_train"):
+                groups = write_train(f"{tmp}/train.parquet", store.fs, d, rows, SAMPLE_ROW_GROUP_ROWS)
+            with timer.step("write_holdout_seen_wait"):
+                side_done.result()
+        timer.timings["write"] = round(timer.timings["write_train"] + timer.timings["write_holdout_seen_wait"], 4)
         manifest = run.manifest(
             inputs={"logs": {day: d.hours[day] for day in sorted(d.hours)}, "users": run.partition("users"),
                     "catalog": run.path("features", "catalog.parquet"), "model_vectors": model_info(model_vectors)},
-            rows=rows, stats=stats, seed=seed,
+            rows=counts, stats=stats, seed=seed, train_row_groups=groups, train_row_group_rows=SAMPLE_ROW_GROUP_ROWS,
             training_window={"days": sorted(d.hours), "excluded_hours_of_cur_date": run.cfg.training.holdout_hours},
         )
         manifest["timings_s"]["total"] = timer.total()
@@ -303,10 +325,15 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
         with run.timer.step("model_vectors"):
             model_vectors = previous_model_vectors(run.store, run.cfg, run.cur_date)
     rng = np.random.default_rng([sc.seed, int(run.cur_date.replace("-", ""))])
-    d = read_inputs(run)
-    with run.timer.step("positives"):
-        counts = item_counts(d)
-        pos = select_positives(rng, d.cu, d.ci, d.n_items, sc.positive_subsample_t, sc.positive_cap_per_item)
+
+    def positives(cu: np.ndarray, ci: np.ndarray, n_items: int) -> Positives:
+        with run.timer.step("positives"):
+            p = select_positives(rng, cu, ci, n_items, sc.positive_subsample_t, sc.positive_cap_per_item)
+            p.clicked_set  # noqa: B018 (built here, in the worker thread, while the SQL runs)
+            return p
+
+    d, pos = read_inputs(run, then=positives)
+    counts = item_counts(d)
     log.info("samples dt=%s: %d events, %d clicks in the training window; %d positives kept "
              "(%d dropped by subsampling, %d by the cap, %d clicks on items outside the catalog)",
              run.cur_date, counts[2], counts[3], pos.n, pos.dropped_by_subsampling, pos.dropped_by_cap,
@@ -318,15 +345,14 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
     q = popularity_q(pop_count, sc.popularity_floor, sc.popularity_alpha)
     negs, skipped = draw_negatives(run, rng, d, pos, q, model_vectors)
     with run.timer.step("assemble"):
-        train = assemble(d, pos, negs)
+        train = train_rows(d, pos, negs)
     with run.timer.step("stats"):
         stats = statistics(run.cfg, d, pos, negs, skipped, counts, log_pop, q)
-    rows = {"train": train.num_rows, "positives": pos.n, "negatives": train.num_rows - pos.n,
-            "holdout": d.holdout.num_rows}
-    out = write_samples(run, d, train, stats, rows, model_vectors)
+    rows = {"train": train.n, "positives": pos.n, "negatives": train.n - pos.n, "holdout": d.holdout.num_rows}
+    out = write_samples(run, d, train, pos, stats, rows, model_vectors)
     by_source = {s: v["count"] for s, v in stats["sources"].items() if s != "positive"}
     log.info("samples dt=%s: %d rows (%d positives, %s) + %d holdout clicks -> %s in %.2fs (%d events/s)",
-             run.cur_date, train.num_rows, pos.n, by_source, d.holdout.num_rows, out, run.timer.total(),
+             run.cur_date, train.n, pos.n, by_source, d.holdout.num_rows, out, run.timer.total(),
              counts[2] / max(run.timer.total(), 1e-9))
     return {"path": out, "train": f"{out}/train.parquet", "holdout": f"{out}/holdout.parquet",
             "rows": rows, "negatives_by_source": by_source, "skipped_sources": skipped}

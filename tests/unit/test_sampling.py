@@ -281,3 +281,108 @@ def test_missing_catalog_fails_clearly(tmp_path):
     cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data")}, environ={})
     with pytest.raises(FileNotFoundError, match=r"features/dt=2026-11-02/catalog\.parquet"):
         select_samples(CUR, cfg)
+
+
+# ---- the vectorised helpers and the streamed write -------------------------------------------
+def test_keyset_and_inverse_cdf_give_the_binary_search_results():
+    from dailyrec.sampling.arrays import InverseCdf, KeySet, member, unique_sorted
+
+    rng = np.random.default_rng(3)
+    keys = unique_sorted(rng.integers(0, 10**9, 5000))
+    q = np.r_[rng.integers(0, 10**9, 20000), keys[::3], keys[0], keys[-1], -1]
+    got = KeySet(keys).contains(q)
+    assert (got == member(keys, q)).all() and got.sum() >= len(keys[::3])
+    assert not KeySet(np.zeros(0, np.int64)).contains(q).any()
+    w = rng.zipf(1.5, 300).astype(float)
+    cdf = np.cumsum(w / w.sum())
+    # random queries, the CDF steps themselves and the values just below them
+    x = np.r_[rng.random(50000) * cdf[-1], cdf[:-1], np.nextafter(cdf[:-1], 0), 0.0]
+    want = np.searchsorted(cdf, x, side="right")
+    for buckets in (None, 7, 1 << 16):
+        assert (InverseCdf(cdf, buckets)(x) == want).all()
+
+
+def _drawn(world, tmp_path):
+    """The phases of select_samples up to the row layout, on the module's world."""
+    from dailyrec.sampling import select as S
+    from dailyrec.sampling.negatives import popularity_q
+    from dailyrec.sampling.positives import select_positives
+    from dailyrec.step import begin
+
+    cfg = load_config(overrides={**world["base"], "sampling.hard_negative_sources": ["exposed", "same_category"]},
+                      environ={})
+    run_ = begin("sample", CUR, cfg)
+    sc = cfg.sampling
+    rng = np.random.default_rng(1)
+    d, _ = S.read_inputs(run_)
+    pos = select_positives(rng, d.cu, d.ci, d.n_items, sc.positive_subsample_t, sc.positive_cap_per_item)
+    q = popularity_q(S.item_counts(d)[1].astype(np.float64), sc.popularity_floor, sc.popularity_alpha)
+    negs, _ = S.draw_negatives(run_, rng, d, pos, q, None)
+    return S, run_, d, pos, negs
+
+
+def test_train_rows_lay_out_each_positive_then_its_negatives_by_source(world, tmp_path):
+    S, _, d, pos, negs = _drawn(world, tmp_path)
+    rows = S.train_rows(d, pos, negs)
+    # the reference layout: a stable sort by owner of [positives, random, exposed, same_category]
+    parts = [(np.arange(pos.n), pos.item, np.zeros(pos.n, np.int8))] + [
+        (negs.parts[s][0], negs.parts[s][1], np.full(len(negs.parts[s][0]), k, np.int8))
+        for k, s in enumerate(S.SOURCES) if s in negs.parts]
+    assert {"random", "exposed", "same_category"} <= set(negs.parts)
+    owner, item, src = (np.concatenate(c) for c in zip(*parts))
+    order = np.argsort(owner, kind="stable")
+    assert rows.n == len(owner) > pos.n
+    assert (rows.owner == owner[order]).all() and (rows.item == item[order]).all() and (rows.src == src[order]).all()
+    assert (d.cu[np.searchsorted(d.click_rows, rows.click)] == rows.user).all()
+
+
+def test_streamed_train_parquet_has_the_rows_of_the_whole_table(world, tmp_path):
+    import pyarrow as pa
+
+    S, run_, d, pos, negs = _drawn(world, tmp_path)
+    rows = S.train_rows(d, pos, negs)
+    path = str(tmp_path / "train.parquet")
+    groups = S.write_train(path, run_.store.fs, d, rows, row_group_rows=100)
+    f = pq.ParquetFile(path)
+    assert groups == f.num_row_groups == -(-rows.n // 100)
+    assert {f.metadata.row_group(i).num_rows for i in range(groups - 1)} == {100}
+    whole = S.assemble(d, pos, negs)
+    whole = pa.table({n: c.cast(c.type.value_type) if pa.types.is_dictionary(c.type) else c
+                      for n, c in zip(whole.column_names, whole.columns)})
+    assert f.read().equals(whole)
+
+
+def test_seen_pairs_are_the_distinct_window_clicks_sorted(world, tmp_path):
+    import pyarrow as pa
+
+    S, _, d, pos, _ = _drawn(world, tmp_path)
+    clicks = d.clicks.take(pa.array(d.click_rows))
+    want = pa.table({"user_id": clicks["user_id"], "item_id": clicks["item_id"]}).group_by(
+        ["user_id", "item_id"]).aggregate([]).sort_by([("user_id", "ascending"), ("item_id", "ascending")])
+    got = S.seen_pairs(d, pos)
+    assert got.equals(want) and got.num_rows == len(clicked_pairs(world) & set(zip(*got.to_pydict().values())))
+
+
+def test_rerun_writes_identical_bytes(world):
+    from dailyrec.sampling.select import SAMPLE_ROW_GROUP_ROWS
+
+    over = {"sampling.hard_negative_sources": ["exposed", "same_category"]}
+    a, _, man = run(world, **over)
+    first = {f: open(f"{a['path']}/{f}", "rb").read() for f in ("train.parquet", "holdout.parquet", "seen.parquet")}
+    b, _, _ = run(world, **over)
+    assert all(open(f"{b['path']}/{f}", "rb").read() == v for f, v in first.items())
+    assert man["train_row_group_rows"] == SAMPLE_ROW_GROUP_ROWS == 131_072 and man["train_row_groups"] == 1
+
+
+def test_row_group_gathers_keep_values_types_and_nulls():
+    import pyarrow as pa
+
+    from dailyrec.sampling.output import _Gather
+
+    idx = np.array([2, 0, 1, 2, 3])
+    for arr in [pa.array(["a", None, "b", "a"]), pa.array([1, None, 3, 4], pa.int32()),
+                pa.array([1, 2, None, 4], pa.timestamp("us", tz="UTC")), pa.array([1, 2, 3, 4], pa.timestamp("us", tz="UTC"))]:
+        for plain in (False, True):
+            got = _Gather(arr, plain=plain).take(idx)
+            got = got.cast(got.type.value_type) if pa.types.is_dictionary(got.type) else got
+            assert got.equals(arr.take(pa.array(idx))), (arr.type, plain)
