@@ -1,9 +1,9 @@
 """Tower vectors and the item-embeddings partition ``embeddings/dt=D/``.
 
-* :func:`tower_vectors`: an exported tower SavedModel (``models/two_tower/dt=D/{user,item}_tower``)
-  applied to an Arrow table of raw features -> ``float32[N, D]`` (L2-normalised by the tower); given
-  the model's vocabularies, the features are encoded to int64 ids on the Arrow side and the tower's
-  ``embed_ids`` endpoint runs on them (the export step's fast path).
+* :func:`tower_vectors` (defined in :mod:`dailyrec.towers`, importable from here): an exported tower
+  SavedModel applied to an Arrow table of raw features -> ``float32[N, D]`` (L2-normalised).
+* :func:`export_items`: the export step's pipeline, catalog -> Arrow-side ids -> the item tower's
+  ``embed_ids`` endpoint -> ``items.parquet`` row groups written while the tower runs.
 * The partition contract (written by the export step, read by the FAISS index and the Redis
   publish)::
 
@@ -27,6 +27,8 @@ import pyarrow as pa
 
 from dailyrec.errors import ContractError
 from dailyrec.storage import MANIFEST, Store
+from dailyrec.towers import (EXPORT_BATCH_ROWS, check_against_serving, encode_ids, guard_rows, id_batches,
+                             tower_specs, tower_vectors)  # tower_vectors: callers import it from here too
 
 EMBEDDINGS_DATASET = "embeddings"
 ITEMS_FILE = "items.parquet"
@@ -35,104 +37,8 @@ NORM_TOLERANCE = 1e-3
 """Largest accepted ``| ||v|| - 1 |`` of an exported vector."""
 
 
-EXPORT_BATCH_ROWS = 16_384
-"""Rows per tower call on the id path (measured: 16k rows per call ran the 1M x 64 item tower with
-less CPU than 8k, 64k or 256k; the hidden activations of a call stay in cache)."""
 ROW_GROUP_ROWS = 131_072
 """Rows per row group of an exported ``items.parquet`` (a multiple of :data:`EXPORT_BATCH_ROWS`)."""
-CHECK_ROWS = 1_024
-"""Rows the id path also runs through the raw serving signature, as a guard."""
-CHECK_ATOL = 1e-6
-
-
-def _guard_rows(n: int) -> np.ndarray:
-    """``CHECK_ROWS`` row positions spread over ``0..n-1`` (the first and the last included)."""
-    return np.unique(np.linspace(0, n - 1, min(n, CHECK_ROWS)).round().astype(np.int64))
-
-
-def _tower_specs(tower: Any, specs: list[Any], table: pa.Table, where: str) -> list[Any]:
-    """The specs of the tower's inputs; ``KeyError`` for an input without a spec or a column."""
-    wanted = [s for s in specs if s.name in tower.feature_names]
-    missing = sorted(set(tower.feature_names) - {s.name for s in wanted})
-    if missing:
-        raise KeyError(f"{where}: no feature spec for tower input(s) {missing}")
-    for s in wanted:
-        if s.name not in table.column_names:
-            raise KeyError(f"{where}: column '{s.name}' (feature spec) is missing; columns: {table.column_names}")
-    if table.num_rows == 0:
-        raise ValueError(f"{where}: nothing to embed: 0 rows")
-    return wanted
-
-
-def _encode(table: pa.Table, specs: list[Any], vocabularies: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """``{feature: int64[N]}`` embedding-table row ids, computed on the Arrow side."""
-    from dailyrec.stream import id_encoders
-
-    return {name: enc(table.column(name)) for name, enc in id_encoders(specs, vocabularies).items()}
-
-
-def _id_batches(tower: Any, ids: dict[str, np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
-    """``float32[b, D]`` per slice of ``batch_size`` rows: the tower's ``embed_ids`` endpoint."""
-    import tensorflow as tf
-
-    from models.serving import EMBEDDING, IDS_SIGNATURE
-
-    fn = tower.endpoint(IDS_SIGNATURE)._fn
-    n = len(next(iter(ids.values())))
-    for start in range(0, n, batch_size):
-        yield fn(**{k: tf.constant(v[start:start + batch_size]) for k, v in ids.items()})[EMBEDDING].numpy()
-
-
-def _guard(tower: Any, table: pa.Table, specs: list[Any], rows: np.ndarray, got: np.ndarray, where: str) -> None:
-    """Raise ``ContractError`` unless ``got`` (the id path's vectors of ``rows``) equals the raw
-    serving signature's vectors of those rows to :data:`CHECK_ATOL`."""
-    from dailyrec.inputs import feature_arrays
-
-    sample = table.take(pa.array(rows))
-    want = tower(feature_arrays(sample, specs, where=where))
-    diff = np.abs(got - want).max(axis=1)
-    if (diff > CHECK_ATOL).any():
-        bad = int(np.argmax(diff > CHECK_ATOL))
-        values = {s.name: sample.column(s.name)[bad].as_py() for s in specs}
-        raise ContractError(f"{where}: the tower on Arrow-side ids differs from its serving signature by up to "
-                            f"{float(diff.max()):.3g} (row {int(rows[bad])}, {values}): the vocabularies given "
-                            f"are not the tower's")
-
-
-def tower_vectors(tower_dir: str, table: pa.Table, specs: list[Any],
-                  vocabularies: dict[str, list[str]] | None = None,
-                  batch_size: int = EXPORT_BATCH_ROWS) -> np.ndarray:
-    """``float32[N, D]``: the tower SavedModel at ``tower_dir`` on the ``N`` rows of ``table``.
-
-    Only the specs the tower takes (its ``feature_names``) are read from ``table``.
-
-    * With ``vocabularies`` (the model's own ``{feature: [id, ...]}``, i.e.
-      ``models/two_tower/dt=D/model/vocabularies.json``) and a tower exported with the
-      ``embed_ids`` endpoint (``models.serving.IDS_SIGNATURE``): the columns become int64 row ids
-      on the Arrow side (``dailyrec.stream.id_encoders``, the tower's own lookup rules), so no
-      string reaches TensorFlow, and the tower runs in slices of ``batch_size`` rows. As a guard,
-      :data:`CHECK_ROWS` rows spread over the table also go through the raw ``serving_default``
-      signature and must give the same vectors (to :data:`CHECK_ATOL`).
-    * Otherwise: raw values (:func:`dailyrec.inputs.feature_arrays`) through ``serving_default``.
-
-    Raises:
-        KeyError: a column the tower needs is missing (naming it and ``tower_dir``).
-        ContractError: the id path disagrees with the serving signature (``vocabularies`` are not
-            the tower's), naming the tower, the feature values of the first differing row and the
-            largest difference.
-        ValueError: ``table`` has no rows.
-    """
-    from dailyrec.inputs import feature_arrays, predict_in_batches
-    from models.serving import IDS_SIGNATURE, load_tower
-
-    tower = load_tower(tower_dir)
-    wanted = _tower_specs(tower, specs, table, tower_dir)
-    if vocabularies is None or IDS_SIGNATURE not in tower.signatures:
-        return predict_in_batches(tower, feature_arrays(table, wanted, where=tower_dir))
-    out = np.concatenate(list(_id_batches(tower, _encode(table, wanted, vocabularies), batch_size)))
-    rows = _guard_rows(len(out))
-    _guard(tower, table, wanted, rows, out[rows], tower_dir)
-    return out
 
 
 def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, specs: list[Any],
@@ -182,11 +88,11 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
             vocabularies = store.read_json(vocabularies_path) if (
                 vocabularies_path is not None and store.exists(vocabularies_path)) else None
         with timer.step("encode"):
-            present = [s for s in specs if s.name in catalog.column_names]  # a missing one: _tower_specs
-            ids = _encode(catalog, present, vocabularies) if vocabularies is not None else None
+            present = [s for s in specs if s.name in catalog.column_names]  # a missing one: tower_specs
+            ids = encode_ids(catalog, present, vocabularies) if vocabularies is not None else None
         with timer.step("load_tower"):
             tower = loading.result()
-            wanted = _tower_specs(tower, specs, catalog, tower_dir)
+            wanted = tower_specs(tower, specs, catalog, tower_dir)
         if ids is None or IDS_SIGNATURE not in tower.signatures:
             with timer.step("item_tower"):
                 vecs = predict_in_batches(tower, feature_arrays(catalog, wanted, where=tower_dir))
@@ -206,7 +112,7 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
         done = 0  # rows handed to the writer
         try:
             with timer.step("item_tower"):
-                for part in _id_batches(tower, ids, EXPORT_BATCH_ROWS):
+                for part in id_batches(tower, ids, EXPORT_BATCH_ROWS):
                     start = done + sum(t.num_rows for t in pending)
                     parts.append(part)
                     pending.append(embeddings_table(item_ids.slice(start, len(part)), part, model_version))
@@ -218,9 +124,9 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
                         writes.append(pool.submit(writer.write_table, group, row_group_size=ready))
                         pending, done = [], done + ready
             with timer.step("check"):
-                rows = _guard_rows(n)
+                rows = guard_rows(n)
                 got = np.stack([parts[r // EXPORT_BATCH_ROWS][r % EXPORT_BATCH_ROWS] for r in rows])
-                _guard(tower, catalog, wanted, rows, got, tower_dir)
+                check_against_serving(tower, catalog, wanted, rows, got, tower_dir)
             with timer.step("write"):
                 for w in writes:
                     w.result()

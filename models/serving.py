@@ -27,7 +27,6 @@ This module never imports Airflow, storage or Redis.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -190,81 +189,13 @@ def export_model(model: keras.Model, directory: str | os.PathLike[str], signatur
     ``signature``: ``{name: tf.TensorSpec([None], ...)}`` (see :func:`input_signature`); ``serve``:
     ``{name: Tensor[B]} -> {output: Tensor}``, traced by ``keras.export.ExportArchive``.
     ``extra_endpoints``: ``{endpoint name: (signature, fn)}`` written as further signatures over the
-    same variables. Each variable is stored once (:func:`_track_each_variable_once`), so the
-    directory is about the variables' bytes plus the graph. Returns the directory.
+    same variables. Written by :func:`models.savedmodel.write_savedmodel`: each variable stored once
+    (the directory is about the variables' bytes plus the graph), the same bytes for the same
+    weights. Returns the directory.
     """
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    _track_each_variable_once(archive, model)
-    archive.add_endpoint(SIGNATURE, serve, input_signature=[dict(signature)])
-    for name, (sig, fn) in (extra_endpoints or {}).items():
-        archive.add_endpoint(name, fn, input_signature=[dict(sig)])
-    with _variables_in_model_order(model):
-        archive.write_out(str(directory), verbose=False)
-    _content_uuid(Path(directory) / "fingerprint.pb")
-    return str(directory)
+    from models.savedmodel import write_savedmodel
 
-
-def _track_each_variable_once(archive: Any, model: keras.Model) -> None:
-    """Make the SavedModel store every variable once (keras-team/keras#23553).
-
-    ``ExportArchive.track(model)`` lists the model's ``keras.Variable`` wrappers under
-    ``variables`` / ``trainable_variables`` / ``non_trainable_variables``, while ``write_out`` adds
-    the ``tf.Variable`` objects the endpoint's traced function captured under ``_all_variables``.
-    They are two distinct trackable objects over the same buffer, so TensorFlow's checkpoint
-    (which de-duplicates by object identity) writes every tensor twice: the 1M-id item tower was
-    261 MB instead of ~130 MB, and a loaded SavedModel held every table twice in memory.
-    Re-registering the three collections (through the public ``add_variable_collection``) with
-    the underlying ``tf.Variable`` objects makes both paths reach the same objects, so each is
-    written, and restored, once. The loaded object keeps its ``variables`` attribute.
-    """
-    def raw(variables: Sequence[Any]) -> list[Any]:
-        out = []
-        for v in variables:
-            value = getattr(v, "value", v)  # keras.Variable -> its tf.Variable (no autocast scope here)
-            out.append(value if isinstance(value, tf.Variable) else v)
-        return out
-
-    archive.add_variable_collection("variables", raw(model.variables))
-    archive.add_variable_collection("trainable_variables", raw(model.trainable_variables))
-    archive.add_variable_collection("non_trainable_variables", raw(model.non_trainable_variables))
-
-
-def _content_uuid(path: Path) -> None:
-    """Replace the random ``uuid`` TensorFlow writes into a SavedModel's ``fingerprint.pb`` with one
-    derived from the fingerprint's content hashes (graph, signatures, object graph, checkpoint): the
-    same model gets the same uuid and the same bytes."""
-    import hashlib
-
-    from tensorflow.core.protobuf import fingerprint_pb2
-
-    if not path.exists():
-        return
-    fp = fingerprint_pb2.FingerprintDef.FromString(path.read_bytes())
-    fp.uuid = ""
-    fp.uuid = str(int(hashlib.sha256(fp.SerializeToString(deterministic=True)).hexdigest()[:32], 16))
-    path.write_bytes(fp.SerializeToString(deterministic=True))
-
-
-@contextlib.contextmanager
-def _variables_in_model_order(model: keras.Model) -> Iterator[None]:
-    """While exporting, list the endpoint's variables in the model's own order. TensorFlow gives a
-    traced function's variables in the order of a set of object ids (memory addresses), and Keras
-    writes them into the SavedModel in that order, so without this the same weights give different
-    ``saved_model.pb`` / ``variables.*`` bytes in every process."""
-    from keras.src.export import saved_model_export_archive as sma
-
-    position = {id(v.value): i for i, v in enumerate(model.variables)}
-    original = sma._list_variables_used_by_fns
-
-    def ordered(fns: Any) -> tuple[list[Any], list[Any]]:
-        return tuple(sorted(vs, key=lambda v: position.get(id(v), len(position))) for vs in original(fns))
-
-    sma._list_variables_used_by_fns = ordered
-    try:
-        yield
-    finally:
-        sma._list_variables_used_by_fns = original
+    return write_savedmodel(model, directory, {SIGNATURE: (signature, serve), **(extra_endpoints or {})})
 
 
 def export_tower(tower: "_Tower", path: str | os.PathLike[str]) -> str:
