@@ -26,6 +26,7 @@ import re
 import resource
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,13 +160,17 @@ class Summary:
     ``rows``: its headline figures (3-8); ``load``: paths of the 1-minute load averages of the run,
     each a path or ``(label, path)``; ``scale``: ``(label, path)`` of the size of the run, shown on
     one line; ``parts``: path of ``{part: {command, date, load_avg_1m_start, load_avg_1m_end}}``
-    when the result assembles parts measured by different runs (publish_speed).
+    when the result assembles parts measured by different runs (publish_speed); ``table``: a
+    function of the metrics returning more Markdown lines (scale: the per-size table).
     """
 
     rows: tuple[Headline, ...]
     load: tuple[str | tuple[str, str], ...] = ()
     scale: tuple[tuple[str, str], ...] = ()
     parts: str | None = None
+    table: Callable[[Any], list[str]] | None = None
+    """Extra Markdown lines after the headline table, rendered from the metrics (e.g. scale's
+    per-size table); figures only from the JSON, like the rows."""
 
 
 def _mmoe_auc(task: str, data: str, label: str) -> Headline:
@@ -185,6 +190,37 @@ def _recall50(config: str, baseline: str = "popularity") -> Headline:
     return Headline(f"Recall@50, {config}", f"table.{config}.recall_at_50.mean", ".4f",
                     f"{baseline} (catalog counter)", f"table.{baseline}.recall_at_50.mean",
                     f"table.{config}.recall_at_50.std")
+
+
+#: Stages of scale's per-size table: (column, key in ``per_size[i].stages``).
+SCALE_STAGES = (("features", "features"), ("sample", "sample"), ("train two-tower", "train_two_tower"),
+                ("evaluate", "evaluate_two_tower"), ("export", "export_embeddings"), ("index", "build_index"),
+                ("ranking samples", "process:ranking_samples"), ("train MMoE", "process:train_mmoe"))
+
+
+def _scale_table(metrics: Any) -> list[str]:
+    """scale's per-size table: the DAG's wall seconds and peak RSS, then each stage's ``s / MB``."""
+    rows = metrics.get("per_size") if isinstance(metrics, dict) else None
+    if not isinstance(rows, list) or not rows:
+        return []
+
+    def cell(stage: Any) -> str:
+        if not isinstance(stage, dict):
+            return "-"
+        text = f"{_fmt(stage.get('wall_s'), ',.1f')} s / {_fmt(stage.get('peak_rss_mb'), ',.0f')} MB"
+        return text if stage.get("status", "ok") == "ok" else f"{text} ({stage['status']})"
+
+    head = ["events", "status", "DAG wall s", "DAG peak RSS MB", *(c for c, _ in SCALE_STAGES)]
+    lines = ["Per size (stage cells: wall seconds / peak RSS MB; DAG stages from their manifests, "
+             "\"process\" ones from the process tree):", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        st = r.get("stages") or {}
+        status = _fmt(r.get("status")) + (f" ({', '.join(r['failed'])})" if r.get("failed") else "")
+        cells = [_fmt(r.get("events")), status, _fmt(r.get("dag_wall_s"), ",.1f"),
+                 _fmt(r.get("dag_peak_rss_mb"), ",.0f"), *(cell(st.get(k)) for _, k in SCALE_STAGES)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 #: The headline rows of every benchmark, keyed by its name (``bench/results/<name>.json``).
@@ -249,6 +285,24 @@ HEADLINES: dict[str, Summary] = {
                      "redis-benchmark SET/s ({redis_benchmark_command})", "redis_benchmark_set_per_s"),
             Headline("daily retrieval DAG, wall s (second day)", "dag_wall_s", ".1f"),
             Headline("peak RSS of the bench process, MB", "peak_rss_mb"),
+        )),
+    "scale": Summary(
+        scale=(("sizes (events/day)", "sizes"), ("partial dry run", "partial"),
+               ("figures at events", "largest.events"), ("users", "largest.users"), ("items", "largest.items")),
+        load=(("start", "load_avg_1m.start"), ("end", "load_avg_1m.end")),
+        table=_scale_table,
+        rows=(
+            Headline("daily_retrieval DAG, wall s ({largest.events} events)", "largest.dag_wall_s", ",.1f"),
+            Headline("daily_retrieval DAG, peak RSS of the process tree, MB", "largest.dag_peak_rss_mb"),
+            Headline("training peak RSS (two-tower stage, MMoE process), MB", "largest.train_peak_rss_mb"),
+            Headline("two-tower training, examples/s, softmax (the DAG's step)", "largest.train_softmax_examples_per_s"),
+            Headline("two-tower training, examples/s, bce (rows / fit s)", "largest.train_bce_examples_per_s",
+                     ",.0f", "plain id-only Keras two-tower, same rows", "largest.plain_keras_bce_examples_per_s"),
+            Headline("MMoE training, examples/s (train_mmoe)", "largest.mmoe_examples_per_s", ",.0f",
+                     "same model, batches already in memory", "largest.mmoe_in_memory_examples_per_s"),
+            Headline("sample selection, the day's events/s", "largest.sample_events_per_s", ",.0f",
+                     "bare pyarrow read of the day", "largest.bare_read_events_per_s"),
+            Headline("embedding export, items/s ({largest.items} items)", "largest.export_items_per_s"),
         )),
     "retrieval_quality_ml100k": Summary(
         scale=(("evaluation users", "protocol.eval_users"), ("candidates", "protocol.candidates"),
@@ -381,6 +435,8 @@ def _section(name: str, doc: dict[str, Any]) -> list[str]:
               "| figure | value | baseline (same run) | baseline value | ratio | JSON keys |",
               "|---|---|---|---|---|---|",
               *(headline_row(metrics, h) for h in summary.rows), ""]
+    if summary.table is not None:
+        lines += summary.table(metrics)
     return lines
 
 

@@ -10,6 +10,10 @@ A step module under ``tasks/`` starts with::
             ...
         manifest = run.manifest(inputs=[...], rows={...}, extra_key=...)
 
+``run.manifest`` records the timer's per-phase seconds (``timings_s``) and peak RSS
+(``peak_rss_mb``: the stage's and each phase's, :mod:`dailyrec.memory`) and logs the step's
+summary line with them.
+
 A step that reads logs first calls ``run.require_validated(days)`` (the days it reads): it
 refuses a day that failed ``tasks.ingest.validate_day``, was never checked, or changed since.
 
@@ -63,9 +67,16 @@ class StepRun:
         require_validated(self.store, days or [], self.cur_date, self.name)
 
     def manifest(self, inputs: list[str] | dict[str, Any], rows: dict[str, int], **extra: Any) -> dict[str, Any]:
-        """The step's ``_manifest.json`` content with this run's timings so far."""
+        """The step's ``_manifest.json`` content with this run's timings and peak RSS so far.
+
+        ``timings_s``: ``{phase: seconds}``; ``peak_rss_mb``: ``{"stage": MB, "phases": {phase:
+        MB}, "method": ...}`` (:meth:`dailyrec.storage.Timer.peak_rss`; both are volatile keys,
+        docs/storage.md). Also logs the step's summary line: ``<step> dt=<cur_date>: <seconds>s,
+        peak RSS <MB> MB (<phase> <s>s <MB> MB, ...)``.
+        """
+        self.log.info("%s dt=%s: %s", self.name, self.cur_date, self.timer.summary())
         return make_manifest(self.name, self.cfg, self.cur_date, inputs=inputs, rows=rows,
-                             timings=self.timer.timings, **extra)
+                             timings=self.timer.timings, peak_rss_mb=self.timer.peak_rss(), **extra)
 
 
 def begin(name: str, cur_date: str, cfg: Config | None = None) -> StepRun:

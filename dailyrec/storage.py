@@ -195,22 +195,54 @@ def code_version() -> str:
 
 
 class Timer:
-    """Collects named wall-clock timings for a manifest."""
+    """Collects named wall-clock timings and peak RSS for a manifest.
+
+    ``timings`` is ``{phase: seconds}`` of every finished ``with timer.step(phase)``; ``peaks_mb``
+    is ``{phase: peak RSS in MB}`` of the same phases, and :meth:`peak_rss` the stage's figures as
+    a manifest records them (:mod:`dailyrec.memory`: ``VmHWM`` reset at the start of the timer and
+    of each phase on Linux; the process-lifetime peak where that is not allowed). A phase run twice
+    keeps its last figures. Both vary from run to run: manifests keep them under the volatile keys
+    ``timings_s`` and ``peak_rss_mb`` (docs/storage.md).
+    """
 
     def __init__(self) -> None:
+        from dailyrec.memory import PeakMeter
+
         self.timings: dict[str, float] = {}
+        self.peaks_mb: dict[str, float] = {}
         self._t0 = time.perf_counter()
+        self._meter = PeakMeter()
 
     @contextlib.contextmanager
     def step(self, name: str) -> Iterator[None]:
+        token = self._meter.open()
         t = time.perf_counter()
         try:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - t, 4)
+            self.peaks_mb[name] = self._meter.close(token)
 
     def total(self) -> float:
         return round(time.perf_counter() - self._t0, 4)
+
+    def stage_peak_mb(self) -> float:
+        """Peak RSS in MB since the timer started (the stage's peak so far)."""
+        return self._meter.stage_mb
+
+    def peak_rss(self) -> dict[str, Any]:
+        """``{"stage": MB, "start": MB, "phases": {phase: MB}, "method": how}``: the manifest's
+        ``peak_rss_mb`` (``start``: the RSS when the timer started, which every peak includes)."""
+        from dailyrec.memory import method
+
+        return {"stage": self.stage_peak_mb(), "start": self._meter.start_mb, "phases": dict(self.peaks_mb),
+                "method": method()}
+
+    def summary(self) -> str:
+        """``"12.30s, peak RSS 1,234 MB (load 2.10s 800 MB, fit 9.00s 1,234 MB)"``: the summary line's figures."""
+        phases = ", ".join(f"{k} {v:.2f}s {self.peaks_mb.get(k, float('nan')):,.0f} MB"
+                           for k, v in self.timings.items() if k != "total")
+        return f"{self.total():.2f}s, peak RSS {self.stage_peak_mb():,.0f} MB" + (f" ({phases})" if phases else "")
 
 
 def make_manifest(
@@ -222,7 +254,11 @@ def make_manifest(
     timings: dict[str, float] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The small JSON written next to every output: what went in, what came out, how long."""
+    """The small JSON written next to every output: what went in, what came out, how long.
+
+    ``timings`` (``{phase: seconds}``) go under ``timings_s``; a step's manifest (through
+    :meth:`dailyrec.step.StepRun.manifest`) also has ``peak_rss_mb`` (:meth:`Timer.peak_rss`).
+    """
     return {
         "step": step,
         "cur_date": cur_date,

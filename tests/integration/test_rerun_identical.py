@@ -30,7 +30,7 @@ RANKING = ["ranking.ranking_samples", "ranking.train_mmoe", "ranking.evaluate_mm
 INPUTS = {"logs", "users", "items"}
 RUN_LOGS = {"checkpoints", "tensorboard"}
 # Keys of a manifest/report that describe the run rather than the output (docs/storage.md).
-VOLATILE = {"timings_s", "pid", "code_version", "events_per_s", "examples_per_s", "fit_seconds", "seconds",
+VOLATILE = {"timings_s", "peak_rss_mb", "pid", "code_version", "events_per_s", "examples_per_s", "fit_seconds", "seconds",
             "index_qps", "exact_qps", "index_single_query_ms_p50", "build_s", "items_per_s"}
 
 
