@@ -52,7 +52,7 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
     ``vocabularies_path``: the model's ``vocabularies.json`` (``models/two_tower/dt=D/model/``).
 
     The export step's path, pipelined on two cores: the SavedModel loads in a background thread
-    while the catalog is read and its columns are encoded to int64 ids on the Arrow side
+    while the catalog is read and its columns are encoded to integer ids on the Arrow side
     (:func:`tower_vectors`'s id path, with its guard against the serving signature); then the tower
     runs in slices of :data:`EXPORT_BATCH_ROWS` rows while a writer thread writes each finished
     :data:`ROW_GROUP_ROWS`-row group (:data:`PARQUET_OPTIONS`). Without the vocabularies file or the

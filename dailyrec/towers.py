@@ -2,7 +2,7 @@
 
 * :func:`tower_vectors`: ``float32[N, D]`` of a tower (``models/two_tower/dt=D/{user,item}_tower``)
   on the rows of a table of raw features. Given the model's vocabularies it takes the id path: the
-  columns become int64 embedding-table row ids on the Arrow side (``dailyrec.stream.id_encoders``)
+  columns become integer embedding-table row ids on the Arrow side (``dailyrec.stream.id_encoders``)
   and the tower's ``embed_ids`` endpoint runs on them, checked on a sample of rows against the raw
   ``serving_default`` signature; otherwise raw values go through ``serving_default``.
 * The id path's pieces (:func:`tower_specs`, :func:`encode_ids`, :func:`id_batches`,
@@ -48,22 +48,25 @@ def tower_specs(tower: Any, specs: list[Any], table: pa.Table, where: str) -> li
 
 
 def encode_ids(table: pa.Table, specs: list[Any], vocabularies: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """``{feature: int64[N]}`` embedding-table row ids, computed on the Arrow side."""
+    """``{feature: int32[N]}`` embedding-table row ids, computed on the Arrow side (``IdEncoder``)."""
     from dailyrec.stream import id_encoders
 
     return {name: enc(table.column(name)) for name, enc in id_encoders(specs, vocabularies).items()}
 
 
 def id_batches(tower: Any, ids: dict[str, np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
-    """``float32[b, D]`` per slice of ``batch_size`` rows: the tower's ``embed_ids`` endpoint."""
+    """``float32[b, D]`` per slice of ``batch_size`` rows: the tower's ``embed_ids`` endpoint. ``ids``:
+    ``{feature: integer[N]}`` (``IdEncoder`` gives int32), cast to the endpoint's input dtype (int64)."""
     import tensorflow as tf
 
     from models.serving import EMBEDDING, IDS_SIGNATURE
 
-    fn = tower.endpoint(IDS_SIGNATURE)._fn
+    endpoint = tower.endpoint(IDS_SIGNATURE)
+    fn, dtypes = endpoint._fn, endpoint.dtypes
     n = len(next(iter(ids.values())))
     for start in range(0, n, batch_size):
-        yield fn(**{k: tf.constant(v[start:start + batch_size]) for k, v in ids.items()})[EMBEDDING].numpy()
+        yield fn(**{k: tf.constant(v[start:start + batch_size], dtype=dtypes[k])
+                    for k, v in ids.items()})[EMBEDDING].numpy()
 
 
 def check_against_serving(tower: Any, table: pa.Table, specs: list[Any], rows: np.ndarray, got: np.ndarray, where: str) -> None:
@@ -91,7 +94,7 @@ def tower_vectors(tower_dir: str, table: pa.Table, specs: list[Any],
 
     * With ``vocabularies`` (the model's own ``{feature: [id, ...]}``, i.e.
       ``models/two_tower/dt=D/model/vocabularies.json``) and a tower exported with the
-      ``embed_ids`` endpoint (``models.serving.IDS_SIGNATURE``): the columns become int64 row ids
+      ``embed_ids`` endpoint (``models.serving.IDS_SIGNATURE``): the columns become integer row ids
       on the Arrow side (``dailyrec.stream.id_encoders``, the tower's own lookup rules), so no
       string reaches TensorFlow, and the tower runs in slices of ``batch_size`` rows. As a guard,
       :data:`CHECK_ROWS` rows spread over the table also go through the raw ``serving_default``
