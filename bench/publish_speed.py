@@ -42,7 +42,8 @@ Four parts; all of them by default, ``--only`` names a subset (see "Merging" bel
   norms, ids = catalog ids). Then, in the same worker, the item tower over the whole catalog both
   ways, alternated twice, best of each (``tower_paths``; ``export_tower_ids_vs_raw`` = raw seconds /
   ids seconds, a same-run ratio): raw values through ``serving_default`` (the export before the id
-  path) vs Arrow-side ids through ``embed_ids``. ``item_tower_mb`` / ``item_tower_variables_mb``:
+  path) vs Arrow-side ids through ``embed_ids`` (the worker's ``peak_rss_mb`` includes this
+  comparison, whose raw path holds the catalog as Python strings). ``item_tower_mb`` / ``item_tower_variables_mb``:
   the item tower SavedModel and its checkpoint (each variable once, keras-team/keras#23553).
 * ``dag``: the whole ``daily_retrieval`` DAG at demo scale: a temp data root and AIRFLOW_HOME
   (``airflow db migrate``, SQLite), ``python -m dailyrec.demo.generator`` for 2 days with the default
