@@ -272,6 +272,11 @@ HEADLINES: dict[str, Summary] = {
         parts="parts",
         rows=(
             Headline("export, item vectors/s", "export_items_per_s"),
+            Headline("export, item tower over the catalog on Arrow-side ids (embed_ids), s",
+                     "export.tower_paths.ids_embed_ids_s", ".2f", "raw values (serving_default), s",
+                     "export.tower_paths.raw_serving_default_s"),
+            Headline("item tower SavedModel, MB ({export.item_id.vocabulary} ids)", "export.train.item_tower_mb", ".1f",
+                     "its variables (checkpoint), MB", "export.train.item_tower_variables_mb"),
             Headline("ANN recall@100, {ann_best_config.factory} nprobe {ann_best_config.nprobe}",
                      "ann_recall_at_100", ".4f", "exact search (Flat)", "index_table.flat.exact.recall_at_100"),
             Headline("ANN queries/s, {ann_best_config.factory} nprobe {ann_best_config.nprobe}",

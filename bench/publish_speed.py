@@ -39,7 +39,12 @@ Four parts; all of them by default, ``--only`` names a subset (see "Merging" bel
   end (``--export-worker``): ``export_items_per_s`` = items / that call's wall seconds (the
   step's manifest has its own ``items_per_s``, timed up to its manifest write), its CPU seconds,
   and the process's RSS before the call and peak RSS (``VmHWM``). The output is checked (N rows, dim, unit
-  norms, ids = catalog ids).
+  norms, ids = catalog ids). Then, in the same worker, the item tower over the whole catalog both
+  ways, alternated twice, best of each (``tower_paths``; ``export_tower_ids_vs_raw`` = raw seconds /
+  ids seconds, a same-run ratio): raw values through ``serving_default`` (the export before the id
+  path) vs Arrow-side ids through ``embed_ids`` (the worker's ``peak_rss_mb`` includes this
+  comparison, whose raw path holds the catalog as Python strings). ``item_tower_mb`` / ``item_tower_variables_mb``:
+  the item tower SavedModel and its checkpoint (each variable once, keras-team/keras#23553).
 * ``dag``: the whole ``daily_retrieval`` DAG at demo scale: a temp data root and AIRFLOW_HOME
   (``airflow db migrate``, SQLite), ``python -m dailyrec.demo.generator`` for 2 days with the default
   config (``demo.*``: 200k events/day; ``--dag-set KEY=VALUE`` changes config keys through
@@ -471,6 +476,32 @@ def synthetic_train_sample(catalog: Any, rows: int, n_users: int, day: str, seed
     })
 
 
+def _tower_paths(day: str, cfg: Any) -> dict[str, Any]:
+    """The item tower over the whole catalog both ways, in this process, alternated twice (best of
+    each): raw values through ``serving_default`` (the export before the id path) and Arrow-side ids
+    through ``embed_ids`` (``dailyrec.embeddings.tower_vectors`` with the model's vocabularies); each
+    includes its SavedModel load. A same-run ratio, so the shared machine's load cancels out."""
+    import pyarrow.parquet as pq
+
+    from dailyrec.embeddings import tower_vectors
+
+    store = open_store(cfg)
+    mdir = store.partition("models/two_tower", day)
+    specs = cfg.features.by_side("item")
+    catalog = pq.read_table(f"{store.partition('features', day)}/catalog.parquet", filesystem=store.fs,
+                            columns=["item_id", *(s.name for s in specs if s.name != "item_id")])
+    vocab = store.read_json(f"{mdir}/model/vocabularies.json")
+    best = {"raw": float("inf"), "ids": float("inf")}
+    for _ in range(2):
+        for path in ("raw", "ids"):
+            t = time.perf_counter()
+            vecs = tower_vectors(f"{mdir}/item_tower", catalog, specs, vocab if path == "ids" else None)
+            best[path] = min(best[path], time.perf_counter() - t)
+            del vecs
+    return {"raw_serving_default_s": round(best["raw"], 3), "ids_embed_ids_s": round(best["ids"], 3),
+            "ids_vs_raw": round(best["raw"] / best["ids"], 2)}
+
+
 def export_worker(day: str) -> None:
     """``--export-worker D``: in a fresh process, import TensorFlow, then time ``export_embeddings``."""
     t = time.perf_counter()
@@ -485,7 +516,9 @@ def export_worker(day: str) -> None:
     res = export_embeddings(day, cfg)
     secs = time.perf_counter() - t
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    tower_paths = _tower_paths(day, cfg)
     out = {"seconds": round(secs, 3), "cpu_s": round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1),
+           "tower_paths": tower_paths,
            "import_s": round(import_s, 2), "rss_before_mb": rss_before, "peak_rss_mb": rss_now_mb("VmHWM"),
            "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
                           "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
@@ -550,7 +583,10 @@ def export_part(args: argparse.Namespace) -> dict[str, Any]:
                         "final_loss": tm["final_loss"], "model_version": tm["model_version"],
                         "warm_start_from": tm["warm_start"]["from"],
                         "item_tower_mb": round(sum(p.stat().st_size for p in Path(mdir, "item_tower").rglob("*")
-                                                   if p.is_file()) / 2**20, 1)}
+                                                   if p.is_file()) / 2**20, 1),
+                        # the SavedModel's checkpoint (each variable once: keras-team/keras#23553)
+                        "item_tower_variables_mb": round(sum(p.stat().st_size for p in Path(
+                            mdir, "item_tower", "variables").rglob("*") if p.is_file()) / 2**20, 1)}
         log(f"train: {out['train']}")
 
         # ---- the export, in a fresh process --------------------------------------------------
@@ -568,7 +604,7 @@ def export_part(args: argparse.Namespace) -> dict[str, Any]:
                     "manifest_items_per_s": em["items_per_s"], "timings_s": em["timings_s"],
                     "rss_before_mb": w["rss_before_mb"], "peak_rss_mb": w["peak_rss_mb"],
                     "tensorflow_import_s": w["import_s"], "process_wall_s": ex["wall_s"], "tf_threads": w["tf_threads"],
-                    "model_version": em["model_version"]})
+                    "model_version": em["model_version"], "tower_paths": w["tower_paths"]})
 
         # ---- check the output ----------------------------------------------------------------
         emb = pq.read_table(f"{store.partition('embeddings', DAY)}/items.parquet", filesystem=store.fs)
@@ -857,6 +893,7 @@ def main() -> None:
         part_info["export"].update(date=now_utc(), load_avg_1m_start=load_avg())
         exp = export_part(args)
         metrics["export_items_per_s"] = exp["items_per_s"]
+        metrics["export_tower_ids_vs_raw"] = exp["tower_paths"]["ids_vs_raw"]
         metrics["export"] = exp
         part_info["export"].update(seconds=round(time.perf_counter() - t, 1), load_avg_1m_end=load_avg())
     if "dag" in parts:

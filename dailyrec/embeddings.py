@@ -1,7 +1,9 @@
 """Tower vectors and the item-embeddings partition ``embeddings/dt=D/``.
 
-* :func:`tower_vectors`: an exported tower SavedModel (``models/two_tower/dt=D/{user,item}_tower``)
-  applied to an Arrow table of raw features -> ``float32[N, D]`` (L2-normalised by the tower).
+* :func:`tower_vectors` (defined in :mod:`dailyrec.towers`, importable from here): an exported tower
+  SavedModel applied to an Arrow table of raw features -> ``float32[N, D]`` (L2-normalised).
+* :func:`export_items`: the export step's pipeline, catalog -> Arrow-side ids -> the item tower's
+  ``embed_ids`` endpoint -> ``items.parquet`` row groups written while the tower runs.
 * The partition contract (written by the export step, read by the FAISS index and the Redis
   publish)::
 
@@ -25,6 +27,8 @@ import pyarrow as pa
 
 from dailyrec.errors import ContractError
 from dailyrec.storage import MANIFEST, Store
+from dailyrec.towers import (EXPORT_BATCH_ROWS, check_against_serving, encode_ids, guard_rows, id_batches,
+                             tower_specs, tower_vectors)  # tower_vectors: callers import it from here too
 
 EMBEDDINGS_DATASET = "embeddings"
 ITEMS_FILE = "items.parquet"
@@ -33,18 +37,125 @@ NORM_TOLERANCE = 1e-3
 """Largest accepted ``| ||v|| - 1 |`` of an exported vector."""
 
 
-def tower_vectors(tower_dir: str, table: pa.Table, specs: list[Any]) -> np.ndarray:
-    """``float32[N, D]``: the tower SavedModel at ``tower_dir`` on the ``N`` rows of ``table``.
+ROW_GROUP_ROWS = 131_072
+"""Rows per row group of an exported ``items.parquet`` (a multiple of :data:`EXPORT_BATCH_ROWS`)."""
 
-    Only the specs the tower takes (its ``feature_names``) are read from ``table``, cast by
-    :func:`dailyrec.inputs.feature_arrays` (a missing column raises ``KeyError``).
+
+def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, specs: list[Any],
+                 vocabularies_path: str | None, model_version: str, timer: Any,
+                 text_path: str | None = None) -> tuple[int, int]:
+    """Embed every item of the catalog at ``catalog_path`` (``features/dt=D/catalog.parquet``) with
+    the item tower SavedModel at ``tower_dir`` and write ``items.parquet`` at ``path`` (the
+    partition contract; ``text_path``: also the ``items.tsv`` lines). Returns ``(n, dim)``.
+
+    ``specs``: the item tower's feature specs; only those columns and ``item_id`` are read.
+    ``vocabularies_path``: the model's ``vocabularies.json`` (``models/two_tower/dt=D/model/``).
+
+    The export step's path, pipelined on two cores: the SavedModel loads in a background thread
+    while the catalog is read and its columns are encoded to integer ids on the Arrow side
+    (:func:`tower_vectors`'s id path, with its guard against the serving signature); then the tower
+    runs in slices of :data:`EXPORT_BATCH_ROWS` rows while a writer thread writes each finished
+    :data:`ROW_GROUP_ROWS`-row group (:data:`PARQUET_OPTIONS`). Without the vocabularies file or the
+    ``embed_ids`` endpoint (a tower exported before it existed) the raw serving signature runs and
+    the table is written at the end. ``timer``: a ``dailyrec.storage.Timer`` (phases
+    ``read_catalog``, ``read_vocabularies``, ``encode``, ``load_tower``, ``item_tower``, ``check``,
+    ``write``). The same inputs give the same bytes.
+
+    Raises:
+        ValueError: ``item_id`` is missing, null or duplicated (naming the file), or no rows.
+        KeyError, ContractError: as :func:`tower_vectors`.
     """
-    from dailyrec.inputs import feature_arrays, predict_in_batches
-    from models.serving import load_tower
+    from concurrent.futures import ThreadPoolExecutor
 
-    tower = load_tower(tower_dir)
-    wanted = [s for s in specs if s.name in tower.feature_names]
-    return predict_in_batches(tower, feature_arrays(table, wanted, where=tower_dir))
+    import pyarrow.parquet as pq
+
+    from dailyrec.inputs import feature_arrays, predict_in_batches
+    from models.serving import IDS_SIGNATURE, load_tower
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export") as pool:
+        loading = pool.submit(load_tower, tower_dir)
+        with timer.step("read_catalog"):
+            names = list(dict.fromkeys(["item_id", *(s.name for s in specs)]))
+            schema = pq.read_schema(catalog_path, filesystem=store.fs)
+            catalog = pq.read_table(catalog_path, columns=[c for c in names if c in schema.names],
+                                    filesystem=store.fs)
+            if "item_id" not in catalog.column_names:
+                raise ValueError(f"{catalog_path}: column 'item_id' is missing (columns: {schema.names})")
+            item_ids = catalog.column("item_id").combine_chunks()
+            if item_ids.null_count or not _unique(item_ids):
+                raise ValueError(f"{catalog_path}: column 'item_id' has nulls or duplicates")
+        with timer.step("read_vocabularies"):
+            vocabularies = store.read_json(vocabularies_path) if (
+                vocabularies_path is not None and store.exists(vocabularies_path)) else None
+        with timer.step("encode"):
+            present = [s for s in specs if s.name in catalog.column_names]  # a missing one: tower_specs
+            ids = encode_ids(catalog, present, vocabularies) if vocabularies is not None else None
+        with timer.step("load_tower"):
+            tower = loading.result()
+            wanted = tower_specs(tower, specs, catalog, tower_dir)
+        if ids is None or IDS_SIGNATURE not in tower.signatures:
+            with timer.step("item_tower"):
+                vecs = predict_in_batches(tower, feature_arrays(catalog, wanted, where=tower_dir))
+            with timer.step("write"):
+                table = embeddings_table(item_ids, vecs, model_version)
+                write_items(store, path, table)
+                if text_path is not None:
+                    _write_text(store, text_path, item_ids, vecs)
+            return vecs.shape
+
+        ids = {s.name: ids[s.name] for s in wanted}
+        n = catalog.num_rows
+        parts: list[np.ndarray] = []  # every slice's vectors, kept for the guard (and the text file)
+        pending: list[pa.Table] = []  # slices not yet handed to the writer
+        writes = []
+        writer: pq.ParquetWriter | None = None
+        done = 0  # rows handed to the writer
+        try:
+            with timer.step("item_tower"):
+                for part in id_batches(tower, ids, EXPORT_BATCH_ROWS):
+                    start = done + sum(t.num_rows for t in pending)
+                    parts.append(part)
+                    pending.append(embeddings_table(item_ids.slice(start, len(part)), part, model_version))
+                    ready = start + len(part) - done
+                    if ready >= ROW_GROUP_ROWS or done + ready == n:
+                        group = pa.concat_tables(pending)  # zero-copy: one row group of several chunks
+                        if writer is None:
+                            writer = pq.ParquetWriter(path, group.schema, filesystem=store.fs, **PARQUET_OPTIONS)
+                        writes.append(pool.submit(writer.write_table, group, row_group_size=ready))
+                        pending, done = [], done + ready
+            with timer.step("check"):
+                rows = guard_rows(n)
+                got = np.stack([parts[r // EXPORT_BATCH_ROWS][r % EXPORT_BATCH_ROWS] for r in rows])
+                check_against_serving(tower, catalog, wanted, rows, got, tower_dir)
+            with timer.step("write"):
+                for w in writes:
+                    w.result()
+                if text_path is not None:
+                    _write_text(store, text_path, item_ids, np.concatenate(parts))
+        finally:
+            for w in writes:
+                w.cancel()
+            if writer is not None:
+                pool.submit(writer.close).result()
+        return n, int(parts[0].shape[1])
+
+
+def _unique(values: pa.Array) -> bool:
+    """Whether a string array has no duplicates: strictly increasing (the catalog is written sorted
+    by ``item_id``: one vectorised comparison) or else one hash pass (``count_distinct``)."""
+    import pyarrow.compute as pc
+
+    if len(values) < 2:
+        return True
+    if pc.all(pc.less(values.slice(0, len(values) - 1), values.slice(1))).as_py():
+        return True
+    return pc.count_distinct(values).as_py() == len(values)
+
+
+def _write_text(store: Store, path: str, item_ids: pa.Array, vectors: np.ndarray) -> None:
+    with store.fs.open_output_stream(path) as f:
+        for chunk in text_lines(item_ids.to_pylist(), vectors):
+            f.write(chunk)
 
 
 @dataclass
@@ -107,19 +218,34 @@ def text_lines(item_ids: list[str], vectors: np.ndarray, chunk: int = 50_000) ->
         yield ("\n".join(lines) + "\n").encode()
 
 
+PARQUET_OPTIONS: dict[str, Any] = {
+    # unit-norm float32 vectors do not compress (snappy saved 4%, for 40% of the write time), nor
+    # do their min/max statistics or a dictionary help a reader; the ids and the version keep them
+    "compression": {"item_id": "snappy", "model_version": "snappy", "vector.list.element": "none"},
+    "use_dictionary": ["model_version"],
+    "write_statistics": ["item_id", "model_version"],
+}
+"""How ``items.parquet`` is written (:func:`write_items`)."""
+
+
+def write_items(store: Store, path: str, table: pa.Table) -> None:
+    """Write an :func:`embeddings_table` to ``path`` (``items.parquet``) with :data:`PARQUET_OPTIONS`
+    (the same table gives the same bytes)."""
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path, filesystem=store.fs, **PARQUET_OPTIONS)
+
+
 def write_embeddings(store: Store, cur_date: str, item_ids: list[str], vectors: np.ndarray,
                      model_version: str, **manifest_extra: Any) -> str:
     """Write an ``embeddings/dt=D`` partition in the contract (atomic; items.parquet + a minimal
     manifest); returns the partition path. For tests, benches and demos: the pipeline's export
     step writes the same table with its full manifest."""
-    import pyarrow.parquet as pq
-
     table = embeddings_table(item_ids, vectors, model_version)
     n, dim = table.num_rows, table.schema.field("vector").type.list_size
     out = embeddings_dir(store, cur_date)
     with store.atomic_output(out) as tmp:
-        with store.fs.open_output_stream(f"{tmp}/{ITEMS_FILE}") as f:
-            pq.write_table(table, f)
+        write_items(store, f"{tmp}/{ITEMS_FILE}", table)
         store.write_json(f"{tmp}/{MANIFEST}", {"step": "export_embeddings", "cur_date": cur_date,
                                                "rows": {"items": n}, "dim": dim,
                                                "model_version": model_version, **manifest_extra})

@@ -11,9 +11,11 @@ through the same mechanism:
   TensorFlow (``tf.data`` pipelines in ``dailyrec.inputs`` use them).
 * :func:`to_tensors` -- tensor level: ``{name: array-like[B]}`` -> ``{name: Tensor[B]}`` cast to a
   signature (extra keys ignored, a missing key raises ``KeyError``).
-* :func:`export_model` -- a SavedModel (``keras.export.ExportArchive``) whose ``serving_default``
-  takes one ``[None]`` tensor per raw feature; :func:`export_tower` / :func:`export_towers` (outputs
-  ``{"embedding": float32[B, D]}``) and :func:`export_ranking_model` (outputs ``{task: float32[B]}``).
+* :func:`export_model` -- a SavedModel (``keras.export.ExportArchive``, each variable stored once)
+  whose ``serving_default`` takes one ``[None]`` tensor per raw feature; :func:`export_tower` /
+  :func:`export_towers` (outputs ``{"embedding": float32[B, D]}``; a tower also has the
+  :data:`IDS_SIGNATURE` endpoint on int64 row ids) and :func:`export_ranking_model` (outputs
+  ``{task: float32[B]}``).
 * :class:`LoadedModel` -- one loaded SavedModel, callable on numpy/lists/tensors in batches;
   :func:`load_tower` (returns the ``embedding`` array) and :func:`load_ranking_model` (returns
   ``{task: array}``).
@@ -25,7 +27,6 @@ This module never imports Airflow, storage or Redis.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 
 KERAS_FILE = "model.keras"
 SIGNATURE = "serving_default"
+IDS_SIGNATURE = "embed_ids"
+"""A tower SavedModel's second endpoint: the same tower on pre-encoded ``int64`` row ids
+(``dailyrec.stream.IdEncoder``) instead of raw values, for batch jobs that encode on the Arrow side."""
 EMBEDDING = "embedding"
 
 Signature = Mapping[str, tf.TensorSpec]
@@ -77,6 +81,12 @@ def input_signature(specs: Sequence[Any]) -> dict[str, tf.TensorSpec]:
         name = _spec_dict(spec)["name"]
         out[name] = tf.TensorSpec([None], tf_dtype(spec), name=name)
     return out
+
+
+def ids_signature(specs: Sequence[Any]) -> dict[str, tf.TensorSpec]:
+    """``{name: tf.TensorSpec([None], tf.int64, name=name)}``: every feature as embedding-table row
+    ids (``dailyrec.stream.IdEncoder``), the input of a tower's :data:`IDS_SIGNATURE` endpoint."""
+    return {_spec_dict(s)["name"]: tf.TensorSpec([None], tf.int64, name=_spec_dict(s)["name"]) for s in specs}
 
 
 def dummy_features(specs: Sequence[Any], batch: int = 2) -> dict[str, tf.Tensor]:
@@ -171,67 +181,37 @@ def row_batches(features: Mapping[str, Any], batch_size: int) -> Iterator[dict[s
 
 
 def export_model(model: keras.Model, directory: str | os.PathLike[str], signature: Signature,
-                 serve: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
-    """Write ``model`` as a SavedModel at ``directory`` with one endpoint ``serving_default``.
+                 serve: Callable[[dict[str, Any]], dict[str, Any]],
+                 extra_endpoints: Mapping[str, tuple[Signature, Callable[[dict[str, Any]], dict[str, Any]]]]
+                 | None = None) -> str:
+    """Write ``model`` as a SavedModel at ``directory`` with the endpoint ``serving_default``.
 
     ``signature``: ``{name: tf.TensorSpec([None], ...)}`` (see :func:`input_signature`); ``serve``:
     ``{name: Tensor[B]} -> {output: Tensor}``, traced by ``keras.export.ExportArchive``.
-    Returns the directory.
+    ``extra_endpoints``: ``{endpoint name: (signature, fn)}`` written as further signatures over the
+    same variables. Written by :func:`models.savedmodel.write_savedmodel`: each variable stored once
+    (the directory is about the variables' bytes plus the graph), the same bytes for the same
+    weights. Returns the directory.
     """
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(SIGNATURE, serve, input_signature=[dict(signature)])
-    with _variables_in_model_order(model):
-        archive.write_out(str(directory), verbose=False)
-    _content_uuid(Path(directory) / "fingerprint.pb")
-    return str(directory)
+    from models.savedmodel import write_savedmodel
 
-
-def _content_uuid(path: Path) -> None:
-    """Replace the random ``uuid`` TensorFlow writes into a SavedModel's ``fingerprint.pb`` with one
-    derived from the fingerprint's content hashes (graph, signatures, object graph, checkpoint): the
-    same model gets the same uuid and the same bytes."""
-    import hashlib
-
-    from tensorflow.core.protobuf import fingerprint_pb2
-
-    if not path.exists():
-        return
-    fp = fingerprint_pb2.FingerprintDef.FromString(path.read_bytes())
-    fp.uuid = ""
-    fp.uuid = str(int(hashlib.sha256(fp.SerializeToString(deterministic=True)).hexdigest()[:32], 16))
-    path.write_bytes(fp.SerializeToString(deterministic=True))
-
-
-@contextlib.contextmanager
-def _variables_in_model_order(model: keras.Model) -> Iterator[None]:
-    """While exporting, list the endpoint's variables in the model's own order. TensorFlow gives a
-    traced function's variables in the order of a set of object ids (memory addresses), and Keras
-    writes them into the SavedModel in that order, so without this the same weights give different
-    ``saved_model.pb`` / ``variables.*`` bytes in every process."""
-    from keras.src.export import saved_model_export_archive as sma
-
-    position = {id(v.value): i for i, v in enumerate(model.variables)}
-    original = sma._list_variables_used_by_fns
-
-    def ordered(fns: Any) -> tuple[list[Any], list[Any]]:
-        return tuple(sorted(vs, key=lambda v: position.get(id(v), len(position))) for vs in original(fns))
-
-    sma._list_variables_used_by_fns = ordered
-    try:
-        yield
-    finally:
-        sma._list_variables_used_by_fns = original
+    return write_savedmodel(model, directory, {SIGNATURE: (signature, serve), **(extra_endpoints or {})})
 
 
 def export_tower(tower: "_Tower", path: str | os.PathLike[str]) -> str:
-    """Write ``tower`` as a SavedModel at ``path``; signature ``serving_default``:
-    ``{feature: [None]}`` -> ``{"embedding": float32[None, D]}``."""
+    """Write ``tower`` as a SavedModel at ``path``.
+
+    Signatures: ``serving_default``: raw values ``{feature: [None]}`` (``tf.string`` / ``tf.int64``
+    by :func:`tf_dtype`) -> ``{"embedding": float32[None, D]}``; :data:`IDS_SIGNATURE`
+    (``embed_ids``): ``{feature: int64[None]}`` row ids of each feature's embedding table
+    (``dailyrec.stream.IdEncoder``) -> the same ``{"embedding": float32[None, D]}``.
+    """
 
     def serve(features: dict[str, Any]) -> dict[str, Any]:
         return {EMBEDDING: tower(features, training=False)}
 
-    return export_model(tower, path, tower.input_signature(), serve)
+    return export_model(tower, path, tower.input_signature(), serve,
+                        extra_endpoints={IDS_SIGNATURE: (ids_signature(tower.specs), serve)})
 
 
 def export_towers(model: "TwoTowerModel", directory: str | os.PathLike[str]) -> dict[str, str]:
@@ -270,15 +250,24 @@ class LoadedModel:
     through :func:`to_tensors` (cast to the signature, extra keys ignored, ``KeyError`` for a
     missing one) and run in slices of ``batch_size`` rows.
 
-    Attributes: ``path``, ``input_signature`` (``{name: tf.TensorSpec}``), ``dtypes``
-    (``{name: tf.DType}``), ``feature_names`` (sorted), ``outputs`` (sorted output names; ``tasks``
-    is the same list for the ranker).
+    ``signature``: the endpoint to call (default ``serving_default``; a tower also has
+    :data:`IDS_SIGNATURE`); ``KeyError`` if the SavedModel has no such signature.
+
+    Attributes: ``path``, ``signature``, ``signatures`` (every signature name of the SavedModel),
+    ``input_signature`` (``{name: tf.TensorSpec}``), ``dtypes`` (``{name: tf.DType}``),
+    ``feature_names`` (sorted), ``outputs`` (sorted output names; ``tasks`` is the same list for the
+    ranker).
     """
 
-    def __init__(self, path: str | os.PathLike[str], output: str | None = None):
+    def __init__(self, path: str | os.PathLike[str], output: str | None = None, signature: str = SIGNATURE,
+                 loaded: Any = None):
         self.path = str(path)
-        self._loaded = tf.saved_model.load(self.path)  # keeps the resources alive
-        self._fn = self._loaded.signatures[SIGNATURE]
+        self._loaded = loaded if loaded is not None else tf.saved_model.load(self.path)  # keeps resources alive
+        self.signatures = sorted(self._loaded.signatures.keys())
+        if signature not in self.signatures:
+            raise KeyError(f"{self.path}: no signature {signature!r}; the SavedModel has {self.signatures}")
+        self.signature = signature
+        self._fn = self._loaded.signatures[signature]
         self.input_signature: dict[str, tf.TensorSpec] = dict(self._fn.structured_input_signature[1])
         self.dtypes: dict[str, tf.DType] = {k: v.dtype for k, v in self.input_signature.items()}
         self.feature_names = sorted(self.input_signature)
@@ -291,6 +280,10 @@ class LoadedModel:
     def tasks(self) -> list[str]:
         return self.outputs
 
+    def endpoint(self, signature: str) -> "LoadedModel":
+        """The same loaded SavedModel (no second load) called through another ``signature``."""
+        return LoadedModel(self.path, output=self.output, signature=signature, loaded=self._loaded)
+
     def __call__(self, features: Mapping[str, Any], batch_size: int = 65536) -> Any:
         chunks: dict[str, list[np.ndarray]] = {k: [] for k in self.outputs}
         for part in row_batches(features, batch_size):
@@ -301,9 +294,10 @@ class LoadedModel:
         return result[self.output] if self.output is not None else result
 
 
-def load_tower(path: str | os.PathLike[str]) -> LoadedModel:
-    """Load a tower written by :func:`export_tower` as a ``dict -> np.ndarray float32[B, D]`` callable."""
-    return LoadedModel(path, output=EMBEDDING)
+def load_tower(path: str | os.PathLike[str], signature: str = SIGNATURE) -> LoadedModel:
+    """Load a tower written by :func:`export_tower` as a ``dict -> np.ndarray float32[B, D]`` callable
+    (``signature``: ``serving_default``, raw values, or :data:`IDS_SIGNATURE`, int64 row ids)."""
+    return LoadedModel(path, output=EMBEDDING, signature=signature)
 
 
 def load_ranking_model(path: str | os.PathLike[str]) -> LoadedModel:

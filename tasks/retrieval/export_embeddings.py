@@ -3,7 +3,9 @@
     python -m tasks.retrieval.export_embeddings --cur-date 2026-11-02 [--format text]
 
 Every item of ``features/dt=D/catalog.parquet`` (the day's item snapshot, seen in the logs or not)
-gets exactly one vector. Output (atomic), ``embeddings/dt=D/`` (the contract of
+gets exactly one vector: its columns are encoded to embedding-table ids on the Arrow side with the
+model's vocabularies and the item tower SavedModel's ``embed_ids`` endpoint runs on them, pipelined
+with the Parquet write (``dailyrec.embeddings.export_items``). Output (atomic), ``embeddings/dt=D/`` (the contract of
 :mod:`dailyrec.embeddings`): ``items.parquet`` with ``item_id`` (string), ``model_version``
 (string) and ``vector`` (fixed-size list of float32, L2-normalised), plus ``_manifest.json``;
 ``--format text`` also writes ``items.tsv`` with the classic ``item_id<TAB>v1,v2,...`` lines.
@@ -21,10 +23,8 @@ from dailyrec.step import begin
 
 def step(cur_date: str, cfg: Config, format: Literal["parquet", "text"] = "parquet") -> dict[str, Any]:
     """Run the day's item tower over the catalog; write ``embeddings/dt=D/`` (``format="text"``: also TSV)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from dailyrec.embeddings import ITEMS_FILE, TEXT_FILE, embeddings_table, text_lines, tower_vectors
+    from dailyrec.embeddings import ITEMS_FILE, TEXT_FILE, export_items
+    from models.two_tower import VOCAB_FILE
 
     run = begin("export_embeddings", cur_date, cfg)
     store = run.store
@@ -33,23 +33,11 @@ def step(cur_date: str, cfg: Config, format: Literal["parquet", "text"] = "parqu
     run.require(f"{mdir}/_manifest.json", hint=f"no trained model: run train_two_tower for {run.cur_date} first")
     run.require(catalog_path, hint=f"run tasks.retrieval.features for {run.cur_date} first")
     version = store.read_json(f"{mdir}/_manifest.json")["model_version"]
-    with run.timer.step("read_catalog"):
-        catalog = pq.read_table(catalog_path, filesystem=store.fs)
-    ids = catalog.column("item_id")
-    if ids.null_count or len(set(ids.to_pylist())) != catalog.num_rows:
-        raise ValueError(f"{catalog_path}: column 'item_id' has nulls or duplicates")
-    with run.timer.step("item_tower"):
-        vecs = tower_vectors(f"{mdir}/item_tower", catalog, cfg.features.spec).astype(np.float32)
-    n, dim = vecs.shape
-    table = embeddings_table(ids, vecs, version)
     out = run.partition("embeddings")
     with store.atomic_output(out) as tmp:
-        with run.timer.step("write"):
-            pq.write_table(table, f"{tmp}/{ITEMS_FILE}", filesystem=store.fs)
-            if format == "text":
-                with store.fs.open_output_stream(f"{tmp}/{TEXT_FILE}") as f:
-                    for chunk in text_lines(table.column("item_id").to_pylist(), vecs):
-                        f.write(chunk)
+        n, dim = export_items(store, f"{tmp}/{ITEMS_FILE}", f"{mdir}/item_tower", catalog_path,
+                              cfg.features.by_side("item"), f"{mdir}/model/{VOCAB_FILE}", version, run.timer,
+                              text_path=f"{tmp}/{TEXT_FILE}" if format == "text" else None)
         total = run.timer.total()
         store.write_json(f"{tmp}/_manifest.json", run.manifest(
             inputs=[mdir, catalog_path], rows={"items": n}, model_version=version, dim=dim, format=format,
