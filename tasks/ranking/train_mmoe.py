@@ -47,12 +47,11 @@ from dailyrec.storage import MANIFEST
 from dailyrec.training import deterministic_training, fit, lineage, model_version, warm_source, warm_start
 
 
-def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
-             labels: dict[str, Any], src: tuple[str, str] | None, ckpt_dir: str,
-             tb_dir: str) -> tuple[Any, dict[str, Any]]:
-    """Build, (warm start from ``src``'s model of the same role,) fit one model; returns it and its
-    manifest figures."""
-    from dailyrec.inputs import ranking_dataset
+def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], samples: str,
+             src: tuple[str, str] | None, ckpt_dir: str, tb_dir: str) -> tuple[Any, dict[str, Any]]:
+    """Build, (warm start from ``src``'s model of the same role,) fit one model on a fresh stream of
+    ``samples`` (the same batches for every role); returns it and its manifest figures."""
+    from dailyrec.ranking.inputs import stream_dataset, training_stream
     from models.ranking import build_ranking_model, load_model, warm_start_from
 
     cfg, rc = run.cfg, run.cfg.ranking
@@ -61,10 +60,10 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
         model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed)
     warm = warm_start(run, model, src, artifact_dirs(src[1], role)[0] if src else None, load_model, warm_start_from,
                       label=kind, timer_step=f"{kind}_warm_start", missing_ok=True)
-    ds = ranking_dataset(features, labels, batch_size=rc.batch_size, shuffle=True, seed=rc.seed,
-                         specs=list(cfg.features.spec))
-    result = fit(run, model, ds, rows=len(next(iter(labels.values()))), epochs=rc.epochs, label=kind,
-                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False)  # the dataset shuffles
+    stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size, seed=rc.seed,
+                             buffer_rows=cfg.training.shuffle_buffer_rows, filesystem=run.store.fs)
+    result = fit(run, model, stream_dataset(stream), rows=stream.num_rows, epochs=rc.epochs, label=kind,
+                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False)  # the stream shuffles
     info = {"kind": kind, "params": int(model.count_params()), "history": result.history, "warm_start": warm,
             "examples_per_s": result.examples_per_s, "fit_seconds": round(result.seconds, 2),
             "final_loss": result.final_loss, "checkpoints": ckpt_dir}
@@ -75,6 +74,21 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     return model, info
 
 
+def _label_counts(samples: str, fs: Any) -> dict[str, int]:
+    """``{"rows", "click", "conversion"}`` of the training rows, reading only the label columns.
+
+    Raises ``KeyError`` naming the file when a label column is missing."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(fs.open_input_file(samples))
+    missing = [t for t in ("click", "conversion") if t not in pf.schema_arrow.names]
+    if missing:
+        raise KeyError(f"{samples}: label column(s) {missing} missing; columns: {pf.schema_arrow.names}")
+    table = pf.read(columns=["click", "conversion"])
+    return {"rows": table.num_rows, **{t: int(pc.sum(table.column(t)).as_py() or 0) for t in ("click", "conversion")}}
+
+
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Train the day's ranking model and its shared-bottom baseline; write ``models/mmoe/dt=D``.
 
@@ -82,9 +96,6 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     same rows. Raises ``FileNotFoundError`` without the day's samples or vocabularies,
     ``ValueError`` when the training rows hold no click.
     """
-    import pyarrow.parquet as pq
-
-    from dailyrec.inputs import feature_arrays
     from models.ranking import save_model
     from models.serving import export_ranking_model
 
@@ -94,14 +105,10 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     vocab_path = run.path("features", "vocabularies.json")
     run.require(smanifest, vocab_path, hint=f"run the features and ranking_samples steps for {cur_date} first")
     with timer.step("load"):
-        table = pq.read_table(samples, filesystem=store.fs)
         sman = store.read_json(smanifest)
         vocabularies = store.read_json(vocab_path)
-        arrays = feature_arrays(table, list(cfg.features.spec), extra={"click": "float32", "conversion": "float32"},
-                                where=samples)
-    n = table.num_rows
-    labels = {"click": arrays.pop("click"), "conversion": arrays.pop("conversion")}
-    n_click, n_conv = int(labels["click"].sum()), int(labels["conversion"].sum())
+        labels = _label_counts(samples, store.fs)
+    n, n_click, n_conv = labels["rows"], labels["click"], labels["conversion"]
     if n == 0 or n_click == 0:
         raise ValueError(f"{samples}: {n} rows, {n_click} clicks: nothing to train a ranker on")
     rate = float(sman.get("negative_downsample_rate", rc.negative_downsample_rate))
@@ -116,7 +123,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     infos: dict[str, dict[str, Any]] = {}
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
-            model, info = _fit_one(run, role, k, vocabularies, arrays, labels, src, str(ckpt_root / role),
+            model, info = _fit_one(run, role, k, vocabularies, samples, src, str(ckpt_root / role),
                                    str(tb_root / role))
             keras_dir, sm_dir = artifact_dirs(tmp, role)
             with timer.step(f"{role}_save"):
