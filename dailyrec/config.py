@@ -195,6 +195,9 @@ class TrainingConfig(_Strict):
     output_dim: int = Field(64, ge=2)
     epochs: int = Field(4, ge=1)
     batch_size: int = Field(1024, ge=1)
+    shuffle_buffer_rows: int = Field(262_144, ge=1)
+    """Rows mixed at once by the streaming reader (``dailyrec.stream.ParquetStream``): training memory
+    is bounded by about this many rows plus one row group, whatever the day's size."""
     optimizer: OptimizerConfig = OptimizerConfig()
     checkpoint_every_steps: int = Field(500, ge=1)
     checkpoints_keep: int = Field(3, ge=1)

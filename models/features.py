@@ -38,7 +38,8 @@ class FeatureEncoder(keras.layers.Layer):
 
     Call:
         inputs: ``{name: Tensor[batch]}`` (``tf.string`` for string features, integer for ``int``
-            features); a ``[batch, 1]`` input is squeezed.
+            features; or int64 row ids for string features, pre-encoded by
+            ``dailyrec.stream.IdEncoder``); a ``[batch, 1]`` input is squeezed.
     Returns:
         ``Tensor[batch, sum(embedding_dim)]``: the concatenated embeddings (float32).
     ``embed(inputs)`` returns ``{name: Tensor[batch, embedding_dim]}`` instead.
@@ -78,11 +79,19 @@ class FeatureEncoder(keras.layers.Layer):
         return [s["name"] for s in self.specs]
 
     def index(self, name: str, value: Any) -> Any:
-        """Raw values of feature ``name`` -> integer row ids of its embedding table."""
+        """Values of feature ``name`` -> integer row ids of its embedding table.
+
+        ``value`` is either raw (strings for ``vocab``/``hash``, integers for ``int``: looked up
+        here, the serving path) or, for a ``vocab``/``hash`` feature, integer row ids already
+        computed outside the graph by ``dailyrec.stream.IdEncoder`` (the training path: only
+        integers reach TensorFlow), which are used as they are.
+        """
         spec = next(s for s in self.specs if s["name"] == name)
         if len(value.shape) == 2:
             value = ops.squeeze(value, axis=-1)
         if name in self.lookups:
+            if "int" in keras.backend.standardize_dtype(value.dtype):
+                return ops.cast(value, "int64")  # pre-encoded ids
             return self.lookups[name](value)
         buckets = int(spec["buckets"])
         return ops.mod(ops.abs(ops.cast(value, "int64")), buckets)

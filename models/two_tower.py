@@ -198,7 +198,8 @@ class TwoTowerModel(keras.Model):
 
     # -- loss
     def item_keys(self, inputs: dict[str, Any]) -> Any:
-        """``int64[B]`` identity of each row's item (64-bit fingerprint of a string id)."""
+        """``int64[B]`` identity of each row's item: the 64-bit fingerprint of a string id, or the
+        pre-encoded row id itself (``dailyrec.stream.IdEncoder``; out-of-vocabulary items share id 0)."""
         ids = tf.reshape(inputs[self.item_id_feature], [-1])
         if ids.dtype == tf.string:
             return tf.strings.to_hash_bucket_fast(ids, np.iinfo(np.int64).max)

@@ -3,7 +3,9 @@
     python -m tasks.retrieval.train_two_tower --cur-date 2026-11-02 [--set training.epochs=3]
 
 Inputs: ``samples/dt=D/train.parquet`` (tasks.retrieval.sample) and ``features/dt=D/vocabularies.json``
-(tasks.retrieval.features). Warm start from the newest gate-passed model strictly before ``cur_date``
+(tasks.retrieval.features), streamed row group by row group (``dailyrec.stream.ParquetStream``:
+feature values become integer ids on the Arrow side, memory is bounded by
+``training.shuffle_buffer_rows``). Warm start from the newest gate-passed model strictly before ``cur_date``
 (known ids keep their embedding rows, new ids are initialised; dense layers copied). Exponential
 learning-rate decay with a floor; a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/two_tower/dt=D/``; TensorBoard
@@ -32,9 +34,10 @@ NAME = "two_tower"
 
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Train (warm start, checkpoints) and export the day's two-tower model and towers."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from dailyrec.inputs import dataset, feature_arrays
+    from dailyrec.stream import ParquetStream, id_encoders
     from models.serving import export_towers
     from models.two_tower import build_two_tower, load_model, save_model, warm_start_from
 
@@ -43,10 +46,12 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     samples, vocab_path = run.path("samples", "train.parquet"), run.path("features", "vocabularies.json")
     run.require(samples, vocab_path, hint=f"run the features and sample steps for {run.cur_date} first")
     with run.timer.step("load"):
-        table = pq.read_table(samples, filesystem=store.fs)
         vocabularies = store.read_json(vocab_path)
-        arrays = feature_arrays(table, cfg.features.spec, extra={"label": "float32", "log_q": "float32"}, where=samples)
-    n, n_pos = table.num_rows, int(arrays["label"].sum())
+        stream = ParquetStream(samples, id_encoders(cfg.features.spec, vocabularies),
+                               extra={"label": "float32", "log_q": "float32"}, batch_size=tc.batch_size,
+                               seed=tc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
+        labels = pq.read_table(samples, columns=["label"], filesystem=store.fs).column("label")
+    n, n_pos = stream.num_rows, int(pc.sum(labels).as_py() or 0)
     if n_pos == 0:
         raise ValueError(f"{samples}: no positive rows to train on")
     run.log.info("training %s on %d rows (%d positives) from %s, loss=%s", run.cur_date, n, n_pos, samples, tc.loss)
@@ -61,7 +66,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     tb_dir = str(store.local_path(run.partition(f"tensorboard/{NAME}")))
     final = model_dir(store, NAME, run.cur_date)
     with store.atomic_output(final) as tmp:
-        ds = dataset(arrays, tc.batch_size, shuffle_seed=tc.seed)
+        ds = stream.dataset()
         result = fit(run, model, ds, rows=n, epochs=tc.epochs, label=NAME, ckpt_dir=ckpt_dir, tb_dir=tb_dir)
         with run.timer.step("save"):
             save_model(model, f"{tmp}/model")

@@ -1,0 +1,251 @@
+"""Bounded-memory training input: Parquet row groups -> integer ids on the Arrow side -> ``tf.data``.
+
+The training steps used to read a whole training window into Python object arrays and TensorFlow
+string constants (about 1.3 KB per row). This module streams instead:
+
+* :class:`IdEncoder` turns one raw Arrow column into the row ids of the feature's embedding table,
+  **exactly** as :class:`models.features.FeatureEncoder` looks raw values up (``vocab``: position in
+  the vocabulary + 1, 0 for out-of-vocabulary, like ``keras.layers.StringLookup(num_oov_indices=1)``;
+  ``hash``, or ``vocab`` without a vocabulary: FarmHash Fingerprint64 modulo ``buckets``, like
+  ``keras.layers.Hashing``; ``int``: ``|value| mod buckets``). Only int64 and float32 arrays reach
+  TensorFlow; the models accept those ids in place of raw values, and their serving signatures
+  still take raw values.
+* :class:`ParquetStream` reads Parquet files **one row group at a time** (only the columns it
+  needs), encodes them and yields batches ``{column: np.ndarray[B]}``.
+
+Shuffling (a documented quality trade-off): with a ``seed`` each epoch visits the row groups in an
+order drawn from ``(seed, epoch)``, and rows are mixed inside a bounded buffer of about
+``buffer_rows`` rows (whole row groups are added until the buffer holds that many; the buffer is
+permuted and emitted). A row therefore only meets rows of the row groups that share its buffer, not
+the whole file; the sample steps write their rows in a random (seeded) order and small row groups
+(:data:`ROW_GROUP_ROWS`), so that the buffer holds an unbiased mix. Memory is bounded by the buffer
+plus one row group, whatever the file size. Without a seed the rows come in file order.
+
+Deterministic: the same files, encoders, seed and epoch give the same batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger("dailyrec.stream")
+
+ROW_GROUP_ROWS = 131_072
+"""Row-group size the sample steps write with (the unit of the streaming reader's shuffle)."""
+
+BUFFER_ROWS = 262_144
+"""Default shuffle buffer of :class:`ParquetStream`, in rows."""
+
+NULL_STRING = ""
+
+
+def _spec(s: Any) -> dict[str, Any]:
+    return s.model_dump() if hasattr(s, "model_dump") else dict(s)
+
+
+class IdEncoder:
+    """Raw values of one feature -> ``int64`` row ids of its embedding table.
+
+    Args:
+        spec: a feature spec (``dailyrec.config.FeatureSpec`` or its dict: ``name``, ``kind``,
+            ``buckets``).
+        vocabulary: the ``vocab`` feature's ids (from the features step); ignored for other kinds.
+    Call:
+        ``(column: pa.Array | pa.ChunkedArray[n])`` -> ``np.ndarray[n] int64``. Nulls count as
+        ``""`` (string features) or ``0`` (int features), as in :func:`dailyrec.inputs.feature_arrays`.
+    Raises:
+        TypeError: an ``int`` feature over a non-integer column (naming the feature).
+
+    ``hash`` ids are FarmHash Fingerprint64 ``mod buckets`` (``tf.strings.to_hash_bucket_fast``,
+    the function behind ``keras.layers.Hashing``), computed once per distinct value and cached, so
+    TensorFlow sees each distinct string once, never the rows.
+    """
+
+    def __init__(self, spec: Any, vocabulary: list[str] | None = None):
+        s = _spec(spec)
+        self.name: str = s["name"]
+        self.kind: str = s["kind"]
+        self.buckets = int(s["buckets"])
+        self.vocabulary = pa.array([str(v) for v in vocabulary], pa.string()) if (
+            self.kind == "vocab" and vocabulary) else None
+        self.mode = "int" if self.kind == "int" else ("vocab" if self.vocabulary is not None else "hash")
+        self._known = pa.array([], pa.string())  # hash mode: distinct values seen so far ...
+        self._known_ids = np.zeros(0, np.int64)  # ... and their bucket
+
+    def __call__(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        if isinstance(column, pa.ChunkedArray):
+            column = column.combine_chunks()
+        if self.mode == "int":
+            if not pa.types.is_integer(column.type):
+                raise TypeError(f"feature '{self.name}': column type {column.type}, the feature spec says int")
+            values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+            return np.abs(values) % self.buckets
+        if pa.types.is_dictionary(column.type):
+            column = column.cast(column.type.value_type)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            column = pc.cast(column, pa.string())
+        column = pc.fill_null(column, NULL_STRING)
+        if self.mode == "vocab":
+            pos = pc.index_in(column, value_set=self.vocabulary)
+            return pc.fill_null(pc.add(pos, 1), 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return self._hash(column)
+
+    def _hash(self, column: pa.Array) -> np.ndarray:
+        enc = pc.dictionary_encode(column)
+        values, codes = enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
+        where = pc.index_in(values, value_set=self._known)
+        missing = pc.is_null(where)
+        if pc.any(missing).as_py():
+            import tensorflow as tf
+
+            new = pc.filter(values, missing)
+            ids = tf.strings.to_hash_bucket_fast(new.to_numpy(zero_copy_only=False).astype(object),
+                                                 self.buckets).numpy().astype(np.int64)
+            self._known = pa.concat_arrays([self._known, new.cast(pa.string())])
+            self._known_ids = np.concatenate([self._known_ids, ids])
+            where = pc.index_in(values, value_set=self._known)
+        per_value = self._known_ids[where.to_numpy(zero_copy_only=False).astype(np.int64)]
+        return per_value[codes]
+
+
+def id_encoders(specs: list[Any], vocabularies: Mapping[str, list[str]] | None = None) -> dict[str, IdEncoder]:
+    """``{feature name: IdEncoder}`` for every spec (vocabularies as written by the features step)."""
+    vocabularies = vocabularies or {}
+    return {_spec(s)["name"]: IdEncoder(s, vocabularies.get(_spec(s)["name"])) for s in specs}
+
+
+class ParquetStream:
+    """Batches of encoded feature ids (and extra columns) read row group by row group.
+
+    Args:
+        paths: Parquet files (one or more; e.g. a day's ``train.parquet``), read in this order.
+        encoders: ``{column: IdEncoder}`` (:func:`id_encoders`); each becomes an ``int64[B]`` array.
+        extra: ``{column: numpy dtype}`` passed through (e.g. ``{"label": "float32"}``); nulls -> 0.
+        batch_size: rows per batch ``B``; the last batch of an epoch may be smaller unless
+            ``drop_remainder``.
+        seed: shuffle seed (row-group order and buffer permutation drawn from ``(seed, epoch)``);
+            ``None`` reads in file order.
+        buffer_rows: shuffle buffer size in rows (memory bound: about this many rows plus one row
+            group, times ``8`` bytes per column).
+        filesystem: a ``pyarrow.fs`` filesystem for ``paths`` (``Store.fs``), or None for local paths.
+    Raises:
+        KeyError: a column of ``encoders``/``extra`` is missing from a file (naming file and column).
+        ValueError: no paths, or ``batch_size`` / ``buffer_rows`` < 1.
+    """
+
+    def __init__(self, paths: list[str] | str, encoders: Mapping[str, IdEncoder], extra: Mapping[str, str] | None = None,
+                 batch_size: int = 4096, *, seed: int | None = None, buffer_rows: int = BUFFER_ROWS,
+                 filesystem: Any = None, drop_remainder: bool = False):
+        self.paths = [paths] if isinstance(paths, str) else list(paths)
+        if not self.paths:
+            raise ValueError("ParquetStream: no input files")
+        if batch_size < 1 or buffer_rows < 1:
+            raise ValueError(f"ParquetStream: batch_size ({batch_size}) and buffer_rows ({buffer_rows}) must be >= 1")
+        self.encoders = dict(encoders)
+        self.extra = {k: np.dtype(v) for k, v in (extra or {}).items()}
+        self.batch_size, self.seed, self.buffer_rows = int(batch_size), seed, int(buffer_rows)
+        self.filesystem, self.drop_remainder = filesystem, drop_remainder
+        self.columns = list(self.encoders) + [c for c in self.extra if c not in self.encoders]
+        self.units: list[tuple[int, int, int]] = []  # (file index, row group, rows)
+        for fi, path in enumerate(self.paths):
+            meta = self._file(path).metadata
+            names = set(meta.schema.names)
+            missing = [c for c in self.columns if c not in names]
+            if missing:
+                raise KeyError(f"{path}: column(s) {missing} missing; columns: {sorted(names)}")
+            self.units += [(fi, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
+        self.num_rows = int(sum(u[2] for u in self.units))
+        self._epoch = 0
+
+    def _file(self, path: str) -> pq.ParquetFile:
+        if self.filesystem is None:
+            return pq.ParquetFile(path)
+        return pq.ParquetFile(self.filesystem.open_input_file(path))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch."""
+        full, rest = divmod(self.num_rows, self.batch_size)
+        return full + (1 if rest and not self.drop_remainder else 0)
+
+    def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
+        """One Arrow table (a row group) -> ``{column: np.ndarray[n]}`` (ids int64, extras as typed)."""
+        out = {name: enc(table.column(name)) for name, enc in self.encoders.items()}
+        for name, dtype in self.extra.items():
+            if name not in out:
+                col = pc.fill_null(table.column(name), 0)
+                out[name] = col.to_numpy().astype(dtype, copy=False)
+        return out
+
+    def _groups(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+        order = range(len(self.units))
+        if self.seed is not None:
+            order = np.random.default_rng([self.seed, epoch, 1]).permutation(len(self.units))
+        files: dict[int, pq.ParquetFile] = {}
+        for u in order:
+            fi, g, _ = self.units[int(u)]
+            if fi not in files:
+                files = {fi: self._file(self.paths[fi])}  # one open file at a time
+            yield self.encode(files[fi].read_row_group(g, columns=self.columns))
+
+    def batches(self, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        """The batches of one epoch (see the module doc for the order)."""
+        rng = np.random.default_rng([self.seed, epoch, 2]) if self.seed is not None else None
+        pending: list[dict[str, np.ndarray]] = []
+        held = 0
+        for part in self._groups(epoch):
+            pending.append(part)
+            held += len(next(iter(part.values())))
+            if held >= self.buffer_rows:
+                rest = yield from self._emit(pending, rng, final=False)
+                pending, held = ([rest], len(next(iter(rest.values())))) if rest else ([], 0)
+        if pending:
+            yield from self._emit(pending, rng, final=True)
+
+    def _emit(self, parts: list[dict[str, np.ndarray]], rng: np.random.Generator | None,
+              final: bool) -> Iterator[dict[str, np.ndarray]]:
+        """Permute the buffer, yield whole batches; return the remainder (< B rows) unless ``final``."""
+        buf = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
+        n = len(next(iter(buf.values())))
+        if rng is not None:
+            perm = rng.permutation(n)
+            buf = {k: v[perm] for k, v in buf.items()}
+        full = (n // self.batch_size) * self.batch_size
+        for i in range(0, full, self.batch_size):
+            yield {k: v[i:i + self.batch_size] for k, v in buf.items()}
+        rest = {k: v[full:] for k, v in buf.items()} if full < n else None
+        if final:
+            if rest is not None and not self.drop_remainder:
+                yield rest
+            return None
+        return rest
+
+    def output_signature(self) -> dict[str, Any]:
+        """``{column: tf.TensorSpec([None], int64 | extra dtype)}`` of :meth:`dataset`."""
+        import tensorflow as tf
+
+        sig = {name: tf.TensorSpec([None], tf.int64, name=name) for name in self.encoders}
+        for name, dtype in self.extra.items():
+            sig.setdefault(name, tf.TensorSpec([None], tf.as_dtype(dtype), name=name))
+        return sig
+
+    def dataset(self) -> Any:
+        """A ``tf.data.Dataset`` of the batches (``from_generator``, prefetched). Each iteration
+        (each Keras epoch) reads the next epoch: 0, 1, 2, ... for this stream object."""
+        import tensorflow as tf
+
+        def gen() -> Iterator[dict[str, np.ndarray]]:
+            epoch = self._epoch
+            self._epoch += 1
+            log.debug("stream epoch %d over %d rows", epoch, self.num_rows)
+            yield from self.batches(epoch)
+
+        ds = tf.data.Dataset.from_generator(gen, output_signature=self.output_signature())
+        return ds.prefetch(2)
