@@ -8,7 +8,7 @@ side, and mapped into the ranking training format of ``models.ranking``::
 Only int64 and float32 tensors reach TensorFlow; the model's ``FeatureEncoder`` takes the ids as
 they are (and raw values at serving time). There is no per-row ``tf.data`` shuffle: the samples
 step writes the training rows in a seeded random order in row groups of
-:data:`dailyrec.ranking.samples.TRAIN_ROW_GROUP_ROWS` rows, and the stream permutes the row groups
+:data:`dailyrec.stream.ROW_GROUP_ROWS` rows, and the stream permutes the row groups
 of each epoch and mixes rows inside a bounded buffer (``training.shuffle_buffer_rows``), both drawn
 from ``(ranking.seed, epoch)``. Memory is bounded by that buffer, whatever the day's size.
 TensorFlow and pyarrow are imported inside the functions.
@@ -48,8 +48,8 @@ def training_stream(paths: list[str] | str, specs: list[Any], vocabularies: dict
 def stream_dataset(stream: Any, tasks: tuple[str, ...] = RANKING_TASKS) -> Any:
     """``stream.dataset()`` mapped into ``(features, labels)`` (the module doc's format).
 
-    Each iteration of the dataset (each Keras epoch) reads the stream's next epoch (0, 1, ...), so
-    one stream per model: two models fed from fresh streams with the same seed see the same
+    Its cardinality is ``stream.steps_per_epoch`` batches. Each iteration of the dataset (each Keras
+    epoch) reads the stream's next epoch (0, 1, ...), so one stream per model: two models fed from fresh streams with the same seed see the same
     batches in the same order.
     """
     import tensorflow as tf
@@ -59,4 +59,7 @@ def stream_dataset(stream: Any, tasks: tuple[str, ...] = RANKING_TASKS) -> Any:
     def split(batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         return {f: batch[f] for f in features}, {t: batch[t] for t in tasks}
 
-    return stream.dataset().map(split).prefetch(tf.data.AUTOTUNE)
+    ds = stream.dataset().map(split)
+    # the stream knows its batches per epoch: telling tf.data lets Keras size every epoch (no
+    # "ran out of data" warning after the first one)
+    return ds.apply(tf.data.experimental.assert_cardinality(stream.steps_per_epoch)).prefetch(tf.data.AUTOTUNE)

@@ -10,10 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-TRAIN_ROW_GROUP_ROWS = 131_072
-"""Rows per Parquet row group of ``ranking_samples/dt=D/train.parquet``: the unit the training reader
-(``dailyrec.stream.ParquetStream``) permutes each epoch; its shuffle buffer holds two of them."""
-
 if TYPE_CHECKING:
     import pyarrow as pa
 

@@ -22,7 +22,7 @@ must have passed ``tasks.ingest.validate_day`` (``run.require_validated``). The 
   :func:`dailyrec.ranking.calibration.calibrate_conversion` does the same for the conversion head (see
   docs/ranking.md). The training rows are written in a seeded shuffled order (seed
   ``(ranking.seed, cur_date, 1)``, :func:`dailyrec.ranking.samples.shuffled_order`) in row groups of
-  ``TRAIN_ROW_GROUP_ROWS`` = 131,072 rows: the training reader permutes row groups and shuffles
+  ``dailyrec.stream.ROW_GROUP_ROWS`` = 131,072 rows: the training reader permutes row groups and shuffles
   within a bounded buffer, so it needs rows that are not in time order;
 * holdout rows: every impression of the last ``training.holdout_hours`` hours of ``cur_date``,
   not down-sampled (``downsample_rate`` = ``sample_weight`` = 1);
@@ -41,7 +41,7 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.dates import window
 from dailyrec.ranking.calibration import CALIBRATION_FORMULA
-from dailyrec.ranking.samples import TRAIN_ROW_GROUP_ROWS, features_manifest_path, impression_rows, sample_tables
+from dailyrec.ranking.samples import features_manifest_path, impression_rows, sample_tables
 from dailyrec.step import begin
 from dailyrec.storage import MANIFEST, open_store
 
@@ -57,6 +57,8 @@ def ready(cur_date: str, cfg: Config) -> tuple[bool, str]:
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Build the day's ranking training rows (down-sampled) and holdout rows; returns pointers."""
     import pyarrow.parquet as pq
+
+    from dailyrec.stream import ROW_GROUP_ROWS
 
     run = begin("ranking_samples", cur_date, cfg)
     store, cur_date, timer = run.store, run.cur_date, run.timer
@@ -84,13 +86,13 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     hours = info["hours"]
     with timer.step("write"), store.atomic_output(out) as tmp:
         pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd",
-                       row_group_size=TRAIN_ROW_GROUP_ROWS)
+                       row_group_size=ROW_GROUP_ROWS)
         pq.write_table(holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
         manifest = run.manifest(
             inputs={"logs": {d: hours[d] for d in sorted(hours)}, "users": run.partition("users"),
                     "catalog": info["catalog"], "features_manifest": fman},
             rows=row_counts, stats=stats, negative_downsample_rate=rate, seed=seed, features=info["features"],
-            train_order={"shuffle_seed": [*seed, 1], "row_group_rows": TRAIN_ROW_GROUP_ROWS},
+            train_order={"shuffle_seed": [*seed, 1], "row_group_rows": ROW_GROUP_ROWS},
             training_window={"days": sorted(hours), "excluded_hours_of_cur_date": holdout_hours},
             calibration=CALIBRATION_FORMULA,
         )
