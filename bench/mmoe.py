@@ -52,14 +52,19 @@ training CVR.
 impressions (100,000 users, 20,000 items: the generator benchmark's universe), features and
 ranking samples of that day with ``training.holdout_hours = 0`` (all 10M impressions are in the
 training window; non-clicks kept at ``ranking.negative_downsample_rate``), then ``train_mmoe``
-with ``ranking.epochs = 1``, batch 2048. Each phase runs in a fresh subprocess, so its peak RSS
-(``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would inherit the parent's) is its own; ``peak_rss_mb`` is the training step's (Parquet load, feature
-arrays, tf.data, both fits, save/export). ``train_examples_per_s`` = rows / wall seconds of the
-MMoE ``fit`` (the figure ``train_mmoe`` writes in its manifest: the in-memory tf.data input
-pipeline and the model, checkpoints and TensorBoard callbacks included); ``_cpu`` variants divide
-by the process CPU seconds of the fit instead (less sensitive to other load on the shared
-machine), with the 1-minute load average at the start and end of each fit. If a phase dies (out
-of memory), the day is halved and the measurement repeated; the JSON says which size fitted.
+with ``ranking.epochs = 1``, batch 2048, on its streaming input. Each phase runs in a fresh
+subprocess, so its peak RSS (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would inherit the
+parent's) is its own; ``mmoe_peak_rss_mb`` is the training step's (both fits, save/export).
+``mmoe_examples_per_s`` = rows / wall seconds of the MMoE ``fit`` (the figure ``train_mmoe`` writes
+in its manifest: the streaming input, the model, checkpoints and TensorBoard callbacks included);
+``_cpu`` variants divide by the process CPU seconds of the fit instead (less sensitive to other load
+on the shared machine), with the 1-minute load average at the start and end of each fit. The
+``in_memory`` phase fits the same MMoE on the same rows fed from in-memory int64 id arrays
+(:func:`in_memory_fit`): ``mmoe_vs_in_memory`` = streaming / in-memory examples per CPU-second
+(``_wall``: per wall second), both measured in the same run. If a phase dies (out of memory), the
+day is halved and the measurement repeated; the JSON says which size fitted.
+
+**Quality before vs after the streaming input**: :func:`quality_check`.
 
 **Synthetic** (Ma et al. 2018, section 3.2): the table of ``bench/results/mmoe_synthetic.json``
 is copied with the command that produced it (``./dev bench mmoe_synthetic``); if that file is
@@ -477,12 +482,34 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _pre_batched(feats: dict[str, Any], labels: dict[str, Any], batch_size: int) -> Any:
+    """``(features, labels)`` batches of ``batch_size`` rows in row order, from in-memory arrays:
+    ``from_tensor_slices`` over ``[steps, B]`` reshapes of them (one slice per batch), then the
+    last, smaller batch."""
+    import tensorflow as tf
+
+    n = len(next(iter(labels.values())))
+    full = (n // batch_size) * batch_size
+
+    def part(lo: int, hi: int, rows: int) -> Any:
+        f = {k: v[lo:hi].reshape(-1, rows) for k, v in feats.items()}
+        y = {k: v[lo:hi].reshape(-1, rows) for k, v in labels.items()}
+        return tf.data.Dataset.from_tensor_slices((f, y))
+
+    ds = part(0, full, batch_size)
+    if full < n:
+        ds = ds.concatenate(part(full, n, n - full))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def in_memory_fit(cfg, day: str) -> dict[str, Any]:
     """The input-pipeline-free limit of ``train_mmoe``'s MMoE fit: the same model (config, seed,
     vocabularies, callbacks), the same rows (the day's ``train.parquet``, in file order), encoded to
     int64 ids up front (``dailyrec.stream.id_encoders``, what the stream does per row group) and fed
-    by ``tf.data.Dataset.from_tensor_slices`` of those int arrays, batched, without shuffle. Times
-    ``model.fit`` in wall and process CPU seconds (encoding excluded)."""
+    by ``tf.data.Dataset.from_tensor_slices`` of those int arrays without shuffle, sliced batch by
+    batch (:func:`_pre_batched`: the cheapest feed there is; ``from_tensor_slices(...).batch(B)``
+    slices row by row and costs more CPU than the stream). Times ``model.fit`` in wall and process
+    CPU seconds (encoding excluded)."""
     import tempfile as _tf
 
     import pyarrow.parquet as pq
@@ -507,7 +534,7 @@ def in_memory_fit(cfg, day: str) -> dict[str, Any]:
     encode_s = time.perf_counter() - e0
     deterministic_training(rc.seed)
     model = build_ranking_model(rc, cfg.features, vocabularies, kind="mmoe", seed=rc.seed)
-    ds = tf.data.Dataset.from_tensor_slices((feats, labels)).batch(rc.batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = _pre_batched(feats, labels, rc.batch_size)
     with _tf.TemporaryDirectory() as tmp:
         callbacks = training_callbacks(model, log, "in_memory", 1, f"{tmp}/ckpt", f"{tmp}/tb",
                                        tc.checkpoint_every_steps, tc.checkpoints_keep)

@@ -7,11 +7,17 @@ Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) a
 ``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.ranking`` built from
 ``ranking.*`` and ``features.spec``; it trains *unweighted* on the down-sampled rows (the
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
-in the manifest). Warm start from the newest gate-passed model strictly before ``cur_date``
+in the manifest). The rows are streamed, not loaded: ``dailyrec.ranking.inputs`` reads
+``train.parquet`` row group by row group (``dailyrec.stream.ParquetStream``), turns every feature
+into int64 embedding row ids on the Arrow side and feeds ``(features, labels)`` batches of
+``ranking.batch_size``; each epoch permutes the row groups and mixes rows in a bounded buffer of
+``training.shuffle_buffer_rows`` rows (seeded by ``ranking.seed`` and the epoch; the samples step
+wrote the rows in a shuffled order), so memory stays flat whatever the day's size. Warm start from the newest gate-passed model strictly before ``cur_date``
 (``dailyrec.registry.warm_start_source``; known ids keep their embedding rows, every other layer
 with matching shapes is copied; ``training.warm_start=false`` turns it off). The optimizer of
-``ranking.optimizer`` (Adam with exponential learning-rate decay and a floor,
-``models.optim.make_optimizer``); a checkpoint every ``training.checkpoint_every_steps`` steps
+``ranking.optimizer`` (Adam, or ``lazy_adam``: Adam updating only the embedding rows a batch touches,
+with exponential learning-rate decay and a floor, ``models.optim.make_optimizer``; docs/ranking.md
+says why the default stays ``adam``); a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/mmoe/dt=D/{main,baseline}/``; TensorBoard
 logs under ``tensorboard/mmoe/dt=D/{main,baseline}/`` (run logs, outside the output: they hold wall
 times); one log line per epoch. Deterministic: a re-run with the same inputs, warm start and
