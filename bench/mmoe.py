@@ -502,14 +502,17 @@ def _pre_batched(feats: dict[str, Any], labels: dict[str, Any], batch_size: int)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def in_memory_fit(cfg, day: str) -> dict[str, Any]:
+def in_memory_fit(cfg, day: str, same_process_stream: bool = True) -> dict[str, Any]:
     """The input-pipeline-free limit of ``train_mmoe``'s MMoE fit: the same model (config, seed,
     vocabularies, callbacks), the same rows (the day's ``train.parquet``, in file order), encoded to
     int64 ids up front (``dailyrec.stream.id_encoders``, what the stream does per row group) and fed
     by ``tf.data.Dataset.from_tensor_slices`` of those int arrays without shuffle, sliced batch by
     batch (:func:`_pre_batched`: the cheapest feed there is; ``from_tensor_slices(...).batch(B)``
     slices row by row and costs more CPU than the stream). Times ``model.fit`` in wall and process
-    CPU seconds (encoding excluded)."""
+    CPU seconds (encoding excluded). With ``same_process_stream``, then fits a fresh, identical model
+    on the streaming input of ``train_mmoe`` (:mod:`dailyrec.ranking.inputs`) in the same process:
+    ``stream_same_process`` and its ``vs_in_memory`` ratios (a control for the load differences
+    between the phases' processes on a shared machine)."""
     import tempfile as _tf
 
     import pyarrow.parquet as pq
@@ -532,18 +535,32 @@ def in_memory_fit(cfg, day: str) -> dict[str, Any]:
     n = table.num_rows
     del table
     encode_s = time.perf_counter() - e0
-    deterministic_training(rc.seed)
-    model = build_ranking_model(rc, cfg.features, vocabularies, kind="mmoe", seed=rc.seed)
-    ds = _pre_batched(feats, labels, rc.batch_size)
-    with _tf.TemporaryDirectory() as tmp:
-        callbacks = training_callbacks(model, log, "in_memory", 1, f"{tmp}/ckpt", f"{tmp}/tb",
-                                       tc.checkpoint_every_steps, tc.checkpoints_keep)
-        fw, fc, fl = time.perf_counter(), time.process_time(), load_avg()
-        model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
-        wall, cpu = time.perf_counter() - fw, time.process_time() - fc
-    return {"rows": n, "encode_seconds": round(encode_s, 1), "examples_per_s": round(n / wall),
-            "examples_per_cpu_s": round(n / cpu), "fit_seconds": round(wall, 1), "fit_cpu_seconds": round(cpu, 1),
-            "cpu_utilisation": round(cpu / wall, 2), "fit_load_avg_1m_start": fl, "fit_load_avg_1m_end": load_avg()}
+
+    def timed(ds: Any, label: str) -> dict[str, Any]:
+        deterministic_training(rc.seed)
+        model = build_ranking_model(rc, cfg.features, vocabularies, kind="mmoe", seed=rc.seed)
+        with _tf.TemporaryDirectory() as tmp:
+            callbacks = training_callbacks(model, log, label, 1, f"{tmp}/ckpt", f"{tmp}/tb",
+                                           tc.checkpoint_every_steps, tc.checkpoints_keep)
+            fw, fc, fl = time.perf_counter(), time.process_time(), load_avg()
+            model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
+            wall, cpu = time.perf_counter() - fw, time.process_time() - fc
+        return {"examples_per_s": round(n / wall), "examples_per_cpu_s": round(n / cpu), "fit_seconds": round(wall, 1),
+                "fit_cpu_seconds": round(cpu, 1), "cpu_utilisation": round(cpu / wall, 2),
+                "fit_load_avg_1m_start": fl, "fit_load_avg_1m_end": load_avg()}
+
+    out: dict[str, Any] = {"rows": n, "encode_seconds": round(encode_s, 1),
+                           **timed(_pre_batched(feats, labels, rc.batch_size), "in_memory")}
+    if same_process_stream:
+        from dailyrec.ranking.inputs import stream_dataset, training_stream
+
+        stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size,
+                                 seed=rc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
+        st = timed(stream_dataset(stream), "stream_same_process")
+        out["stream_same_process"] = {
+            **st, "vs_in_memory": {"wall": round(st["examples_per_s"] / out["examples_per_s"], 3),
+                                   "per_cpu_s": round(st["examples_per_cpu_s"] / out["examples_per_cpu_s"], 3)}}
+    return out
 
 
 def _run_phase(phase: str, root: Path, args: argparse.Namespace, events: int) -> dict[str, Any] | None:
