@@ -31,7 +31,7 @@ See docs/ranking.md.
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, TaskGroup, dag
 
 from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, cur_date_param, run_stage,
                                 schedule_args, should_publish, start, wait_for_earlier_runs, wait_until_ready,
@@ -60,19 +60,26 @@ from dailyrec.runctx import RANKING_PARAM_KEYS
     },
 )
 def daily_ranking():
+    # `start` is upstream of the first task only; the others read the run from its XCom (no fan of
+    # edges), and the groups (prefix_group_id=False: task ids stay as in the table) read as the pipeline
     run = start(RANKING_PARAM_KEYS)
-    waited = wait_until_ready.override(task_id="wait_for_features", inlets=[FEATURES_ASSET])(
-        "ranking.ranking_samples", run)
-    in_order = wait_for_earlier_runs(run)
-    samples = run_stage.override(task_id="build_ranking_samples")("ranking.ranking_samples", run)
-    model = run_stage.override(task_id="train_mmoe", pool=TRAINING_POOL, retries=0)("ranking.train_mmoe", run)
-    gate = run_stage.override(task_id="evaluate_gate", retries=0)("ranking.evaluate_mmoe", run)
-    go = should_publish(run, gate)
-    published = run_stage.override(task_id="publish_model")("ranking.publish_model", run)
-    checked = run_stage.override(task_id="score_check")("serving.score_check", run)
-    waited >> in_order >> samples >> model >> gate
-    go >> published >> checked
-    with_report("ranking.report", run, checked)
-
+    with TaskGroup("inputs", prefix_group_id=False, tooltip="wait for the day's features, run order"):
+        waited = wait_until_ready.override(task_id="wait_for_features", inlets=[FEATURES_ASSET])(
+            "ranking.ranking_samples")
+        in_order = wait_for_earlier_runs()
+        waited >> in_order
+    with TaskGroup("data", prefix_group_id=False, tooltip="ranking samples"):
+        samples = run_stage.override(task_id="build_ranking_samples")("ranking.ranking_samples")
+    with TaskGroup("train", prefix_group_id=False, tooltip="MMoE (+ baseline) training and the evaluation gate"):
+        model = run_stage.override(task_id="train_mmoe", pool=TRAINING_POOL, retries=0)("ranking.train_mmoe")
+        gate = run_stage.override(task_id="evaluate_gate", retries=0)("ranking.evaluate_mmoe")
+        model >> gate
+    with TaskGroup("publish", prefix_group_id=False, tooltip="only if the gate passed: publish, scoring check"):
+        go = should_publish(gate)
+        published = run_stage.override(task_id="publish_model")("ranking.publish_model")
+        checked = run_stage.override(task_id="score_check")("serving.score_check")
+        go >> published >> checked
+    in_order >> samples >> model
+    with_report("ranking.report", run, waited, checked)
 
 daily_ranking()

@@ -32,7 +32,7 @@ See docs/scheduling.md and docs/pipeline.md.
 
 from __future__ import annotations
 
-from airflow.sdk import Param, dag
+from airflow.sdk import Param, TaskGroup, dag
 
 from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, cur_date_param, run_stage,
                                 schedule_args, should_publish, start, wait_for_earlier_runs, wait_until_ready,
@@ -71,23 +71,32 @@ from dailyrec.runctx import RETRIEVAL_PARAM_KEYS
     },
 )
 def daily_retrieval():
+    # `start` is upstream of the first task only; the others read the run from its XCom (no fan of
+    # edges), and the groups (prefix_group_id=False: task ids stay as in the table) read as the pipeline
     run = start(RETRIEVAL_PARAM_KEYS)
-    waited = wait_until_ready.override(task_id="wait_for_logs")("ingest.validate_day", run)
-    in_order = wait_for_earlier_runs(run)
-    checked = run_stage.override(task_id="validate_day")("ingest.validate_day", run)
-    feats = run_stage.override(task_id="build_features", outlets=[FEATURES_ASSET])("retrieval.features", run)
-    samples = run_stage.override(task_id="select_samples")("retrieval.sample", run)
-    model = run_stage.override(task_id="train_two_tower", pool=TRAINING_POOL, retries=0)(
-        "retrieval.train_two_tower", run)
-    gate = run_stage.override(task_id="evaluate_gate", retries=0)("retrieval.evaluate_two_tower", run)
-    go = should_publish(run, gate)
-    emb = run_stage.override(task_id="export_embeddings")("retrieval.export_embeddings", run)
-    index = run_stage.override(task_id="build_index")("retrieval.build_index", run)
-    pub = run_stage.override(task_id="publish_redis", retries=3)("retrieval.publish_redis", run)
-    served = run_stage.override(task_id="serving_check")("serving.serving_check", run)
-    waited >> in_order >> checked >> feats >> samples >> model >> gate
-    go >> emb >> index >> pub >> served
-    with_report("retrieval.report", run, served)
-
+    with TaskGroup("inputs", prefix_group_id=False, tooltip="wait for the day's logs, run order, validation"):
+        waited = wait_until_ready.override(task_id="wait_for_logs")("ingest.validate_day")
+        in_order = wait_for_earlier_runs()
+        checked = run_stage.override(task_id="validate_day")("ingest.validate_day")
+        waited >> in_order >> checked
+    with TaskGroup("data", prefix_group_id=False, tooltip="features and training samples"):
+        feats = run_stage.override(task_id="build_features", outlets=[FEATURES_ASSET])("retrieval.features")
+        samples = run_stage.override(task_id="select_samples")("retrieval.sample")
+        feats >> samples
+    with TaskGroup("train", prefix_group_id=False, tooltip="two-tower training and the evaluation gate"):
+        model = run_stage.override(task_id="train_two_tower", pool=TRAINING_POOL, retries=0)(
+            "retrieval.train_two_tower")
+        gate = run_stage.override(task_id="evaluate_gate", retries=0)("retrieval.evaluate_two_tower")
+        model >> gate
+    with TaskGroup("publish", prefix_group_id=False, tooltip="only if the gate passed: embeddings, index, Redis"):
+        go = should_publish(gate)
+        emb = run_stage.override(task_id="export_embeddings")("retrieval.export_embeddings")
+        index = run_stage.override(task_id="build_index")("retrieval.build_index")
+        pub = run_stage.override(task_id="publish_redis", retries=3)("retrieval.publish_redis")
+        served = run_stage.override(task_id="serving_check")("serving.serving_check")
+        go >> emb >> index >> pub >> served
+    checked >> feats
+    samples >> model
+    with_report("retrieval.report", run, waited, served)
 
 daily_retrieval()

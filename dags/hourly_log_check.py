@@ -42,8 +42,8 @@ from dailyrec.dag_tasks import cur_date_param, run_stage, schedule_args, start, 
 def hourly_log_check():
     run = start({}, hourly=True)
     waited = wait_until_ready.override(task_id="wait_for_success", poke_interval=60, timeout=6 * 3600)(
-        "ingest.check_hour", run)
-    waited >> run_stage.override(task_id="validate")("ingest.check_hour", run)
+        "ingest.check_hour")
+    run >> waited >> run_stage.override(task_id="validate")("ingest.check_hour")
 
 
 hourly_log_check()

@@ -6,14 +6,20 @@ DAG files only wire these (``dags/*.py``); steps never import this module (it im
 * :func:`start`: the run's ``cur_date`` (and hour) and its config overrides from the trigger
   params, validated before any work (``ConfigError`` names the key);
 * :func:`run_stage`: calls a stage of :mod:`dailyrec.stages` (``stage="retrieval.features"``),
-  the same ``step`` function its CLI calls; ``.override(task_id=..., pool=..., outlets=...)``;
+  the same ``step`` function its CLI calls; ``.override(task_id=..., pool=..., outlets=...)``.
+  The working tasks take the run (``cur_date``, overrides) from ``start``'s XCom rather than as an
+  argument, so the graph has no fan of edges from ``start``: the DAG wires ``start`` upstream of
+  its first task only, and the run flows down the chain;
 * :func:`wait_until_ready`: a reschedule-mode sensor on the stage's ``ready`` check;
 * :func:`wait_for_earlier_runs`: a reschedule-mode sensor that holds a run of a chained DAG while
   an earlier date's run of the same DAG is unfinished (:mod:`dailyrec.runorder`);
 * :func:`should_publish`: short-circuits the publish branch unless the gate passed and the
   ``publish`` param is on;
-* :func:`report`: the run's summary and verdict, wired as the *teardown* of ``start``
+* :func:`report`: the run's summary, verdict and note, wired as the *teardown* of ``start``
   (:func:`with_report`): it runs whatever happened upstream, and a failed task still fails the run.
+  Its return value carries ``note`` (``cur_date``, verdict, published version), which the
+  ``dailyrec`` Airflow plugin's listener writes as the run's note when the run ends
+  (:mod:`dailyrec.ui.notes`: the Task SDK has no call to set a run's note, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -70,40 +76,58 @@ def start(param_keys: dict[str, str], hourly: bool = False, **context: Any) -> d
     return run
 
 
+def run_of(context: dict[str, Any]) -> dict[str, Any]:
+    """The run (``start``'s return value: ``cur_date``, overrides...) from XCom; also quiets the
+    task's start-up logging (:func:`dailyrec.logs.quiet_startup`).
+
+    Raises:
+        RuntimeError: ``start`` left no value (it did not run in this DAG run)."""
+    from dailyrec.logs import quiet_startup
+
+    quiet_startup()
+    run = context["ti"].xcom_pull(task_ids="start")
+    if not run:
+        raise RuntimeError(f"no run from the 'start' task of {context['dag_run'].run_id}: start must succeed first")
+    return run
+
+
 @task
-def run_stage(stage: str, run: dict[str, Any]) -> dict[str, Any]:
-    """Run one stage of :mod:`dailyrec.stages` for this run; its small result dict goes to XCom."""
+def run_stage(stage: str, **context: Any) -> dict[str, Any]:
+    """Run one stage of :mod:`dailyrec.stages` for this run (:func:`run_of`); its small result dict
+    goes to XCom."""
     from dailyrec.stages import call
 
-    return call(stage, run)
+    return call(stage, run_of(context))
 
 
 @task.sensor(poke_interval=300, timeout=12 * 3600, mode="reschedule")
-def wait_until_ready(stage: str, run: dict[str, Any]) -> bool:
+def wait_until_ready(stage: str, **context: Any) -> bool:
     """Pokes the stage's ``ready`` check (no worker slot held between pokes)."""
     from dailyrec.stages import poke
 
+    run = run_of(context)
     ok, what = poke(stage, run)
     print(f"{stage} for {run['cur_date']}" + (f" hour {run['hour']:02d}" if "hour" in run else "") + f": {what}")
     return ok
 
 
 @task.sensor(poke_interval=60, timeout=7 * 24 * 3600, mode="reschedule")
-def wait_for_earlier_runs(run: dict[str, Any], **context: Any) -> bool:
+def wait_for_earlier_runs(**context: Any) -> bool:
     """Holds this run while an unfinished run of the same DAG comes first (an earlier ``cur_date``,
     or the same one triggered earlier): runs of a chained DAG work in date order, whatever created them."""
     from dailyrec.runorder import check_order
 
-    ok, what = check_order(context["dag_run"], run["cur_date"])
+    ok, what = check_order(context["dag_run"], run_of(context)["cur_date"])
     print(what)
     return ok
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=False)
-def should_publish(run: dict[str, Any], gate: dict[str, Any]) -> bool:
+def should_publish(gate: dict[str, Any], **context: Any) -> bool:
     """Continue to the publish branch only if the gate passed and the run's ``publish`` is on."""
     from dailyrec.runctx import config_for
 
+    run = run_of(context)
     if not gate["passed"]:
         print(f"gate failed for {run['cur_date']}: {gate['reasons']}; nothing is published")
         return False
@@ -116,22 +140,32 @@ def should_publish(run: dict[str, Any], gate: dict[str, Any]) -> bool:
 @task(task_id="report", retries=0)
 def report(stage: str, run: dict[str, Any], **context: Any) -> dict[str, Any]:
     """The run's report (the stage's ``step``), plus its ``verdict``: the gate's decision, or which
-    tasks failed. The verdict is the task's return value (its XCom) and its log's last line."""
+    tasks failed, and its ``note`` (one line: ``cur_date``, verdict, published version; the plugin's
+    listener makes it the run's note). The verdict is the task's return value (its XCom) and its
+    log's last line."""
+    from dailyrec.logs import quiet_startup
     from dailyrec.runctx import run_verdict
     from dailyrec.stages import call
+    from dailyrec.ui.notes import run_note
 
+    quiet_startup()
     ti, dag_run = context["ti"], context["dag_run"]
     states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
     out = dict(call(stage, run))
     out["verdict"] = run_verdict(states, ti.xcom_pull(task_ids="evaluate_gate"))
+    shipped = out["verdict"].endswith("; published")   # this run published (not an older entry of the date)
+    out["note"] = run_note(run["cur_date"], out["verdict"], out.get("published_version") if shipped else None)
     print(f"verdict for {run['cur_date']}: {out['verdict']}")
     return out
 
 
-def with_report(stage: str, run: Any, last: Any) -> Any:
-    """``last >> report(stage, run)``, the report being the teardown of ``start`` (whose XComArg is
-    ``run``): it runs once everything upstream is done, whatever their states, and, being a
-    teardown, its own success does not decide the run's state: any failed task fails the run."""
+def with_report(stage: str, run: Any, first: Any, last: Any) -> Any:
+    """``run >> first``, ``last >> report(stage, run)``: ``start`` (whose XComArg is ``run``) is
+    upstream of the first task only (the others read the run from its XCom, :func:`run_of`), and
+    the report is its teardown: it runs once everything upstream is done, whatever their states,
+    and, being a teardown, its own success does not decide the run's state: any failed task fails
+    the run."""
+    run >> first
     summary = report(stage, run)
     last >> summary
     return summary.as_teardown(setups=run.operator)

@@ -3,8 +3,10 @@
 The stages are ``tasks.retrieval.report`` and ``tasks.ranking.report``
 (``python -m tasks.retrieval.report --cur-date 2026-11-02``); both call :func:`write_report`.
 It reads the manifests and reports the steps wrote for ``cur_date`` (whatever exists: a run that
-stopped at the gate still gets a report) and writes ``reports/daily_<pipeline>/dt=D/report.json``
-and ``report.md``; the summary is also logged, so it shows in the Airflow task log.
+stopped at the gate still gets a report) and writes ``reports/daily_<pipeline>/dt=D/report.json``,
+``report.md`` and ``report.html`` (the page of the Airflow UI's Report tab, self-contained with its
+plots: :func:`dailyrec.ui.pages.report_html`); the summary is also logged, so it shows in the
+Airflow task log.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ RETRIEVAL_SOURCES = {
     "export": "embeddings/{d}/_manifest.json",
     "index": "index/{d}/_manifest.json",
     "publish": "registry/two_tower/{d}/published.json",
+    "serving_check": "serving_checks/{d}/_manifest.json",
 }
 RANKING_SOURCES = {
     "ranking_samples": "ranking_samples/{d}/_manifest.json",
@@ -34,7 +37,18 @@ RANKING_SOURCES = {
 }
 
 
-def _collect(store: Any, cur_date: str, sources: dict[str, str]) -> dict[str, Any]:
+def sources_of(pipeline: str) -> dict[str, str]:
+    """``{step: path pattern under the data root}`` of ``"retrieval"`` or ``"ranking"``.
+
+    Raises:
+        ValueError: an unknown pipeline."""
+    if pipeline not in ("retrieval", "ranking"):
+        raise ValueError(f"pipeline must be 'retrieval' or 'ranking', got {pipeline!r}")
+    return RETRIEVAL_SOURCES if pipeline == "retrieval" else RANKING_SOURCES
+
+
+def collect(store: Any, cur_date: str, sources: dict[str, str]) -> dict[str, Any]:
+    """``{step: its manifest/report (dict) or None}`` for ``cur_date`` (``sources``: :func:`sources_of`)."""
     out: dict[str, Any] = {}
     for step, pattern in sources.items():
         path = store.path(pattern.format(d=f"dt={cur_date}"))
@@ -131,24 +145,28 @@ def write_report(run: Any, pipeline: str, cfg: Config | None = None) -> dict[str
         run: a ``cur_date`` (``YYYY-MM-DD``), or the calling step's :class:`dailyrec.step.StepRun`.
         cfg: the config when ``run`` is a date (default config when None).
     Returns:
-        ``{"report": path of report.md, "steps_done": [step, ...]}``.
+        ``{"report": path of report.md, "html": path of report.html, "steps_done": [step, ...],
+        "published_version": the version published for the date (Redis version or ranking model
+        version) or None}``.
     Raises:
         ValueError: an unknown pipeline, or a bad ``cur_date``.
     """
     from dailyrec.step import begin
+    from dailyrec.ui.pages import report_html
 
-    if pipeline not in ("retrieval", "ranking"):
-        raise ValueError(f"pipeline must be 'retrieval' or 'ranking', got {pipeline!r}")
+    sources = sources_of(pipeline)
     run = begin(f"{pipeline}_report", run, cfg) if isinstance(run, str) else run
     store, cur_date = run.store, run.cur_date
-    sources = RETRIEVAL_SOURCES if pipeline == "retrieval" else RANKING_SOURCES
-    steps = _collect(store, cur_date, sources)
+    steps = collect(store, cur_date, sources)
     lines = (_retrieval_lines if pipeline == "retrieval" else _ranking_lines)(cur_date, steps)
     text = "\n".join(lines) + "\n"
     out = store.partition(f"reports/daily_{pipeline}", cur_date)
     with store.atomic_output(out) as tmp:
         store.write_json(f"{tmp}/report.json", {"cur_date": cur_date, "pipeline": pipeline, "steps": steps})
         store.write_text(f"{tmp}/report.md", text)
+        store.write_text(f"{tmp}/report.html", report_html(pipeline, cur_date, steps, sources))
     log.info("run summary\n%s", text)
     done = [k for k, v in steps.items() if v is not None]
-    return {"report": f"{out}/report.md", "steps_done": done}
+    pub = steps.get("publish") or {}
+    return {"report": f"{out}/report.md", "html": f"{out}/report.html", "steps_done": done,
+            "published_version": pub.get("version") or pub.get("model_version")}

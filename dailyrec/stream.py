@@ -45,6 +45,9 @@ BUFFER_ROWS = 262_144
 
 NULL_STRING = ""
 
+ID_DTYPE = np.int32
+"""dtype of the row ids the encoders produce (Keras ``Embedding`` takes int32 as it is)."""
+
 
 def _spec(s: Any) -> dict[str, Any]:
     return s.model_dump() if hasattr(s, "model_dump") else dict(s)
@@ -58,7 +61,7 @@ class IdEncoder:
             ``buckets``).
         vocabulary: the ``vocab`` feature's ids (from the features step); ignored for other kinds.
     Call:
-        ``(column: pa.Array | pa.ChunkedArray[n])`` -> ``np.ndarray[n] int64``. Nulls count as
+        ``(column: pa.Array | pa.ChunkedArray[n])`` (plain or dictionary-encoded) -> ``np.ndarray[n] int32``. Nulls count as
         ``""`` (string features) or ``0`` (int features), as in :func:`dailyrec.inputs.feature_arrays`.
     Raises:
         TypeError: an ``int`` feature over a non-integer column (naming the feature).
@@ -77,42 +80,49 @@ class IdEncoder:
             self.kind == "vocab" and vocabulary) else None
         self.mode = "int" if self.kind == "int" else ("vocab" if self.vocabulary is not None else "hash")
         self._known = pa.array([], pa.string())  # hash mode: distinct values seen so far ...
-        self._known_ids = np.zeros(0, np.int64)  # ... and their bucket
+        self._known_ids = np.zeros(0, ID_DTYPE)  # ... and their bucket
+        if self.buckets > np.iinfo(ID_DTYPE).max:
+            raise ValueError(f"feature '{self.name}': buckets {self.buckets} do not fit int32 row ids")
 
     def __call__(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if isinstance(column, pa.ChunkedArray):
-            column = column.combine_chunks()
+            column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
         if self.mode == "int":
             if not pa.types.is_integer(column.type):
                 raise TypeError(f"feature '{self.name}': column type {column.type}, the feature spec says int")
             values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-            return np.abs(values) % self.buckets
-        if pa.types.is_dictionary(column.type):
-            column = column.cast(column.type.value_type)
-        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-            column = pc.cast(column, pa.string())
-        column = pc.fill_null(column, NULL_STRING)
-        if self.mode == "vocab":
-            pos = pc.index_in(column, value_set=self.vocabulary)
-            return pc.fill_null(pc.add(pos, 1), 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
-        return self._hash(column)
+            return (np.abs(values) % self.buckets).astype(ID_DTYPE)
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column)
+        # each distinct value is looked up once, then the rows take their value's id
+        values = column.dictionary
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            values = pc.cast(values, pa.string())
+        per_value = self._lookup(values)
+        codes = column.indices
+        if codes.null_count:
+            per_value = np.append(per_value, self._lookup(pa.array([NULL_STRING]))).astype(ID_DTYPE, copy=False)
+            codes = pc.fill_null(codes, len(values))
+        return per_value[codes.to_numpy(zero_copy_only=False)]
 
-    def _hash(self, column: pa.Array) -> np.ndarray:
-        enc = pc.dictionary_encode(column)
-        values, codes = enc.dictionary, enc.indices.to_numpy(zero_copy_only=False)
+    def _lookup(self, values: pa.Array) -> np.ndarray:
+        """Distinct string values -> their ids (``int32[len(values)]``); nulls count as ``""``."""
+        values = pc.fill_null(values, NULL_STRING)
+        if self.mode == "vocab":
+            pos = pc.index_in(values, value_set=self.vocabulary)
+            return pc.fill_null(pc.add(pos, 1), 0).to_numpy(zero_copy_only=False).astype(ID_DTYPE)
         where = pc.index_in(values, value_set=self._known)
         missing = pc.is_null(where)
         if pc.any(missing).as_py():
             import tensorflow as tf
 
-            new = pc.filter(values, missing)
+            new = pc.unique(pc.filter(values, missing))
             ids = tf.strings.to_hash_bucket_fast(new.to_numpy(zero_copy_only=False).astype(object),
-                                                 self.buckets).numpy().astype(np.int64)
+                                                 self.buckets).numpy().astype(ID_DTYPE)
             self._known = pa.concat_arrays([self._known, new.cast(pa.string())])
             self._known_ids = np.concatenate([self._known_ids, ids])
             where = pc.index_in(values, value_set=self._known)
-        per_value = self._known_ids[where.to_numpy(zero_copy_only=False).astype(np.int64)]
-        return per_value[codes]
+        return self._known_ids[where.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
 def id_encoders(specs: list[Any], vocabularies: Mapping[str, list[str]] | None = None) -> dict[str, IdEncoder]:
@@ -126,7 +136,9 @@ class ParquetStream:
 
     Args:
         paths: Parquet files (one or more; e.g. a day's ``train.parquet``), read in this order.
-        encoders: ``{column: IdEncoder}`` (:func:`id_encoders`); each becomes an ``int64[B]`` array.
+        encoders: ``{column: IdEncoder}`` (:func:`id_encoders`); each becomes an ``int32[B]`` array.
+            String columns are read dictionary-encoded (Parquet dictionary pages are not expanded
+            into strings), so each distinct value of a row group is looked up once.
         extra: ``{column: numpy dtype}`` passed through (e.g. ``{"label": "float32"}``); nulls -> 0.
         batch_size: rows per batch ``B``; the last batch of an epoch may be smaller unless
             ``drop_remainder``.
@@ -165,9 +177,9 @@ class ParquetStream:
         self._epoch = 0
 
     def _file(self, path: str) -> pq.ParquetFile:
-        if self.filesystem is None:
-            return pq.ParquetFile(path)
-        return pq.ParquetFile(self.filesystem.open_input_file(path))
+        strings = [n for n, e in self.encoders.items() if e.mode != "int"]
+        source = path if self.filesystem is None else self.filesystem.open_input_file(path)
+        return pq.ParquetFile(source, read_dictionary=strings)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -176,7 +188,7 @@ class ParquetStream:
         return full + (1 if rest and not self.drop_remainder else 0)
 
     def encode(self, table: pa.Table) -> dict[str, np.ndarray]:
-        """One Arrow table (a row group) -> ``{column: np.ndarray[n]}`` (ids int64, extras as typed)."""
+        """One Arrow table (a row group) -> ``{column: np.ndarray[n]}`` (ids int32, extras as typed)."""
         out = {name: enc(table.column(name)) for name, enc in self.encoders.items()}
         for name, dtype in self.extra.items():
             if name not in out:
@@ -228,24 +240,40 @@ class ParquetStream:
         return rest
 
     def output_signature(self) -> dict[str, Any]:
-        """``{column: tf.TensorSpec([None], int64 | extra dtype)}`` of :meth:`dataset`."""
+        """``{column: tf.TensorSpec([None], int32 | extra dtype)}`` of :meth:`dataset`."""
         import tensorflow as tf
 
-        sig = {name: tf.TensorSpec([None], tf.int64, name=name) for name in self.encoders}
+        sig = {name: tf.TensorSpec([None], tf.as_dtype(ID_DTYPE), name=name) for name in self.encoders}
         for name, dtype in self.extra.items():
             sig.setdefault(name, tf.TensorSpec([None], tf.as_dtype(dtype), name=name))
         return sig
 
     def dataset(self) -> Any:
-        """A ``tf.data.Dataset`` of the batches (``from_generator``, prefetched). Each iteration
-        (each Keras epoch) reads the next epoch: 0, 1, 2, ... for this stream object."""
+        """A ``tf.data.Dataset`` of the batches, ``steps_per_epoch`` long (Keras knows each epoch's
+        steps), prefetched. Each iteration (each Keras epoch) reads the next epoch: 0, 1, 2, ... of
+        this stream object.
+
+        Built as ``Dataset.range(steps).map(numpy_function(next batch))``, a sequential map: on a
+        2-core machine ``Dataset.from_generator`` fed the same batches to the two-tower at half the
+        examples per CPU-second (measured; see docs/benchmarks.md, "scale").
+        """
         import tensorflow as tf
 
-        def gen() -> Iterator[dict[str, np.ndarray]]:
-            epoch = self._epoch
-            self._epoch += 1
-            log.debug("stream epoch %d over %d rows", epoch, self.num_rows)
-            yield from self.batches(epoch)
+        sig = self.output_signature()
+        names, dtypes = list(sig), [spec.dtype for spec in sig.values()]
+        state: dict[str, Any] = {"batches": None}
 
-        ds = tf.data.Dataset.from_generator(gen, output_signature=self.output_signature())
-        return ds.prefetch(2)
+        def next_batch(i: np.int64) -> tuple[np.ndarray, ...]:
+            if i == 0 or state["batches"] is None:
+                epoch, self._epoch = self._epoch, self._epoch + 1
+                log.debug("stream epoch %d over %d rows", epoch, self.num_rows)
+                state["batches"] = self.batches(epoch)
+            batch = next(state["batches"])
+            return tuple(batch[k] for k in names)
+
+        def as_dict(*columns: Any) -> dict[str, Any]:
+            return {k: tf.ensure_shape(c, [None]) for k, c in zip(names, columns)}
+
+        ds = tf.data.Dataset.range(self.steps_per_epoch).map(
+            lambda i: tf.numpy_function(next_batch, [i], dtypes, stateful=True))
+        return ds.map(as_dict).prefetch(2)

@@ -58,9 +58,13 @@ def training_callbacks(model: Any, log: logging.Logger, label: str, epochs: int,
                        checkpoint_every_steps: int, checkpoints_keep: int) -> list[Any]:
     """A checkpoint every ``checkpoint_every_steps`` steps and at the end (the last
     ``checkpoints_keep`` kept, ``tf.train.CheckpointManager`` in ``ckpt_dir``), an INFO line per
-    epoch with the metrics, the learning rate and the epoch's seconds, and TensorBoard logs."""
+    epoch with the metrics, the learning rate and the epoch's seconds (the learning rates are kept
+    in the ``EpochLog`` callback's ``lrs``, one per epoch), a progress line at least every 30 s
+    (:class:`dailyrec.progress.Progress`: steps done / total, rate, ETA), and TensorBoard logs."""
     import keras
     import tensorflow as tf
+
+    from dailyrec.progress import Progress
 
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), ckpt_dir, max_to_keep=checkpoints_keep)
 
@@ -81,6 +85,7 @@ def training_callbacks(model: Any, log: logging.Logger, label: str, epochs: int,
         def __init__(self) -> None:
             super().__init__()
             self.t0 = time.perf_counter()
+            self.lrs: list[float] = []
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.t0 = time.perf_counter()
@@ -88,11 +93,23 @@ def training_callbacks(model: Any, log: logging.Logger, label: str, epochs: int,
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             lr = model.optimizer.learning_rate
             lr = float(lr.numpy()) if hasattr(lr, "numpy") else float(lr)
+            self.lrs.append(round(lr, 8))
             shown = ", ".join(f"{k}={float(v):.4f}" for k, v in (logs or {}).items())
             log.info("%s epoch %d/%d: %s, lr=%.5f (%.1fs)", label, epoch + 1, epochs, shown, lr,
                      time.perf_counter() - self.t0)
 
-    return [Checkpoints(), EpochLog(),
+    class StepProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            steps = (self.params or {}).get("steps")
+            self.progress = Progress(log, f"{label} fit", total=steps * epochs if steps else None, unit="steps")
+
+        def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+            self.progress.add(1)
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.progress.done()
+
+    return [Checkpoints(), EpochLog(), StepProgress(),
             keras.callbacks.TensorBoard(log_dir=tb_dir, update_freq="epoch", write_graph=False)]
 
 
@@ -212,4 +229,7 @@ def fit(run: StepRun, model: Any, ds: Any, *, rows: int, epochs: int, label: str
         hist = model.fit(ds, epochs=epochs, verbose=0, callbacks=callbacks, **fit_kwargs)
     seconds = time.perf_counter() - t0
     history = {k: [round(float(x), 6) for x in v] for k, v in hist.history.items()}
+    lrs = next((c.lrs for c in callbacks if hasattr(c, "lrs")), [])
+    if lrs and "learning_rate" not in history:
+        history["learning_rate"] = lrs   # the LR curve of the run report (per epoch, at its end)
     return Fit(history=history, seconds=seconds, examples_per_s=round(rows * epochs / seconds, 1))

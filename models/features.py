@@ -91,7 +91,7 @@ class FeatureEncoder(keras.layers.Layer):
             value = ops.squeeze(value, axis=-1)
         if name in self.lookups:
             if "int" in keras.backend.standardize_dtype(value.dtype):
-                return ops.cast(value, "int64")  # pre-encoded ids
+                return value  # pre-encoded ids (int32 or int64, both taken by Embedding)
             return self.lookups[name](value)
         buckets = int(spec["buckets"])
         return ops.mod(ops.abs(ops.cast(value, "int64")), buckets)

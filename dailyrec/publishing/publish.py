@@ -173,15 +173,21 @@ def _is_backfill(r: Any, keys: Keys, cur: str | None, ver: str, cur_date: str) -
 
 
 def _stage_vectors(r: Any, keys: Keys, ver: str, packer: VectorPacker, lock: PublishLock, rc: RedisConfig) -> None:
-    """Hashes ``ns:stage:<ver>:vec:<b>``, ``rc.publish_batch`` vectors per round trip, renewing the lock."""
+    """Hashes ``ns:stage:<ver>:vec:<b>``, ``rc.publish_batch`` vectors per round trip, renewing the lock;
+    a progress line at least every 30 s (:class:`dailyrec.progress.Progress`)."""
+    from dailyrec.progress import Progress
+
+    progress = Progress(log, f"publish {ver}: staging", total=int(packer.counts.sum()), unit="vectors")
     with RawPipe(r) as raw_pipe:
         for cmds in packer.batches(lambda b: keys.stage(ver, f"vec:{b}").encode(), rc.publish_batch):
+            progress.add(min(rc.publish_batch, progress.total - progress.done_units))
             cmds.extend(lock.renew_command())
             # send this batch, then read the previous batch's replies: packing overlaps Redis's work
             raw_pipe.send(cmds, check=lambda replies: lock.check(replies[-1]))
             if rc.publish_batch_delay_s:
                 raw_pipe.flush()
                 time.sleep(rc.publish_batch_delay_s)
+    progress.done()
 
 
 def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, chunk: int,

@@ -3,7 +3,8 @@
     python -m tasks.serving.serving_check --cur-date 2026-11-02
 
 A user active on ``cur_date`` and a user with no history must each get items from the current
-Redis version (:func:`dailyrec.serving.recommend`); the top items go to the log and the result.
+Redis version (:func:`dailyrec.serving.recommend`); the top items go to the log, the result and
+``serving_checks/dt=D/_manifest.json`` (the run report's "serving check" section).
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         run.log.info("serving check (%s user):\n%s", label, format_recs(rec))
         out[label] = {"user_id": uid, "items": len(rec["items"]), "top": [i["item_id"] for i in rec["items"][:5]],
                       "version": rec["version"], "path": rec["path"]}
+    out_dir = run.partition("serving_checks")
+    with run.store.atomic_output(out_dir) as tmp:
+        run.store.write_json(f"{tmp}/_manifest.json", run.manifest(
+            inputs={"redis_version": out["known"]["version"]}, rows={"users": len(out)}, checks=out))
     return out
 
 

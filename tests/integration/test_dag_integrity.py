@@ -17,16 +17,16 @@ HEAVY = ["tensorflow", "keras", "faiss", "pandas", "numpy", "pyarrow", "duckdb",
 EXPECTED: dict[str, dict] = {
     "hourly_log_check": {
         "tasks": {"start", "wait_for_success", "validate"},
-        "edges": {("start", "wait_for_success"), ("start", "validate"), ("wait_for_success", "validate")},
+        "edges": {("start", "wait_for_success"), ("wait_for_success", "validate")},
     },
     "daily_retrieval": {
         "tasks": {"start", "wait_for_logs", "wait_for_earlier_runs", "validate_day", "build_features",
                   "select_samples", "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings",
                   "build_index", "publish_redis", "serving_check", "report"},
         "edges": {
-            *{("start", t) for t in ["wait_for_logs", "wait_for_earlier_runs", "validate_day", "build_features",
-                                     "select_samples", "train_two_tower", "evaluate_gate", "should_publish",
-                                     "export_embeddings", "build_index", "publish_redis", "serving_check", "report"]},
+            # start is upstream of the first task only (no fan: the others read the run from its XCom),
+            # plus the report, its teardown
+            ("start", "wait_for_logs"), ("start", "report"),
             ("wait_for_logs", "wait_for_earlier_runs"), ("wait_for_earlier_runs", "validate_day"),
             ("validate_day", "build_features"),
             ("build_features", "select_samples"), ("select_samples", "train_two_tower"),
@@ -39,9 +39,7 @@ EXPECTED: dict[str, dict] = {
         "tasks": {"start", "wait_for_features", "wait_for_earlier_runs", "build_ranking_samples", "train_mmoe",
                   "evaluate_gate", "should_publish", "publish_model", "score_check", "report"},
         "edges": {
-            *{("start", t) for t in ["wait_for_features", "wait_for_earlier_runs", "build_ranking_samples",
-                                     "train_mmoe", "evaluate_gate", "should_publish", "publish_model",
-                                     "score_check", "report"]},
+            ("start", "wait_for_features"), ("start", "report"),
             ("wait_for_features", "wait_for_earlier_runs"), ("wait_for_earlier_runs", "build_ranking_samples"),
             ("build_ranking_samples", "train_mmoe"),
             ("train_mmoe", "evaluate_gate"), ("evaluate_gate", "should_publish"),
@@ -269,3 +267,27 @@ def test_doc_table_matches_the_dag(dagbag, path):
     assert set(rows) == set(dag.task_ids), f"doc table tasks {sorted(rows)} != DAG tasks {sorted(dag.task_ids)}"
     for t in dag.tasks:
         assert rows[t.task_id] == _stage_of(t), f"{t.task_id}: doc says {rows[t.task_id]}, DAG runs {_stage_of(t)}"
+
+
+GROUPS = {
+    "daily_retrieval": {"inputs": {"wait_for_logs", "wait_for_earlier_runs", "validate_day"},
+                        "data": {"build_features", "select_samples"}, "train": {"train_two_tower", "evaluate_gate"},
+                        "publish": {"should_publish", "export_embeddings", "build_index", "publish_redis",
+                                    "serving_check"}},
+    "daily_ranking": {"inputs": {"wait_for_features", "wait_for_earlier_runs"}, "data": {"build_ranking_samples"},
+                      "train": {"train_mmoe", "evaluate_gate"},
+                      "publish": {"should_publish", "publish_model", "score_check"}},
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(GROUPS))
+def test_graph_reads_as_the_pipeline(dagbag, dag_id):
+    """The daily DAGs' tasks sit in the groups inputs -> data -> train -> publish (task ids unprefixed),
+    and `start` fans out to nothing but the first task and its teardown `report` (issue 12)."""
+    from airflow.sdk import TaskGroup
+
+    dag = dagbag.get_dag(dag_id)
+    groups = {g.group_id: {t.task_id for t in g.children.values()} for g in dag.task_group.children.values()
+              if isinstance(g, TaskGroup)}
+    assert groups == GROUPS[dag_id]
+    assert len(dag.get_task("start").downstream_task_ids) == 2

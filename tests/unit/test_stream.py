@@ -48,7 +48,7 @@ def test_ids_equal_the_feature_encoder_lookups():
     for s in SPECS:
         want = encoder.index(s["name"], raw[s["name"]]).numpy()
         np.testing.assert_array_equal(ids[s["name"]], want, err_msg=s["name"])
-        assert ids[s["name"]].dtype == np.int64
+        assert ids[s["name"]].dtype == np.int32
     np.testing.assert_allclose(encoder({k: tf.constant(v) for k, v in ids.items()}).numpy(),
                                encoder(raw).numpy(), rtol=0, atol=0)
     assert ids["user_id"].tolist() == [2, 0, 0, 1, 0, 3]  # vocab position + 1, OOV (u9, null, "") -> 0
@@ -77,7 +77,7 @@ def _write(path, n: int, row_group: int) -> pa.Table:
 
 
 def _stream(path, **kw) -> ParquetStream:
-    spec = [{"name": "row", "kind": "int", "buckets": 2**62, "embedding_dim": 2, "dtype": "int"}, SPECS[0]]
+    spec = [{"name": "row", "kind": "int", "buckets": 2**31 - 1, "embedding_dim": 2, "dtype": "int"}, SPECS[0]]
     return ParquetStream(str(path), id_encoders(spec, VOCAB), extra={"label": "float32"}, **kw)
 
 
