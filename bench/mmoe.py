@@ -59,7 +59,7 @@ parent's) is its own; ``mmoe_peak_rss_mb`` is the training step's (both fits, sa
 in its manifest: the streaming input, the model, checkpoints and TensorBoard callbacks included);
 ``_cpu`` variants divide by the process CPU seconds of the fit instead (less sensitive to other load
 on the shared machine), with the 1-minute load average at the start and end of each fit. The
-``in_memory`` phase fits the same MMoE on the same rows fed from in-memory int64 id arrays
+``in_memory`` phase fits the same MMoE on the same rows fed from in-memory int32 id arrays
 (:func:`in_memory_fit`): ``mmoe_vs_in_memory`` = streaming / in-memory examples per CPU-second
 (``_wall``: per wall second), both measured in the same run. If a phase dies (out of memory), the
 day is halved and the measurement repeated; the JSON says which size fitted.
@@ -505,7 +505,7 @@ def _pre_batched(feats: dict[str, Any], labels: dict[str, Any], batch_size: int)
 def in_memory_fit(cfg, day: str, same_process_stream: bool = True) -> dict[str, Any]:
     """The input-pipeline-free limit of ``train_mmoe``'s MMoE fit: the same model (config, seed,
     vocabularies, callbacks), the same rows (the day's ``train.parquet``, in file order), encoded to
-    int64 ids up front (``dailyrec.stream.id_encoders``, what the stream does per row group) and fed
+    int32 ids up front (``dailyrec.stream.id_encoders``, what the stream does per row group) and fed
     by ``tf.data.Dataset.from_tensor_slices`` of those int arrays without shuffle, sliced batch by
     batch (:func:`_pre_batched`: the cheapest feed there is; ``from_tensor_slices(...).batch(B)``
     slices row by row and costs more CPU than the stream). Times ``model.fit`` in wall and process

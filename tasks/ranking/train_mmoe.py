@@ -9,7 +9,7 @@ Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) a
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
 in the manifest). The rows are streamed, not loaded: ``dailyrec.ranking.inputs`` reads
 ``train.parquet`` row group by row group (``dailyrec.stream.ParquetStream``), turns every feature
-into int64 embedding row ids on the Arrow side and feeds ``(features, labels)`` batches of
+into int32 embedding row ids on the Arrow side and feeds ``(features, labels)`` batches of
 ``ranking.batch_size``; each epoch permutes the row groups and mixes rows in a bounded buffer of
 ``training.shuffle_buffer_rows`` rows (seeded by ``ranking.seed`` and the epoch; the samples step
 wrote the rows in a shuffled order), so memory stays flat whatever the day's size. Warm start from the newest gate-passed model strictly before ``cur_date``

@@ -242,7 +242,7 @@ def _lazy_cfg(name: str) -> RankingConfig:
 
 
 def _ids(feats: dict) -> dict[str, np.ndarray]:
-    """Raw feature arrays -> int64 row ids, as the training stream feeds them."""
+    """Raw feature arrays -> row ids, as the training stream feeds them."""
     import pyarrow as pa
 
     from dailyrec.stream import id_encoders

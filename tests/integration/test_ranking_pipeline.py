@@ -154,7 +154,7 @@ def test_training_rows_are_written_shuffled_and_streamed_back_whole(world, tmp_p
     dailyrec.stream.ROW_GROUP_ROWS); the ranking training stream sees each of them exactly once per
     epoch, in an order that changes with the epoch and is the same for the same seed."""
     from dailyrec.ranking.inputs import stream_dataset, training_stream
-    from dailyrec.stream import ROW_GROUP_ROWS, id_encoders
+    from dailyrec.stream import ID_DTYPE, ROW_GROUP_ROWS, id_encoders
     from tasks.ranking.ranking_samples import step as build_ranking_samples
 
     d, cfg = DAYS[1], world["cfg"]
@@ -181,7 +181,7 @@ def test_training_rows_are_written_shuffled_and_streamed_back_whole(world, tmp_p
         assert all(len(b[0][names[0]]) == 256 for b in batches[:-1])
         feats = {n: np.concatenate([b[0][n] for b in batches]) for n in names}
         labels = {c: np.concatenate([b[1][c] for b in batches]) for c in ("click", "conversion")}
-        assert {v.dtype for v in feats.values()} == {np.dtype(np.int64)}
+        assert {v.dtype for v in feats.values()} == {np.dtype(ID_DTYPE)}
         assert {v.dtype for v in labels.values()} == {np.dtype(np.float32)}
         return _rows(feats, labels, names), feats[names[0]]
 
