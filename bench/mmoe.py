@@ -330,8 +330,9 @@ def _with_negatives(rows, catalog, rated: set[tuple[str, str]] | Any, k: int, rn
         else:
             cols[name] = neg.column(name)
     neg = pa.table(cols, schema=neg.schema)
-    # the order of sql/ranking_impressions.sql (a request's rows together, in time order): the
-    # training input shuffles within a 100k-row buffer only, so rows grouped by label would bias it
+    # the order of sql/ranking_impressions.sql (a request's rows together, in time order), written
+    # in one Parquet row group (< 1M rows): the training stream's buffer then holds the whole file
+    # and permutes it every epoch
     return pa.concat_tables([rows, neg]).sort_by(
         [("event_time", "ascending"), ("request_id", "ascending"), ("item_id", "ascending")])
 
