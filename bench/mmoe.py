@@ -52,14 +52,19 @@ training CVR.
 impressions (100,000 users, 20,000 items: the generator benchmark's universe), features and
 ranking samples of that day with ``training.holdout_hours = 0`` (all 10M impressions are in the
 training window; non-clicks kept at ``ranking.negative_downsample_rate``), then ``train_mmoe``
-with ``ranking.epochs = 1``, batch 2048. Each phase runs in a fresh subprocess, so its peak RSS
-(``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would inherit the parent's) is its own; ``peak_rss_mb`` is the training step's (Parquet load, feature
-arrays, tf.data, both fits, save/export). ``train_examples_per_s`` = rows / wall seconds of the
-MMoE ``fit`` (the figure ``train_mmoe`` writes in its manifest: the in-memory tf.data input
-pipeline and the model, checkpoints and TensorBoard callbacks included); ``_cpu`` variants divide
-by the process CPU seconds of the fit instead (less sensitive to other load on the shared
-machine), with the 1-minute load average at the start and end of each fit. If a phase dies (out
-of memory), the day is halved and the measurement repeated; the JSON says which size fitted.
+with ``ranking.epochs = 1``, batch 2048, on its streaming input. Each phase runs in a fresh
+subprocess, so its peak RSS (``VmHWM`` of ``/proc/self/status``; ``ru_maxrss`` would inherit the
+parent's) is its own; ``mmoe_peak_rss_mb`` is the training step's (both fits, save/export).
+``mmoe_examples_per_s`` = rows / wall seconds of the MMoE ``fit`` (the figure ``train_mmoe`` writes
+in its manifest: the streaming input, the model, checkpoints and TensorBoard callbacks included);
+``_cpu`` variants divide by the process CPU seconds of the fit instead (less sensitive to other load
+on the shared machine), with the 1-minute load average at the start and end of each fit. The
+``in_memory`` phase fits the same MMoE on the same rows fed from in-memory int32 id arrays
+(:func:`in_memory_fit`): ``mmoe_vs_in_memory`` = streaming / in-memory examples per CPU-second
+(``_wall``: per wall second), both measured in the same run. If a phase dies (out of memory), the
+day is halved and the measurement repeated; the JSON says which size fitted.
+
+**Quality before vs after the streaming input**: :func:`quality_check`.
 
 **Synthetic** (Ma et al. 2018, section 3.2): the table of ``bench/results/mmoe_synthetic.json``
 is copied with the command that produced it (``./dev bench mmoe_synthetic``); if that file is
@@ -112,11 +117,16 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "per_seed": [round(x, 5) for x in v]}
 
 
+SET: dict[str, Any] = {}
+"""``--set section.key=value`` overrides, applied on top of every config of the run (e.g.
+``ranking.optimizer.name=adam`` to measure the previous default)."""
+
+
 def _config(root: str | Path, overrides: dict[str, Any] | None = None, files: list[str] | None = None):
     from dailyrec.config import load_config
 
     base = {"storage.data_root": str(root), "training.warm_start": False}
-    return load_config(overrides={**base, **(overrides or {})}, files=files, environ={})
+    return load_config(overrides={**base, **(overrides or {}), **SET}, files=files, environ={})
 
 
 # ---- the pipeline's train + evaluate, per seed -------------------------------------------------------
@@ -320,8 +330,9 @@ def _with_negatives(rows, catalog, rated: set[tuple[str, str]] | Any, k: int, rn
         else:
             cols[name] = neg.column(name)
     neg = pa.table(cols, schema=neg.schema)
-    # the order of sql/ranking_impressions.sql (a request's rows together, in time order): the
-    # training input shuffles within a 100k-row buffer only, so rows grouped by label would bias it
+    # the order of sql/ranking_impressions.sql (a request's rows together, in time order), written
+    # in one Parquet row group (< 1M rows): the training stream's buffer then holds the whole file
+    # and permutes it every epoch
     return pa.concat_tables([rows, neg]).sort_by(
         [("event_time", "ascending"), ("request_id", "ascending"), ("item_id", "ascending")])
 
@@ -465,8 +476,91 @@ def _phase(args: argparse.Namespace) -> dict[str, Any]:
                 "load_avg_1m_start": f["load_avg_1m_start"], "load_avg_1m_end": f["load_avg_1m_end"]}
         out["mmoe"]["manifest_examples_per_s"] = man["examples_per_s"]
         out["params"] = man["params"]
+    elif args.phase == "in_memory":
+        out.update(in_memory_fit(cfg, day))
     out.update(wall_seconds=round(time.perf_counter() - w0, 1), cpu_seconds=round(time.process_time() - c0, 1),
                load_avg_1m_start=l0, load_avg_1m_end=load_avg(), peak_rss_mb=peak_rss_mb())
+    return out
+
+
+def _pre_batched(feats: dict[str, Any], labels: dict[str, Any], batch_size: int) -> Any:
+    """``(features, labels)`` batches of ``batch_size`` rows in row order, from in-memory arrays:
+    ``from_tensor_slices`` over ``[steps, B]`` reshapes of them (one slice per batch), then the
+    last, smaller batch."""
+    import tensorflow as tf
+
+    n = len(next(iter(labels.values())))
+    full = (n // batch_size) * batch_size
+
+    def part(lo: int, hi: int, rows: int) -> Any:
+        f = {k: v[lo:hi].reshape(-1, rows) for k, v in feats.items()}
+        y = {k: v[lo:hi].reshape(-1, rows) for k, v in labels.items()}
+        return tf.data.Dataset.from_tensor_slices((f, y))
+
+    ds = part(0, full, batch_size)
+    if full < n:
+        ds = ds.concatenate(part(full, n, n - full))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def in_memory_fit(cfg, day: str, same_process_stream: bool = True) -> dict[str, Any]:
+    """The input-pipeline-free limit of ``train_mmoe``'s MMoE fit: the same model (config, seed,
+    vocabularies, callbacks), the same rows (the day's ``train.parquet``, in file order), encoded to
+    int32 ids up front (``dailyrec.stream.id_encoders``, what the stream does per row group) and fed
+    by ``tf.data.Dataset.from_tensor_slices`` of those int arrays without shuffle, sliced batch by
+    batch (:func:`_pre_batched`: the cheapest feed there is; ``from_tensor_slices(...).batch(B)``
+    slices row by row and costs more CPU than the stream). Times ``model.fit`` in wall and process
+    CPU seconds (encoding excluded). With ``same_process_stream``, then fits a fresh, identical model
+    on the streaming input of ``train_mmoe`` (:mod:`dailyrec.ranking.inputs`) in the same process:
+    ``stream_same_process`` and its ``vs_in_memory`` ratios (a control for the load differences
+    between the phases' processes on a shared machine)."""
+    import tempfile as _tf
+
+    import pyarrow.parquet as pq
+    import tensorflow as tf
+
+    from dailyrec.ranking.inputs import LABELS
+    from dailyrec.storage import open_store
+    from dailyrec.stream import id_encoders
+    from dailyrec.training import deterministic_training, training_callbacks
+    from models.ranking import build_ranking_model
+
+    store = open_store(cfg)
+    rc, tc = cfg.ranking, cfg.training
+    samples = f"{store.partition('ranking_samples', day)}/train.parquet"
+    vocabularies = store.read_json(f"{store.partition('features', day)}/vocabularies.json")
+    e0 = time.perf_counter()
+    table = pq.read_table(samples, filesystem=store.fs)
+    feats = {name: enc(table.column(name)) for name, enc in id_encoders(list(cfg.features.spec), vocabularies).items()}
+    labels = {t: table.column(t).to_numpy().astype(dtype) for t, dtype in LABELS.items()}
+    n = table.num_rows
+    del table
+    encode_s = time.perf_counter() - e0
+
+    def timed(ds: Any, label: str) -> dict[str, Any]:
+        deterministic_training(rc.seed)
+        model = build_ranking_model(rc, cfg.features, vocabularies, kind="mmoe", seed=rc.seed)
+        with _tf.TemporaryDirectory() as tmp:
+            callbacks = training_callbacks(model, log, label, 1, f"{tmp}/ckpt", f"{tmp}/tb",
+                                           tc.checkpoint_every_steps, tc.checkpoints_keep)
+            fw, fc, fl = time.perf_counter(), time.process_time(), load_avg()
+            model.fit(ds, epochs=1, verbose=0, callbacks=callbacks)
+            wall, cpu = time.perf_counter() - fw, time.process_time() - fc
+        return {"examples_per_s": round(n / wall), "examples_per_cpu_s": round(n / cpu), "fit_seconds": round(wall, 1),
+                "fit_cpu_seconds": round(cpu, 1), "cpu_utilisation": round(cpu / wall, 2),
+                "fit_load_avg_1m_start": fl, "fit_load_avg_1m_end": load_avg()}
+
+    out: dict[str, Any] = {"rows": n, "encode_seconds": round(encode_s, 1),
+                           **timed(_pre_batched(feats, labels, rc.batch_size), "in_memory")}
+    if same_process_stream:
+        from dailyrec.ranking.inputs import stream_dataset, training_stream
+
+        stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size,
+                                 seed=rc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
+        st = timed(stream_dataset(stream), "stream_same_process")
+        out["stream_same_process"] = {
+            **st, "vs_in_memory": {"wall": round(st["examples_per_s"] / out["examples_per_s"], 3),
+                                   "per_cpu_s": round(st["examples_per_cpu_s"] / out["examples_per_cpu_s"], 3)}}
     return out
 
 
@@ -476,6 +570,8 @@ def _run_phase(phase: str, root: Path, args: argparse.Namespace, events: int) ->
            "--throughput-items", str(args.throughput_items), "--batch-size", str(args.batch_size)]
     if args.no_baseline:
         cmd.append("--no-baseline")
+    for kv in args.set:
+        cmd += ["--set", kv]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("PHASE_RESULT ")]
@@ -496,18 +592,21 @@ def run_throughput(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     while events >= 100_000:
         root = work / f"throughput-{events}"
         phases = {}
-        for phase in ("generate", "samples", "train"):
+        for phase in ("generate", "samples", "in_memory", "train"):
             r = _run_phase(phase, root, args, events)
             if r is None:
                 failures.append({"events": events, "phase": phase})
                 break
             phases[phase] = r
         shutil.rmtree(root, ignore_errors=True)
-        if len(phases) == 3:
-            tr = phases["train"]
+        if len(phases) == 4:
+            tr, mem = phases["train"], phases["in_memory"]
+            ratio = {"wall": round(tr["mmoe"]["examples_per_s"] / mem["examples_per_s"], 3),
+                     "per_cpu_s": round(tr["mmoe"]["examples_per_cpu_s"] / mem["examples_per_cpu_s"], 3)}
+            print(f"  MMoE fit, streaming vs in-memory int arrays: {ratio}", flush=True)
             return {"events": events, "requested_events": args.throughput_events, "failed_attempts": failures,
                     "users": args.throughput_users, "items": args.throughput_items, "batch_size": args.batch_size,
-                    "epochs": 1, "train_rows": tr["rows"], "phases": phases}
+                    "epochs": 1, "train_rows": tr["rows"], "streaming_vs_in_memory": ratio, "phases": phases}
         events //= 2
     return {"requested_events": args.throughput_events, "failed_attempts": failures, "events": None}
 
@@ -533,6 +632,48 @@ def synthetic_table() -> dict[str, Any]:
             "setup": {k: syn["setup"][k] for k in ("n_train", "epochs", "seeds", "params")}, "table": syn["table"]}
 
 
+# ---- quality before vs after the streaming input ----------------------------------------------------
+BEFORE_STREAM = "the in-memory input (whole window as numpy/TF strings, tf.data row-wise shuffle, 100k buffer, Adam)"
+
+
+def _aucs(m: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for data in ("movielens", "generated"):
+        if isinstance(m.get(data), dict):
+            out[data] = {kind: {f"auc_{t}": m[data][kind][f"auc_{t}"] for t in (*TASKS, "conversion_given_click")
+                                if f"auc_{t}" in m[data][kind]}
+                         for kind in ("mmoe", "shared_bottom")}
+    return out
+
+
+def quality_check(metrics: dict[str, Any], skipped: list[str]) -> dict[str, Any]:
+    """AUCs (mean, std, per seed) of this run ("after": the streaming input) next to those of the
+    last run on the previous input ("before": read from the ``bench/results/mmoe.json`` that this run
+    replaces, or carried over from its own ``quality_check.before``). Training is deterministic, so
+    "before" is what the old input path gives on the same data and seeds."""
+    before: dict[str, Any] | None = None
+    prev_path = RESULTS_DIR / f"{NAME}.json"
+    if prev_path.exists():
+        prev = json.loads(prev_path.read_text())
+        pm = prev.get("metrics", {})
+        if "quality_check" in pm:
+            before = pm["quality_check"].get("before")
+        elif "mmoe_vs_in_memory" not in pm:  # a result of the previous input path
+            before = {"input": BEFORE_STREAM, "command": prev.get("command"), "date": prev.get("date"),
+                      "optimizer": "adam", **_aucs(pm)}
+    after = {"input": "dailyrec.stream.ParquetStream (row-group order + bounded buffer), samples written shuffled",
+             "optimizer": _config(".").ranking.optimizer.name, **_aucs(metrics)}
+    diff: dict[str, Any] = {}
+    for data in ("movielens", "generated"):
+        if before and data in before and data in after:
+            diff[data] = {kind: {k: round(after[data][kind][k]["mean"] - before[data][kind][k]["mean"], 5)
+                                 for k in after[data][kind] if k in before[data][kind]
+                                 and after[data][kind][k]["mean"] is not None
+                                 and before[data][kind][k]["mean"] is not None}
+                          for kind in ("mmoe", "shared_bottom")}
+    return {"before": before, "after": after, "after_minus_before_mean_auc": diff, "skipped": skipped}
+
+
 # ---- main ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="./dev bench mmoe", description=__doc__.split("\n")[0])
@@ -555,13 +696,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", nargs="*", default=[], choices=["generated", "movielens", "throughput"])
     ap.add_argument("--workdir", default=None, help="parent of the temporary data roots (default $TMPDIR)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write results")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every run of the benchmark (repeatable), e.g. "
+                         "ranking.optimizer.name=adam")
     ap.add_argument("-v", "--verbose", action="store_true", help="the pipeline's INFO logs")
-    ap.add_argument("--phase", choices=["generate", "samples", "train"], help=argparse.SUPPRESS)
+    ap.add_argument("--phase", choices=["generate", "samples", "in_memory", "train"], help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
+    from dailyrec.config import parse_set_args
+
+    SET.update(parse_set_args(args.set))
     if args.phase:
         res = _phase(args)
         print("PHASE_RESULT " + json.dumps(res), flush=True)
@@ -607,6 +754,10 @@ def main(argv: list[str] | None = None) -> int:
     tp = results.get("throughput")
     if tp and tp.get("events"):
         tr = tp["phases"]["train"]
+        metrics["mmoe_examples_per_s"] = tr["mmoe"]["examples_per_s"]
+        metrics["mmoe_vs_in_memory"] = tp["streaming_vs_in_memory"]["per_cpu_s"]
+        metrics["mmoe_vs_in_memory_wall"] = tp["streaming_vs_in_memory"]["wall"]
+        metrics["mmoe_peak_rss_mb"] = tr["peak_rss_mb"]
         metrics["train_examples_per_s"] = tr["mmoe"]["examples_per_s"]
         metrics["peak_rss_mb"] = tr["peak_rss_mb"]
     metrics["synthetic"] = synthetic_table()
@@ -625,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics["train_examples_per_cpu_s"] = tr["mmoe"]["examples_per_cpu_s"]
             metrics["train_load_avg_1m"] = [tr["mmoe"]["load_avg_1m_start"], tr["mmoe"]["load_avg_1m_end"]]
         metrics["throughput"] = tp
+    metrics["quality_check"] = quality_check(metrics, args.skip)
     import keras
     import tensorflow as tf
 

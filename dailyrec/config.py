@@ -260,7 +260,7 @@ class RankingConfig(_Strict):
     negative_downsample_rate: float = Field(0.5, gt=0, le=1)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(2048, ge=1)
-    optimizer: OptimizerConfig = OptimizerConfig(name="adam", learning_rate=0.005)
+    optimizer: OptimizerConfig = OptimizerConfig(name="adam", learning_rate=0.005)  # not lazy_adam: docs/ranking.md
     max_auc_drop_vs_previous: float = Field(0.01, ge=0)
     seed: int = 13
     kind: Literal["mmoe", "shared_bottom"] = "mmoe"  # the model published (shared_bottom: then no baseline)

@@ -17,9 +17,11 @@ Pieces (shapes in ``[...]``; ``B`` is the batch size):
 
 The SavedModel for serving is written by :func:`models.serving.export_ranking_model`.
 
-Training batches (``tf.data``, built by ``dailyrec.inputs.ranking_dataset``)::
+Training batches (``tf.data``; the pipeline's are built by ``dailyrec.ranking.inputs.stream_dataset``,
+``dailyrec.inputs.ranking_dataset`` builds them from in-memory arrays)::
 
-    (features: {name: Tensor[B]}  raw values, tf.string for string features, int64 for int ones,
+    (features: {name: Tensor[B]}  raw values (tf.string for string features, int64 for int ones), or
+                                  int64 embedding row ids (dailyrec.stream.IdEncoder) for any feature,
      labels:   {"click": float32[B], "conversion": float32[B]}
      [, sample_weight: float32[B]])                      # optional, applies to both tasks
 

@@ -2,6 +2,7 @@
 
 * :mod:`dailyrec.ranking.calibration`: undoing negative down-sampling on predictions (He et al. 2014);
 * :mod:`dailyrec.ranking.samples`: the labelled impression rows, their down-sampling and label statistics;
+* :mod:`dailyrec.ranking.inputs`: the training rows streamed as integer ids into ``tf.data`` (``train_mmoe``);
 * :mod:`dailyrec.ranking.artifacts`: where a trained model's Keras / SavedModel files live, its training rate;
 * :mod:`dailyrec.ranking.evaluation`: AUC / log loss per task, calibrated predictions, the publish gate.
 

@@ -124,12 +124,23 @@ def downsample_negatives(click: np.ndarray, is_holdout: np.ndarray, rate: float,
     return kept, keep_prob, hold_idx
 
 
-def sample_tables(rows: pa.Table, rate: float, seed: Any) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+def shuffled_order(n: int, seed: Any) -> np.ndarray:
+    """A seeded permutation of ``range(n)`` (int64 ``[n]``, ``np.random.default_rng(seed)``): the
+    order the training rows are written in, so that the training reader's row-group shuffle and
+    bounded buffer see rows of the whole window, not time-local runs. The same ``n`` and seed give
+    the same order (a re-run writes byte-identical files)."""
+    return np.random.default_rng(seed).permutation(n).astype(np.int64)
+
+
+def sample_tables(rows: pa.Table, rate: float, seed: Any,
+                  shuffle_seed: Any | None = None) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
     """Split :func:`impression_rows` into the down-sampled training rows and the holdout rows.
 
     Both tables drop ``is_holdout`` and gain ``sample_weight`` and ``downsample_rate`` (float32;
     the keep probability and its inverse, 1 for clicks and holdout rows) — see
-    :func:`downsample_negatives` for the draw.
+    :func:`downsample_negatives` for the draw. With ``shuffle_seed`` the training rows come in the
+    order of :func:`shuffled_order` (``shuffle_seed``) instead of the SQL's time order (the holdout
+    keeps the SQL's order); the rows themselves are the same.
 
     Returns:
         ``(train, holdout, stats)``; ``stats`` holds :func:`label_stats` of the training window
@@ -144,6 +155,9 @@ def sample_tables(rows: pa.Table, rate: float, seed: Any) -> tuple[pa.Table, pa.
     conv = np.asarray(rows["conversion"].to_numpy(zero_copy_only=False), dtype=np.int8)
     is_hold = np.asarray(rows["is_holdout"].to_numpy(zero_copy_only=False), dtype=bool)
     kept, keep_prob, hold_idx = downsample_negatives(click, is_hold, rate, seed)
+    if shuffle_seed is not None:
+        order = shuffled_order(len(kept), shuffle_seed)
+        kept, keep_prob = kept[order], keep_prob[order]
     train_idx = np.flatnonzero(~is_hold)
     before = label_stats(click[train_idx], conv[train_idx])
     after = label_stats(click[kept], conv[kept], 1.0 / keep_prob)

@@ -20,7 +20,10 @@ must have passed ``tasks.ingest.validate_day`` (``run.require_validated``). The 
   *unweighted* on these rows, so its click head learns the odds of the down-sampled data, and
   :func:`dailyrec.ranking.calibration.calibrate` maps a prediction back: ``p_true = p / (p + (1 - p) / r)``;
   :func:`dailyrec.ranking.calibration.calibrate_conversion` does the same for the conversion head (see
-  docs/ranking.md);
+  docs/ranking.md). The training rows are written in a seeded shuffled order (seed
+  ``(ranking.seed, cur_date, 1)``, :func:`dailyrec.ranking.samples.shuffled_order`) in row groups of
+  ``dailyrec.stream.ROW_GROUP_ROWS`` = 131,072 rows: the training reader permutes row groups and shuffles
+  within a bounded buffer, so it needs rows that are not in time order;
 * holdout rows: every impression of the last ``training.holdout_hours`` hours of ``cur_date``,
   not down-sampled (``downsample_rate`` = ``sample_weight`` = 1);
 * a conversion without a click is a data error: the day validation rejects it already
@@ -55,6 +58,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Build the day's ranking training rows (down-sampled) and holdout rows; returns pointers."""
     import pyarrow.parquet as pq
 
+    from dailyrec.stream import ROW_GROUP_ROWS
+
     run = begin("ranking_samples", cur_date, cfg)
     store, cur_date, timer = run.store, run.cur_date, run.timer
     rate = float(cfg.ranking.negative_downsample_rate)
@@ -67,7 +72,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     rows, info = impression_rows(store, cur_date, cfg, timer)
 
     with timer.step("downsample"):
-        train, holdout, stats = sample_tables(rows, rate, seed)
+        train, holdout, stats = sample_tables(rows, rate, seed, shuffle_seed=[*seed, 1])
     before, after, holdout_stats = stats["train_before_downsampling"], stats["train"], stats["holdout"]
     if not before["rows"]:
         run.log.warning("ranking samples %s: the training window holds no impression", cur_date)
@@ -80,12 +85,14 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
                   "train_before_downsampling": before["rows"]}
     hours = info["hours"]
     with timer.step("write"), store.atomic_output(out) as tmp:
-        pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd")
+        pq.write_table(train, f"{tmp}/train.parquet", filesystem=store.fs, compression="zstd",
+                       row_group_size=ROW_GROUP_ROWS)
         pq.write_table(holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
         manifest = run.manifest(
             inputs={"logs": {d: hours[d] for d in sorted(hours)}, "users": run.partition("users"),
                     "catalog": info["catalog"], "features_manifest": fman},
             rows=row_counts, stats=stats, negative_downsample_rate=rate, seed=seed, features=info["features"],
+            train_order={"shuffle_seed": [*seed, 1], "row_group_rows": ROW_GROUP_ROWS},
             training_window={"days": sorted(hours), "excluded_hours_of_cur_date": holdout_hours},
             calibration=CALIBRATION_FORMULA,
         )

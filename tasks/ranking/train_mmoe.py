@@ -7,11 +7,17 @@ Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) a
 ``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.ranking`` built from
 ``ranking.*`` and ``features.spec``; it trains *unweighted* on the down-sampled rows (the
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
-in the manifest). Warm start from the newest gate-passed model strictly before ``cur_date``
+in the manifest). The rows are streamed, not loaded: ``dailyrec.ranking.inputs`` reads
+``train.parquet`` row group by row group (``dailyrec.stream.ParquetStream``), turns every feature
+into int32 embedding row ids on the Arrow side and feeds ``(features, labels)`` batches of
+``ranking.batch_size``; each epoch permutes the row groups and mixes rows in a bounded buffer of
+``training.shuffle_buffer_rows`` rows (seeded by ``ranking.seed`` and the epoch; the samples step
+wrote the rows in a shuffled order), so memory stays flat whatever the day's size. Warm start from the newest gate-passed model strictly before ``cur_date``
 (``dailyrec.registry.warm_start_source``; known ids keep their embedding rows, every other layer
 with matching shapes is copied; ``training.warm_start=false`` turns it off). The optimizer of
-``ranking.optimizer`` (Adam with exponential learning-rate decay and a floor,
-``models.optim.make_optimizer``); a checkpoint every ``training.checkpoint_every_steps`` steps
+``ranking.optimizer`` (Adam, or ``lazy_adam``: Adam updating only the embedding rows a batch touches,
+with exponential learning-rate decay and a floor, ``models.optim.make_optimizer``; docs/ranking.md
+says why the default stays ``adam``); a checkpoint every ``training.checkpoint_every_steps`` steps
 (the last ``training.checkpoints_keep`` kept) under ``checkpoints/mmoe/dt=D/{main,baseline}/``; TensorBoard
 logs under ``tensorboard/mmoe/dt=D/{main,baseline}/`` (run logs, outside the output: they hold wall
 times); one log line per epoch. Deterministic: a re-run with the same inputs, warm start and
@@ -47,12 +53,11 @@ from dailyrec.storage import MANIFEST
 from dailyrec.training import deterministic_training, fit, lineage, model_version, warm_source, warm_start
 
 
-def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], features: dict[str, Any],
-             labels: dict[str, Any], src: tuple[str, str] | None, ckpt_dir: str,
-             tb_dir: str) -> tuple[Any, dict[str, Any]]:
-    """Build, (warm start from ``src``'s model of the same role,) fit one model; returns it and its
-    manifest figures."""
-    from dailyrec.inputs import ranking_dataset
+def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], samples: str,
+             src: tuple[str, str] | None, ckpt_dir: str, tb_dir: str) -> tuple[Any, dict[str, Any]]:
+    """Build, (warm start from ``src``'s model of the same role,) fit one model on a fresh stream of
+    ``samples`` (the same batches for every role); returns it and its manifest figures."""
+    from dailyrec.ranking.inputs import stream_dataset, training_stream
     from models.ranking import build_ranking_model, load_model, warm_start_from
 
     cfg, rc = run.cfg, run.cfg.ranking
@@ -61,10 +66,10 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
         model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed)
     warm = warm_start(run, model, src, artifact_dirs(src[1], role)[0] if src else None, load_model, warm_start_from,
                       label=kind, timer_step=f"{kind}_warm_start", missing_ok=True)
-    ds = ranking_dataset(features, labels, batch_size=rc.batch_size, shuffle=True, seed=rc.seed,
-                         specs=list(cfg.features.spec))
-    result = fit(run, model, ds, rows=len(next(iter(labels.values()))), epochs=rc.epochs, label=kind,
-                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False)  # the dataset shuffles
+    stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size, seed=rc.seed,
+                             buffer_rows=cfg.training.shuffle_buffer_rows, filesystem=run.store.fs)
+    result = fit(run, model, stream_dataset(stream), rows=stream.num_rows, epochs=rc.epochs, label=kind,
+                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False)  # the stream shuffles
     info = {"kind": kind, "params": int(model.count_params()), "history": result.history, "warm_start": warm,
             "examples_per_s": result.examples_per_s, "fit_seconds": round(result.seconds, 2),
             "final_loss": result.final_loss, "checkpoints": ckpt_dir}
@@ -75,6 +80,21 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     return model, info
 
 
+def _label_counts(samples: str, fs: Any) -> dict[str, int]:
+    """``{"rows", "click", "conversion"}`` of the training rows, reading only the label columns.
+
+    Raises ``KeyError`` naming the file when a label column is missing."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(fs.open_input_file(samples))
+    missing = [t for t in ("click", "conversion") if t not in pf.schema_arrow.names]
+    if missing:
+        raise KeyError(f"{samples}: label column(s) {missing} missing; columns: {pf.schema_arrow.names}")
+    table = pf.read(columns=["click", "conversion"])
+    return {"rows": table.num_rows, **{t: int(pc.sum(table.column(t)).as_py() or 0) for t in ("click", "conversion")}}
+
+
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Train the day's ranking model and its shared-bottom baseline; write ``models/mmoe/dt=D``.
 
@@ -82,9 +102,6 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     same rows. Raises ``FileNotFoundError`` without the day's samples or vocabularies,
     ``ValueError`` when the training rows hold no click.
     """
-    import pyarrow.parquet as pq
-
-    from dailyrec.inputs import feature_arrays
     from models.ranking import save_model
     from models.serving import export_ranking_model
 
@@ -94,14 +111,10 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     vocab_path = run.path("features", "vocabularies.json")
     run.require(smanifest, vocab_path, hint=f"run the features and ranking_samples steps for {cur_date} first")
     with timer.step("load"):
-        table = pq.read_table(samples, filesystem=store.fs)
         sman = store.read_json(smanifest)
         vocabularies = store.read_json(vocab_path)
-        arrays = feature_arrays(table, list(cfg.features.spec), extra={"click": "float32", "conversion": "float32"},
-                                where=samples)
-    n = table.num_rows
-    labels = {"click": arrays.pop("click"), "conversion": arrays.pop("conversion")}
-    n_click, n_conv = int(labels["click"].sum()), int(labels["conversion"].sum())
+        labels = _label_counts(samples, store.fs)
+    n, n_click, n_conv = labels["rows"], labels["click"], labels["conversion"]
     if n == 0 or n_click == 0:
         raise ValueError(f"{samples}: {n} rows, {n_click} clicks: nothing to train a ranker on")
     rate = float(sman.get("negative_downsample_rate", rc.negative_downsample_rate))
@@ -116,7 +129,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     infos: dict[str, dict[str, Any]] = {}
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
-            model, info = _fit_one(run, role, k, vocabularies, arrays, labels, src, str(ckpt_root / role),
+            model, info = _fit_one(run, role, k, vocabularies, samples, src, str(ckpt_root / role),
                                    str(tb_root / role))
             keras_dir, sm_dir = artifact_dirs(tmp, role)
             with timer.step(f"{role}_save"):

@@ -142,6 +142,63 @@ def test_samples_downsample_non_clicks_keep_every_click_and_the_whole_holdout(wo
     assert list(again.request_id) == list(train.request_id)
 
 
+def _rows(feats: dict, labels: dict, names: list[str]) -> np.ndarray:
+    """One int64 row per example (ids then labels), sorted: the multiset of rows an epoch saw."""
+    m = np.column_stack([np.asarray(feats[n], np.int64) for n in names]
+                        + [np.asarray(labels[t]).astype(np.int64) for t in ("click", "conversion")])
+    return m[np.lexsort(m.T[::-1])]
+
+
+def test_training_rows_are_written_shuffled_and_streamed_back_whole(world, tmp_path):
+    """The samples step writes the training rows in a seeded random order (row groups of
+    dailyrec.stream.ROW_GROUP_ROWS); the ranking training stream sees each of them exactly once per
+    epoch, in an order that changes with the epoch and is the same for the same seed."""
+    from dailyrec.ranking.inputs import stream_dataset, training_stream
+    from dailyrec.stream import ID_DTYPE, ROW_GROUP_ROWS, id_encoders
+    from tasks.ranking.ranking_samples import step as build_ranking_samples
+
+    d, cfg = DAYS[1], world["cfg"]
+    res = build_ranking_samples(d, cfg)
+    pf = pq.ParquetFile(res["train"])
+    assert pf.metadata.row_group(0).num_rows == min(ROW_GROUP_ROWS, pf.metadata.num_rows)
+    train = pf.read()
+    t = train.column("event_time").cast("int64").to_numpy()
+    assert (np.diff(t) < 0).sum() > len(t) // 4  # not the SQL's time order
+    assert _manifest(world, "ranking_samples", d)["train_order"] == {
+        "shuffle_seed": [cfg.ranking.seed, int(d.replace("-", "")), 1], "row_group_rows": ROW_GROUP_ROWS}
+
+    # small row groups and a buffer of three of them, so the shuffle crosses row groups
+    path = str(tmp_path / "train.parquet")
+    pq.write_table(train, path, row_group_size=500)
+    vocab = json.loads((world["root"] / "features" / f"dt={d}" / "vocabularies.json").read_text())
+    specs = list(cfg.features.spec)
+    names = [s.name for s in specs]
+    expected = _rows({n: enc(train.column(n)) for n, enc in id_encoders(specs, vocab).items()},
+                     {c: train.column(c).to_numpy() for c in ("click", "conversion")}, names)
+
+    def epoch(ds) -> tuple[np.ndarray, np.ndarray]:
+        batches = list(ds.as_numpy_iterator())
+        assert all(len(b[0][names[0]]) == 256 for b in batches[:-1])
+        feats = {n: np.concatenate([b[0][n] for b in batches]) for n in names}
+        labels = {c: np.concatenate([b[1][c] for b in batches]) for c in ("click", "conversion")}
+        assert {v.dtype for v in feats.values()} == {np.dtype(ID_DTYPE)}
+        assert {v.dtype for v in labels.values()} == {np.dtype(np.float32)}
+        return _rows(feats, labels, names), feats[names[0]]
+
+    stream = training_stream(path, specs, vocab, batch_size=256, seed=13, buffer_rows=1500)
+    ds = stream_dataset(stream)
+    assert int(ds.cardinality()) == stream.steps_per_epoch == -(-train.num_rows // 256)
+    (rows0, order0), (rows1, order1) = epoch(ds), epoch(ds)  # each iteration is the next epoch
+    np.testing.assert_array_equal(rows0, expected)
+    np.testing.assert_array_equal(rows1, expected)
+    assert not np.array_equal(order0, order1)
+    assert not np.array_equal(order0, id_encoders(specs, vocab)[names[0]](train.column(names[0])))
+    # a fresh stream with the same seed replays the same epochs (the baseline sees the MMoE's batches)
+    again = stream_dataset(training_stream(path, specs, vocab, batch_size=256, seed=13, buffer_rows=1500))
+    np.testing.assert_array_equal(epoch(again)[1], order0)
+    np.testing.assert_array_equal(epoch(again)[1], order1)
+
+
 def test_rate_one_keeps_everything(world, tmp_path):
     from tasks.ranking.ranking_samples import step as build_ranking_samples
 
