@@ -56,9 +56,8 @@ def movielens(seeds: list[int], data: str) -> dict[str, Any]:
         ev = ml.eval_set(cfg, ml.T_TEST, ml.DATA_END)
         out: dict[str, Any] = {"users": len(ev.users), "runs": {}}
         for seed in seeds:
-            base = ml.run_config(cfg, "softmax", seed, [])
-            full = ml.run_two_tower(base.model_copy(update={"training": base.training.model_copy(
-                update={"shuffle_buffer_rows": FULL})}), ev)
+            base = ml.run_config(cfg, "softmax_logq", seed, [])
+            full = ml.run_two_tower(base.with_overrides({"training.shuffle_buffer_rows": FULL}), ev)
             rows = _rows(full["train_path"])
             buf = base.training.shuffle_buffer_rows
             bounded = ml.run_two_tower(base, ev)
