@@ -320,6 +320,16 @@ HEADLINES: dict[str, Summary] = {
             _recall50("two_tower_softmax_logq"),
             _recall50("two_tower_softmax_nologq"),
         )),
+    "stream_quality": Summary(
+        scale=(("demo training rows", "demo.train_rows"), ("MovieLens evaluation users", "movielens.users")),
+        load=(("start", "load_avg_1m.start"), ("end", "load_avg_1m.end")),
+        rows=(
+            Headline("recall@50, MovieLens-100K, streamed (bounded buffer), mean of seeds",
+                     "movielens.recall_at_50_bounded", ".4f", "full shuffle of the file each epoch",
+                     "movielens.recall_at_50_full_shuffle"),
+            Headline("recall@50, demo logs, streamed (bounded buffer), mean of seeds", "demo.recall_at_50_bounded",
+                     ".4f", "full shuffle of the file each epoch", "demo.recall_at_50_full_shuffle"),
+        )),
     "retrieval_speed": Summary(
         scale=(("events", "events"), ("users", "users"), ("items", "items"), ("batch", "batch_size")),
         load=(("start", "load_avg_1m.start"), ("min", "load_avg_1m.min"), ("max", "load_avg_1m.max")),
