@@ -84,6 +84,16 @@ SAMPLE_COLUMNS = ["user_id", "item_id", "click", "event_time"]
 NULL_NOTE = "null: not measured by this run (see the *_note key)"
 
 
+
+def stream_quality() -> dict | None:
+    """The summary of ``bench/results/stream_quality.json`` (recall@50, bounded vs full shuffle), or None."""
+    path = Path(__file__).resolve().parent / "results" / "stream_quality.json"
+    if not path.exists():
+        return None
+    m = json.loads(path.read_text())["metrics"]
+    return {k: {f: m[k].get(f) for f in ("recall_at_50_bounded", "recall_at_50_full_shuffle", "bounded_vs_full")}
+            for k in ("movielens", "demo") if isinstance(m.get(k), dict) and "bounded_vs_full" in m[k]}
+
 def log(*a: Any) -> None:
     print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
 
@@ -481,8 +491,8 @@ def metrics_of(rows: list[dict[str, Any]], args: argparse.Namespace, t_run: floa
     gt = _get(q_row, "dag", "gate_table") or {}
     return {
         "partial": partial,
-        "partial_note": ("a development dry run at the sizes listed in `sizes` only: the 10M and 30M keys are "
-                         "null; the lead's full `./dev bench scale` run overwrites this file") if partial else None,
+        "partial_note": ("only the sizes listed in `sizes` were run; the keys of the other sizes are null "
+                         "(not measured)") if partial else None,
         "sizes": [r["events"] for r in rows],
         "train_peak_rss_mb_10m": at(10_000_000, "train_peak_rss_mb"),
         "train_peak_rss_mb_30m": at(30_000_000, "train_peak_rss_mb"),
@@ -497,8 +507,9 @@ def metrics_of(rows: list[dict[str, Any]], args: argparse.Namespace, t_run: floa
                                    "tracing included) / the same model and config fitted on batches already in "
                                    "memory (the first --in-memory-rows rows of the same samples through "
                                    "ranking_dataset, cached; one warm-up epoch, then one timed epoch): the "
-                                   "input-pipeline-free limit. The model takes raw values (strings), so the "
-                                   "cached batches hold what the pipeline feeds it, not int ids"),
+                                   "input-pipeline-free limit. These cached batches hold raw values (strings, "
+                                   "looked up in the graph), not int ids: bench/mmoe.py measures the limit on "
+                                   "pre-encoded int arrays (mmoe_vs_in_memory in bench/results/mmoe.json)"),
         "mmoe_peak_rss_mb": from_largest("train_mmoe_peak_rss_mb"),
         "sample_vs_bare_read": from_largest("sample_vs_bare_read"),
         "export_items_per_s": from_largest("export_items_per_s"),
@@ -507,10 +518,11 @@ def metrics_of(rows: list[dict[str, Any]], args: argparse.Namespace, t_run: floa
             "demo_gate_metric": _get(q_row, "dag", "gate_metric"),
             "demo_two_tower": gt.get("new"), "demo_popularity": gt.get("popularity"),
             "demo_table": gt or None,
-            "movielens_100k_before": None, "movielens_100k_after": None, "demo_before": None,
+            "streaming_vs_full_shuffle": stream_quality(),
             "note": ("demo_*: the DAG's evaluation (holdout hours of the generated day, the code as run); "
-                     "before/after the streaming input (demo and MovieLens-100K recall@50, "
-                     "bench/retrieval_quality_ml100k.py) are filled by the lead's final run"),
+                     "streaming_vs_full_shuffle: recall@50 with the streaming input's bounded shuffle vs a full "
+                     "shuffle of the file each epoch (the old in-memory input's order), MovieLens-100K and demo, "
+                     "from bench/results/stream_quality.json (./dev bench stream_quality)"),
         },
         "figures_at_events": fig_events,
         "figures_note": ("train_bce_vs_plain_keras, train_softmax_examples_per_s, mmoe_*, sample_vs_bare_read, "
