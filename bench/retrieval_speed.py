@@ -15,7 +15,7 @@ peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.windo
   loss (softmax with logQ, the default; bce): the step's own ``examples_per_s`` (rows / seconds of
   ``fit``, first-step tracing included), its load time (Parquet -> arrays) and the peak RSS;
 * ``fit``: a timed ``fit`` of ``models.two_tower.build_two_tower`` on ``dailyrec.inputs.dataset``
-  over the first ``--fit-rows`` rows of the same ``train.parquet`` (the pipeline's model, batches
+  over ``--fit-rows`` rows' worth of batches of the same ``train.parquet``, streamed by ``dailyrec.stream`` as the step does (the pipeline's model, batches
   and optimizer), ``--warmup-steps`` steps excluded -> steady-state examples/s, wall and per CPU
   second, for each loss.
 
@@ -155,28 +155,28 @@ def _step_clock(warm: int):
 
 def stage_fit(p: dict[str, Any]) -> dict[str, Any]:
     import keras
-    import pyarrow.parquet as pq
     import tensorflow as tf
 
     from dailyrec.storage import open_store
     from models.two_tower import build_two_tower
-    from dailyrec.inputs import dataset, feature_arrays
+    from dailyrec.stream import ParquetStream, id_encoders
 
     cfg = _cfg(p)
     store = open_store(cfg)
     tc = cfg.training
     path = f"{store.partition('samples', DAY)}/train.parquet"
     t0 = time.perf_counter()
-    table = pq.read_table(path)
-    if p["fit_rows"] > 0:
-        table = table.slice(0, p["fit_rows"])
-    arrays = feature_arrays(table, cfg.features.spec, extra={"label": "float32", "log_q": "float32"})
-    n = table.num_rows
-    del table
     vocab = store.read_json(f"{store.partition('features', DAY)}/vocabularies.json")
+    # the training step's own input: the streamed file (dailyrec.stream), first fit_rows rows' worth of steps
+    stream = ParquetStream(path, id_encoders(cfg.features.spec, vocab), extra={"label": "float32", "log_q": "float32"},
+                           batch_size=tc.batch_size, seed=tc.seed, buffer_rows=tc.shuffle_buffer_rows,
+                           filesystem=store.fs, drop_remainder=True)
+    steps = stream.steps_per_epoch if p["fit_rows"] <= 0 else min(stream.steps_per_epoch,
+                                                                  p["fit_rows"] // tc.batch_size)
+    n = steps * tc.batch_size
     tf.keras.utils.set_random_seed(tc.seed)
     model = build_two_tower(tc, cfg.features, vocab)
-    ds = dataset(arrays, tc.batch_size, shuffle_seed=tc.seed, drop_remainder=True)
+    ds = stream.dataset().take(steps)
     prep_s = time.perf_counter() - t0
     warm = p["warmup_steps"]
 
