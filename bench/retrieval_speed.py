@@ -14,7 +14,7 @@ peak RSS is its own, ``VmHWM``) on ``cur_date`` = that day with ``sampling.windo
   ``training.batch_size = --batch-size`` (default 4096) on the whole ``train.parquet``, for each
   loss (softmax with logQ, the default; bce): the step's own ``examples_per_s`` (rows / seconds of
   ``fit``, first-step tracing included), its load time (Parquet -> arrays) and the peak RSS;
-* ``fit``: a timed ``fit`` of ``models.two_tower.build_two_tower`` on ``dailyrec.inputs.dataset``
+* ``fit``: a timed ``fit`` of ``models.two_tower.build_two_tower`` on the stream
   over ``--fit-rows`` rows' worth of batches of the same ``train.parquet``, streamed by ``dailyrec.stream`` as the step does (the pipeline's model, batches
   and optimizer), ``--warmup-steps`` steps excluded -> steady-state examples/s, wall and per CPU
   second, for each loss.
