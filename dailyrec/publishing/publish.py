@@ -27,7 +27,6 @@ import hashlib
 import json
 import logging
 import time
-import zlib
 from typing import Any
 
 import numpy as np
@@ -39,14 +38,14 @@ from dailyrec.config import Config, RedisConfig, load_config
 from dailyrec.dates import parse_date
 from dailyrec.embeddings import read_embeddings
 from dailyrec.errors import ContractError
-from dailyrec.publishing.cluster import NodePipes, drop_generation, drop_unreferenced, meta_generation, registry, \
-    unlink_keys
+from dailyrec.publishing.cluster import drop_unreferenced, publish_cluster, retention_cluster
 from dailyrec.publishing.connection import describe, get_redis, keys_for
-from dailyrec.publishing.layout import (ClusterKeys, Keys, blob_suffixes, bucket_of, date_score, n_buckets, scan_keys, text,
+from dailyrec.publishing.layout import (Keys, blob_suffixes, date_score, n_buckets, scan_keys, text,
                                         unlink_all, version_id)
 from dailyrec.publishing.lock import PublishError, PublishLock
 from dailyrec.publishing.packing import RawPipe, VectorPacker, chunks
 from dailyrec.publishing.policy import check_policy
+from dailyrec.publishing.verify import SPOT_CHECKS, check_bucket_counts, check_content
 from dailyrec.registry import mark_online
 from dailyrec.storage import Store, Timer, open_store
 
@@ -56,8 +55,6 @@ log = logging.getLogger("dailyrec.publish")
 
 MODEL = "two_tower"
 """Registry name of the model whose item vectors a namespace serves."""
-SPOT_CHECKS = 256
-"""Seeded random vectors compared byte for byte with the Parquet before the switch."""
 
 
 class _Inputs:
@@ -144,8 +141,9 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
             buckets = n_buckets(emb.n, cfg.redis.vectors_per_bucket)
             packer = VectorPacker(emb, buckets)
         if keys.cluster:
-            previous, existing, written = _publish_cluster(r, keys, ver, cur, cur_date, inp, packer, cfg.redis,
-                                                           lock, timer)
+            blobs, meta = _blobs_and_meta(ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes)
+            previous, existing, written = publish_cluster(r, keys, ver, cur, cur_date, emb, blobs, meta, packer,
+                                                          cfg.redis, lock, timer)
         else:
             with timer.step("stage_vectors"):
                 _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
@@ -160,7 +158,7 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
             with timer.step("commit"):
                 previous, existing, written = _switch(r, keys, ver, cur, cur_date, staged, emb.n, lock)
         with timer.step("retention"):
-            deleted = (_retention_cluster if keys.cluster else _retention)(r, keys, cfg.redis.keep_versions, lock)
+            deleted = (retention_cluster if keys.cluster else _retention)(r, keys, cfg.redis.keep_versions, lock)
         result = {"skipped": False, "version": ver, "current": ver, "previous": previous,
                   "replaced": cur if cur != ver else None, "rewritten": cur == ver or bool(existing),
                   "keys_written": written, "vectors": emb.n, "dim": emb.dim, "buckets": buckets,
@@ -281,8 +279,8 @@ def _verify(r: Any, keys: Keys, ver: str, emb: Any, expected_counts: np.ndarray,
             meta_blob: bytes, staged: list[str], lock: PublishLock) -> None:
     """Check the staged version against the inputs; raise PublishError (and drop the stage) if not equal."""
     key_of = lambda suffix: keys.stage(ver, suffix)  # noqa: E731
-    problems = _check_bucket_counts(r, key_of, expected_counts, lock)
-    problems += _check_content(r, key_of, ver, emb, len(expected_counts), blobs, meta_key=key_of("meta"),
+    problems = check_bucket_counts(r, key_of, expected_counts, lock)
+    problems += check_content(r, key_of, ver, emb, len(expected_counts), blobs, meta_key=key_of("meta"),
                                meta_blob=meta_blob)
     present = set(scan_keys(r, keys.stage_pattern(ver)))
     want_keys = {keys.stage(ver, s) for s in staged}
@@ -292,177 +290,6 @@ def _verify(r: Any, keys: Keys, ver: str, emb: Any, expected_counts: np.ndarray,
     if problems:
         unlink_all(r, list(present))
         raise PublishError(f"verification of version {ver} failed, current unchanged: " + "; ".join(problems))
-
-
-def _check_content(r: Any, key_of: Any, ver: str, emb: Any, buckets_n: int, blobs: dict[str, list[memoryview]],
-                   meta_key: str | None = None, meta_blob: bytes | None = None) -> list[str]:
-    """Spot-checked vectors byte-equal to the Parquet, blob chunks of the right length and first/last
-    4 KiB, and (``meta_key``) the written meta; ``key_of(suffix)`` names a key being checked."""
-    problems = []
-    n = emb.n
-    rng = np.random.default_rng(zlib.crc32(ver.encode()))
-    sample = rng.choice(n, size=min(n, SPOT_CHECKS), replace=False)
-    pipe = r.pipeline(transaction=False)
-    for i in sample:
-        item = emb.item_ids[i]
-        pipe.hget(key_of(f"vec:{bucket_of(item, buckets_n)}"), item)
-    for i, got in zip(sample, pipe.execute()):
-        want = np.ascontiguousarray(emb.vectors[i], dtype="<f4").tobytes()
-        if got != want:
-            problems.append(f"vector of item {emb.item_ids[i]!r} differs from the Parquet")
-            break
-    pipe = r.pipeline(transaction=False)
-    checks = []
-    for name, parts in blobs.items():
-        for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
-            key = key_of(suffix)
-            pipe.exists(key)
-            pipe.strlen(key)
-            pipe.getrange(key, 0, 4095)
-            pipe.getrange(key, max(0, len(part) - 4096), len(part) - 1)
-            checks.append((key, part))
-    if meta_key is not None:
-        pipe.get(meta_key)
-    res = pipe.execute()
-    for idx, (key, part) in enumerate(checks):
-        there, size, head, tail = res[4 * idx:4 * idx + 4]
-        if not there:
-            problems.append(f"{key} is missing")
-        elif size != len(part) or head != bytes(part[:4096]) or tail != bytes(part[-4096:]):
-            problems.append(f"{key}: {size} bytes, expected {len(part)} (or content differs)")
-    if meta_key is not None and res[-1] != meta_blob:
-        problems.append(f"{meta_key} differs from the written meta")
-    return problems
-
-
-def _check_bucket_counts(r: Any, key_of: Any, expected_counts: np.ndarray, lock: PublishLock) -> list[str]:
-    """``HLEN`` of every staged bucket against the expected counts (1000 buckets per round trip)."""
-    buckets = len(expected_counts)
-    for s in range(0, buckets, 1000):
-        pipe = r.pipeline(transaction=False)
-        for b in range(s, min(buckets, s + 1000)):
-            pipe.hlen(key_of(f"vec:{b}"))
-        res = pipe.execute()
-        lock.check(lock.renew())
-        got = np.asarray(res, dtype=np.int64)
-        bad = np.nonzero(got != expected_counts[s:s + len(got)])[0]
-        if len(bad):
-            b = s + int(bad[0])
-            return [f"bucket {b}: {got[bad[0]]} vectors, expected {expected_counts[b]} "
-                    f"({len(bad)} bucket(s) differ)"]
-    return []
-
-
-def _publish_cluster(r: Any, keys: ClusterKeys, ver: str, cur: str | None, cur_date: str, inp: _Inputs,
-                     packer: VectorPacker, rc: RedisConfig, lock: PublishLock,
-                     timer: Timer) -> tuple[str | None, set[str], int]:
-    """Stage, verify and switch on a Redis Cluster; returns ``(previous, existing keys, keys written)``.
-
-    The generation is 16 hex of the sha256 of the meta without it, so the same inputs give the same
-    keys (a re-run is byte-identical; a re-run of the current version overwrites its keys with equal
-    bytes, which also restores keys deleted by something else)."""
-    blobs, meta = _blobs_and_meta(ver, cur_date, inp, packer.counts, rc.blob_chunk_bytes)
-    gen = hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
-    meta["generation"] = gen
-    meta_blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    spec = {"buckets": packer.buckets, "index": len(blobs["index"]), "ids": len(blobs["ids"])}
-    r.hset(keys.gens, keys.gen_field(ver, gen), json.dumps(spec, sort_keys=True))  # before any key of it
-    with timer.step("stage_vectors"):
-        _stage_vectors_cluster(r, keys, ver, gen, packer, lock, rc)
-    with timer.step("stage_blobs"):
-        for name, parts in blobs.items():
-            for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
-                r.set(keys.data(ver, gen, suffix), part)
-                lock.check(lock.renew())
-    data = [keys.data(ver, gen, f"vec:{b}") for b in range(packer.buckets) if packer.counts[b]]
-    data += [keys.data(ver, gen, sfx) for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))]
-    with timer.step("verify"):
-        key_of = lambda suffix: keys.data(ver, gen, suffix)  # noqa: E731
-        problems = _check_bucket_counts(r, key_of, packer.counts, lock)
-        problems += _check_content(r, key_of, ver, inp.emb, packer.buckets, blobs)
-        if problems:
-            if meta_generation(r.get(keys.v(ver, "meta"))) != gen:  # never drop keys a published meta names
-                drop_generation(r, keys, ver, gen, spec)
-            raise PublishError(f"verification of version {ver} failed, current unchanged: " + "; ".join(problems))
-    with timer.step("commit"):
-        complete = json.dumps({"version": ver, "count": inp.emb.n, "verified": True}, sort_keys=True)
-        with r.pipeline(transaction=True) as pipe:  # every key here has the hash tag {ns}: one slot
-            pipe.watch(keys.lock, keys.current)
-            if pipe.get(keys.lock) != lock.value:
-                raise PublishError(f"lost the publish lock {keys.lock} before the switch; current unchanged")
-            if text(pipe.get(keys.current)) != cur:
-                raise PublishError(f"{keys.current} changed during the publish; current unchanged")
-            prev_before = text(pipe.get(keys.previous))
-            existing = {keys.v(ver, "meta")} if pipe.get(keys.v(ver, "meta")) is not None else set()
-            pipe.multi()
-            pipe.set(keys.v(ver, "meta"), meta_blob)
-            pipe.set(keys.v(ver, "complete"), complete)
-            pipe.zadd(keys.versions, {ver: date_score(cur_date)})
-            written = len(data) + 3  # + meta, complete marker, versions
-            if cur != ver:
-                if cur is not None:
-                    pipe.set(keys.previous, cur)
-                    written += 1
-                pipe.set(keys.current, ver)
-                written += 1
-            pipe.execute()
-    previous = cur if (cur is not None and cur != ver) else prev_before
-    return previous, existing, written
-
-
-def _stage_vectors_cluster(r: Any, keys: ClusterKeys, ver: str, gen: str, packer: VectorPacker, lock: PublishLock,
-                           rc: RedisConfig) -> None:
-    """Hashes ``ns:v:<ver>:<gen>:vec:<b>``, each batch's commands sent to the primaries owning their
-    slots (:class:`dailyrec.publishing.cluster.NodePipes`), then the lock renewed."""
-    from dailyrec.progress import Progress
-
-    progress = Progress(log, f"publish {ver}: staging on the cluster", total=int(packer.counts.sum()),
-                        unit="vectors")
-    with NodePipes(r) as pipes:
-        for cmds in packer.keyed_batches(lambda b: keys.data(ver, gen, f"vec:{b}").encode(), rc.publish_batch):
-            progress.add(min(rc.publish_batch, progress.total - progress.done_units))
-            pipes.send(cmds)
-            lock.check(lock.renew())
-            if rc.publish_batch_delay_s:
-                pipes.flush()
-                time.sleep(rc.publish_batch_delay_s)
-    progress.done()
-
-
-def _retention_cluster(r: Any, keys: ClusterKeys, keep: int, lock: PublishLock) -> list[str]:
-    """:func:`_retention` on a Redis Cluster: the versions to delete come from ``ns:versions`` and the
-    generation registry (no ``SCAN``). Per version: its ``complete`` marker and ``versions`` member
-    in one transaction, then the keys of every generation it has (registry and meta), then its meta
-    and registry entries in one transaction. Finally the generations no meta names (the one a
-    rewrite replaced) are deleted."""
-    current, previous = text(r.get(keys.current)), text(r.get(keys.previous))
-    members = [(text(m), s) for m, s in r.zrange(keys.versions, 0, -1, withscores=True)]
-    ranked = [m for m, _ in sorted(members, key=lambda t: (t[1], t[0]), reverse=True)]
-    protected = set(ranked[:keep]) | {v for v in (current, previous) if v}
-    reg = registry(r, keys)
-    doomed = sorted((set(ranked) | set(reg)) - protected)
-    for ver in doomed:
-        with r.pipeline(transaction=True) as pipe:  # first make it not-a-version, then drop its keys
-            pipe.unlink(keys.v(ver, "complete"))
-            pipe.zrem(keys.versions, ver)
-            pipe.execute()
-        gens = dict(reg.get(ver, {}))
-        raw = r.get(keys.v(ver, "meta"))
-        if raw is not None:
-            meta = json.loads(raw)
-            if meta.get("generation") and meta["generation"] not in gens:
-                gens[meta["generation"]] = {"buckets": meta["vectors"]["buckets"], "index": meta["index"]["chunks"],
-                                            "ids": meta["ids"]["chunks"]}
-        n = sum(unlink_keys(r, keys.gen_keys(ver, gen, spec)) for gen, spec in gens.items())
-        with r.pipeline(transaction=True) as pipe:
-            pipe.unlink(keys.v(ver, "meta"))
-            if gens:
-                pipe.hdel(keys.gens, *[keys.gen_field(ver, g) for g in gens])
-            pipe.execute()
-        lock.check(lock.renew())
-        log.info("retention: deleted version %s (%d data keys)", ver, n)
-    drop_unreferenced(r, keys, skip=set(doomed))
-    return doomed
 
 
 def _retention(r: Any, keys: Keys, keep: int, lock: PublishLock) -> list[str]:
