@@ -360,3 +360,50 @@ def test_sigkill_mid_publish_on_the_cluster(ccfg, cluster):
     assert status(ccfg)["staged_keys"] == 0
     got = read_vectors(r, ns, v2, [f"it{i:05d}" for i in range(6000)])
     assert len(got) == 6000 and {k_of(v) for v in got.values()} == {2}
+
+
+def test_rewrite_under_readers_is_retried_on_the_cluster(ccfg, caplog):
+    """A rewrite of the current version (same id, other bytes) writes a new generation and deletes the
+    old one; a reader caught between the meta and the old generation's keys reads again (logged by
+    load_current), never reports missing keys and never mixes generations. Rewrites repeat until a
+    reader has been caught mid-read at least once."""
+    import logging
+
+    from dailyrec.ann import build_index
+    from dailyrec.embeddings import write_embeddings
+    from dailyrec.storage import open_store
+
+    caplog.set_level(logging.INFO, logger="dailyrec.serving")
+    cfg = ccfg.with_overrides({"redis.blob_chunk_bytes": 300})  # ~100 chunks over 3 masters: a long read
+    ids, vectors = make_day(cfg, "2026-11-01", k=1, n=300)
+    ver = publish("2026-11-01", cfg)["version"]
+    stop, seen, errors = threading.Event(), [], []
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                meta, index, id_of = load_current(cfg)
+                seen.append((meta["generation"], meta["index"]["sha256"], index.ntotal, len(id_of)))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    rewrites = 0
+    try:
+        for i in range(40):  # the same version id, other bytes each time (ids in another order)
+            order = np.random.default_rng(i).permutation(len(ids))
+            write_embeddings(open_store(cfg), "2026-11-01", [ids[j] for j in order], vectors[order], "m1")
+            build_index("2026-11-01", cfg)
+            assert publish("2026-11-01", cfg)["version"] == ver
+            rewrites += 1
+            if "moved while reading" in caplog.text or errors:
+                break
+    finally:
+        stop.set()
+        t.join(60)
+    print(f"rewrites until a reader was caught mid-read: {rewrites}; reads: {len(seen)}")
+    assert not errors, errors
+    assert f"{keys_for(get_redis(cfg), cfg.redis.namespace).current} moved while reading {ver}" in caplog.text
+    assert len({g for g, *_ in seen}) >= 2 and all(n == m == 300 for *_, n, m in seen)
+    assert status(cfg)["staged_keys"] == 0  # every replaced generation deleted
