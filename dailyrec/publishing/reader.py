@@ -70,10 +70,13 @@ def _meta_raw(r: Any, keys: Keys, version: str) -> bytes:
 def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str, np.ndarray]:
     """``{item_id: (dim,) float32 vector}`` of one version (ids the version does not have are absent).
 
-    One ``HMGET`` per bucket, in one pipeline. Reads only ``ns:v:<version>:*`` keys: read
-    ``current`` once, then pass that version here. ``ValueError`` if a stored vector is not
-    ``dim * 4`` bytes; :class:`MissingVersionKeys` if a bucket the meta says exists is gone while the
-    version is still published, :class:`VersionNotPublished` if the version was deleted meanwhile.
+    One ``HMGET`` per bucket, in one pipeline (on a cluster, one batch per node). Reads only the
+    version's keys (its meta, then the buckets the meta names): read ``current`` once, then pass
+    that version here. If buckets are gone and the meta changed meanwhile (the version was
+    rewritten), it reads again, up to :data:`READ_ATTEMPTS` times (then :class:`CurrentKeptChanging`).
+    ``ValueError`` if a stored vector is not ``dim * 4`` bytes; :class:`MissingVersionKeys` if a
+    bucket the meta says exists is gone while the version is still published,
+    :class:`VersionNotPublished` if the version was deleted meanwhile.
     """
     keys = keys_for(r, ns)
     for _ in range(READ_ATTEMPTS):
