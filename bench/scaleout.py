@@ -14,6 +14,9 @@ Parts (each in its own module, ``measure(args) -> dict`` of metrics, keys named 
   per step.
 - ``features`` (``bench/scaleout_features.py``): ``features_s_duckdb_10m``, ``features_s_spark_10m``
   (and the 1M figures).
+- ``redis`` (``bench/scaleout_redis.py``): ``redis_publish_vectors_per_s_single`` / ``_cluster``, the
+  publish into one redis-server vs a 3-master Redis Cluster started on loopback, and how evenly a
+  version spreads over the primaries.
 
 A run of some parts keeps the other parts' figures of ``bench/results/scaleout.json``: ``parts``
 holds per part the command, date, load average at start/end and the part's own ``metrics``, and every
@@ -36,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench._common import RESULTS_DIR, command_line, load_avg, save_result  # noqa: E402
 
 NAME = "scaleout"
-PARTS = {"celery": "bench.scaleout_celery", "train": "bench.scaleout_train", "features": "bench.scaleout_features"}
+PARTS = {"celery": "bench.scaleout_celery", "train": "bench.scaleout_train", "features": "bench.scaleout_features",
+         "redis": "bench.scaleout_redis"}
 
 
 def previous_metrics() -> dict[str, Any]:
