@@ -213,6 +213,61 @@ class LocalStack:
                    if h.get(k, {}).get("status") != "healthy"]
         return waiting + [f"worker-{w.name}" for w in self.workers if " ready." not in self.log(f"worker-{w.name}")]
 
+    def api(self, method: str, path: str, body: Any = None) -> Any:
+        """One call of the api-server's REST API (``/api/v2/...``) as the simple auth manager's
+        ``admin`` (its password from ``AIRFLOW_HOME/simple_auth_manager_passwords.json.generated``);
+        returns the decoded JSON.
+
+        Raises:
+            RuntimeError: an HTTP error, with the status and the response body."""
+        if not getattr(self, "_token", None):
+            home = Path(self.env["AIRFLOW_HOME"])
+            password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+            self._token = self._http("POST", "/auth/token", {"username": "admin", "password": password})["access_token"]
+        return self._http(method, path, body, self._token)
+
+    def _http(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        import urllib.error
+
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"{method} {path}: HTTP {e.code}: {e.read().decode(errors='replace')[:2000]}") from None
+
+    def run_dag(self, dag_id: str, run_id: str, conf: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+        """Unpause ``dag_id``, trigger the run ``run_id`` (no logical date; ``conf`` its params, e.g.
+        ``{"cur_date": "2026-11-01"}``) and wait until it ends. Returns ``state``, ``wall_s`` (from the
+        trigger to the end seen here, polled every 2 s: scheduling and queueing included) and the run's
+        ``start_date``/``end_date`` as Airflow recorded them.
+
+        Raises:
+            RuntimeError: a process of the stack exited, or the run is unfinished after ``timeout`` s."""
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+        t0 = time.perf_counter()
+        self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf})
+        while True:
+            run = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return {"state": run["state"], "wall_s": round(time.perf_counter() - t0, 1),
+                        "start_date": run["start_date"], "end_date": run["end_date"]}
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+            if dead or time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"run {run_id} of {dag_id} unfinished ({run['state']}); "
+                                   + (f"exited: {dead}" if dead else f"after {timeout:.0f} s"))
+            time.sleep(2)
+
+    def task_instances(self, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+        """The run's task instances by ``task_id`` (REST fields: state, queue, pool, hostname, pid,
+        try_number, start_date, end_date, duration...)."""
+        got = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=1000")
+        return {ti["task_id"]: ti for ti in got["task_instances"]}
+
     def pids(self) -> dict[str, int]:
         """The PID of each process the stack started (its process group leader)."""
         return {n: p.pid for n, p in self.procs.items()}
