@@ -119,6 +119,29 @@ def airflow_env(executor: Literal["celery", "local"], sql_alchemy_conn: str, exe
     return env
 
 
+def stack_env(home: Path, sql_alchemy_conn: str, port: int, jwt_secret: str,
+              executor: Literal["celery", "local"] = "celery", broker_url: str | None = None,
+              base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every process of a :class:`LocalStack`: ``base`` (default ``os.environ``)
+    without its ``AIRFLOW__*``, the project's folders (DAGs, plugins, ``PYTHONPATH``), ``home`` as
+    ``AIRFLOW_HOME`` (logs in ``home/logs``), and :func:`airflow_env` with the api-server on
+    ``127.0.0.1:port`` and ``db+<sql_alchemy_conn>`` as Celery's result backend. docker-compose.yaml's
+    ``x-airflow-common`` sets the same variables (tests/unit/test_compose.py compares them)."""
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith("AIRFLOW__")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(Path(home) / "logs"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    })
+    env.update(airflow_env(executor, sql_alchemy_conn, f"http://127.0.0.1:{port}/execution/", jwt_secret,
+                           broker_url=broker_url, result_backend=f"db+{sql_alchemy_conn}"))
+    return env
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
@@ -322,13 +345,7 @@ def serve(db: str, broker: str = "redis://127.0.0.1:6379/13", executor: Literal[
     import secrets
 
     home_path = Path(home).resolve()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
-    env.update({"AIRFLOW_HOME": str(home_path), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home_path / "logs"),
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
-    env.update(airflow_env(executor, db, f"http://127.0.0.1:{port}/execution/", jwt_secret or secrets.token_hex(32),
-                           broker_url=broker, result_backend="db+" + db))
+    env = stack_env(home_path, db, port, jwt_secret or secrets.token_hex(32), executor, broker)
     stack = LocalStack(env, home_path / "stack", port)
     stack.prepare()
     stack.start()

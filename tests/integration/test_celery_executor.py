@@ -31,7 +31,7 @@ import uuid
 import psutil
 import pytest
 
-from dailyrec.deployment import DEFAULT_QUEUE, TRAINING_QUEUE, WORKERS, LocalStack, airflow_env, free_port
+from dailyrec.deployment import DEFAULT_QUEUE, TRAINING_QUEUE, WORKERS, LocalStack, free_port, stack_env
 from tests.conftest import fresh_pg_database
 from tests.helpers import REPO, TINY_ENV
 
@@ -56,15 +56,6 @@ def _redis_or_skip(url: str):
     return client
 
 
-def _base_env(tmp) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "DAILYREC")) and k != "REDIS_URL"}
-    env.update({"AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(tmp / "airflow" / "logs"),
-                "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"})
-    return env
-
-
 @pytest.fixture(scope="module")
 def celery_run(tmp_path_factory):
     """The stack started, the run done and what the assertions need read; everything stopped and
@@ -77,13 +68,12 @@ def celery_run(tmp_path_factory):
     root = tmp / "data"
     with fresh_pg_database("dailyrec_celery") as db:
         port = free_port()
-        env = _base_env(tmp)
-        env.update({**TINY_ENV, "DAILYREC_DATA_ROOT": str(root), "REDIS_URL": ONLINE_REDIS_URL,
-                    "DAILYREC__REDIS__NAMESPACE": namespace,
+        base = {k: v for k, v in os.environ.items() if not k.startswith("DAILYREC") and k != "REDIS_URL"}
+        env = stack_env(tmp / "airflow", db, port, secrets.token_hex(32), "celery", BROKER_URL, base=base)
+        env.update({**TINY_ENV, "TF_CPP_MIN_LOG_LEVEL": "2", "DAILYREC_DATA_ROOT": str(root),
+                    "REDIS_URL": ONLINE_REDIS_URL, "DAILYREC__REDIS__NAMESPACE": namespace,
                     # the only setting beyond docker-compose.yaml's: isolates this run's queues on a shared Redis
                     "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__GLOBAL_KEYPREFIX": prefix})
-        env.update(airflow_env("celery", db, f"http://127.0.0.1:{port}/execution/", secrets.token_hex(32),
-                               broker_url=BROKER_URL, result_backend=f"db+{db}"))
         gen = subprocess.run([sys.executable, "-m", "dailyrec.demo.generator", "--start-date", DAY, "--days", "1"],
                              env=env, cwd=str(REPO), capture_output=True, text=True, timeout=600)
         assert gen.returncode == 0, gen.stderr[-3000:]
