@@ -14,8 +14,11 @@ process start-up: what a distributed executor costs per task). On one 2-core mac
 no speed (the DAG is a chain: one task at a time); the figure is the price of the path to a
 cluster, where the training queue's worker is another machine.
 
+The machine is shared (load averages are recorded per run): ``--repeats`` pairs of runs (2), the
+second in the reverse order, and the medians are the headline figures.
+
 Options: ``--events-per-day`` (20000), ``--users`` (300), ``--items`` (150), ``--epochs`` (1),
-``--order local,celery``, ``--broker redis://127.0.0.1:6379/13``, ``--online-redis
+``--order local,celery``, ``--repeats`` (2), ``--broker redis://127.0.0.1:6379/13``, ``--online-redis
 redis://127.0.0.1:6379/14``, ``--timeout-min`` (30 per run).
 """
 
@@ -26,6 +29,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -52,6 +56,8 @@ def _args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--items", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--order", default="local,celery", help="executors in run order, comma-separated")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="pairs of runs; every second pair runs in the reverse order (the machine is shared)")
     ap.add_argument("--broker", default="redis://127.0.0.1:6379/13", help="Celery broker (Redis)")
     ap.add_argument("--online-redis", default="redis://127.0.0.1:6379/14", help="the online store (REDIS_URL)")
     ap.add_argument("--timeout-min", type=float, default=30, help="minutes per run")
@@ -136,28 +142,40 @@ def one_run(executor: str, args: argparse.Namespace, work: Path) -> dict[str, An
 
 
 def measure(argv: list[str]) -> dict[str, Any]:
-    """The ``celery`` part's metrics: ``celery_dag_wall_s``, ``local_dag_wall_s``,
-    ``celery_vs_local_wall_ratio`` (celery / local), the per-task sums and overheads, and per run its
-    details (``runs``: per-task seconds, queues, stack start-up, load average)."""
+    """The ``celery`` part's metrics: ``celery_dag_wall_s``, ``local_dag_wall_s`` (medians over
+    ``--repeats`` pairs, every second pair in the reverse order), ``celery_vs_local_wall_ratio``
+    (celery / local of the medians) and per pair, every run's wall time, the medians of the per-task
+    sums, overheads and stack start-ups, and per run its details (``celery_runs``: per-task seconds,
+    queues, stack start-up, load average)."""
     args = _args(argv)
     order = [e.strip() for e in args.order.split(",") if e.strip()]
     if sorted(order) != ["celery", "local"]:
         raise SystemExit(f"--order: give both executors once, e.g. local,celery (got {args.order!r})")
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {"celery": [], "local": []}
     work = REPO / ".work" / "bench-scaleout-celery"   # the last run's data and process logs stay for a look
-    shutil.rmtree(work, ignore_errors=True)
-    for executor in order:
-        print(f"[scaleout celery] {executor}: one demo date of {DAG_ID} ...", flush=True)
-        runs[executor] = one_run(executor, args, work)
-        print(f"[scaleout celery] {executor}: {runs[executor]['wall_s']} s", flush=True)
-    c, lo = runs["celery"], runs["local"]
+    for r in range(args.repeats):
+        for executor in (order if r % 2 == 0 else order[::-1]):
+            print(f"[scaleout celery] pair {r + 1}/{args.repeats}, {executor}: one demo date of {DAG_ID} ...",
+                  flush=True)
+            shutil.rmtree(work / executor, ignore_errors=True)
+            runs[executor].append(one_run(executor, args, work))
+            print(f"[scaleout celery] {executor}: {runs[executor][-1]['wall_s']} s", flush=True)
+
+    def med(executor: str, key: str) -> float:
+        return round(statistics.median(x[key] for x in runs[executor]), 1)
+
+    c, lo = med("celery", "wall_s"), med("local", "wall_s")
     return {
-        "celery_dag_wall_s": c["wall_s"], "local_dag_wall_s": lo["wall_s"],
-        "celery_vs_local_wall_ratio": round(c["wall_s"] / lo["wall_s"], 3),
-        "celery_sum_task_s": c["sum_task_s"], "local_sum_task_s": lo["sum_task_s"],
-        "celery_overhead_s": c["overhead_s"], "local_overhead_s": lo["overhead_s"],
-        "celery_stack_start_s": c["stack_start_s"], "local_stack_start_s": lo["stack_start_s"],
-        "celery_tasks": c["tasks"], "celery_run_order": ",".join(order),
+        "celery_dag_wall_s": c, "local_dag_wall_s": lo, "celery_vs_local_wall_ratio": round(c / lo, 3),
+        "celery_dag_wall_s_runs": [x["wall_s"] for x in runs["celery"]],
+        "local_dag_wall_s_runs": [x["wall_s"] for x in runs["local"]],
+        "celery_vs_local_wall_ratio_per_pair": [round(a["wall_s"] / b["wall_s"], 3)
+                                                for a, b in zip(runs["celery"], runs["local"])],
+        "celery_sum_task_s": med("celery", "sum_task_s"), "local_sum_task_s": med("local", "sum_task_s"),
+        "celery_overhead_s": med("celery", "overhead_s"), "local_overhead_s": med("local", "overhead_s"),
+        "celery_stack_start_s": med("celery", "stack_start_s"), "local_stack_start_s": med("local", "stack_start_s"),
+        "celery_tasks": runs["celery"][0]["tasks"], "celery_repeats": args.repeats,
+        "celery_run_order": ",".join(order) + (" then reversed, alternating" if args.repeats > 1 else ""),
         "celery_demo_events_per_day": args.events_per_day, "celery_demo_users": args.users,
         "celery_demo_items": args.items, "celery_demo_epochs": args.epochs,
         "celery_runs": runs,

@@ -327,7 +327,14 @@ class LocalStack:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        return [p.pid for p in every if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        left = []
+        for p in every:
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    left.append(p.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return left
 
     def __enter__(self) -> "LocalStack":
         return self.start()
