@@ -310,9 +310,11 @@ HEADLINES: dict[str, Summary] = {
         )),
     "scaleout": Summary(
         parts="parts",
-        load=(("redis", "parts.redis.load_avg_1m_start"),),
+        load=(("celery", "parts.celery.load_avg_1m_start"), ("redis", "parts.redis.load_avg_1m_start")),
         scale=(("vectors published", "redis_items"), ("dim", "redis_dim"), ("cluster masters", "redis_cluster_masters")),
         rows=(
+            Headline("daily_retrieval, one demo date, wall s (median), CeleryExecutor with a training and a default worker",
+                     "celery_dag_wall_s", ",.1f", "LocalExecutor, same date, runs alternated", "local_dag_wall_s"),
             Headline("Redis publish, vectors/s, 3-master Redis Cluster on loopback", "redis_publish_vectors_per_s_cluster",
                      ",.0f", "one redis-server", "redis_publish_vectors_per_s_single"),
             Headline("Redis publish, seconds, 3-master cluster", "redis_publish_s_cluster", ",.2f", "one redis-server",
