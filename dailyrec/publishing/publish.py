@@ -134,11 +134,13 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
             packer = VectorPacker(emb, buckets)
         with timer.step("stage_vectors"):
             _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
+        with timer.step("stage_seen"):  # serving.exclude_seen: the per-user seen sets (dailyrec.publishing.seen)
+            seen_staged, seen_meta = _stage_seen_sets(r, keys, ver, cur_date, inp, store, cfg, lock)
         with timer.step("stage_blobs"):
             blobs, meta_blob = _stage_blobs(r, keys, ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes,
-                                            lock)
+                                            lock, extra_meta=seen_meta)
         # a catalog can leave buckets empty; they have no key
-        staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]]
+        staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]] + seen_staged
         staged += [sfx for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))] + ["meta"]
         with timer.step("verify"):
             _verify(r, keys, ver, emb, packer.counts, blobs, meta_blob, staged, lock)
@@ -150,6 +152,7 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
                   "replaced": cur if cur != ver else None, "rewritten": cur == ver or bool(existing),
                   "keys_written": written, "vectors": emb.n, "dim": emb.dim, "buckets": buckets,
                   "index_bytes": len(inp.index_bytes), "deleted_versions": deleted,
+                  "seen_users": ((seen_meta or {}).get("seen") or {}).get("users"),
                   "timings_s": timer.timings, "seconds": timer.total(),
                   # vector load rate: bucketing/packing + pipelined HSETs (not the Parquet read, not the blobs)
                   "vectors_per_s": round(emb.n / max(timer.timings["prepare"] + timer.timings["stage_vectors"],
@@ -190,8 +193,22 @@ def _stage_vectors(r: Any, keys: Keys, ver: str, packer: VectorPacker, lock: Pub
     progress.done()
 
 
+def _stage_seen_sets(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, store: Store, cfg: Config,
+                     lock: PublishLock) -> tuple[list[str], dict[str, Any] | None]:
+    """Stage the version's seen sets when ``serving.exclude_seen``: ``(staged suffixes, {"seen": meta})``,
+    or ``([], None)`` when it is off (:mod:`dailyrec.publishing.seen`)."""
+    from dailyrec.publishing.seen import seen_sets, stage_seen
+
+    if not cfg.serving.exclude_seen:
+        return [], None
+    suffixes, meta = stage_seen(r, keys, ver, seen_sets(store, cfg, cur_date, list(inp.ids)), lock, cfg)
+    log.info("publish %s: seen sets of %d users (%d items, at most %d each, %d day(s))", ver, meta["users"],
+             meta["items"], meta["max_per_user"], meta["lookback_days"])
+    return suffixes, {"seen": meta}
+
+
 def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, chunk: int,
-                 lock: PublishLock) -> tuple[dict[str, list[memoryview]], bytes]:
+                 lock: PublishLock, extra_meta: dict[str, Any] | None = None) -> tuple[dict[str, list[memoryview]], bytes]:
     """Stage the ``ids`` and ``index`` chunks and the meta; returns ``(blobs, meta bytes)``.
 
     ``counts[b]``: vectors of bucket ``b``; the empty ones have no key and are listed in the meta, so
@@ -210,6 +227,7 @@ def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, coun
         "ids": {"format": "json-array", "bytes": len(ids_blob), "chunks": len(blobs["ids"]),
                 "sha256": hashlib.sha256(ids_blob).hexdigest()},
         "source": {"embeddings": emb.path, "embeddings_sha256": emb.sha256, "index": inp.index_dir},
+        **(extra_meta or {}),
     }
     meta_blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     for name, parts in blobs.items():
