@@ -10,7 +10,8 @@ those hours have fewer than ``evaluation.min_holdout_users`` users or
 
     H_max = max(holdout_hours, min(24 * evaluation.max_holdout_days, 24 * (sampling.window_days - 1)))
 
-(the training window always keeps at least its first day). If the bound is reached first, the
+(the training window always keeps at least its first day, and its first day with logs: a log's
+first day is never extended). If the bound is reached first, the
 holdout is the whole bound and is reported as too small (the gate's verdict is then
 "undecided", ``evaluation.when_undecided``). ``training.holdout_hours = 0`` means no holdout and
 is never extended.
@@ -27,12 +28,15 @@ from typing import Any
 from dailyrec.dates import parse_date
 
 
-def max_holdout_hours(cfg: Any) -> int:
-    """``H_max`` of the module doc (``training.holdout_hours`` when that is 0)."""
+def max_holdout_hours(cfg: Any, days_with_logs: int | None = None) -> int:
+    """``H_max`` of the module doc (``training.holdout_hours`` when that is 0); with
+    ``days_with_logs`` (days of the sampling window that have logs) the training window also keeps
+    at least its first day *with logs* (so the first day of a log is never extended)."""
     base = cfg.training.holdout_hours
     if base == 0:
         return 0
-    return max(base, min(24 * cfg.evaluation.max_holdout_days, 24 * (cfg.sampling.window_days - 1)))
+    days = cfg.sampling.window_days if days_with_logs is None else min(cfg.sampling.window_days, days_with_logs)
+    return max(base, min(24 * cfg.evaluation.max_holdout_days, 24 * (days - 1)))
 
 
 def span_bounds(cur_date: str, hours: int) -> tuple[str, str]:
@@ -42,7 +46,8 @@ def span_bounds(cur_date: str, hours: int) -> tuple[str, str]:
     return (end - dt.timedelta(hours=hours)).isoformat(), end.isoformat()
 
 
-def decide(per_hour: list[tuple[int, int, int]], cfg: Any, cur_date: str) -> dict[str, Any]:
+def decide(per_hour: list[tuple[int, int, int]], cfg: Any, cur_date: str, days_with_logs: int | None = None
+           ) -> dict[str, Any]:
     """The holdout span from ``per_hour`` = ``[(h, clicks, users), ...]`` newest first (the rows of
     ``sql/holdout_hours.sql``; ``h`` = hour index relative to ``cur_date``, 23 = its last hour).
 
@@ -51,7 +56,7 @@ def decide(per_hour: list[tuple[int, int, int]], cfg: Any, cur_date: str) -> dic
     minimums met), ``min_users``, ``min_clicks``, ``reason`` (a sentence for the report).
     """
     ev = cfg.evaluation
-    base, top = cfg.training.holdout_hours, max_holdout_hours(cfg)
+    base, top = cfg.training.holdout_hours, max_holdout_hours(cfg, days_with_logs)
 
     def totals(hours: int) -> tuple[int, int]:
         rows = [r for r in per_hour if r[0] >= 24 - hours]
@@ -81,21 +86,23 @@ def decide(per_hour: list[tuple[int, int, int]], cfg: Any, cur_date: str) -> dic
     else:
         reason = (f"the last {base} hour(s) held only {users0} users and {clicks0} clicks {need}: extended to "
                   f"{hours} hours" + ("" if enough else f", the most allowed (evaluation.max_holdout_days="
-                                      f"{ev.max_holdout_days}, sampling.window_days={cfg.sampling.window_days}), "
+                                      f"{ev.max_holdout_days}, sampling.window_days={cfg.sampling.window_days}, "
+                                      f"{days_with_logs if days_with_logs is not None else '?'} day(s) with logs), "
                                       "still too small"))
     return {"hours": hours, "configured_hours": base, "max_hours": top, "users": users, "clicks": clicks,
             "start": start, "end": end, "extended": hours > base, "enough": enough,
             "min_users": ev.min_holdout_users, "min_clicks": ev.min_holdout_clicks, "reason": reason.strip()}
 
 
-def choose_holdout(con: Any, cfg: Any, cur_date: str) -> dict[str, Any]:
+def choose_holdout(con: Any, cfg: Any, cur_date: str, days_with_logs: int | None = None) -> dict[str, Any]:
     """:func:`decide` over the clicks of the DuckDB connection ``con`` (views of
-    :func:`dailyrec.events.open_events` over at least the last ``ceil(H_max / 24)`` days)."""
+    :func:`dailyrec.events.open_events` over the sampling window); ``days_with_logs``: how many days
+    of that window have logs (see :func:`max_holdout_hours`)."""
     from dailyrec import sql
 
-    top = max_holdout_hours(cfg)
+    top = max_holdout_hours(cfg, days_with_logs)
     if top == 0:
-        return decide([], cfg, cur_date)
+        return decide([], cfg, cur_date, days_with_logs)
     t = sql.query_arrow(con, "holdout_hours", {"cur_date": cur_date, "lookback_days": -(-top // 24)})
     rows = list(zip(*(t.column(c).to_pylist() for c in ("h", "clicks", "users"))))
-    return decide(rows, cfg, cur_date)
+    return decide(rows, cfg, cur_date, days_with_logs)

@@ -121,7 +121,7 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
     with timer.step("inputs"):
         con, catalog, (user_feats, context, item_feats), hours = _open(run)
     with timer.step("sql_holdout_hours"):  # a sparse day's holdout takes more hours (dailyrec.holdout)
-        span = choose_holdout(con, run.cfg, run.cur_date)
+        span = choose_holdout(con, run.cfg, run.cur_date, days_with_logs=sum(1 for h in hours.values() if h))
     params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": span["hours"]}
     with timer.step("sql_clicks"):
         clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
