@@ -197,7 +197,10 @@ def holdout_eval_set(store: Any, cfg: Any, cur_date: str, fresh_since: str | Non
                                 f"evaluation.max_holdout_days={cfg.evaluation.max_holdout_days})")
     pos = {it: i for i, it in enumerate(catalog.column("item_id").to_pylist())}
     hold = holdout.to_pandas()
-    span = manifest.get("holdout") or _span_of(hold, cfg, cur_date)
+    span = dict(manifest.get("holdout") or _span_of(hold, cfg, cur_date))
+    ev = cfg.evaluation  # the minimums of this evaluation's config decide (the span was chosen with the sample's)
+    span.update(min_users=ev.min_holdout_users, min_clicks=ev.min_holdout_clicks,
+                enough=span["users"] >= ev.min_holdout_users and span["clicks"] >= ev.min_holdout_clicks)
     users = np.array(sorted(hold["user_id"].unique()))
     if len(users) > cfg.evaluation.max_eval_users:
         rng = np.random.default_rng([cfg.training.seed, int(cur_date.replace("-", ""))])
