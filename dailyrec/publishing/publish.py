@@ -196,10 +196,17 @@ def _stage_vectors(r: Any, keys: Keys, ver: str, packer: VectorPacker, lock: Pub
 def _stage_seen_sets(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, store: Store, cfg: Config,
                      lock: PublishLock) -> tuple[list[str], dict[str, Any] | None]:
     """Stage the version's seen sets when ``serving.exclude_seen``: ``(staged suffixes, {"seen": meta})``,
-    or ``([], None)`` when it is off (:mod:`dailyrec.publishing.seen`)."""
+    or ``([], None)`` when it is off, or when ``cur_date`` has no log partition at all (vectors made
+    outside the pipeline: a warning; logs that exist but are incomplete raise ``FileNotFoundError``)
+    (:mod:`dailyrec.publishing.seen`)."""
     from dailyrec.publishing.seen import seen_sets, stage_seen
 
     if not cfg.serving.exclude_seen:
+        return [], None
+    if not store.exists(store.partition("logs", cur_date)):
+        # vectors made outside the pipeline (tests, benchmarks): no log to know what users clicked
+        log.warning("publish %s: no logs for %s (%s), so no seen sets: this version is served unfiltered", ver,
+                    cur_date, store.partition("logs", cur_date))
         return [], None
     suffixes, meta = stage_seen(r, keys, ver, seen_sets(store, cfg, cur_date, list(inp.ids)), lock, cfg)
     log.info("publish %s: seen sets of %d users (%d items, at most %d each, %d day(s))", ver, meta["users"],

@@ -134,3 +134,24 @@ def test_serving_never_returns_what_the_user_clicked_in_the_training_window(worl
     assert check["known"]["seen"] is not None and check["new"]["items"] == 50
     status = json.loads(_py(world, "-m", "dailyrec.publishing", "status").stdout)
     assert status["healthy"], status["problems"]
+
+
+@pytest.mark.slow
+def test_a_lost_seen_bucket_is_a_named_error_and_status_sees_it(world):
+    """Runs last: it damages the world's Redis version (a seen bucket deleted behind the publisher)."""
+    code = ("import json, sys\nfrom dailyrec.config import load_config\n"
+            "from dailyrec.publishing.connection import get_redis\nfrom dailyrec.publishing.layout import Keys, text\n"
+            "cfg = load_config(); r = get_redis(cfg); k = Keys(cfg.redis.namespace); ver = text(r.get(k.current))\n"
+            "meta = json.loads(r.get(k.v(ver, 'meta')))\n"
+            "from dailyrec.publishing.seen import bucket_of_user\n"
+            "r.delete(k.v(ver, f\"seen:{bucket_of_user(sys.argv[1], meta['seen']['buckets'])}\"))\n")
+    seen = pq.read_table(world / f"samples/dt={DAYS[0]}/seen.parquet").to_pandas()
+    user = seen.user_id.iloc[0]
+    _py(world, "-c", code, user)
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("DAILYREC")}
+    env.update(ENV, DAILYREC_DATA_ROOT=str(world))
+    res = subprocess.run([sys.executable, "-m", "dailyrec.serving", "--user-id", user, "--k", "5"], cwd=str(REPO),
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "is missing 1 key(s)" in res.stderr and ":seen:" in res.stderr, res.stderr[-2000:]
+    status = json.loads(_py(world, "-m", "dailyrec.publishing", "status").stdout)
+    assert not status["healthy"]
