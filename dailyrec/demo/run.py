@@ -235,7 +235,7 @@ def summary(result: dict[str, Any]) -> str:
              f"({sum(r['seconds'] for r in result['runs']):.0f} s)"]
     if result["runs"]:
         lines += ["", "retrieval (recall@50 on the held-out hours; the gate compares new vs previous vs popularity, "
-                      "paired over the holdout's users: 95% bootstrap intervals of new - prev and new - pop):",
+                      "paired over the holdout's users: bootstrap intervals (evaluation.confidence) of new - prev and new - pop):",
                   f"{'cur_date':<10}  {'logs':>9}  {'train':>8}  {'warm from':>10}  {'new':>6}  {'prev':>6}  "
                   f"{'pop':>6}  {'new-prev':>16}  {'new-pop':>16}  {'users':>5}  {'gate':>4}  Redis version"]
         lines += [_date_row(store, d) for d in result["dates"]]
