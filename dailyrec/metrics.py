@@ -160,7 +160,7 @@ def popularity_scores(catalog: Any, holdout: Any, cur_date: str) -> tuple[np.nda
     order = np.lexsort((id_rank, -clean[shortest], -clean[longest]))  # primary key last
     scores = np.empty(len(ids), np.float32)
     scores[order] = np.arange(len(ids), 0, -1, dtype=np.float32)
-    info = {"column": longest, "tie_break": [shortest, "item_id"], "held_out_clicks_subtracted": subtracted,
+    info = {"column": longest, "tie_break": ([shortest] if shortest != longest else []) + ["item_id"], "held_out_clicks_subtracted": subtracted,
             "distinct_values": int(len(np.unique(clean[longest])))}
     return scores, info
 
