@@ -115,7 +115,7 @@ def _seen_of(cfg: Config, meta: dict[str, Any], user_id: str) -> list[str] | Non
 def format_recs(rec: dict[str, Any], show: int = 10) -> str:
     """A few lines: the user, the path, the version, then the first ``show`` items."""
     seen = ("" if rec.get("seen") is None
-            else f"; {rec['seen']} seen item(s) excluded from the search ({rec.get('excluded_seen', 0)} were in it)")
+            else f"; seen set of {rec['seen']} item(s) excluded ({rec.get('excluded_seen', 0)} dropped from the search)")
     lines = [f"user {rec['user_id']} ({rec['path']}); Redis version {rec['version']}, model {rec['model_version']}"
              + seen]
     lines += [f"  {it['rank']:>3}. {it['item_id']:<14} {it['score']:+.4f}" for it in rec["items"][:show]]
