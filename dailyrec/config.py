@@ -257,6 +257,20 @@ class EvaluationConfig(_Strict):
     max_drop_vs_previous: float = Field(0.02, ge=0)
     require_beat_popularity: bool = True
     max_eval_users: int = Field(2000, ge=1)
+    # ---- a holdout large enough to decide, and a verdict that accounts for noise (docs/pipeline.md#the-gate)
+    min_holdout_users: int = Field(300, ge=1)
+    """The holdout needs at least this many users with a click (else it is extended, then undecided)."""
+    min_holdout_clicks: int = Field(600, ge=1)
+    """... and at least this many clicks."""
+    max_holdout_days: int = Field(2, ge=1, le=30)
+    """How far back a sparse day's holdout may be extended (days ending with ``cur_date``); the
+    training window always keeps its first day (``sampling.window_days - 1`` days at most are held out)."""
+    bootstrap_samples: int = Field(2000, ge=100, le=100_000)
+    """Resamples of the paired bootstrap over users (seeded with ``training.seed`` and ``cur_date``)."""
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+    """Two-sided confidence level of the bootstrap intervals."""
+    when_undecided: Literal["pass", "block"] = "pass"
+    """A holdout still below the minimum after extension: ``pass`` with a note (no block on noise) or ``block``."""
 
     @model_validator(mode="after")
     def _gate_metric_is_evaluated(self) -> "EvaluationConfig":
@@ -266,7 +280,25 @@ class EvaluationConfig(_Strict):
         if self.gate_metric not in evaluated:
             raise ValueError(f"evaluation.gate_metric {self.gate_metric!r} is not one of the evaluated metrics "
                              f"{evaluated} (evaluation.ks={self.ks})")
+        if self.min_holdout_users > self.max_eval_users:
+            raise ValueError(f"evaluation.min_holdout_users ({self.min_holdout_users}) is above evaluation.max_eval_users "
+                             f"({self.max_eval_users}): the gate could never have enough users")
         return self
+
+
+class ServingConfig(_Strict):
+    """What serving filters (docs/redis-layout.md#seen-sets)."""
+
+    exclude_seen: bool = True
+    """Never recommend an item the user clicked: a per-user seen set is published with each Redis
+    version and filtered out after the ANN search (over-fetching ``k + |seen|``). The evaluation
+    gate follows it (excludes the training-window clicks of each user when on)."""
+    seen_lookback_days: int | None = Field(None, ge=1, le=365)
+    """Days of clicks (ending with the version's ``cur_date``) in the seen set; ``None`` = ``sampling.window_days``."""
+    max_seen_per_user: int = Field(100, ge=1, le=10_000)
+    """The most recent distinct clicked items kept per user (bounds Redis memory and the over-fetch)."""
+    seen_users_per_bucket: int = Field(1024, ge=1)
+    """Users per Redis hash of the seen set (``ns:v:<ver>:seen:<bucket>``)."""
 
 
 class IndexConfig(_Strict):
@@ -334,6 +366,7 @@ class Config(_Strict):
     sampling: SamplingConfig = SamplingConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    serving: ServingConfig = ServingConfig()
     index: IndexConfig = IndexConfig()
     ranking: RankingConfig = RankingConfig()
     run: RunConfig = RunConfig()

@@ -89,7 +89,9 @@ def _retrieval_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
     if e:
         gate = e["gate"]
         lines.append(f"- gate on {gate['metric']}: {'PASSED' if gate['passed'] else 'FAILED'}"
+                     + (f" ({gate['verdict']})" if gate.get("verdict") else "")
                      + ("" if gate["passed"] else f" ({'; '.join(gate['reasons'])})"))
+        lines += gate_detail_lines(gate)
         ks = sorted({int(k.rsplit('_', 1)[1]) for k in e["table"]["new"] if k.startswith("recall_at_")})
         lines += ["", "| model | " + " | ".join(f"recall@{k} | ndcg@{k}" for k in ks) + " |",
                   "|---|" + "---|" * (2 * len(ks))]
@@ -115,6 +117,22 @@ def _retrieval_lines(cur_date: str, s: dict[str, Any]) -> list[str]:
     else:
         lines.append("- Redis: nothing published for this date (the last good version stays online)")
     return lines
+
+
+def gate_detail_lines(gate: dict[str, Any]) -> list[str]:
+    """The retrieval gate's holdout size, its paired intervals and its notes, as Markdown list items."""
+    out = []
+    h = gate.get("holdout")
+    if h:
+        out.append(f"  - holdout: {h['users']} users, {h['clicks']} clicks over the last {h['hours']} hour(s) "
+                   f"({h['start']} .. {h['end']}; minimum {h['min_users']} users, {h['min_clicks']} clicks)"
+                   + (f"; extended: {h['reason']}" if h.get("extended") or not h.get("enough", True) else ""))
+    for name, c in (gate.get("comparisons") or {}).items():
+        out.append(f"  - new - {name}: {c['mean_diff']:+.4f}, {round(100 * c['confidence'])}% interval "
+                   f"[{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}] over {c['users']} users, margin {c['margin']}: "
+                   f"{c['verdict']}")
+    out += [f"  - note: {n}" for n in gate.get("notes") or []]
+    return out
 
 
 def _ranking_lines(cur_date: str, s: dict[str, Any]) -> list[str]:

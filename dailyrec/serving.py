@@ -15,6 +15,14 @@ no history: a user in the snapshot without impressions keeps their side features
 context (all context features empty/0); a user unknown to the snapshot is embedded with the
 out-of-vocabulary id row, empty side features and the default context, which yields the tower's
 "average user" and in practice broadly popular items. The output says which path was taken.
+
+**Seen items** (``serving.exclude_seen``, on by default): the version's seen set of the user (the
+items they clicked in the ``serving.seen_lookback_days`` days up to the version's date, at most
+``serving.max_seen_per_user``, published with the version: :mod:`dailyrec.publishing.seen`) is
+read from Redis, the index is searched for ``k + |seen|`` neighbours and the seen items are
+dropped, so the user still gets ``k`` items (fewer only when the catalog runs out). A user without
+clicks (or unknown) has an empty seen set. A version published without seen sets is served
+unfiltered (``seen: null`` in the output).
 """
 
 from __future__ import annotations
@@ -60,8 +68,10 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
     """The top ``k`` items Redis's current version gives ``user_id``.
 
     Returns:
-        ``{"user_id", "path", "version", "model_version", "cur_date", "k", "items": [{"rank",
-        "item_id", "score"}]}``, items best first (inner product of the L2-normalised vectors).
+        ``{"user_id", "path", "version", "model_version", "cur_date", "k", "seen", "excluded_seen",
+        "items": [{"rank", "item_id", "score"}]}``, items best first (inner product of the
+        L2-normalised vectors); ``seen``: the size of the user's seen set (``None``: not filtered),
+        ``excluded_seen``: how many seen items the search returned and were dropped.
     Raises:
         dailyrec.publishing.reader.NothingPublished: nothing is published (a ``KeyError``, like all below).
         dailyrec.publishing.reader.MissingVersionKeys: ``current`` or a key of the current version is
@@ -82,16 +92,33 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
     row, path = user_row(store, cfg, cur, user_id)
     vec = tower_vectors(f"{model_dir(store, 'two_tower', cur)}/user_tower", row, cfg.features.spec)
     vec = np.ascontiguousarray(vec.astype(np.float32))
-    scores, labels = index.search(vec, min(k, index.ntotal))
-    items = [{"rank": r + 1, "item_id": str(ids[lab]), "score": round(float(s), 5)}
-             for r, (lab, s) in enumerate(zip(labels[0], scores[0])) if lab >= 0]
+    seen = _seen_of(cfg, meta, user_id)
+    skip = set(seen or ())
+    scores, labels = index.search(vec, min(k + len(skip), index.ntotal))  # over-fetch: the seen ones are dropped
+    found = [(str(ids[lab]), float(s)) for lab, s in zip(labels[0], scores[0]) if lab >= 0]
+    kept = [(it, s) for it, s in found if it not in skip][:k]
+    items = [{"rank": r + 1, "item_id": it, "score": round(s, 5)} for r, (it, s) in enumerate(kept)]
     return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],
-            "cur_date": cur, "k": k, "items": items}
+            "cur_date": cur, "k": k, "seen": None if seen is None else len(seen),
+            "excluded_seen": len(found) - sum(1 for it, _ in found if it not in skip), "items": items}
+
+
+def _seen_of(cfg: Config, meta: dict[str, Any], user_id: str) -> list[str] | None:
+    """The user's seen set in the version of ``meta``, or None when not filtering."""
+    from dailyrec.publishing.connection import get_redis
+    from dailyrec.publishing.seen import read_seen
+
+    if not cfg.serving.exclude_seen:
+        return None
+    return read_seen(get_redis(cfg), cfg.redis.namespace, meta, user_id)
 
 
 def format_recs(rec: dict[str, Any], show: int = 10) -> str:
     """A few lines: the user, the path, the version, then the first ``show`` items."""
-    lines = [f"user {rec['user_id']} ({rec['path']}); Redis version {rec['version']}, model {rec['model_version']}"]
+    seen = ("" if rec.get("seen") is None
+            else f"; seen set of {rec['seen']} item(s) excluded ({rec.get('excluded_seen', 0)} dropped from the search)")
+    lines = [f"user {rec['user_id']} ({rec['path']}); Redis version {rec['version']}, model {rec['model_version']}"
+             + seen]
     lines += [f"  {it['rank']:>3}. {it['item_id']:<14} {it['score']:+.4f}" for it in rec["items"][:show]]
     if len(rec["items"]) > show:
         lines.append(f"  ... {len(rec['items']) - show} more")

@@ -5,5 +5,5 @@ SELECT item_id, count(*) AS impressions, coalesce(sum(click), 0) AS clicks
 FROM events
 WHERE dt > CAST($cur_date AS DATE) - $window_days
   AND dt <= CAST($cur_date AS DATE)
-  AND (dt < CAST($cur_date AS DATE) OR hour < 24 - $holdout_hours)
+  AND CAST(dt - CAST($cur_date AS DATE) AS INTEGER) * 24 + hour < 24 - $holdout_hours
 GROUP BY item_id;

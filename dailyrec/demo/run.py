@@ -203,9 +203,15 @@ def _date_row(store: Any, d: str) -> str:
     def m(name: str) -> str:
         return f"{ev['table'][name][metric]:.3f}" if ev and name in ev["table"] else "-"
 
+    def ci(name: str) -> str:  # the gate's paired bootstrap interval of new - name
+        c = ((ev or {}).get("gate", {}).get("comparisons") or {}).get(name)
+        return f"[{c['ci'][0]:+.3f},{c['ci'][1]:+.3f}]" if c else "-"
+
+    users = ((ev or {}).get("gate", {}).get("holdout") or {}).get("users", "-")
     return (f"{d}  {day['rows']['logs'] if day else '-':>9}  {tr['rows']['train'] if tr else '-':>8}  "
             f"{(tr or {}).get('warm_start', {}).get('from') or 'cold':>10}  {m('new'):>6}  {m('previous'):>6}  "
-            f"{m('popularity'):>6}  {('PASS' if ev['gate']['passed'] else 'FAIL') if ev else '-':>4}  "
+            f"{m('popularity'):>6}  {ci('previous'):>16}  {ci('popularity'):>16}  {users:>5}  "
+            f"{('PASS' if ev['gate']['passed'] else 'FAIL') if ev else '-':>4}  "
             f"{pub['version'] if pub else 'not published'}")
 
 
@@ -228,9 +234,10 @@ def summary(result: dict[str, Any]) -> str:
              f"runs       {ok}/{len(result['runs'])} `airflow dags test` runs succeeded "
              f"({sum(r['seconds'] for r in result['runs']):.0f} s)"]
     if result["runs"]:
-        lines += ["", "retrieval (recall@50 on the held-out hours; the gate compares new vs previous vs popularity):",
+        lines += ["", "retrieval (recall@50 on the held-out hours; the gate compares new vs previous vs popularity, "
+                      "paired over the holdout's users: bootstrap intervals (evaluation.confidence) of new - prev and new - pop):",
                   f"{'cur_date':<10}  {'logs':>9}  {'train':>8}  {'warm from':>10}  {'new':>6}  {'prev':>6}  "
-                  f"{'pop':>6}  {'gate':>4}  Redis version"]
+                  f"{'pop':>6}  {'new-prev':>16}  {'new-pop':>16}  {'users':>5}  {'gate':>4}  Redis version"]
         lines += [_date_row(store, d) for d in result["dates"]]
         lines.append(f"full per-date reports: {store.path('reports', 'daily_retrieval')}/dt=*/report.md")
     for extra in ("ranking", "serving"):

@@ -1,8 +1,9 @@
 """Is a published version whole? The readers' named errors and the key check ``status`` runs.
 
 A version's key set follows from its meta (:func:`expected_keys`): ``meta``, ``complete``, one
-``vec:<b>`` hash per non-empty bucket (``meta.vectors.empty_buckets`` lists the empty ones) and the
-``index``/``ids`` chunks. The publisher creates them all in one transaction and deletes them only
+``vec:<b>`` hash per non-empty bucket (``meta.vectors.empty_buckets`` lists the empty ones), the
+``index``/``ids`` chunks and, when the meta has ``seen``, one ``seen:<b>`` hash per non-empty
+seen bucket (:mod:`dailyrec.publishing.seen`). The publisher creates them all in one transaction and deletes them only
 after the version left ``ns:versions`` (retention), so a key missing while the version is still
 published was deleted or evicted by something else: readers raise :class:`MissingVersionKeys`
 naming the keys, the version and the two repairs (re-publish the date, or roll back), which is a
@@ -59,8 +60,11 @@ def expected_keys(keys: Keys, ver: str, meta: dict[str, Any]) -> dict[str, list[
     strings = [keys.v(ver, "meta"), keys.v(ver, "complete")]
     for name in ("index", "ids"):
         strings += [keys.data(ver, gen, s) for s in blob_suffixes(name, int(meta[name]["chunks"]))]
+    from dailyrec.publishing.seen import seen_keys
+
     return {"strings": strings,
-            "vectors": [keys.data(ver, gen, f"vec:{b}") for b in range(buckets) if b not in empty]}
+            "vectors": [keys.data(ver, gen, f"vec:{b}") for b in range(buckets) if b not in empty],
+            "seen": seen_keys(keys, ver, meta)}
 
 
 def _keys_left(r: Any, keys: Keys, ver: str) -> int:
@@ -130,16 +134,19 @@ def check_version(r: Any, keys: Keys, ver: str) -> dict[str, Any]:
     pipe = r.pipeline(transaction=False)
     for k in exp["strings"]:
         pipe.strlen(k)
-    for k in exp["vectors"]:
+    for k in exp["vectors"] + exp["seen"]:
         pipe.hlen(k)
     pipe.get(keys.v(ver, "complete"))
     pipe.zscore(keys.versions, ver)
     *sizes, marker, score = pipe.execute()
-    everything = exp["strings"] + exp["vectors"]
+    everything = exp["strings"] + exp["vectors"] + exp["seen"]
     missing = [k for k, n in zip(everything, sizes) if not n]
     size_of = dict(zip(everything, sizes))
     problems = []
-    found = sum(sizes[len(exp["strings"]):])
+    found = sum(sizes[len(exp["strings"]):len(exp["strings"]) + len(exp["vectors"])])
+    seen_users = sum(sizes[len(exp["strings"]) + len(exp["vectors"]):])
+    if meta.get("seen") and seen_users != meta["seen"]["users"]:
+        problems.append(f"{seen_users} users in the seen sets, the meta says {meta['seen']['users']}")
     if found != meta["count"]:
         problems.append(f"{found} vectors in the buckets, the meta says {meta['count']}")
     for name in ("index", "ids"):

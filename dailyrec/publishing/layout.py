@@ -11,6 +11,8 @@ docs/redis-layout.md)::
     ns:v:<ver>:vec:<b>              hash    item_id -> dim float32 little-endian; b = crc32(utf8(item_id)) % buckets
     ns:v:<ver>:ids                  string  JSON array of item ids, faiss label i = element i (chunks: :ids:1 ...)
     ns:v:<ver>:index                string  faiss.serialize_index bytes (chunks of redis.blob_chunk_bytes: :index:1 ...)
+    ns:v:<ver>:seen:<b>             hash    user_id -> JSON array of recently clicked item ids (serving.exclude_seen;
+                                            b = crc32(utf8(user_id)) % meta.seen.buckets; dailyrec.publishing.seen)
     ns:v:<ver>:complete             string  marker, set in the same transaction that makes the version visible
     ns:stage:<ver>:...              the same keys while a publish is loading (never read by readers)
 

@@ -140,18 +140,24 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
         with timer.step("prepare"):
             buckets = n_buckets(emb.n, cfg.redis.vectors_per_bucket)
             packer = VectorPacker(emb, buckets)
+        seen_meta: dict[str, Any] | None = None
         if keys.cluster:
+            if cfg.serving.exclude_seen:
+                log.warning("serving.exclude_seen: seen sets are not published on a Redis Cluster yet; version %s "
+                            "is served without seen-item exclusion (docs/redis-layout.md)", ver)
             blobs, meta = _blobs_and_meta(ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes)
             previous, existing, written = publish_cluster(r, keys, ver, cur, cur_date, emb, blobs, meta, packer,
                                                           cfg.redis, lock, timer)
         else:
             with timer.step("stage_vectors"):
                 _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
+            with timer.step("stage_seen"):  # serving.exclude_seen: the per-user seen sets (dailyrec.publishing.seen)
+                seen_staged, seen_meta = _stage_seen_sets(r, keys, ver, cur_date, inp, store, cfg, lock)
             with timer.step("stage_blobs"):
                 blobs, meta_blob = _stage_blobs(r, keys, ver, cur_date, inp, packer.counts,
-                                                cfg.redis.blob_chunk_bytes, lock)
+                                                cfg.redis.blob_chunk_bytes, lock, extra_meta=seen_meta)
             # a catalog can leave buckets empty; they have no key
-            staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]]
+            staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]] + seen_staged
             staged += [sfx for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))] + ["meta"]
             with timer.step("verify"):
                 _verify(r, keys, ver, emb, packer.counts, blobs, meta_blob, staged, lock)
@@ -163,6 +169,7 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
                   "replaced": cur if cur != ver else None, "rewritten": cur == ver or bool(existing),
                   "keys_written": written, "vectors": emb.n, "dim": emb.dim, "buckets": buckets,
                   "index_bytes": len(inp.index_bytes), "deleted_versions": deleted,
+                  "seen_users": ((seen_meta or {}).get("seen") or {}).get("users"),
                   "timings_s": timer.timings, "seconds": timer.total(),
                   # vector load rate: bucketing/packing + pipelined HSETs (not the Parquet read, not the blobs)
                   "vectors_per_s": round(emb.n / max(timer.timings["prepare"] + timer.timings["stage_vectors"],
@@ -203,13 +210,34 @@ def _stage_vectors(r: Any, keys: Keys, ver: str, packer: VectorPacker, lock: Pub
     progress.done()
 
 
+def _stage_seen_sets(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, store: Store, cfg: Config,
+                     lock: PublishLock) -> tuple[list[str], dict[str, Any] | None]:
+    """Stage the version's seen sets when ``serving.exclude_seen``: ``(staged suffixes, {"seen": meta})``,
+    or ``([], None)`` when it is off, or when ``cur_date`` has no log partition at all (vectors made
+    outside the pipeline: a warning; logs that exist but are incomplete raise ``FileNotFoundError``)
+    (:mod:`dailyrec.publishing.seen`)."""
+    from dailyrec.publishing.seen import seen_sets, stage_seen
+
+    if not cfg.serving.exclude_seen:
+        return [], None
+    if not store.exists(store.partition("logs", cur_date)):
+        # vectors made outside the pipeline (tests, benchmarks): no log to know what users clicked
+        log.warning("publish %s: no logs for %s (%s), so no seen sets: this version is served unfiltered", ver,
+                    cur_date, store.partition("logs", cur_date))
+        return [], None
+    suffixes, meta = stage_seen(r, keys, ver, seen_sets(store, cfg, cur_date, list(inp.ids)), lock, cfg)
+    log.info("publish %s: seen sets of %d users (%d items, at most %d each, %d day(s))", ver, meta["users"],
+             meta["items"], meta["max_per_user"], meta["lookback_days"])
+    return suffixes, {"seen": meta}
+
+
 def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, chunk: int,
-                 lock: PublishLock) -> tuple[dict[str, list[memoryview]], bytes]:
+                 lock: PublishLock, extra_meta: dict[str, Any] | None = None) -> tuple[dict[str, list[memoryview]], bytes]:
     """Stage the ``ids`` and ``index`` chunks and the meta; returns ``(blobs, meta bytes)``.
 
     ``counts[b]``: vectors of bucket ``b``; the empty ones have no key and are listed in the meta, so
     the meta alone gives the version's key set (``dailyrec.publishing.integrity.expected_keys``)."""
-    blobs, meta = _blobs_and_meta(ver, cur_date, inp, counts, chunk)
+    blobs, meta = _blobs_and_meta(ver, cur_date, inp, counts, chunk, extra_meta)
     meta_blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     for name, parts in blobs.items():
         for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
@@ -221,8 +249,8 @@ def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, coun
     return blobs, meta_blob
 
 
-def _blobs_and_meta(ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray,
-                    chunk: int) -> tuple[dict[str, list[memoryview]], dict[str, Any]]:
+def _blobs_and_meta(ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, chunk: int,
+                    extra_meta: dict[str, Any] | None = None) -> tuple[dict[str, list[memoryview]], dict[str, Any]]:
     """The ``ids``/``index`` chunks and the meta dict of a version (docs/redis-layout.md, "Meta")."""
     emb = inp.emb
     buckets = len(counts)
@@ -238,6 +266,7 @@ def _blobs_and_meta(ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray,
         "ids": {"format": "json-array", "bytes": len(ids_blob), "chunks": len(blobs["ids"]),
                 "sha256": hashlib.sha256(ids_blob).hexdigest()},
         "source": {"embeddings": emb.path, "embeddings_sha256": emb.sha256, "index": inp.index_dir},
+        **(extra_meta or {}),
     }
     return blobs, meta
 

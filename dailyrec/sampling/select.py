@@ -31,6 +31,7 @@ from dailyrec.config import Config
 from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
 from dailyrec.events import log_inputs, open_events, read_snapshot
+from dailyrec.holdout import choose_holdout
 from dailyrec.sampling.arrays import codes
 from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
 from dailyrec.sampling.negatives import (Negatives, exposed_negatives, popularity_q, random_negatives,
@@ -68,6 +69,8 @@ class DayInputs:
     hours: dict[str, list[int]]
     unknown_item_clicks: int
     features: tuple[list[str], list[str], list[str]]
+    holdout_span: dict[str, Any] | None = None
+    """:func:`dailyrec.holdout.choose_holdout`'s decision (hours, users, clicks, why)."""
 
     @property
     def n_items(self) -> int:
@@ -117,7 +120,9 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
     timer, sc = run.timer, run.cfg.sampling
     with timer.step("inputs"):
         con, catalog, (user_feats, context, item_feats), hours = _open(run)
-    params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": run.cfg.training.holdout_hours}
+    with timer.step("sql_holdout_hours"):  # a sparse day's holdout takes more hours (dailyrec.holdout)
+        span = choose_holdout(con, run.cfg, run.cur_date, days_with_logs=sum(1 for h in hours.values() if h))
+    params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": span["hours"]}
     with timer.step("sql_clicks"):
         clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
     with ThreadPoolExecutor(1, thread_name_prefix="sample-codes") as pool:
@@ -141,7 +146,8 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
         result = after.result() if after is not None else None
     d = DayInputs(catalog=catalog, clicks=clicks.drop_columns(["in_holdout", "request_id"]), click_rows=click_rows,
                   cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop, exposed=exposed, holdout=holdout,
-                  hours=hours, unknown_item_clicks=unknown, features=(user_feats, context, item_feats))
+                  hours=hours, unknown_item_clicks=unknown, features=(user_feats, context, item_feats),
+                  holdout_span=span)
     return d, result
 
 
@@ -270,6 +276,10 @@ def statistics(cfg: Config, d: DayInputs, pos: Positives, negs: Negatives, skipp
     }
 
 
+def _held_hours(run: StepRun, d: DayInputs) -> int:
+    return d.holdout_span["hours"] if d.holdout_span else run.cfg.training.holdout_hours
+
+
 def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives) -> None:
     pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
     pq.write_table(seen_pairs(d, pos), f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
@@ -294,7 +304,9 @@ def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, s
             inputs={"logs": {day: d.hours[day] for day in sorted(d.hours)}, "users": run.partition("users"),
                     "catalog": run.path("features", "catalog.parquet"), "model_vectors": model_info(model_vectors)},
             rows=counts, stats=stats, seed=seed, train_row_groups=groups, train_row_group_rows=SAMPLE_ROW_GROUP_ROWS,
-            training_window={"days": sorted(d.hours), "excluded_hours_of_cur_date": run.cfg.training.holdout_hours},
+            training_window={"days": sorted(d.hours), "excluded_hours_of_cur_date": min(24, _held_hours(run, d)),
+                             "excluded_last_hours": _held_hours(run, d)},
+            holdout=d.holdout_span,
         )
         manifest["timings_s"]["total"] = timer.total()
         manifest["events_per_s"] = round(stats["events_in_window"] / max(timer.total(), 1e-9))

@@ -63,8 +63,21 @@ def history_rows(store: Any, pipeline: str) -> list[dict[str, Any]]:
                      "published": (reg or {}).get("version") or (reg or {}).get("model_version"),
                      "withdrawn": bool((reg or {}).get("withdrawn")), "rollback": bool((reg or {}).get("rolled_back_from")),
                      "samples": (sm.get("rows") or {}).get("train"),
+                     "verdict": gate.get("verdict"), "holdout": gate.get("holdout"),
+                     "comparisons": gate.get("comparisons") or {},
                      "train_s": timings.get("fit") or timings.get("mmoe_fit") or timings.get("total")})
     return rows
+
+
+def _gate_cells(r: dict[str, Any]) -> list[str]:
+    """The retrieval gate's paired intervals and holdout size of a history row (empty for old reports)."""
+    def interval(name: str) -> str:
+        c = r["comparisons"].get(name)
+        return "" if not c else f"{c['mean_diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+
+    h = r.get("holdout") or {}
+    hold = f"{h['users']:,} users, {h['clicks']:,} clicks, {h['hours']} h" if h else ""
+    return [esc(interval("previous")), esc(interval("popularity")), esc(hold)]
 
 
 def _nav(base: str) -> str:
@@ -106,10 +119,15 @@ def history_html(store: Any, pipeline: str, base: str = "", report_link: Any = N
         date = f'<a href="{esc(link)}">{esc(r["date"])}</a>' if link else esc(r["date"])
         state = ("withdrawn" if r["withdrawn"] else "online" if r["date"] == online else "published") \
             + (" (rolled back to)" if r["rollback"] else "") if r["published"] else ""
-        cells = [gate, *(fmt(r["metrics"][n]) for n in names), esc(r["published"] or ""), state,
-                 fmt(r["samples"]), fmt(r["train_s"])]
+        if r.get("verdict") and r["verdict"] != "pass":
+            gate += f" ({esc(r['verdict'])})"
+        cells = [gate, *(fmt(r["metrics"][n]) for n in names)]
+        if pipeline == "retrieval":
+            cells += _gate_cells(r)
+        cells += [esc(r["published"] or ""), state, fmt(r["samples"]), fmt(r["train_s"])]
         body_rows.append(f"<tr><td>{date}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    head = "".join(f"<th>{esc(h)}</th>" for h in ["date", "gate", *names, "published version", "registry",
+    extra = ["new - previous (interval)", "new - popularity (interval)", "holdout"] if pipeline == "retrieval" else []
+    head = "".join(f"<th>{esc(h)}</th>" for h in ["date", "gate", *names, *extra, "published version", "registry",
                                                    "training rows", "fit (s)"])
     tbl = f'<table id="history"><tr>{head}</tr>{"".join(body_rows)}</table>'
     return page(title, f"<h1>{esc(title)}</h1>" + "".join(figs) + "<h2>Per date</h2>" + tbl, _nav(base))

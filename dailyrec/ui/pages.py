@@ -119,9 +119,25 @@ def _retrieval_gate(steps: dict[str, Any]) -> str:
     tbl = e.get("table") or {}
     ks = sorted({int(k.rsplit("_", 1)[1]) for m in tbl.values() for k in m if k.startswith("recall_at_")})
     rows = [[name] + [m.get(f"{w}_at_{k}") for k in ks for w in ("recall", "ndcg")] for name, m in tbl.items()]
-    metric = e.get("gate", {}).get("metric", "recall_at_50")
+    gate = e.get("gate") or {}
+    metric = gate.get("metric", "recall_at_50")
+    cmps = gate.get("comparisons") or {}
+    crow = [[f"new - {n}", c.get("mean_diff"), f"[{fmt(c['ci'][0])}, {fmt(c['ci'][1])}]", c.get("users"),
+             c.get("margin"), c.get("verdict")] for n, c in cmps.items()]
+    level = round(100 * next(iter(cmps.values()))["confidence"]) if cmps else 95
+    h = gate.get("holdout") or {}
+    hold = (f'<p>holdout: {fmt(h.get("users"))} users, {fmt(h.get("clicks"))} clicks over the last '
+            f'{fmt(h.get("hours"))} hour(s) ({esc(h.get("start"))} .. {esc(h.get("end"))}; minimum '
+            f'{fmt(h.get("min_users"))} users, {fmt(h.get("min_clicks"))} clicks)'
+            + (f"; {esc(h.get('reason'))}" if h.get("extended") or not h.get("enough", True) else "") + "</p>"
+            if h else "")
+    notes = "".join(f"<li>{esc(n)}</li>" for n in gate.get("notes") or [])
     return ("<h2>Gate: new vs previous vs popularity</h2>"
+            + (f"<p>verdict: <b>{esc(gate.get('verdict'))}</b></p>" if gate.get("verdict") else "")
             + table(["model"] + [f"{w}@{k}" for k in ks for w in ("recall", "ndcg")], rows)
+            + (table(["paired over users", f"mean {metric} difference", f"{level}% interval", "users", "margin",
+                      "verdict"], crow) if crow else "")
+            + hold + (f"<p>notes:</p><ul>{notes}</ul>" if notes else "")
             + f'<p class="muted">gate metric <code>{esc(metric)}</code>; {fmt((e.get("rows") or {}).get("eval_users"))} '
               f"evaluation users</p>"
             + plots.bars({n: m.get(metric) for n, m in tbl.items()}, f"{metric} on the holdout", metric))

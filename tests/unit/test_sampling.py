@@ -28,7 +28,8 @@ def world(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("sampling")
     base = {"storage.data_root": str(root / "data"), "sampling.window_days": 2,
-            "training.holdout_hours": HOLDOUT}
+            "training.holdout_hours": HOLDOUT,  # a holdout of exactly HOLDOUT hours (not extended)
+            "evaluation.min_holdout_users": 1, "evaluation.min_holdout_clicks": 1}
     cfg = load_config(overrides=base, environ={})
     store = open_store(cfg)
     frames = []
@@ -246,6 +247,40 @@ def test_holdout_hours_are_not_in_train(world):
     assert hold.in_catalog.all() and hold.user_segment.notna().all()
     # positives = the training-window clicks only
     assert man["stats"]["clicks_in_window"] == int(world["train_logs"].click.sum())
+
+
+def test_a_sparse_holdout_is_extended_and_never_overlaps_training(world):
+    """Minimums the last HOLDOUT hours cannot meet: the holdout takes more hours of CUR (the
+    fewest that reach them) and the training window loses exactly those hours (leak-free)."""
+    logs = world["logs"].query("click == 1")
+    on_cur = logs[logs.day == CUR]
+    need_users = on_cur[on_cur.hour >= 24 - HOLDOUT].user_id.nunique() + 20
+    res, train, man = run(world, **{"evaluation.min_holdout_users": need_users})
+    span = man["holdout"]
+    h = span["hours"]
+    assert span["extended"] and span["enough"] and HOLDOUT < h <= 24 and "extended to" in span["reason"]
+    # the fewest hours that reach the minimum
+    assert on_cur[on_cur.hour >= 24 - h].user_id.nunique() >= need_users
+    assert on_cur[on_cur.hour >= 24 - (h - 1)].user_id.nunique() < need_users
+    assert span["users"] == on_cur[on_cur.hour >= 24 - h].user_id.nunique()
+    assert span["clicks"] == int((on_cur.hour >= 24 - h).sum())
+    assert span["start"] == f"{CUR}T{24 - h:02d}:00:00+00:00"
+    hold = pq.read_table(res["holdout"]).to_pandas()
+    assert len(hold) == span["clicks"] and (pd.to_datetime(hold.event_time) >= pd.Timestamp(span["start"])).all()
+    ts = pd.to_datetime(train.event_time)
+    assert (ts < pd.Timestamp(span["start"])).all(), "a training row inside the extended holdout"
+    kept = world["logs"][pd.to_datetime(world["logs"].event_time) < pd.Timestamp(span["start"])]
+    assert man["stats"]["clicks_in_window"] == int(kept.click.sum())
+    assert man["training_window"]["excluded_last_hours"] == h
+
+
+def test_holdout_extension_is_bounded_and_reported_too_small(world):
+    """Unreachable minimums: the holdout takes the most allowed (all of CUR with a 2-day window, the
+    training window keeps its first day) and says it is still too small."""
+    _, train, man = run(world, **{"evaluation.min_holdout_users": 10_000, "evaluation.max_eval_users": 10_000})
+    span = man["holdout"]
+    assert span["hours"] == span["max_hours"] == 24 and not span["enough"] and "still too small" in span["reason"]
+    assert (pd.to_datetime(train.event_time).dt.strftime("%Y-%m-%d") < CUR).all()
 
 
 def test_same_seed_same_samples_other_seed_different(world):
