@@ -186,21 +186,22 @@ def _stream(job: Job, cfg: Any, vocabularies: dict[str, list[str]], shard: tuple
 # --------------------------------------------------------------------------------------------- replica losses
 
 
-def _grad_bytes(grads: list[Any]) -> Any:
-    """Bytes of one replica's gradients as all-reduced: dense tensors whole, ``IndexedSlices`` (the
-    embedding rows a batch touches) as values + int64 indices. ``float32[]``."""
+def _grad_bytes(grads: list[Any]) -> tuple[Any, Any]:
+    """Bytes of one replica's gradients as the optimizer all-reduces them: ``(dense, sparse)``,
+    dense tensors whole (ring all-reduce), ``IndexedSlices`` (the embedding rows a batch touches)
+    as values + int64 indices (all-gathered). ``float32[]`` each."""
     import tensorflow as tf
 
-    total = tf.constant(0.0)
+    dense, sparse = tf.constant(0.0), tf.constant(0.0)
     for g in grads:
         if g is None:
             continue
         if isinstance(g, tf.IndexedSlices):
-            total += tf.cast(tf.size(g.values), tf.float32) * g.values.dtype.size
-            total += tf.cast(tf.size(g.indices), tf.float32) * 8.0
+            sparse += tf.cast(tf.size(g.values), tf.float32) * g.values.dtype.size
+            sparse += tf.cast(tf.size(g.indices), tf.float32) * 8.0
         else:
-            total += tf.cast(tf.size(g), tf.float32) * g.dtype.size
-    return total
+            dense += tf.cast(tf.size(g), tf.float32) * g.dtype.size
+    return dense, sparse
 
 
 def two_tower_replica_loss(model: Any, batch: dict[str, Any], training: bool = True) -> dict[str, Any]:
@@ -289,6 +290,7 @@ def ranking_replica_loss(model: Any, batch: tuple[dict[str, Any], dict[str, Any]
         out[f"{t}_loss"] = share
         total += float(weights[t]) * share
     out["loss"] = total
+    out["rows"] = local_n
     return out
 
 
@@ -314,8 +316,9 @@ def train(job: Job) -> dict[str, Any]:
 
     Writes checkpoints (the chief into ``job.ckpt_dir``), TensorBoard scalars (chief) and
     ``result-<worker>.json``: ``{"worker", "workers", "replicas", "history", "seconds" (the training
-    loop's wall time, tracing included), "steps", "examples" (global rows trained, all epochs),
-    "grad_bytes_per_step", "gather_bytes_per_step" (this replica's mean payload per step),
+    loop's wall time, tracing included), "epoch_seconds", "steps", "examples" (global rows trained, all epochs),
+    "dense_grad_bytes_per_step", "sparse_grad_bytes_per_step" (:func:`_grad_bytes`),
+    "gather_bytes_per_step" (the two-tower's all-gathered candidates; means over the steps),
     "trainable_params", "checkpoint" (the final one, chief only)}``, and returns it.
     """
     import tensorflow as tf
@@ -362,10 +365,10 @@ def train(job: Job) -> dict[str, Any]:
                 out = ranking_replica_loss(model, batch, weights)
         grads = tape.gradient(out["loss"], model.trainable_variables)
         model.optimizer.apply(grads, model.trainable_variables)
-        out["grad_bytes"] = _grad_bytes(grads)
+        out["dense_grad_bytes"], out["sparse_grad_bytes"] = _grad_bytes(grads)
         return out
 
-    sums = {"loss", "click_loss", "conversion_loss"}
+    sums = {"loss", "click_loss", "conversion_loss", "rows"}
 
     @tf.function
     def train_step(batch: Any) -> dict[str, Any]:
@@ -381,7 +384,8 @@ def train(job: Job) -> dict[str, Any]:
     history: dict[str, list[float]] = {}
     progress = Progress(log, f"{job.label} fit (worker {index}/{workers})", total=steps * job.epochs, unit="steps")
     step = 0
-    grad_bytes = gather_bytes = 0.0
+    dense_bytes = sparse_bytes = gather_bytes = 0.0
+    epoch_seconds: list[float] = []
     t0 = time.perf_counter()
     for epoch in range(job.epochs):
         te = time.perf_counter()
@@ -395,18 +399,23 @@ def train(job: Job) -> dict[str, Any]:
         if len(outs) != steps:
             raise DistributedTrainingError(f"worker {index}: epoch {epoch + 1} gave {len(outs)} steps, expected {steps}")
         vals = {k: [float(o[k]) for o in outs] for k in outs[0]}
-        grad_bytes += sum(vals.pop("grad_bytes"))
+        dense_bytes += sum(vals.pop("dense_grad_bytes"))
+        sparse_bytes += sum(vals.pop("sparse_grad_bytes"))
         gather_bytes += sum(vals.pop("gather_bytes", [0.0]))
         if "recall" in vals:
             vals[f"recall_at_{RECALL_K}"] = vals.pop("recall")
+        # as Keras logs them: the two-tower's trackers average the batches, the compiled ranking
+        # losses average the rows (batch means weighted by the batch's rows)
+        w = vals.pop("rows", None) or [1.0] * len(outs)
         lr = model.optimizer.learning_rate
         lr = float(lr.numpy()) if hasattr(lr, "numpy") else float(lr)
         for k, v in vals.items():
-            history.setdefault(k, []).append(round(sum(v) / len(v), 6))
+            history.setdefault(k, []).append(round(sum(a * b for a, b in zip(v, w)) / sum(w), 6))
         history.setdefault("learning_rate", []).append(round(lr, 8))
         shown = ", ".join(f"{k}={v[-1]:.4f}" for k, v in history.items() if k != "learning_rate")
+        epoch_seconds.append(round(time.perf_counter() - te, 3))
         log.info("%s epoch %d/%d (worker %d/%d): %s, lr=%.5f (%.1fs)", job.label, epoch + 1, job.epochs, index,
-                 workers, shown, lr, time.perf_counter() - te)
+                 workers, shown, lr, epoch_seconds[-1])
         if writer is not None:
             with writer.as_default(step=epoch):
                 for k, v in history.items():
@@ -420,8 +429,9 @@ def train(job: Job) -> dict[str, Any]:
         shutil.rmtree(own_dir, ignore_errors=True)
     rows = stream.num_rows if job.shard_by == "batch" or workers == 1 else steps * stream.batch_size * workers
     result = {"worker": index, "workers": workers, "replicas": int(strategy.num_replicas_in_sync), "history": history,
-              "seconds": round(seconds, 3), "steps": step, "examples": int(rows * job.epochs),
-              "grad_bytes_per_step": round(grad_bytes / max(step, 1), 1),
+              "seconds": round(seconds, 3), "epoch_seconds": epoch_seconds, "steps": step, "examples": int(rows * job.epochs),
+              "dense_grad_bytes_per_step": round(dense_bytes / max(step, 1), 1),
+              "sparse_grad_bytes_per_step": round(sparse_bytes / max(step, 1), 1),
               "gather_bytes_per_step": round(gather_bytes / max(step, 1), 1),
               "trainable_params": int(sum(math.prod(v.shape) for v in model.trainable_variables)),
               "checkpoint": final if chief else None}
@@ -606,27 +616,18 @@ def _family(model: Any) -> tuple[str, str, dict[str, list[str]]]:
     raise TypeError(f"distributed training knows TwoTowerModel and RankingModel, got {type(model).__name__}")
 
 
-def fit(run: StepRun, model: Any, stream: ParquetStream, *, epochs: int, label: str, ckpt_dir: str, tb_dir: str,
-        timer_step: str = "fit") -> Fit:
-    """Train ``model`` (built, compiled, maybe warm-started) on ``stream`` with ``training.distribute``
-    (``mirrored``: in this process; ``multi_worker``: :func:`launch` of ``training.workers``
-    processes), then restore the final checkpoint into ``model`` (weights and optimizer state).
+def prepare(cfg: Any, model: Any, stream: ParquetStream, *, epochs: int, label: str, ckpt_dir: str, tb_dir: str,
+            strategy: str | None = None) -> Job:
+    """Write the job of training ``model`` on ``stream`` into ``<ckpt_dir>/_workers/`` (``ckpt_dir``
+    and ``tb_dir`` are cleared first): ``job.json``, the vocabularies and the initial weights
+    (``tf.train.Checkpoint``, optimizer slots built and empty); returns the :class:`Job`.
 
     ``stream`` is the one-process stream (global batch, seed, buffer); every worker opens its shard
-    of it (``training.shard_by``). The day's ``ckpt_dir`` and ``tb_dir`` are cleared first; the job,
-    the initial weights, the workers' logs and results stay in ``<ckpt_dir>/_workers/``.
-
-    Returns:
-        ``dailyrec.training.Fit``: the chief's per-epoch history, the training loop's seconds and
-        examples/s (global rows x epochs / seconds; process start-up not included, it is logged).
-    Raises:
-        DistributedTrainingError: a worker failed (see :func:`launch`).
-    """
+    of it (``training.shard_by``). ``strategy``: ``mirrored`` / ``multi_worker`` (default
+    ``cfg.training.distribute``)."""
     import tensorflow as tf
 
-    from dailyrec.training import Fit
-
-    tc = run.cfg.training
+    tc = cfg.training
     family, kind, vocabularies = _family(model)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     shutil.rmtree(tb_dir, ignore_errors=True)
@@ -636,15 +637,48 @@ def fit(run: StepRun, model: Any, stream: ParquetStream, *, epochs: int, label: 
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # fresh slots: the workers' graph has them too
     init = tf.train.Checkpoint(model=model).write(str(job_dir / "init" / "ckpt"))
-    store_fs = stream.filesystem is not None
-    job = Job(family=family, kind=kind, config=run.cfg.model_dump(mode="json"),
+    job = Job(family=family, kind=kind, config=cfg.model_dump(mode="json"),
               vocabularies=str(job_dir / "vocabularies.json"), init=init,
               stream={"paths": list(stream.paths), "extra": {k: str(v) for k, v in stream.extra.items()},
                       "batch_size": stream.batch_size, "seed": stream.seed, "buffer_rows": stream.buffer_rows,
-                      "drop_remainder": stream.drop_remainder, "filesystem": store_fs},
-              epochs=epochs, label=label, strategy=tc.distribute, job_dir=str(job_dir), ckpt_dir=ckpt_dir,
-              tb_dir=tb_dir, shard_by=tc.shard_by, timeout_s=tc.worker_timeout_s)
-    path = job.write()
+                      "drop_remainder": stream.drop_remainder, "filesystem": stream.filesystem is not None},
+              epochs=epochs, label=label, strategy=strategy or tc.distribute, job_dir=str(job_dir),
+              ckpt_dir=ckpt_dir, tb_dir=tb_dir, shard_by=tc.shard_by, timeout_s=tc.worker_timeout_s)
+    job.write()
+    return job
+
+
+def restore(model: Any, result: dict[str, Any]) -> None:
+    """Load the chief's final checkpoint (``result["checkpoint"]``, written by any number of workers)
+    into ``model``, an undistributed model of the same build: weights and optimizer state. Raises
+    ``AssertionError`` if one of ``model``'s variables has no value in the checkpoint."""
+    import tensorflow as tf
+
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
+        result["checkpoint"]).assert_existing_objects_matched()
+
+
+def fit(run: StepRun, model: Any, stream: ParquetStream, *, epochs: int, label: str, ckpt_dir: str, tb_dir: str,
+        timer_step: str = "fit") -> Fit:
+    """Train ``model`` (built, compiled, maybe warm-started) on ``stream`` with ``training.distribute``
+    (``mirrored``: in this process; ``multi_worker``: :func:`launch` of ``training.workers``
+    processes), then :func:`restore` the final checkpoint into ``model``.
+
+    The job, the initial weights, the workers' logs and results stay in ``<ckpt_dir>/_workers/``
+    (:func:`prepare`).
+
+    Returns:
+        ``dailyrec.training.Fit``: the chief's per-epoch history, the training loop's seconds and
+        examples/s (global rows x epochs / seconds; process start-up not included, it is logged).
+    Raises:
+        DistributedTrainingError: a worker failed (see :func:`launch`).
+    """
+    from dailyrec.training import Fit
+
+    tc = run.cfg.training
+    job = prepare(run.cfg, model, stream, epochs=epochs, label=label, ckpt_dir=ckpt_dir, tb_dir=tb_dir)
     t0 = time.perf_counter()
     with run.timer.step(timer_step):
         if tc.distribute == "mirrored":
@@ -652,12 +686,11 @@ def fit(run: StepRun, model: Any, stream: ParquetStream, *, epochs: int, label: 
         elif tc.distribute == "multi_worker":
             run.log.info("%s: %s training on %d workers (shard_by=%s, global batch %d)", label, tc.distribute,
                          tc.workers, tc.shard_by, stream.batch_size)
-            results = launch(path, tc.workers, forward=run.log)
+            results = launch(Path(job.job_dir) / JOB_FILE, tc.workers, forward=run.log)
         else:
             raise ValueError(f"dailyrec.distributed.fit: training.distribute is {tc.distribute!r}")
         chief = results[0]
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(
-            chief["checkpoint"]).assert_existing_objects_matched()
+        restore(model, chief)
     wall = time.perf_counter() - t0
     seconds = float(chief["seconds"])
     run.log.info("%s: %d worker(s) trained %d examples in %.1f s (%.1f s with start-up); checkpoint %s", label,

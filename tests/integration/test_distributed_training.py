@@ -37,7 +37,7 @@ DAY = date_range("2026-11-01", 1)[0]
 LOSS_RTOL = 1e-3
 METRIC_ATOL = 0.01
 SMALL = {
-    "demo.events_per_day": 6000, "demo.n_users": 300, "demo.n_items": 150, "demo.days": 1,
+    "demo.events_per_day": 4000, "demo.n_users": 300, "demo.n_items": 150, "demo.days": 1,
     "sampling.window_days": 1, "training.warm_start": False, "training.epochs": 2, "training.batch_size": 256,
     "training.checkpoint_every_steps": 5, "ranking.epochs": 2, "ranking.batch_size": 256,
     "ranking.train_baseline": False, "evaluation.require_beat_popularity": False,
@@ -136,7 +136,7 @@ def test_a_killed_worker_fails_the_task_and_leaves_no_process(world, monkeypatch
 
     # a real launch; the hook only kills worker 1 with SIGKILL once it is training
     monkeypatch.setattr(distributed, "launch", lambda *a, **k: launch(*a, **k, on_start=kill_worker_1_mid_training))
-    cfg = _cfg(world, **TWO, **{"training.epochs": 50, "training.checkpoint_every_steps": 1})
+    cfg = _cfg(world, **TWO, **{"training.epochs": 50})
     with pytest.raises(DistributedTrainingError, match=r"worker 1 exited with signal 9 \(SIGKILL\)"):
         train(DAY, cfg)
     pids = [w.proc.pid for w in started]
