@@ -226,29 +226,34 @@ def two_tower_replica_loss(model: Any, batch: dict[str, Any], training: bool = T
     ctx = tf.distribute.get_replica_context()
     labels = tf.cast(tf.reshape(batch["label"], [-1]), tf.float32)
     keys = model.item_keys(batch)
-    local_n = tf.shape(labels)[0]
-    sizes = ctx.all_gather(tf.reshape(local_n, [1]), axis=0)
-    offset = tf.cast(tf.reduce_sum(sizes[:ctx.replica_id_in_sync_group]), tf.int64)
-    global_n = tf.cast(tf.reduce_sum(sizes), tf.float32)
     query_cols = losses.query_rows(labels)
+    local_n = tf.shape(labels, out_type=tf.int64)[0]
+    # collectives cost a round trip each: one gather of the counts, one of the packed candidates
+    counts = ctx.all_gather(tf.stack([local_n, tf.size(query_cols, out_type=tf.int64)])[None, :], axis=0)
+    offset = tf.reduce_sum(counts[:ctx.replica_id_in_sync_group, 0])
+    global_n = tf.cast(tf.reduce_sum(counts[:, 0]), tf.float32)
+    p_global = tf.cast(tf.reduce_sum(counts[:, 1]), tf.float32)
     global_cols = query_cols + offset
     item_emb = model.item_tower(batch, training=training)
-    all_items = ctx.all_gather(item_emb, axis=0)
-    all_keys = ctx.all_gather(keys, axis=0)
-    gathered = tf.cast(tf.size(all_items), tf.float32) * 4.0 * 2.0 + tf.cast(tf.size(all_keys), tf.float32) * 8.0
-    if model.loss_name == "softmax":
-        log_q = None
-        if model.logq_correction:
-            if LOG_Q_KEY not in batch:
-                raise KeyError(f"logq_correction is on but the batch has no {LOG_Q_KEY!r}; got {sorted(batch)}")
-            log_q = ctx.all_gather(tf.reshape(tf.cast(batch[LOG_Q_KEY], tf.float32), [-1]), axis=0)
-            gathered += tf.cast(tf.size(log_q), tf.float32) * 4.0
+    softmax = model.loss_name == "softmax"
+    if softmax and model.logq_correction and LOG_Q_KEY not in batch:
+        raise KeyError(f"logq_correction is on but the batch has no {LOG_Q_KEY!r}; got {sorted(batch)}")
+    log_q = tf.reshape(tf.cast(batch[LOG_Q_KEY], tf.float32), [-1, 1]) if (
+        softmax and model.logq_correction) else tf.zeros([tf.shape(item_emb)[0], 1])
+    # [vector (D) | log q (1) | item key as the 2 float32 words of its int64 bits (2)]: copied, never summed
+    packed = tf.concat([item_emb, log_q, tf.bitcast(keys, tf.float32)], axis=1)
+    all_packed = ctx.all_gather(packed, axis=0)
+    dim = item_emb.shape[-1]
+    all_items, all_log_q = all_packed[:, :dim], all_packed[:, dim]
+    all_keys = tf.bitcast(tf.stop_gradient(all_packed[:, dim + 1:]), tf.int64)
+    gathered = tf.cast(tf.size(all_packed), tf.float32) * 4.0 * 2.0  # the gather, and its gradient's all-reduce
+    if softmax:
         query_emb = model.user_tower({n: tf.gather(batch[n], query_cols) for n in model.user_tower.feature_names},
                                      training=training)
-        mean = losses.softmax_loss_for_queries(query_emb, global_cols, all_items, all_keys, log_q, model.temperature,
+        mean = losses.softmax_loss_for_queries(query_emb, global_cols, all_items, all_keys,
+                                               all_log_q if model.logq_correction else None, model.temperature,
                                                model.logq_correction)
         p_local = tf.cast(tf.size(query_cols), tf.float32)
-        p_global = ctx.all_reduce(tf.distribute.ReduceOp.SUM, p_local)
         loss = tf.math.divide_no_nan(mean * p_local, p_global)
     else:
         user_emb = model.user_tower(batch, training=training)
@@ -368,13 +373,23 @@ def train(job: Job) -> dict[str, Any]:
         out["dense_grad_bytes"], out["sparse_grad_bytes"] = _grad_bytes(grads)
         return out
 
-    sums = {"loss", "click_loss", "conversion_loss", "rows"}
+    tasks = [] if job.family == "two_tower" else [f"{t}_loss" for t in model.tasks]
+    sums = {"loss", "rows", *tasks}
+    names = sorted(["loss", "dense_grad_bytes", "sparse_grad_bytes", *tasks,
+                    *(["recall", "gather_bytes"] if job.family == "two_tower" else ["rows"])])
+    replicas = float(strategy.num_replicas_in_sync)
+
+    def replica_vector(batch: Any) -> Any:
+        out = replica_step(batch)
+        if sorted(out) != names:
+            raise AssertionError(f"step figures {sorted(out)} != {names}")
+        return tf.stack([tf.cast(out[k], tf.float32) for k in names])
 
     @tf.function
     def train_step(batch: Any) -> dict[str, Any]:
-        per_replica = strategy.run(replica_step, args=(batch,))
-        return {k: strategy.reduce(tf.distribute.ReduceOp.SUM if k in sums else tf.distribute.ReduceOp.MEAN, v,
-                                   axis=None) for k, v in per_replica.items()}
+        # the figures of a step travel as one vector: one cross-worker reduce, not one per figure
+        total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_vector, args=(batch,)), axis=None)
+        return {k: total[i] if k in sums else total[i] / replicas for i, k in enumerate(names)}
 
     ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     own_dir = Path(job.ckpt_dir) if chief else Path(job.job_dir) / f"scratch-checkpoints-{index}"

@@ -84,8 +84,14 @@ def _mmoe(root, **extra):
     return out, evaluate(DAY, cfg)
 
 
-def test_two_workers_train_the_one_worker_two_tower(world):
-    one, ev1 = _two_tower(world)
+@pytest.fixture(scope="module")
+def one_process_two_tower(world):
+    """The one-process ``model.fit`` two-tower (``training.distribute=none``) and its evaluation."""
+    return _two_tower(world)
+
+
+def test_two_workers_train_the_one_worker_two_tower(world, one_process_two_tower):
+    one, ev1 = one_process_two_tower
     two, ev2 = _two_tower(world, **TWO)
     manifest = open_store(_cfg(world)).read_json(f"{two['model_dir']}/_manifest.json")
     print(f"\ntwo-tower final loss: 1 worker {one['final_loss']}, 2 workers {two['final_loss']}; "
@@ -97,6 +103,15 @@ def test_two_workers_train_the_one_worker_two_tower(world):
     # the chief's checkpoints are in the day's folder, and the 1-process model restored the last one
     ckpts = world / "checkpoints" / "two_tower" / f"dt={DAY}"
     assert (ckpts / "checkpoint").exists() and (ckpts / "_workers" / "worker-1.log").exists()
+
+
+def test_mirrored_custom_loop_trains_the_model_fit_two_tower(world, one_process_two_tower):
+    """``training.distribute=mirrored``: the custom loop in the task's process (one CPU replica)."""
+    one, ev1 = one_process_two_tower
+    mirrored, ev2 = _two_tower(world, **{"training.distribute": "mirrored"})
+    print(f"\ntwo-tower final loss: model.fit {one['final_loss']}, mirrored {mirrored['final_loss']}")
+    assert mirrored["final_loss"] == pytest.approx(one["final_loss"], rel=LOSS_RTOL)
+    assert abs(ev2["new"] - ev1["new"]) <= METRIC_ATOL
 
 
 def test_two_workers_train_the_one_worker_mmoe(world):
