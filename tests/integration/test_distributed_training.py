@@ -134,12 +134,12 @@ def _alive(pid: int) -> bool:
 def test_a_killed_worker_fails_the_task_and_leaves_no_process(world, monkeypatch):
     import psutil
 
-    from dailyrec import distributed
+    from dailyrec.distributed import launcher
     from dailyrec.errors import DistributedTrainingError
     from tasks.retrieval.train_two_tower import step as train
 
     started: list = []
-    launch = distributed.launch
+    launch = launcher.launch
 
     def kill_worker_1_mid_training(procs):
         started.extend(procs)
@@ -150,7 +150,7 @@ def test_a_killed_worker_fails_the_task_and_leaves_no_process(world, monkeypatch
         os.kill(procs[1].proc.pid, signal.SIGKILL)
 
     # a real launch; the hook only kills worker 1 with SIGKILL once it is training
-    monkeypatch.setattr(distributed, "launch", lambda *a, **k: launch(*a, **k, on_start=kill_worker_1_mid_training))
+    monkeypatch.setattr(launcher, "launch", lambda *a, **k: launch(*a, **k, on_start=kill_worker_1_mid_training))
     cfg = _cfg(world, **TWO, **{"training.epochs": 50})
     with pytest.raises(DistributedTrainingError, match=r"worker 1 exited with signal 9 \(SIGKILL\)"):
         train(DAY, cfg)
