@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from dailyrec.training import Fit
 
 JOB_FILE = "job.json"
+WORKER_SECTIONS = ("storage", "features", "training", "ranking")
+"""The config sections written into the job (the others take their defaults in the workers)."""
 WORKERS_DIR = "_workers"
 """Sub-folder of the day's checkpoint folder with the job, the initial weights, the workers' logs and results."""
 
@@ -30,7 +32,7 @@ class Job:
     """What every worker needs to train one model (written as ``job.json``; paths are absolute).
 
     ``family``: ``two_tower`` or ``ranking`` (``kind``: ``mmoe`` / ``shared_bottom``); ``config``:
-    the run's config (``Config.model_dump(mode="json")``); ``vocabularies``: a JSON file
+    the run's config sections :data:`WORKER_SECTIONS` (``Config.model_dump(mode="json")``); ``vocabularies``: a JSON file
     ``{feature: [id, ...]}``; ``init``: the checkpoint of the initial (possibly warm-started) weights;
     ``stream``: the :class:`~dailyrec.stream.ParquetStream` arguments of the global stream
     (``paths``, ``extra``, ``batch_size``, ``seed``, ``buffer_rows``, ``drop_remainder``,
@@ -95,7 +97,9 @@ def prepare(cfg: Any, model: Any, stream: ParquetStream, *, epochs: int, label: 
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # fresh slots: the workers' graph has them too
     init = tf.train.Checkpoint(model=model).write(str(job_dir / "init" / "ckpt"))
-    job = Job(family=family, kind=kind, config=cfg.model_dump(mode="json"),
+    # the sections a worker reads (not e.g. redis.url, which may hold a password)
+    sections = {k: v for k, v in cfg.model_dump(mode="json").items() if k in WORKER_SECTIONS}
+    job = Job(family=family, kind=kind, config=sections,
               vocabularies=str(job_dir / "vocabularies.json"), init=init,
               stream={"paths": list(stream.paths), "extra": {k: str(v) for k, v in stream.extra.items()},
                       "batch_size": stream.batch_size, "seed": stream.seed, "buffer_rows": stream.buffer_rows,
