@@ -308,6 +308,19 @@ HEADLINES: dict[str, Summary] = {
             Headline("sample selection vs a bare pyarrow read of the day (ratio; goal >= 0.2)",
                      "sample_vs_bare_read", ".3f"),
         )),
+    "scaleout": Summary(
+        parts="parts",
+        load=(("celery", "parts.celery.load_avg_1m_start"), ("redis", "parts.redis.load_avg_1m_start")),
+        scale=(("vectors published", "redis_items"), ("dim", "redis_dim"), ("cluster masters", "redis_cluster_masters")),
+        rows=(
+            Headline("daily_retrieval, one demo date, wall s (median), CeleryExecutor with a training and a default worker",
+                     "celery_dag_wall_s", ",.1f", "LocalExecutor, same date, runs alternated", "local_dag_wall_s"),
+            Headline("Redis publish, vectors/s, 3-master Redis Cluster on loopback", "redis_publish_vectors_per_s_cluster",
+                     ",.0f", "one redis-server", "redis_publish_vectors_per_s_single"),
+            Headline("Redis publish, seconds, 3-master cluster", "redis_publish_s_cluster", ",.2f", "one redis-server",
+                     "redis_publish_s_single"),
+            Headline("Redis Cluster keys per master, max / min (1.0 = even spread)", "redis_cluster_keys_max_over_min", ".3f"),
+        )),
     "retrieval_quality_ml100k": Summary(
         scale=(("evaluation users", "protocol.eval_users"), ("candidates", "protocol.candidates"),
                ("training clicks", "protocol.train_clicks"), ("seeds", "seeds")),

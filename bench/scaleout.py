@@ -14,9 +14,13 @@ Parts (each in its own module, ``measure(args) -> dict`` of metrics, keys named 
   per step.
 - ``features`` (``bench/scaleout_features.py``): ``features_s_duckdb_10m``, ``features_s_spark_10m``
   (and the 1M figures).
+- ``redis`` (``bench/scaleout_redis.py``): ``redis_publish_vectors_per_s_single`` / ``_cluster``, the
+  publish into one redis-server vs a 3-master Redis Cluster started on loopback, and how evenly a
+  version spreads over the primaries.
 
-A run of some parts keeps the other parts' figures of ``bench/results/scaleout.json`` (each part's
-metrics carry their own ``measured_at`` and load average), so the file always holds the latest
+A run of some parts keeps the other parts' figures of ``bench/results/scaleout.json``: ``parts``
+holds per part the command, date, load average at start/end and the part's own ``metrics``, and every
+part's metrics are also copied to the top level (the issue's keys), so the file always holds the latest
 measurement of every part; ``parts_in_last_run`` names what the last command measured.
 """
 
@@ -32,10 +36,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._common import RESULTS_DIR, load_avg, save_result  # noqa: E402
+from bench._common import RESULTS_DIR, command_line, load_avg, save_result  # noqa: E402
 
 NAME = "scaleout"
-PARTS = {"celery": "bench.scaleout_celery", "train": "bench.scaleout_train", "features": "bench.scaleout_features"}
+PARTS = {"celery": "bench.scaleout_celery", "train": "bench.scaleout_train", "features": "bench.scaleout_features",
+         "redis": "bench.scaleout_redis"}
 
 
 def previous_metrics() -> dict[str, Any]:
@@ -59,15 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         mod = importlib.import_module(PARTS[name])
         load0 = load_avg()
         got = mod.measure(rest)
-        got["measured_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-        got["load_avg_1m"] = {"start": load0, "end": load_avg()}
-        parts[name] = got
+        parts[name] = {"command": command_line(NAME, argv), "date": dt.datetime.now(dt.timezone.utc).isoformat(
+            timespec="seconds"), "load_avg_1m_start": load0, "load_avg_1m_end": load_avg(), "metrics": got}
         print(f"[scaleout] {name}: {json.dumps(got)}", flush=True)
     flat: dict[str, Any] = {}
     for name in PARTS:                                   # the issue's keys at the top level
-        for k, v in (parts.get(name) or {}).items():
-            if k not in ("measured_at", "load_avg_1m") and not isinstance(v, dict):
-                flat[k] = v
+        flat.update((parts.get(name) or {}).get("metrics") or {})
     metrics = {**flat, "parts": parts, "parts_in_last_run": only}
     if args.no_save:
         print(json.dumps(metrics, indent=2))

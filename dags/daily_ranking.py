@@ -10,7 +10,7 @@ two tasks, click and conversion, and publishes it when it passes its gate:
 | `wait_for_features` | `ranking.ranking_samples` (its `ready`) | waits (reschedule mode) for `features/dt=D/_manifest.json`, written by `daily_retrieval`'s `build_features` |
 | `wait_for_earlier_runs` | | waits (reschedule mode) while a run of this DAG for an earlier date is unfinished: runs go in date order |
 | `build_ranking_samples` | `ranking.ranking_samples` | impressions with both labels, non-clicks down-sampled, holdout hours (SQL in `sql/ranking_*.sql`) |
-| `train_mmoe` | `ranking.train_mmoe` | MMoE + shared-bottom baseline, warm start, LR decay, checkpoints (pool `dailyrec_training`) |
+| `train_mmoe` | `ranking.train_mmoe` | MMoE + shared-bottom baseline, warm start, LR decay, checkpoints (queue `training`, pool `dailyrec_training`) |
 | `evaluate_gate` | `ranking.evaluate_mmoe` | AUC / log loss / calibration per task, gate diagnostics; new vs baseline vs yesterday's; the gate |
 | `should_publish` | | continues only if the gate passed and the `publish` param is on |
 | `publish_model` | `ranking.publish_model` | `registry/mmoe/dt=D/published.json` points at the SavedModel |
@@ -33,9 +33,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, TaskGroup, dag
 
-from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, cur_date_param, run_stage,
-                                schedule_args, should_publish, start, wait_for_earlier_runs, wait_until_ready,
-                                with_report)
+from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, TRAINING_QUEUE, cur_date_param,
+                                run_stage, schedule_args, should_publish, start, wait_for_earlier_runs,
+                                wait_until_ready, with_report)
 from dailyrec.runctx import RANKING_PARAM_KEYS
 
 
@@ -71,7 +71,8 @@ def daily_ranking():
     with TaskGroup("data", prefix_group_id=False, tooltip="ranking samples"):
         samples = run_stage.override(task_id="build_ranking_samples")("ranking.ranking_samples")
     with TaskGroup("train", prefix_group_id=False, tooltip="MMoE (+ baseline) training and the evaluation gate"):
-        model = run_stage.override(task_id="train_mmoe", pool=TRAINING_POOL, retries=0)("ranking.train_mmoe")
+        model = run_stage.override(task_id="train_mmoe", pool=TRAINING_POOL, queue=TRAINING_QUEUE, retries=0)(
+            "ranking.train_mmoe")
         gate = run_stage.override(task_id="evaluate_gate", retries=0)("ranking.evaluate_mmoe")
         model >> gate
     with TaskGroup("publish", prefix_group_id=False, tooltip="only if the gate passed: publish, scoring check"):

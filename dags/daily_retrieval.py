@@ -12,7 +12,7 @@ model, and publishes it when it passes its gate:
 | `validate_day` | `ingest.validate_day` | contract and volumes; an empty or truncated day stops here |
 | `build_features` | `retrieval.features` | counters, catalog, vocabularies (SQL in `sql/`, DuckDB) |
 | `select_samples` | `retrieval.sample` | positives, random/hard negatives, holdout hours |
-| `train_two_tower` | `retrieval.train_two_tower` | warm start, LR decay, checkpoints (pool `dailyrec_training`) |
+| `train_two_tower` | `retrieval.train_two_tower` | warm start, LR decay, checkpoints (queue `training`, pool `dailyrec_training`) |
 | `evaluate_gate` | `retrieval.evaluate_two_tower` | new vs yesterday's vs popularity; the gate |
 | `should_publish` | | continues only if the gate passed and the `publish` param is on |
 | `export_embeddings` | `retrieval.export_embeddings` | a vector for every catalog item |
@@ -34,9 +34,9 @@ from __future__ import annotations
 
 from airflow.sdk import Param, TaskGroup, dag
 
-from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, cur_date_param, run_stage,
-                                schedule_args, should_publish, start, wait_for_earlier_runs, wait_until_ready,
-                                with_report)
+from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, TRAINING_QUEUE, cur_date_param,
+                                run_stage, schedule_args, should_publish, start, wait_for_earlier_runs,
+                                wait_until_ready, with_report)
 from dailyrec.runctx import RETRIEVAL_PARAM_KEYS
 
 
@@ -84,7 +84,7 @@ def daily_retrieval():
         samples = run_stage.override(task_id="select_samples")("retrieval.sample")
         feats >> samples
     with TaskGroup("train", prefix_group_id=False, tooltip="two-tower training and the evaluation gate"):
-        model = run_stage.override(task_id="train_two_tower", pool=TRAINING_POOL, retries=0)(
+        model = run_stage.override(task_id="train_two_tower", pool=TRAINING_POOL, queue=TRAINING_QUEUE, retries=0)(
             "retrieval.train_two_tower")
         gate = run_stage.override(task_id="evaluate_gate", retries=0)("retrieval.evaluate_two_tower")
         model >> gate

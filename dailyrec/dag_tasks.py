@@ -28,6 +28,8 @@ from typing import Any
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, task
 
+from dailyrec.deployment import DEFAULT_QUEUE, TRAINING_QUEUE
+
 START_DATE = None
 """No start date: a run for any date processes that date (a ``start_date`` would make Airflow
 create no task at all for an older logical date, and the run "succeed" having done nothing).
@@ -37,7 +39,11 @@ CHAINED_MAX_ACTIVE_RUNS = 8
 """Runs a daily DAG may have active at once; their order is ``wait_for_earlier_runs``' business."""
 
 TRAINING_POOL = "dailyrec_training"
-"""One slot: training jobs must not overrun the two cores (``./dev demo`` creates the pool)."""
+"""One slot: training jobs must not overrun the two cores (``./dev demo`` creates the pool;
+``config/pools.json`` for a deployment)."""
+
+__all__ = ["DEFAULT_QUEUE", "TRAINING_QUEUE"]   # the DAGs' Celery queues (dailyrec.deployment): a task
+# that trains a model runs with ``queue=TRAINING_QUEUE``, every other task on Airflow's default queue
 
 FEATURES_ASSET = Asset(
     name="dailyrec_features",

@@ -3,7 +3,8 @@
     python -m dailyrec.serving --user-id u00042 --k 50 [--json]
 
 :func:`recommend` reads the ``current`` version from Redis (its meta, the FAISS index and the id
-map: :func:`dailyrec.publishing.reader.load_current`), computes the user's vector with that
+map: :func:`dailyrec.publishing.reader.load_current`; one Redis server or a Redis Cluster, whichever
+``redis.url`` names: docs/redis-layout.md), computes the user's vector with that
 version's exported user tower (``models/two_tower/dt=<its date>/user_tower``), searches the index
 and returns the top items with scores and the model version. The daily check of the retrieval DAG
 is the ``tasks.serving.serving_check`` stage.

@@ -3,6 +3,7 @@ AIRFLOW_HOME), real Redis servers, real files under a temporary data root."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -113,11 +114,14 @@ def rcfg(redis_cfg):
 PG_URL = os.environ.get("DAILYREC_TEST_PG", "postgresql+psycopg2://postgres@127.0.0.1:5432")
 
 
-@pytest.fixture
-def pg_database():
+@contextlib.contextmanager
+def fresh_pg_database(prefix: str = "dailyrec_af"):
+    """A new, uniquely named database on the PostgreSQL of 127.0.0.1:5432 (user postgres, trust),
+    dropped (connections and all) afterwards; yields its SQLAlchemy URL. Skips the test when no
+    server answers."""
     import psycopg2
 
-    name = f"dailyrec_af_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     try:
         conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
     except Exception as exc:
@@ -131,6 +135,12 @@ def pg_database():
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.close()
+
+
+@pytest.fixture
+def pg_database():
+    with fresh_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from dailyrec.config import Config
-from dailyrec.publishing.connection import describe, get_redis
+from dailyrec.publishing.connection import describe, get_redis, keys_for
 from dailyrec.publishing.integrity import check_version, no_current_error, repair_hint
 from dailyrec.publishing.layout import Keys, scan_keys, text
 from dailyrec.publishing.lock import PublishError, PublishLock
@@ -30,7 +30,8 @@ log = logging.getLogger("dailyrec.publish")
 def rollback(cfg: Config, to_version: str | None = None) -> dict[str, Any]:
     """Point ``current`` at ``to_version`` (default: ``previous``); the old current becomes ``previous``.
 
-    One ``WATCH``ed transaction under the publish lock, then the registry entry of the target's
+    One ``WATCH``ed transaction under the publish lock (on a Redis Cluster too: ``current``,
+    ``previous`` and the lock share the slot of the tag ``{ns}``), then the registry entry of the target's
     date is (re)written and later entries withdrawn. Returns ``{changed, current, previous}``.
 
     Raises:
@@ -38,8 +39,8 @@ def rollback(cfg: Config, to_version: str | None = None) -> dict[str, Any]:
             marker, its ``ns:versions`` member and every key its meta implies).
         PublishError: ``current`` or the lock changed meanwhile (nothing changed).
     """
-    keys = Keys(cfg.redis.namespace)
     r = get_redis(cfg)
+    keys = keys_for(r, cfg.redis.namespace)
     with PublishLock(r, keys) as lock:
         cur, prev = text(r.get(keys.current)), text(r.get(keys.previous))
         target = to_version or prev
@@ -88,8 +89,8 @@ def status(cfg: Config) -> dict[str, Any]:
     ``current`` is missing while versions exist, or the server's ``maxmemory-policy`` may evict keys
     (warned whatever ``redis.allow_evicting_policy`` says; each problem is also logged).
     """
-    keys = Keys(cfg.redis.namespace)
     r = get_redis(cfg)
+    keys = keys_for(r, cfg.redis.namespace)
     cur, prev = text(r.get(keys.current)), text(r.get(keys.previous))
     members = {text(m): int(s) for m, s in r.zrange(keys.versions, 0, -1, withscores=True)}
     names = list(members) + [v for v in (cur, prev) if v and v not in members]
@@ -106,7 +107,16 @@ def status(cfg: Config) -> dict[str, Any]:
         log.error("status of %s: %s", keys.ns, p)
     return {"redis": describe(cfg), "namespace": keys.ns, "current": cur, "previous": prev, "versions": versions,
             "healthy": not problems, "problems": problems, "redis_policy": policy,
-            "lock": text(r.get(keys.lock)), "staged_keys": sum(1 for _ in scan_keys(r, keys.stage_pattern()))}
+            "lock": text(r.get(keys.lock)), "staged_keys": _staged_keys(r, keys)}
+
+
+def _staged_keys(r: Any, keys: Keys) -> int:
+    """Keys of interrupted publishes: ``ns:stage:*`` on one server, unreferenced generations on a cluster."""
+    if keys.cluster:
+        from dailyrec.publishing.cluster import unreferenced_keys
+
+        return unreferenced_keys(r, keys)
+    return sum(1 for _ in scan_keys(r, keys.stage_pattern()))
 
 
 def _role(ver: str, cur: str | None, prev: str | None) -> str:

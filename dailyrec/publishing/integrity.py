@@ -55,10 +55,23 @@ def expected_keys(keys: Keys, ver: str, meta: dict[str, Any]) -> dict[str, list[
     """``{"strings": [...], "vectors": [...]}``: every key version ``ver`` has according to its meta."""
     buckets = int(meta["vectors"]["buckets"])
     empty = set(meta["vectors"].get("empty_buckets") or [])
+    gen = meta.get("generation")  # only on a Redis Cluster (ClusterKeys)
     strings = [keys.v(ver, "meta"), keys.v(ver, "complete")]
     for name in ("index", "ids"):
-        strings += [keys.v(ver, s) for s in blob_suffixes(name, int(meta[name]["chunks"]))]
-    return {"strings": strings, "vectors": [keys.v(ver, f"vec:{b}") for b in range(buckets) if b not in empty]}
+        strings += [keys.data(ver, gen, s) for s in blob_suffixes(name, int(meta[name]["chunks"]))]
+    return {"strings": strings,
+            "vectors": [keys.data(ver, gen, f"vec:{b}") for b in range(buckets) if b not in empty]}
+
+
+def _keys_left(r: Any, keys: Keys, ver: str) -> int:
+    """How many keys of ``ver`` exist besides its meta (``SCAN`` on one server, the registry on a cluster)."""
+    if keys.cluster:
+        from dailyrec.publishing.cluster import registry
+
+        names = [k for gen, spec in registry(r, keys).get(ver, {}).items() for k in keys.gen_keys(ver, gen, spec)]
+        names.append(keys.v(ver, "complete"))
+        return sum(int(r.exists(*names[i:i + 1000])) for i in range(0, len(names), 1000))
+    return sum(1 for _ in r.scan_iter(match=keys.version_pattern(ver), count=1000))
 
 
 def _cause(r: Any) -> str:
@@ -109,7 +122,7 @@ def check_version(r: Any, keys: Keys, ver: str) -> dict[str, Any]:
     expected key, the vector count and the blob byte counts of the meta."""
     raw = r.get(keys.v(ver, "meta"))
     if raw is None:
-        present = sum(1 for _ in r.scan_iter(match=keys.version_pattern(ver), count=1000))
+        present = _keys_left(r, keys, ver)
         return {"complete": False, "missing_keys": [keys.v(ver, "meta")], "missing_count": 1, "vectors_found": None,
                 "problems": [f"meta missing ({present} other key(s) of the version left)"], "meta": {}}
     meta = json.loads(raw)
@@ -130,7 +143,8 @@ def check_version(r: Any, keys: Keys, ver: str) -> dict[str, Any]:
     if found != meta["count"]:
         problems.append(f"{found} vectors in the buckets, the meta says {meta['count']}")
     for name in ("index", "ids"):
-        got = sum(size_of[keys.v(ver, s)] for s in blob_suffixes(name, int(meta[name]["chunks"])))
+        got = sum(size_of[keys.data(ver, meta.get("generation"), s)]
+                  for s in blob_suffixes(name, int(meta[name]["chunks"])))
         if got != meta[name]["bytes"]:
             problems.append(f"{name}: {got} bytes in Redis, the meta says {meta[name]['bytes']}")
     if marker is not None and json.loads(marker).get("count") != meta["count"]:

@@ -14,6 +14,15 @@ docs/redis-layout.md)::
     ns:v:<ver>:complete             string  marker, set in the same transaction that makes the version visible
     ns:stage:<ver>:...              the same keys while a publish is loading (never read by readers)
 
+On a Redis Cluster (:class:`ClusterKeys`) the control keys share one hash slot through the tag
+``{ns}`` and the bulk keys carry no tag, so they spread over every slot::
+
+    {ns}:current, {ns}:previous, {ns}:versions, {ns}:lock    as above
+    {ns}:v:<ver>:meta, {ns}:v:<ver>:complete                 as above; the meta names the generation <gen>
+    {ns}:gens                       hash    registry: "<ver>/<gen>" -> JSON {"buckets", "index", "ids"} (chunks)
+    ns:v:<ver>:<gen>:vec:<b>        hash    as vec:<b> above
+    ns:v:<ver>:<gen>:index[:i], ns:v:<ver>:<gen>:ids[:i]     as above
+
 Light module (no numpy): readers in other languages only need what is written here.
 """
 
@@ -72,7 +81,10 @@ def glob_escape(s: str) -> str:
 
 
 class Keys:
-    """Key names of one namespace (see the module doc)."""
+    """Key names of one namespace on one Redis server (see the module doc)."""
+
+    cluster = False
+    """True for :class:`ClusterKeys`."""
 
     def __init__(self, ns: str) -> None:
         self.ns = ns
@@ -84,6 +96,13 @@ class Keys:
     def v(self, ver: str, suffix: str) -> str:
         """A key of published version ``ver``: ``ns:v:<ver>:<suffix>``."""
         return f"{self.ns}:v:{ver}:{suffix}"
+
+    def data(self, ver: str, gen: str | None, suffix: str) -> str:
+        """A vector or blob key of version ``ver`` (``suffix`` ``vec:<b>``, ``index[:i]``, ``ids[:i]``);
+        ``gen`` is the meta's ``generation`` (``None`` on one server: the key is ``ns:v:<ver>:<suffix>``)."""
+        if gen is not None:
+            raise ValueError(f"a single-server namespace has no generations (got {gen!r} for {ver})")
+        return self.v(ver, suffix)
 
     def stage(self, ver: str, suffix: str) -> str:
         """A key of version ``ver`` while it loads: ``ns:stage:<ver>:<suffix>``."""
@@ -100,6 +119,55 @@ class Keys:
     def version_of(self, key: str) -> str:
         """The version id of a ``ns:v:<ver>:...`` key."""
         return key[len(self.ns) + 3:].split(":", 1)[0]
+
+
+class ClusterKeys(Keys):
+    """Key names of one namespace on a Redis Cluster (see the module doc and docs/redis-layout.md).
+
+    Control keys (``current``, ``previous``, ``versions``, ``lock``, ``gens`` and every version's
+    ``meta``/``complete``) carry the hash tag ``{ns}``: one slot, so the switch and the rollback stay
+    one ``WATCH``ed ``MULTI/EXEC`` and the lock's Lua scripts touch one key. Vector hashes and blob
+    chunks carry no tag: CRC16 of the whole key spreads them over all 16384 slots. They live under a
+    generation ``<gen>`` (16 hex of the sha256 of the meta without it: same content, same keys) that
+    only the version's meta names, since a cluster cannot ``RENAME`` across slots.
+    ``ValueError`` if ``ns`` contains a brace (it would change the tag).
+    """
+
+    cluster = True
+
+    def __init__(self, ns: str) -> None:
+        if "{" in ns or "}" in ns:
+            raise ValueError(f"namespace {ns!r} must not contain braces on a Redis Cluster")
+        super().__init__(ns)
+        self.tag = "{" + ns + "}"
+        self.current = f"{self.tag}:current"
+        self.previous = f"{self.tag}:previous"
+        self.versions = f"{self.tag}:versions"
+        self.lock = f"{self.tag}:lock"
+        self.gens = f"{self.tag}:gens"
+
+    def v(self, ver: str, suffix: str) -> str:
+        """``{ns}:v:<ver>:meta`` or ``{ns}:v:<ver>:complete`` (every other key of a version is :meth:`data`)."""
+        if suffix not in ("meta", "complete"):
+            raise ValueError(f"on a Redis Cluster only meta/complete are control keys, not {suffix!r}: use data()")
+        return f"{self.tag}:v:{ver}:{suffix}"
+
+    def data(self, ver: str, gen: str | None, suffix: str) -> str:
+        """``ns:v:<ver>:<gen>:<suffix>`` (no hash tag: spread over the slots)."""
+        if not gen:
+            raise ValueError(f"a cluster key of version {ver} needs its generation")
+        return f"{self.ns}:v:{ver}:{gen}:{suffix}"
+
+    def gen_field(self, ver: str, gen: str) -> str:
+        """The ``{ns}:gens`` field of a generation: ``<ver>/<gen>``."""
+        return f"{ver}/{gen}"
+
+    def gen_keys(self, ver: str, gen: str, spec: dict[str, Any]) -> list[str]:
+        """Every data key a generation may have, from its registry entry ``{"buckets", "index", "ids"}``."""
+        out = [self.data(ver, gen, f"vec:{b}") for b in range(int(spec["buckets"]))]
+        for name in ("index", "ids"):
+            out += [self.data(ver, gen, s) for s in blob_suffixes(name, int(spec[name]))]
+        return out
 
 
 def text(v: bytes | str | None) -> str | None:

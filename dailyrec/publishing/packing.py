@@ -114,7 +114,12 @@ class VectorPacker:
     def batches(self, key_of: Callable[[int], bytes], batch: int) -> Iterator[list[bytes]]:
         """Lists of packed HSETs holding ``batch`` vectors each (the last may hold fewer);
         ``key_of(bucket)`` is the hash key of a bucket."""
-        cmds: list[bytes] = []
+        for keyed in self.keyed_batches(key_of, batch):
+            yield [cmd for _, cmd in keyed]
+
+    def keyed_batches(self, key_of: Callable[[int], bytes], batch: int) -> Iterator[list[tuple[bytes, bytes]]]:
+        """:meth:`batches` with each command's key: lists of ``(key, packed HSET)`` (a cluster routes by key)."""
+        cmds: list[tuple[bytes, bytes]] = []
         filled = 0
         for bucket in range(self.buckets):
             key = None
@@ -123,8 +128,8 @@ class VectorPacker:
                 while j < k:
                     m = min(k - j, batch - filled)
                     key = key or key_of(bucket)
-                    cmds.append(b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n" % (2 + 2 * m, len(key), key)
-                                + self._records(length, rows[j:j + m], mat[j:j + m]))
+                    cmds.append((key, b"*%d\r\n$4\r\nHSET\r\n$%d\r\n%b\r\n" % (2 + 2 * m, len(key), key)
+                                 + self._records(length, rows[j:j + m], mat[j:j + m])))
                     j += m
                     filled += m
                     if filled >= batch:

@@ -10,7 +10,8 @@ unless ``redis.allow_evicting_policy`` is true, and ``status`` warns about it wh
 stays). The ``volatile-*`` policies evict only keys that have a TTL; no published key has one (only
 ``ns:lock`` does, and a publisher that loses its lock stops with ``PublishError``), so they are safe
 for this layout. The policy is read from ``INFO memory`` (works where ``CONFIG`` is disabled, as on
-managed services), falling back to ``CONFIG GET maxmemory-policy``. Rule and reasons:
+managed services), falling back to ``CONFIG GET maxmemory-policy``; on a Redis Cluster from every
+primary (any evicting primary counts). Rule and reasons:
 docs/redis-layout.md ("Eviction policy").
 """
 
@@ -39,6 +40,10 @@ def eviction_policy(r: Any) -> dict[str, Any]:
     (a future Redis may add one; unknown is treated as unsafe). ``maxmemory`` 0 means no limit (yet):
     the policy still counts, as a limit can be set at any time with ``CONFIG SET``.
     """
+    from redis.cluster import RedisCluster
+
+    if isinstance(r, RedisCluster):
+        return _cluster_policy(r)
     info = r.info("memory")
     policy = info.get("maxmemory_policy")
     maxmemory = info.get("maxmemory")
@@ -48,6 +53,21 @@ def eviction_policy(r: Any) -> dict[str, Any]:
     policy = policy.decode() if isinstance(policy, bytes) else str(policy)
     return {"maxmemory_policy": policy, "maxmemory": int(maxmemory or 0),
             "evicting": policy not in SAFE_POLICIES}
+
+
+def _cluster_policy(r: Any) -> dict[str, Any]:
+    """:func:`eviction_policy` of a Redis Cluster: every primary's ``INFO memory`` (each holds part of
+    every version). ``evicting`` if any primary evicts; ``maxmemory_policy`` is the policy they share,
+    else the evicting one (or the first), and ``nodes`` gives each primary's policy."""
+    infos = r.info("memory", target_nodes=r.PRIMARIES)
+    if "maxmemory_policy" in infos:  # one primary: redis-py returns its reply, not a dict by node
+        infos = {"primary": infos}
+    nodes = {name: str(info.get("maxmemory_policy")) for name, info in sorted(infos.items())}
+    bad = [p for p in nodes.values() if p not in SAFE_POLICIES]
+    policies = sorted(set(nodes.values()))
+    policy = policies[0] if len(policies) == 1 else (bad[0] if bad else policies[0])
+    return {"maxmemory_policy": policy, "maxmemory": max(int(i.get("maxmemory") or 0) for i in infos.values()),
+            "evicting": bool(bad), "nodes": nodes}
 
 
 def _config_get(r: Any, name: str) -> Any:

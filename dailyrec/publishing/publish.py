@@ -9,6 +9,12 @@ A crash before EXEC leaves only ``ns:stage:*`` keys, which the next publish dele
 (``registry/two_tower/dt=D/published.json``, :func:`dailyrec.registry.mark_online`), whoever
 called the publish. Protocol and reasons: docs/redis-layout.md.
 
+On a Redis Cluster (``redis+cluster://`` URL) no ``RENAME`` can cross slots, so the vectors and
+blobs are written straight under a new generation ``ns:v:<ver>:<gen>:`` (registered first in
+``{ns}:gens``), verified the same way, and the one ``WATCH``ed MULTI/EXEC on the slot of ``{ns}``
+writes the meta naming that generation, ``complete``, ``versions``, ``previous`` and ``current``
+(:class:`dailyrec.publishing.layout.ClusterKeys`, :mod:`dailyrec.publishing.cluster`).
+
 Knobs (config only, part of its digest): ``redis.publish_batch`` (vectors per pipelined round
 trip), ``redis.vectors_per_bucket``, ``redis.blob_chunk_bytes``, ``redis.publish_batch_delay_s``
 (pause after each batch), ``redis.keep_versions``, ``redis.allow_evicting_policy`` (publish even to a
@@ -21,7 +27,6 @@ import hashlib
 import json
 import logging
 import time
-import zlib
 from typing import Any
 
 import numpy as np
@@ -33,12 +38,14 @@ from dailyrec.config import Config, RedisConfig, load_config
 from dailyrec.dates import parse_date
 from dailyrec.embeddings import read_embeddings
 from dailyrec.errors import ContractError
-from dailyrec.publishing.connection import describe, get_redis
-from dailyrec.publishing.layout import (Keys, blob_suffixes, bucket_of, date_score, n_buckets, scan_keys, text,
+from dailyrec.publishing.cluster import drop_unreferenced, publish_cluster, retention_cluster
+from dailyrec.publishing.connection import describe, get_redis, keys_for
+from dailyrec.publishing.layout import (Keys, blob_suffixes, date_score, n_buckets, scan_keys, text,
                                         unlink_all, version_id)
 from dailyrec.publishing.lock import PublishError, PublishLock
 from dailyrec.publishing.packing import RawPipe, VectorPacker, chunks
 from dailyrec.publishing.policy import check_policy
+from dailyrec.publishing.verify import SPOT_CHECKS, check_bucket_counts, check_content
 from dailyrec.registry import mark_online
 from dailyrec.storage import Store, Timer, open_store
 
@@ -48,8 +55,6 @@ log = logging.getLogger("dailyrec.publish")
 
 MODEL = "two_tower"
 """Registry name of the model whose item vectors a namespace serves."""
-SPOT_CHECKS = 256
-"""Seeded random vectors compared byte for byte with the Parquet before the switch."""
 
 
 class _Inputs:
@@ -115,7 +120,7 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
         inp = _Inputs(store, cur_date)
     emb = inp.emb
     ver = version_id(cur_date, emb.model_version)
-    keys = Keys(cfg.redis.namespace)
+    keys = keys_for(r, cfg.redis.namespace)
 
     with PublishLock(r, keys) as lock:
         cur = text(r.get(keys.current))
@@ -126,26 +131,34 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
                     "current": cur, "previous": text(r.get(keys.previous)), "keys_written": 0,
                     "vectors": 0, "seconds": timer.total()}
         with timer.step("clean_stage"):
-            stale = unlink_all(r, list(scan_keys(r, keys.stage_pattern())))
+            if keys.cluster:
+                stale = drop_unreferenced(r, keys)
+            else:
+                stale = unlink_all(r, list(scan_keys(r, keys.stage_pattern())))
             if stale:
                 log.warning("deleted %d staged key(s) left by an interrupted publish", stale)
         with timer.step("prepare"):
             buckets = n_buckets(emb.n, cfg.redis.vectors_per_bucket)
             packer = VectorPacker(emb, buckets)
-        with timer.step("stage_vectors"):
-            _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
-        with timer.step("stage_blobs"):
-            blobs, meta_blob = _stage_blobs(r, keys, ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes,
-                                            lock)
-        # a catalog can leave buckets empty; they have no key
-        staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]]
-        staged += [sfx for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))] + ["meta"]
-        with timer.step("verify"):
-            _verify(r, keys, ver, emb, packer.counts, blobs, meta_blob, staged, lock)
-        with timer.step("commit"):
-            previous, existing, written = _switch(r, keys, ver, cur, cur_date, staged, emb.n, lock)
+        if keys.cluster:
+            blobs, meta = _blobs_and_meta(ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes)
+            previous, existing, written = publish_cluster(r, keys, ver, cur, cur_date, emb, blobs, meta, packer,
+                                                          cfg.redis, lock, timer)
+        else:
+            with timer.step("stage_vectors"):
+                _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
+            with timer.step("stage_blobs"):
+                blobs, meta_blob = _stage_blobs(r, keys, ver, cur_date, inp, packer.counts,
+                                                cfg.redis.blob_chunk_bytes, lock)
+            # a catalog can leave buckets empty; they have no key
+            staged = [f"vec:{b}" for b in range(buckets) if packer.counts[b]]
+            staged += [sfx for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))] + ["meta"]
+            with timer.step("verify"):
+                _verify(r, keys, ver, emb, packer.counts, blobs, meta_blob, staged, lock)
+            with timer.step("commit"):
+                previous, existing, written = _switch(r, keys, ver, cur, cur_date, staged, emb.n, lock)
         with timer.step("retention"):
-            deleted = _retention(r, keys, cfg.redis.keep_versions, lock)
+            deleted = (retention_cluster if keys.cluster else _retention)(r, keys, cfg.redis.keep_versions, lock)
         result = {"skipped": False, "version": ver, "current": ver, "previous": previous,
                   "replaced": cur if cur != ver else None, "rewritten": cur == ver or bool(existing),
                   "keys_written": written, "vectors": emb.n, "dim": emb.dim, "buckets": buckets,
@@ -196,6 +209,21 @@ def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, coun
 
     ``counts[b]``: vectors of bucket ``b``; the empty ones have no key and are listed in the meta, so
     the meta alone gives the version's key set (``dailyrec.publishing.integrity.expected_keys``)."""
+    blobs, meta = _blobs_and_meta(ver, cur_date, inp, counts, chunk)
+    meta_blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
+    for name, parts in blobs.items():
+        for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
+            pipe = r.pipeline(transaction=False)
+            pipe.set(keys.stage(ver, suffix), part)
+            lock.renew(pipe)
+            lock.check(pipe.execute()[-1])
+    r.set(keys.stage(ver, "meta"), meta_blob)
+    return blobs, meta_blob
+
+
+def _blobs_and_meta(ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray,
+                    chunk: int) -> tuple[dict[str, list[memoryview]], dict[str, Any]]:
+    """The ``ids``/``index`` chunks and the meta dict of a version (docs/redis-layout.md, "Meta")."""
     emb = inp.emb
     buckets = len(counts)
     ids_blob = json.dumps(inp.ids, separators=(",", ":"), ensure_ascii=False).encode()
@@ -211,15 +239,7 @@ def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, coun
                 "sha256": hashlib.sha256(ids_blob).hexdigest()},
         "source": {"embeddings": emb.path, "embeddings_sha256": emb.sha256, "index": inp.index_dir},
     }
-    meta_blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
-    for name, parts in blobs.items():
-        for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
-            pipe = r.pipeline(transaction=False)
-            pipe.set(keys.stage(ver, suffix), part)
-            lock.renew(pipe)
-            lock.check(pipe.execute()[-1])
-    r.set(keys.stage(ver, "meta"), meta_blob)
-    return blobs, meta_blob
+    return blobs, meta
 
 
 def _switch(r: Any, keys: Keys, ver: str, cur: str | None, cur_date: str, staged: list[str], n: int,
@@ -258,37 +278,10 @@ def _switch(r: Any, keys: Keys, ver: str, cur: str | None, cur_date: str, staged
 def _verify(r: Any, keys: Keys, ver: str, emb: Any, expected_counts: np.ndarray, blobs: dict[str, list[memoryview]],
             meta_blob: bytes, staged: list[str], lock: PublishLock) -> None:
     """Check the staged version against the inputs; raise PublishError (and drop the stage) if not equal."""
-    problems = _check_bucket_counts(r, keys, ver, expected_counts, lock)
-    n = emb.n
-    rng = np.random.default_rng(zlib.crc32(ver.encode()))
-    sample = rng.choice(n, size=min(n, SPOT_CHECKS), replace=False)
-    buckets_n = len(expected_counts)
-    pipe = r.pipeline(transaction=False)
-    for i in sample:
-        item = emb.item_ids[i]
-        pipe.hget(keys.stage(ver, f"vec:{bucket_of(item, buckets_n)}"), item)
-    for i, got in zip(sample, pipe.execute()):
-        want = np.ascontiguousarray(emb.vectors[i], dtype="<f4").tobytes()
-        if got != want:
-            problems.append(f"vector of item {emb.item_ids[i]!r} differs from the Parquet")
-            break
-    pipe = r.pipeline(transaction=False)
-    checks = []
-    for name, parts in blobs.items():
-        for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
-            key = keys.stage(ver, suffix)
-            pipe.strlen(key)
-            pipe.getrange(key, 0, 4095)
-            pipe.getrange(key, max(0, len(part) - 4096), len(part) - 1)
-            checks.append((key, part))
-    pipe.get(keys.stage(ver, "meta"))
-    res = pipe.execute()
-    for idx, (key, part) in enumerate(checks):
-        size, head, tail = res[3 * idx:3 * idx + 3]
-        if size != len(part) or head != bytes(part[:4096]) or tail != bytes(part[-4096:]):
-            problems.append(f"{key}: {size} bytes, expected {len(part)} (or content differs)")
-    if res[-1] != meta_blob:
-        problems.append(f"{keys.stage(ver, 'meta')} differs from the written meta")
+    key_of = lambda suffix: keys.stage(ver, suffix)  # noqa: E731
+    problems = check_bucket_counts(r, key_of, expected_counts, lock)
+    problems += check_content(r, key_of, ver, emb, len(expected_counts), blobs, meta_key=key_of("meta"),
+                               meta_blob=meta_blob)
     present = set(scan_keys(r, keys.stage_pattern(ver)))
     want_keys = {keys.stage(ver, s) for s in staged}
     if present != want_keys:
@@ -297,25 +290,6 @@ def _verify(r: Any, keys: Keys, ver: str, emb: Any, expected_counts: np.ndarray,
     if problems:
         unlink_all(r, list(present))
         raise PublishError(f"verification of version {ver} failed, current unchanged: " + "; ".join(problems))
-
-
-def _check_bucket_counts(r: Any, keys: Keys, ver: str, expected_counts: np.ndarray, lock: PublishLock) -> list[str]:
-    """``HLEN`` of every staged bucket against the expected counts (1000 buckets per round trip)."""
-    buckets = len(expected_counts)
-    for s in range(0, buckets, 1000):
-        pipe = r.pipeline(transaction=False)
-        for b in range(s, min(buckets, s + 1000)):
-            pipe.hlen(keys.stage(ver, f"vec:{b}"))
-        lock.renew(pipe)
-        res = pipe.execute()
-        lock.check(res[-1])
-        got = np.asarray(res[:-1], dtype=np.int64)
-        bad = np.nonzero(got != expected_counts[s:s + len(got)])[0]
-        if len(bad):
-            b = s + int(bad[0])
-            return [f"bucket {b}: {got[bad[0]]} vectors, expected {expected_counts[b]} "
-                    f"({len(bad)} bucket(s) differ)"]
-    return []
 
 
 def _retention(r: Any, keys: Keys, keep: int, lock: PublishLock) -> list[str]:

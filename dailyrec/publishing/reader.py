@@ -5,6 +5,11 @@ transaction and deleted only once it is neither ``current`` nor ``previous`` nor
 ``redis.keep_versions`` (docs/redis-layout.md, "Readers"). A key of the version that is missing
 while the version is still published is a :class:`MissingVersionKeys` naming it (deleted or evicted
 outside the publisher: re-publish or roll back), never a retry.
+
+The same functions read a single server and a Redis Cluster (:func:`dailyrec.publishing.connection.keys_for`):
+on a cluster the version's meta names the generation its vector and blob keys live under, and a
+reader that finds them gone while the meta moved to another generation (a rewrite of the same
+version) reads again, as for a ``current`` that moved.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from dailyrec.config import Config
-from dailyrec.publishing.connection import describe, get_redis
+from dailyrec.publishing.connection import describe, get_redis, keys_for
 from dailyrec.publishing.integrity import (CurrentKeptChanging, MissingVersionKeys, NothingPublished,
                                            VersionNotPublished, missing_keys_error, no_current_error)
 from dailyrec.publishing.layout import Keys, blob_suffixes, bucket_of, text
@@ -33,7 +38,8 @@ READ_ATTEMPTS = 5
 
 def current_version(cfg: Config) -> str | None:
     """The version id ``ns:current`` points at (``None`` before the first publish)."""
-    return text(get_redis(cfg).get(Keys(cfg.redis.namespace).current))
+    r = get_redis(cfg)
+    return text(r.get(keys_for(r, cfg.redis.namespace).current))
 
 
 def _is_published(r: Any, keys: Keys, version: str) -> bool:
@@ -47,41 +53,57 @@ def read_meta(r: Any, ns: str, version: str) -> dict[str, Any]:
         VersionNotPublished: the version is not (or no longer) published under ``ns``.
         MissingVersionKeys: the version is published but its meta key is gone.
     """
-    keys = Keys(ns)
+    return json.loads(_meta_raw(r, keys_for(r, ns), version))
+
+
+def _meta_raw(r: Any, keys: Keys, version: str) -> bytes:
     raw = r.get(keys.v(version, "meta"))
     if raw is None:
+        ns = keys.ns
         if _is_published(r, keys, version):
             raise missing_keys_error(r, keys, version, [keys.v(version, "meta")])
         raise VersionNotPublished(f"version {version!r} is not published under {ns!r} (deleted by retention, or "
                                   "never published): read current again")
-    return json.loads(raw)
+    return raw
 
 
 def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str, np.ndarray]:
     """``{item_id: (dim,) float32 vector}`` of one version (ids the version does not have are absent).
 
-    One ``HMGET`` per bucket, in one pipeline. Reads only ``ns:v:<version>:*`` keys: read
-    ``current`` once, then pass that version here. ``ValueError`` if a stored vector is not
-    ``dim * 4`` bytes; :class:`MissingVersionKeys` if a bucket the meta says exists is gone while the
-    version is still published, :class:`VersionNotPublished` if the version was deleted meanwhile.
+    One ``HMGET`` per bucket, in one pipeline (on a cluster, one batch per node). Reads only the
+    version's keys (its meta, then the buckets the meta names): read ``current`` once, then pass
+    that version here. If buckets are gone and the meta changed meanwhile (the version was
+    rewritten), it reads again, up to :data:`READ_ATTEMPTS` times (then :class:`CurrentKeptChanging`).
+    ``ValueError`` if a stored vector is not ``dim * 4`` bytes; :class:`MissingVersionKeys` if a
+    bucket the meta says exists is gone while the version is still published,
+    :class:`VersionNotPublished` if the version was deleted meanwhile.
     """
-    meta = read_meta(r, ns, version)
-    buckets, dim = int(meta["vectors"]["buckets"]), int(meta["dim"])
-    empty = set(meta["vectors"].get("empty_buckets") or [])
-    keys = Keys(ns)
-    groups: dict[int, list[str]] = {}
-    for item in item_ids:
-        groups.setdefault(bucket_of(item, buckets), []).append(item)
-    pipe = r.pipeline(transaction=False)
-    for b, items in groups.items():
-        pipe.exists(keys.v(version, f"vec:{b}"))
-        pipe.hmget(keys.v(version, f"vec:{b}"), items)
-    res = pipe.execute()
-    gone = [keys.v(version, f"vec:{b}") for b, there in zip(groups, res[::2]) if not there and b not in empty]
-    if gone:
+    keys = keys_for(r, ns)
+    for _ in range(READ_ATTEMPTS):
+        raw = _meta_raw(r, keys, version)
+        meta = json.loads(raw)
+        buckets, dim, gen = int(meta["vectors"]["buckets"]), int(meta["dim"]), meta.get("generation")
+        empty = set(meta["vectors"].get("empty_buckets") or [])
+        groups: dict[int, list[str]] = {}
+        for item in item_ids:
+            groups.setdefault(bucket_of(item, buckets), []).append(item)
+        pipe = r.pipeline(transaction=False)
+        for b, items in groups.items():
+            pipe.exists(keys.data(version, gen, f"vec:{b}"))
+            pipe.hmget(keys.data(version, gen, f"vec:{b}"), items)
+        res = pipe.execute()
+        gone = [keys.data(version, gen, f"vec:{b}") for b, there in zip(groups, res[::2])
+                if not there and b not in empty]
+        if not gone:
+            break
+        if r.get(keys.v(version, "meta")) not in (raw, None):
+            continue  # rewritten meanwhile (a cluster's new generation): read it again
         if _is_published(r, keys, version):
             raise missing_keys_error(r, keys, version, gone)
         raise VersionNotPublished(f"version {version!r} was deleted under {ns!r} while reading it: read current again")
+    else:
+        raise CurrentKeptChanging(f"the meta of {version!r} under {ns!r} changed during each of {READ_ATTEMPTS} "
+                                  "reads (rewrites in quick succession): retry")
     out: dict[str, np.ndarray] = {}
     for items, values in zip(groups.values(), res[1::2]):
         for item, raw in zip(items, values):
@@ -93,9 +115,10 @@ def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str
     return out
 
 
-def _read_blob(r: Any, keys: Keys, ver: str, name: str, info: dict[str, Any]) -> tuple[bytes | None, list[str]]:
+def _read_blob(r: Any, keys: Keys, ver: str, gen: str | None, name: str,
+               info: dict[str, Any]) -> tuple[bytes | None, list[str]]:
     """``(blob, [])``, or ``(None, bad keys)`` if chunks are gone or the sha256 differs from the meta's."""
-    names = [keys.v(ver, s) for s in blob_suffixes(name, int(info["chunks"]))]
+    names = [keys.data(ver, gen, s) for s in blob_suffixes(name, int(info["chunks"]))]
     pipe = r.pipeline(transaction=False)
     for key in names:
         pipe.get(key)
@@ -115,8 +138,9 @@ def _read_version(r: Any, keys: Keys, ver: str) -> tuple[bytes | None, dict[str,
     if raw is None:
         return None, {}, [keys.v(ver, "meta")]
     meta = json.loads(raw)
-    index_bytes, bad = _read_blob(r, keys, ver, "index", meta["index"])
-    ids_bytes, bad_ids = _read_blob(r, keys, ver, "ids", meta["ids"])
+    gen = meta.get("generation")
+    index_bytes, bad = _read_blob(r, keys, ver, gen, "index", meta["index"])
+    ids_bytes, bad_ids = _read_blob(r, keys, ver, gen, "ids", meta["ids"])
     return raw, {"meta": meta, "index": index_bytes, "ids": ids_bytes}, bad + bad_ids
 
 
@@ -138,7 +162,7 @@ def load_current(cfg: Config) -> tuple[dict[str, Any], Any, np.ndarray]:
     import faiss
 
     r = get_redis(cfg)
-    keys = Keys(cfg.redis.namespace)
+    keys = keys_for(r, cfg.redis.namespace)
     seen: list[str] = []
     for _ in range(READ_ATTEMPTS):
         ver = text(r.get(keys.current))

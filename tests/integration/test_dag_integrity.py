@@ -108,6 +108,8 @@ def test_training_is_pooled_and_gated(dagbag, path):
     for t in dag.tasks:
         if t.task_id.startswith("train_"):
             assert t.pool == "dailyrec_training", t.task_id
+        # Celery: training on the `training` workers, every other task on the default queue
+        assert t.queue == ("training" if t.task_id.startswith("train_") else "default"), (t.task_id, t.queue)
     # no start_date: a run for a date before it would get no task at all and "succeed" (issue 15, 6)
     assert dag.start_date is None and all(t.start_date is None for t in dag.tasks)
     if path.stem.startswith("daily_"):
