@@ -310,11 +310,16 @@ HEADLINES: dict[str, Summary] = {
         )),
     "scaleout": Summary(
         parts="parts",
-        load=(("celery", "parts.celery.load_avg_1m_start"), ("redis", "parts.redis.load_avg_1m_start")),
+        load=(("celery", "parts.celery.load_avg_1m_start"), ("train", "parts.train.load_avg_1m_start"),
+              ("redis", "parts.redis.load_avg_1m_start")),
         scale=(("vectors published", "redis_items"), ("dim", "redis_dim"), ("cluster masters", "redis_cluster_masters")),
         rows=(
             Headline("daily_retrieval, one demo date, wall s (median), CeleryExecutor with a training and a default worker",
                      "celery_dag_wall_s", ",.1f", "LocalExecutor, same date, runs alternated", "local_dag_wall_s"),
+            Headline("two-tower training, examples/s, 2 workers (MultiWorkerMirroredStrategy on loopback, same global batch)",
+                     "train_examples_per_s_2_workers", ",.0f", "1 worker, same custom loop", "train_examples_per_s_1_worker"),
+            Headline("bytes exchanged per step per worker, 2 workers (dense + sparse gradients + in-batch gathers)",
+                     "comm_bytes_per_step_2_workers", ",.0f"),
             Headline("Redis publish, vectors/s, 3-master Redis Cluster on loopback", "redis_publish_vectors_per_s_cluster",
                      ",.0f", "one redis-server", "redis_publish_vectors_per_s_single"),
             Headline("Redis publish, seconds, 3-master cluster", "redis_publish_s_cluster", ",.2f", "one redis-server",

@@ -245,6 +245,34 @@ class TrainingConfig(_Strict):
     """An unreadable warm-start model: ``fail`` (WarmStartError) or ``cold_start`` (a warning, then from scratch)."""
     holdout_hours: int = Field(3, ge=0, le=23)
     seed: int = 11
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    """How both models train (this key also governs the ranking model's training): ``none`` (Keras
+    ``model.fit`` in the task's process), ``mirrored`` (``tf.distribute.MirroredStrategy`` over the
+    process's local devices, custom training loop), ``multi_worker``
+    (``tf.distribute.MultiWorkerMirroredStrategy``: ``workers`` processes, each with its ``TF_CONFIG``,
+    synchronous data parallel; docs/scale-out.md, "Distributed training")."""
+    workers: int = Field(1, ge=1, le=64)
+    """Worker processes of ``multi_worker`` (>= 2); 1 for ``none`` and ``mirrored``."""
+    shard_by: Literal["batch", "row_group"] = "batch"
+    """How ``multi_worker`` splits the streamed input: ``batch`` (every worker reads the same global
+    batches and keeps its slice: the same model as one worker with the same global batch and seed) or
+    ``row_group`` (disjoint row groups per worker: no read is repeated, batches differ from one worker's,
+    rows past the shortest shard's last full batch are dropped; needs batch sizes divisible by ``workers``)."""
+    worker_timeout_s: float = Field(600.0, gt=0)
+    """A collective (all-reduce, all-gather, start-up rendezvous) waiting longer than this fails its worker."""
+
+    @model_validator(mode="after")
+    def _workers_match_distribute(self) -> "TrainingConfig":
+        if self.distribute == "multi_worker" and self.workers < 2:
+            raise ValueError(f"training.distribute=multi_worker needs training.workers >= 2, got {self.workers} "
+                             "(one worker: training.distribute=none or mirrored)")
+        if self.distribute != "multi_worker" and self.workers != 1:
+            raise ValueError(f"training.workers={self.workers} needs training.distribute=multi_worker "
+                             f"(got {self.distribute!r}, which trains in one process)")
+        if self.distribute == "multi_worker" and self.shard_by == "row_group" and self.batch_size % self.workers:
+            raise ValueError(f"training.shard_by=row_group: training.batch_size {self.batch_size} is not divisible "
+                             f"by training.workers {self.workers} (each worker reads batch_size / workers rows a step)")
+        return self
 
 
 GATE_METRIC_PREFIXES = ("recall_at_", "ndcg_at_")
@@ -370,6 +398,14 @@ class Config(_Strict):
     index: IndexConfig = IndexConfig()
     ranking: RankingConfig = RankingConfig()
     run: RunConfig = RunConfig()
+
+    @model_validator(mode="after")
+    def _ranking_batch_splits_over_workers(self) -> "Config":
+        t = self.training
+        if t.distribute == "multi_worker" and t.shard_by == "row_group" and self.ranking.batch_size % t.workers:
+            raise ValueError(f"training.shard_by=row_group: ranking.batch_size {self.ranking.batch_size} is not "
+                             f"divisible by training.workers {t.workers}")
+        return self
 
     def digest(self) -> str:
         """A short, stable hash of the whole config, recorded in every manifest."""

@@ -24,3 +24,9 @@ class NothingToEvaluate(ValueError):
 class WarmStartError(ContractError):
     """The warm-start model (an earlier day's ``model.keras``) cannot be read. The message names the
     file and the cause; bad input like a broken log, so a retry would fail the same way."""
+
+
+class DistributedTrainingError(RuntimeError):
+    """A worker of a distributed training task (``training.distribute``, ``dailyrec.distributed``)
+    failed, was killed or could not start. The message names the worker, how it ended (exit code or
+    signal) and its log; every other worker process was stopped. Retried like any transient failure."""

@@ -22,6 +22,20 @@ the whole file; the sample steps write their rows in a random (seeded) order and
 plus one row group, whatever the file size. Without a seed the rows come in file order.
 
 Deterministic: the same files, encoders, seed and epoch give the same batches.
+
+Sharding (data-parallel training over ``W`` workers, ``dailyrec.distributed``): ``shard=(w, W)``
+gives worker ``w`` its part of every step's global batch of ``batch_size`` rows, so the ``W``
+workers together train on ``batch_size`` rows a step:
+
+* ``shard_by="batch"``: every worker reads and encodes the whole stream (the same files, seed and
+  epoch give the same global batches) and keeps the ``w``-th of ``W`` contiguous slices of each
+  batch (sizes differ by at most one row; a last partial batch is split the same way). The
+  workers' slices, concatenated in worker order, are exactly the one-worker batch: the same model
+  up to floating-point summation order. The reading is repeated on every worker.
+* ``shard_by="row_group"``: worker ``w`` reads only the row groups ``w, w + W, w + 2W, ...`` (file
+  order), shuffles them as above with its own buffer and emits batches of ``batch_size // W`` rows;
+  every worker stops after the same number of steps (the shortest shard's full batches), so the
+  rows past it are dropped (logged). No row is read twice, but the batches are not one worker's.
 """
 
 from __future__ import annotations
@@ -147,19 +161,31 @@ class ParquetStream:
         buffer_rows: shuffle buffer size in rows (memory bound: about this many rows plus one row
             group, times ``8`` bytes per column).
         filesystem: a ``pyarrow.fs`` filesystem for ``paths`` (``Store.fs``), or None for local paths.
+        shard: ``(index w, count W)``: this worker's share of every global batch (module doc,
+            "Sharding"); None reads everything.
+        shard_by: ``"batch"`` or ``"row_group"`` (module doc).
     Raises:
         KeyError: a column of ``encoders``/``extra`` is missing from a file (naming file and column).
-        ValueError: no paths, or ``batch_size`` / ``buffer_rows`` < 1.
+        ValueError: no paths, ``batch_size`` / ``buffer_rows`` < 1, a bad ``shard``, or with
+            ``shard_by="row_group"``: ``batch_size`` not divisible by ``W``, or fewer row groups than
+            workers (naming the files).
     """
 
     def __init__(self, paths: list[str] | str, encoders: Mapping[str, IdEncoder], extra: Mapping[str, str] | None = None,
                  batch_size: int = 4096, *, seed: int | None = None, buffer_rows: int = BUFFER_ROWS,
-                 filesystem: Any = None, drop_remainder: bool = False):
+                 filesystem: Any = None, drop_remainder: bool = False, shard: tuple[int, int] | None = None,
+                 shard_by: str = "batch"):
         self.paths = [paths] if isinstance(paths, str) else list(paths)
         if not self.paths:
             raise ValueError("ParquetStream: no input files")
         if batch_size < 1 or buffer_rows < 1:
             raise ValueError(f"ParquetStream: batch_size ({batch_size}) and buffer_rows ({buffer_rows}) must be >= 1")
+        self.shard = (int(shard[0]), int(shard[1])) if shard is not None else None
+        self.shard_by = shard_by
+        if shard_by not in ("batch", "row_group"):
+            raise ValueError(f"ParquetStream: shard_by must be 'batch' or 'row_group', got {shard_by!r}")
+        if self.shard is not None and not (self.shard[1] >= 1 and 0 <= self.shard[0] < self.shard[1]):
+            raise ValueError(f"ParquetStream: shard {shard} is not (index, count) with 0 <= index < count")
         self.encoders = dict(encoders)
         self.extra = {k: np.dtype(v) for k, v in (extra or {}).items()}
         self.batch_size, self.seed, self.buffer_rows = int(batch_size), seed, int(buffer_rows)
@@ -174,7 +200,30 @@ class ParquetStream:
                 raise KeyError(f"{path}: column(s) {missing} missing; columns: {sorted(names)}")
             self.units += [(fi, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)]
         self.num_rows = int(sum(u[2] for u in self.units))
+        """Rows of the whole input (every shard)."""
         self._epoch = 0
+        self._local_steps: int | None = None
+        if self.shard is not None and self.shard_by == "row_group":
+            self._shard_row_groups()
+
+    def _shard_row_groups(self) -> None:
+        """Keep this worker's row groups (``w::W`` in file order) and fix the steps every worker takes."""
+        w, n = self.shard  # type: ignore[misc]
+        if self.batch_size % n:
+            raise ValueError(f"ParquetStream: shard_by='row_group' needs batch_size ({self.batch_size}) divisible by "
+                             f"the {n} workers")
+        if len(self.units) < n:
+            raise ValueError(f"ParquetStream: {self.paths}: {len(self.units)} row group(s) for {n} workers; "
+                             "shard_by='row_group' needs at least one per worker (use shard_by='batch')")
+        local_batch = self.batch_size // n
+        per_worker = [sum(u[2] for u in self.units[i::n]) for i in range(n)]
+        self._local_steps = min(rows // local_batch for rows in per_worker)
+        dropped = sum(per_worker) - self._local_steps * local_batch * n
+        log.info("row-group shard %d/%d: %d row groups, %d rows, %d steps of %d rows; %d rows past the shortest "
+                 "shard's last full batch dropped (all workers)", w, n, len(self.units[w::n]), per_worker[w],
+                 self._local_steps, local_batch, dropped)
+        self.units = self.units[w::n]
+        self.batch_size = local_batch
 
     def _file(self, path: str) -> pq.ParquetFile:
         strings = [n for n, e in self.encoders.items() if e.mode != "int"]
@@ -183,7 +232,9 @@ class ParquetStream:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches per epoch."""
+        """Batches per epoch (with a shard: the global steps, the same on every worker)."""
+        if self._local_steps is not None:
+            return self._local_steps
         full, rest = divmod(self.num_rows, self.batch_size)
         return full + (1 if rest and not self.drop_remainder else 0)
 
@@ -208,7 +259,21 @@ class ParquetStream:
             yield self.encode(files[fi].read_row_group(g, columns=self.columns))
 
     def batches(self, epoch: int = 0) -> Iterator[dict[str, np.ndarray]]:
-        """The batches of one epoch (see the module doc for the order)."""
+        """The batches of one epoch (see the module doc for the order); with a ``shard``, this
+        worker's part of each of the :attr:`steps_per_epoch` global batches."""
+        if self.shard is None:
+            yield from self._batches(epoch)
+        elif self.shard_by == "row_group":
+            for _, batch in zip(range(self.steps_per_epoch), self._batches(epoch)):
+                yield batch
+        else:
+            w, n = self.shard
+            for batch in self._batches(epoch):
+                rows = len(next(iter(batch.values())))
+                lo, hi = w * rows // n, (w + 1) * rows // n
+                yield {k: v[lo:hi] for k, v in batch.items()}
+
+    def _batches(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
         rng = np.random.default_rng([self.seed, epoch, 2]) if self.seed is not None else None
         pending: list[dict[str, np.ndarray]] = []
         held = 0

@@ -210,16 +210,26 @@ class Fit:
 
 
 def fit(run: StepRun, model: Any, ds: Any, *, rows: int, epochs: int, label: str, ckpt_dir: str, tb_dir: str,
-        timer_step: str = "fit", **fit_kwargs: Any) -> Fit:
+        timer_step: str = "fit", stream: Any = None, **fit_kwargs: Any) -> Fit:
     """``model.fit(ds, epochs, verbose=0, **fit_kwargs)`` with :func:`training_callbacks`, timed as
     ``timer_step``; the day's checkpoints in ``ckpt_dir`` and TensorBoard logs in ``tb_dir`` are
     cleared first (a re-run starts its own).
+
+    With ``training.distribute`` other than ``none`` the fit is :func:`dailyrec.distributed.fit` on
+    ``stream`` (the ``dailyrec.stream.ParquetStream`` behind ``ds``; required then) instead.
 
     ``rows`` is the number of training rows (one epoch), for ``examples_per_s``; the checkpoint
     cadence and how many are kept come from ``training.checkpoint_every_steps`` /
     ``training.checkpoints_keep``.
     """
     tc = run.cfg.training
+    if tc.distribute != "none":
+        from dailyrec import distributed
+
+        if stream is None:
+            raise ValueError(f"training.distribute={tc.distribute}: {label}'s fit needs its ParquetStream (stream=)")
+        return distributed.fit(run, model, stream, epochs=epochs, label=label, ckpt_dir=ckpt_dir, tb_dir=tb_dir,
+                               timer_step=timer_step)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     shutil.rmtree(tb_dir, ignore_errors=True)
     t0 = time.perf_counter()

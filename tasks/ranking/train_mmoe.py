@@ -69,7 +69,8 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size, seed=rc.seed,
                              buffer_rows=cfg.training.shuffle_buffer_rows, filesystem=run.store.fs)
     result = fit(run, model, stream_dataset(stream), rows=stream.num_rows, epochs=rc.epochs, label=kind,
-                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False)  # the stream shuffles
+                 ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False,  # the stream shuffles
+                 stream=stream)
     info = {"kind": kind, "params": int(model.count_params()), "history": result.history, "warm_start": warm,
             "examples_per_s": result.examples_per_s, "fit_seconds": round(result.seconds, 2),
             "final_loss": result.final_loss, "checkpoints": ckpt_dir}

@@ -67,7 +67,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     final = model_dir(store, NAME, run.cur_date)
     with store.atomic_output(final) as tmp:
         ds = stream.dataset()
-        result = fit(run, model, ds, rows=n, epochs=tc.epochs, label=NAME, ckpt_dir=ckpt_dir, tb_dir=tb_dir)
+        result = fit(run, model, ds, rows=n, epochs=tc.epochs, label=NAME, ckpt_dir=ckpt_dir, tb_dir=tb_dir,
+                     stream=stream)
         with run.timer.step("save"):
             save_model(model, f"{tmp}/model")
             export_towers(model, tmp)
