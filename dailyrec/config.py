@@ -306,18 +306,20 @@ class SqlConfig(_Strict):
     address of the driver's machine that the executors can reach."""
     spark_driver_memory: str = Field("1g", pattern=r"^[1-9][0-9]*[kmgt]?$")
     """JVM heap of the driver (it receives the query results); only read when the JVM starts."""
-    spark_conf: dict[str, str | int | float | bool] = {}
-    """Extra ``spark.*`` settings (``spark.sql.shuffle.partitions``, ``spark.executor.memory``...);
-    the keys of ``SPARK_RESERVED_CONF`` are refused."""
+    spark_shuffle_partitions: int = Field(8, ge=1)
+    """Partitions of the shuffles (aggregations, joins): a few per core; ~2-3x the executors' cores on a cluster."""
+    spark_conf: list[str] = []
+    """Extra Spark settings as ``key=value`` strings, as ``spark-submit --conf`` takes them
+    (``["spark.executor.memory=4g"]``); the keys of ``SPARK_RESERVED_CONF`` are refused."""
 
     @model_validator(mode="after")
     def _spark_settings(self) -> "SqlConfig":
         if not self.spark_master.strip():
             raise ValueError("sql.spark_master must name a master (local[2], spark://host:7077, ...)")
-        bad = sorted(k for k in self.spark_conf if not k.startswith("spark."))
+        bad = sorted(kv for kv in self.spark_conf if not kv.startswith("spark.") or "=" not in kv)
         if bad:
-            raise ValueError(f"sql.spark_conf keys must be spark.* settings, got {bad}")
-        reserved = sorted(k for k in self.spark_conf if k in SPARK_RESERVED_CONF)
+            raise ValueError(f"sql.spark_conf entries must be spark.*=value settings, got {bad}")
+        reserved = sorted(k for k in self.spark_settings() if k in SPARK_RESERVED_CONF)
         if reserved:
             raise ValueError(f"sql.spark_conf may not set {reserved}: use sql.spark_master / sql.spark_driver_host / "
                              "sql.spark_driver_memory; the UI stays off and nothing is downloaded at run time")
@@ -327,6 +329,10 @@ class SqlConfig(_Strict):
                              f"{self.spark_driver_host!r}: the executors cannot reach a loopback driver; set "
                              "sql.spark_driver_host to an address of this machine they can reach")
         return self
+
+    def spark_settings(self) -> dict[str, str]:
+        """``sql.spark_conf`` as ``{key: value}`` (later entries win)."""
+        return dict(kv.split("=", 1) for kv in self.spark_conf)
 
 
 class Config(_Strict):

@@ -10,7 +10,7 @@ query results (per-key aggregates, the window's clicks) come back to the driver,
 
 The session starts lazily on the first call that needs it and :meth:`SparkEngine.close` stops it
 (the steps close their engine when they end). It binds to ``sql.spark_driver_host`` (loopback by
-default), has no UI, downloads nothing (no ``spark.jars.packages``), runs in UTC and logs only
+default; ``SPARK_LOCAL_IP`` is set to it unless already set), has no UI, downloads nothing (no ``spark.jars.packages``), runs in UTC and logs only
 errors (a log4j2 configuration written to a temp file). Spark resolves ``$name`` parameters as
 named parameter markers (``spark.sql(text, args=...)``), so values are never spliced into SQL.
 
@@ -48,17 +48,21 @@ _URI_SCHEMES = {"s3": "s3a", "gs": "gs", "gcs": "gs", "hdfs": "hdfs", "abfs": "a
 
 _LOG4J2 = """\
 status = error
-rootLogger.level = error
+# warn: the level pyspark's shell start compares with (it prints a banner when they differ); the
+# session lowers it to errors once started (setLogLevel)
+rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = STDERR
 appender.console.type = Console
 appender.console.name = STDERR
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = %d{HH:mm:ss} %p %c{1}: %m%n%ex
-# a failing query's analysis error is raised in Python with its message: not logged twice
-logger.sqlctx.name = SQLQueryContextLogger
-logger.sqlctx.level = off
+logger.hadoop.name = org.apache.hadoop
+logger.hadoop.level = error
 """
+_PY_QUERY_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
+"""pyspark's loggers of a failing query's context: the error is raised in Python with its message
+anyway, so they are silenced (no second, JSON-formatted copy of every stack trace)."""
 
 
 def spark_path(store: Store, path: str) -> str:
@@ -75,6 +79,31 @@ def spark_path(store: Store, path: str) -> str:
         raise ValueError(f"sql.engine=spark cannot read the data root {store.uri!r}: schemes "
                          f"{sorted(_URI_SCHEMES)} or a local path (a cluster needs a shared data root)")
     return f"{_URI_SCHEMES[scheme]}://{path.lstrip('/')}"
+
+
+def union_schema(store: Store, files: list[str], base_dir: str | None) -> pa.Schema:
+    """The union of the Parquet schemas of ``files`` (by name, first file's order first) plus the
+    hive ``key=value`` folders between ``base_dir`` and each file as string columns."""
+    import pyarrow.parquet as pq
+    from concurrent.futures import ThreadPoolExecutor
+
+    def footer(path: str) -> pa.Schema:
+        with store.fs.open_input_file(path) as fh:
+            return pq.read_schema(fh)
+
+    with ThreadPoolExecutor(8) as pool:
+        schema = pa.unify_schemas(list(pool.map(footer, files)), promote_options="permissive")
+    keys: list[str] = []
+    if base_dir is not None:
+        for f in files:
+            rel = f[len(base_dir.rstrip("/")) + 1:] if f.startswith(base_dir.rstrip("/") + "/") else ""
+            for part in rel.split("/")[:-1]:
+                if "=" in part and part.split("=", 1)[0] not in keys:
+                    keys.append(part.split("=", 1)[0])
+    meta = schema.metadata
+    schema = pa.schema([f.with_nullable(True) for f in schema if f.name not in keys]
+                       + [pa.field(k, pa.string()) for k in keys])
+    return schema.with_metadata(meta) if meta else schema
 
 
 def arrow_like_duckdb(table: pa.Table) -> pa.Table:
@@ -125,16 +154,17 @@ class SparkEngine:
             "spark.ui.showConsoleProgress": "false",
             "spark.sql.session.timeZone": "UTC",
             "spark.sql.ansi.enabled": "true",
+            "spark.sql.shuffle.partitions": str(c.spark_shuffle_partitions),
+            # the log files are listed by path: on the driver, not by a Spark job past 32 paths
+            "spark.sql.sources.parallelPartitionDiscovery.threshold": "4096",
             # dt=/hour= folder values stay strings: sql/events_view.sql casts them (as on DuckDB)
             "spark.sql.sources.partitionColumnTypeInference.enabled": "false",
             "spark.sql.warehouse.dir": os.path.join(tmp, "warehouse"),
-            "spark.local.dir": os.path.join(tmp, "local"),
             "spark.log.structuredLogging.enabled": "false",
             "spark.driver.extraJavaOptions":
                 f"-Dlog4j2.configurationFile=file:{os.path.join(tmp, 'log4j2.properties')}",
         }
-        extra = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in c.spark_conf.items()}
-        return {**base, **extra}
+        return {**base, **c.spark_settings()}
 
     @property
     def spark(self) -> Any:
@@ -150,10 +180,17 @@ class SparkEngine:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # pyspark's note on the pandas version
+            from pyspark.logger import PySparkLogger
             from pyspark.sql import SparkSession
+        for name in _PY_QUERY_LOGGERS:   # created as PySparkLogger: pyspark passes it extra keywords
+            PySparkLogger.getLogger(name).setLevel(logging.CRITICAL + 1)
         self._tmp = tempfile.mkdtemp(prefix="dailyrec-spark-")
         with open(os.path.join(self._tmp, "log4j2.properties"), "w") as fh:
             fh.write(_LOG4J2)
+        if "SPARK_LOCAL_IP" not in os.environ:
+            # the address Spark's own services (block manager, shuffle) pick: the driver's, not the
+            # first non-loopback interface it would otherwise find (read when the JVM starts)
+            os.environ["SPARK_LOCAL_IP"] = self.cfg.spark_driver_host
         builder = SparkSession.builder
         for k, v in self.conf(self._tmp).items():
             builder = builder.config(k, v)
@@ -184,8 +221,12 @@ class SparkEngine:
     # ---- the calls of dailyrec.sql --------------------------------------------------------------
     def register_parquet(self, view: str, store: Store, files: list[str], base_dir: str | None = None) -> None:
         """Expose ``files`` as ``view`` with the hive columns of ``base_dir`` (strings, as the SQL
-        casts them), the union of the files' columns, and :data:`SCAN_COLUMNS`."""
-        reader = self.spark.read.option("mergeSchema", "true")
+        casts them), the union of the files' columns (DuckDB's ``union_by_name``; the schema is
+        read from the footers here, not by a Spark job), and :data:`SCAN_COLUMNS`."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        schema = union_schema(store, files, base_dir)
+        reader = self.spark.read.schema(from_arrow_schema(schema))
         if base_dir is not None:
             reader = reader.option("basePath", spark_path(store, base_dir))
         df = reader.parquet(*[spark_path(store, f) for f in files])
