@@ -137,6 +137,7 @@ class SparkEngine:
         self.cfg = cfg
         self.app_name = app_name
         self._spark: Any = None
+        self._own_jvm = False
         self._tmp: str | None = None
         self.startup_s: float | None = None
 
@@ -180,6 +181,7 @@ class SparkEngine:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # pyspark's note on the pandas version
+            from pyspark import SparkContext
             from pyspark.logger import PySparkLogger
             from pyspark.sql import SparkSession
         for name in _PY_QUERY_LOGGERS:   # created as PySparkLogger: pyspark passes it extra keywords
@@ -191,6 +193,7 @@ class SparkEngine:
             # the address Spark's own services (block manager, shuffle) pick: the driver's, not the
             # first non-loopback interface it would otherwise find (read when the JVM starts)
             os.environ["SPARK_LOCAL_IP"] = self.cfg.spark_driver_host
+        self._own_jvm = SparkContext._gateway is None   # launched here: stopped by close()
         builder = SparkSession.builder
         for k, v in self.conf(self._tmp).items():
             builder = builder.config(k, v)
@@ -203,10 +206,14 @@ class SparkEngine:
                  self.startup_s)
 
     def close(self) -> None:
-        """Stop the session (when it was started) and remove its scratch folder."""
+        """Stop the session (when it was started), then the driver JVM when this engine launched
+        it (pyspark would keep it for the next session of the process), and remove the scratch
+        folder."""
         if self._spark is not None:
             self._spark.stop()
             self._spark = None
+            if self._own_jvm:
+                _stop_gateway()
             log.info("Spark session stopped")
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -258,6 +265,31 @@ class SparkEngine:
         table = arrow_like_duckdb(self.spark.sql(_strip(text), args=args or None).toArrow())
         log.debug("sql/%s.sql on Spark: %d rows in %.3fs", name, table.num_rows, time.perf_counter() - t0)
         return table
+
+
+def _stop_gateway() -> None:
+    """Shut pyspark's gateway down and wait for its JVM to exit (it exits when its stdin closes)."""
+    import subprocess
+
+    from pyspark import SparkContext
+
+    gw = SparkContext._gateway
+    if gw is None:
+        return
+    proc = getattr(gw, "proc", None)
+    try:
+        gw.shutdown()
+    finally:
+        SparkContext._gateway = None
+        SparkContext._jvm = None
+        if proc is not None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
 
 
 def _strip(text: str) -> str:
