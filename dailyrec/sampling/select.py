@@ -280,7 +280,8 @@ def statistics(cfg: Config, d: DayInputs, pos: Positives, negs: Negatives, skipp
 
 
 def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives) -> None:
-    pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
+    # one chunk: the bytes do not depend on the SQL engine's batches (see tasks/retrieval/features.py)
+    pq.write_table(d.holdout.combine_chunks(), f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
     pq.write_table(seen_pairs(d, pos), f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
 
 

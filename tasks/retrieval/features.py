@@ -67,7 +67,9 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with run.timer.step("write"), store.atomic_output(out) as tmp:
         for name, table in (("item_counters", item_counters), ("user_counters", user_counters),
                             ("catalog", catalog), ("vocab_state", state)):
-            pq.write_table(table, f"{tmp}/{name}.parquet", filesystem=store.fs, compression="zstd")
+            # one chunk: the bytes then do not depend on how the engine batched its result (DuckDB's
+            # batches follow its thread count, Spark's its partitions; the Parquet writer's pages do)
+            pq.write_table(table.combine_chunks(), f"{tmp}/{name}.parquet", filesystem=store.fs, compression="zstd")
         store.write_text(f"{tmp}/vocabularies.json", json.dumps(vocabs, sort_keys=True) + "\n")
         manifest = run.manifest(
             inputs={"logs": {day: hours[day] for day in sorted(hours)},
