@@ -169,7 +169,8 @@ class SparkEngine:
 
     @property
     def spark(self) -> Any:
-        """The session, started on first use (``RuntimeError`` naming the cause when Java is missing)."""
+        """The session, started on first use (``RuntimeError`` naming the cause when Java or
+        pyspark is missing)."""
         if self._spark is None:
             self._start()
         return self._spark
@@ -181,9 +182,12 @@ class SparkEngine:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)   # pyspark's note on the pandas version
-            from pyspark import SparkContext
-            from pyspark.logger import PySparkLogger
-            from pyspark.sql import SparkSession
+            try:
+                from pyspark import SparkContext
+                from pyspark.logger import PySparkLogger
+                from pyspark.sql import SparkSession
+            except ImportError as exc:
+                raise RuntimeError(f"sql.engine=spark needs pyspark (pinned in requirements.lock): {exc}") from exc
         for name in _PY_QUERY_LOGGERS:   # created as PySparkLogger: pyspark passes it extra keywords
             PySparkLogger.getLogger(name).setLevel(logging.CRITICAL + 1)
         self._tmp = tempfile.mkdtemp(prefix="dailyrec-spark-")
