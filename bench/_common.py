@@ -311,7 +311,7 @@ HEADLINES: dict[str, Summary] = {
     "scaleout": Summary(
         parts="parts",
         load=(("celery", "parts.celery.load_avg_1m_start"), ("train", "parts.train.load_avg_1m_start"),
-              ("redis", "parts.redis.load_avg_1m_start")),
+              ("features", "parts.features.load_avg_1m_start"), ("redis", "parts.redis.load_avg_1m_start")),
         scale=(("vectors published", "redis_items"), ("dim", "redis_dim"), ("cluster masters", "redis_cluster_masters")),
         rows=(
             Headline("daily_retrieval, one demo date, wall s (median), CeleryExecutor with a training and a default worker",
@@ -320,10 +320,12 @@ HEADLINES: dict[str, Summary] = {
                      "train_examples_per_s_2_workers", ",.0f", "1 worker, same custom loop", "train_examples_per_s_1_worker"),
             Headline("bytes exchanged per step per worker, 2 workers (dense + sparse gradients + in-batch gathers)",
                      "comm_bytes_per_step_2_workers", ",.0f"),
+            Headline("features step, seconds, 10M-event day, Spark SQL local[2] (outputs identical: {outputs_identical_10m})",
+                     "features_s_spark_10m", ",.1f", "DuckDB, same SQL, same run", "features_s_duckdb_10m"),
+            Headline("features step, seconds, 1M-event day, Spark SQL local[2]", "features_s_spark_1m", ",.1f",
+                     "DuckDB", "features_s_duckdb_1m"),
             Headline("Redis publish, vectors/s, 3-master Redis Cluster on loopback", "redis_publish_vectors_per_s_cluster",
                      ",.0f", "one redis-server", "redis_publish_vectors_per_s_single"),
-            Headline("Redis publish, seconds, 3-master cluster", "redis_publish_s_cluster", ",.2f", "one redis-server",
-                     "redis_publish_s_single"),
             Headline("Redis Cluster keys per master, max / min (1.0 = even spread)", "redis_cluster_keys_max_over_min", ".3f"),
         )),
     "retrieval_quality_ml100k": Summary(

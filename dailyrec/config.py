@@ -385,6 +385,55 @@ class RunConfig(_Strict):
     """Let an older date's publish move Redis ``current`` back in time (trigger param ``allow_backwards``)."""
 
 
+SPARK_RESERVED_CONF = ("spark.master", "spark.driver.host", "spark.driver.bindAddress", "spark.driver.memory",
+                       "spark.ui.enabled", "spark.jars.packages", "spark.jars.repositories", "spark.jars.ivySettings")
+"""``spark.*`` keys ``sql.spark_conf`` may not set: the dedicated ``sql.*`` keys own them, the UI stays off,
+and nothing is downloaded at run time (no ``--packages``: a cluster provides its jars)."""
+
+
+class SqlConfig(_Strict):
+    """The engine that runs the SQL of the features and sample-selection steps (``sql/*.sql``):
+    ``duckdb`` in the step's process, or ``spark`` (Spark SQL through pyspark, ``local[2]`` on
+    one machine, a cluster's master URL in production) over the same Hive-partitioned Parquet,
+    writing the same outputs (docs/features-and-sampling.md, docs/scale-out.md)."""
+
+    engine: Literal["duckdb", "spark"] = "duckdb"
+    spark_master: str = "local[2]"
+    """``local[N]`` (N cores of this machine) or a cluster URL (``spark://host:7077``, ``yarn``, ``k8s://...``)."""
+    spark_driver_host: str = "127.0.0.1"
+    """Address the driver binds to and advertises: loopback for ``local[N]``; on a cluster an
+    address of the driver's machine that the executors can reach."""
+    spark_driver_memory: str = Field("1g", pattern=r"^[1-9][0-9]*[kmgt]?$")
+    """JVM heap of the driver (it receives the query results); only read when the JVM starts."""
+    spark_shuffle_partitions: int = Field(8, ge=1)
+    """Partitions of the shuffles (aggregations, joins): a few per core; ~2-3x the executors' cores on a cluster."""
+    spark_conf: list[str] = []
+    """Extra Spark settings as ``key=value`` strings, as ``spark-submit --conf`` takes them
+    (``["spark.executor.memory=4g"]``); the keys of ``SPARK_RESERVED_CONF`` are refused."""
+
+    @model_validator(mode="after")
+    def _spark_settings(self) -> "SqlConfig":
+        if not self.spark_master.strip():
+            raise ValueError("sql.spark_master must name a master (local[2], spark://host:7077, ...)")
+        bad = sorted(kv for kv in self.spark_conf if not kv.startswith("spark.") or "=" not in kv)
+        if bad:
+            raise ValueError(f"sql.spark_conf entries must be spark.*=value settings, got {bad}")
+        reserved = sorted(k for k in self.spark_settings() if k in SPARK_RESERVED_CONF)
+        if reserved:
+            raise ValueError(f"sql.spark_conf may not set {reserved}: use sql.spark_master / sql.spark_driver_host / "
+                             "sql.spark_driver_memory; the UI stays off and nothing is downloaded at run time")
+        loopback = self.spark_driver_host in ("127.0.0.1", "localhost", "::1")
+        if not self.spark_master.startswith("local") and loopback:
+            raise ValueError(f"sql.spark_master={self.spark_master!r} is a cluster but sql.spark_driver_host is "
+                             f"{self.spark_driver_host!r}: the executors cannot reach a loopback driver; set "
+                             "sql.spark_driver_host to an address of this machine they can reach")
+        return self
+
+    def spark_settings(self) -> dict[str, str]:
+        """``sql.spark_conf`` as ``{key: value}`` (later entries win)."""
+        return dict(kv.split("=", 1) for kv in self.spark_conf)
+
+
 class Config(_Strict):
     storage: StorageConfig = StorageConfig()
     validation: ValidationConfig = ValidationConfig()
@@ -398,6 +447,7 @@ class Config(_Strict):
     index: IndexConfig = IndexConfig()
     ranking: RankingConfig = RankingConfig()
     run: RunConfig = RunConfig()
+    sql: SqlConfig = SqlConfig()
 
     @model_validator(mode="after")
     def _ranking_batch_splits_over_workers(self) -> "Config":

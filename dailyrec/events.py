@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from dailyrec.config import Config
+from dailyrec.config import Config, SqlConfig
 from dailyrec.contract import read_partition, validate_partition
 from dailyrec.dates import window
 from dailyrec.storage import SUCCESS_MARKER, Store
@@ -65,17 +65,39 @@ def read_snapshot(store: Store, dataset: str, cur_date: str) -> pa.Table:
     return read_partition(store, dataset, cur_date)
 
 
-def open_events(store: Store, files: list[str], users: pa.Table, items: pa.Table) -> Any:
-    """A DuckDB connection with the views ``logs_raw`` (``files``), ``users``, ``items`` and
-    ``events*`` (``sql/events_view.sql``); the caller closes it."""
+def open_events(store: Store, files: list[str], users: pa.Table, items: pa.Table,
+                engine: SqlConfig | None = None, app_name: str = "dailyrec") -> Any:
+    """A connection with the views ``logs_raw`` (``files``), ``users``, ``items`` and ``events*``
+    (``sql/events_view.sql``); the caller closes it.
+
+    ``engine``: the ``sql`` config section; ``None`` or ``engine="duckdb"`` gives a DuckDB
+    connection, ``engine="spark"`` a :class:`dailyrec.spark.SparkEngine` (its session starts
+    here, named ``app_name``; closing the engine stops it). :mod:`dailyrec.sql` runs the same
+    files on either.
+    """
     from dailyrec import sql
 
-    con = sql.connect()
-    sql.register_parquet(con, "logs_raw", store, files, base_dir=store.path("logs"))
-    sql.register_arrow(con, "users", users)
-    sql.register_arrow(con, "items", items)
-    sql.run(con, "events_view")
+    if engine is not None and engine.engine == "spark":
+        from dailyrec.spark import SparkEngine
+
+        con: Any = SparkEngine(engine, app_name=f"dailyrec-{app_name}")
+    else:
+        con = sql.connect()
+    try:
+        sql.register_parquet(con, "logs_raw", store, files, base_dir=store.path("logs"))
+        sql.register_arrow(con, "users", users)
+        sql.register_arrow(con, "items", items)
+        sql.run(con, "events_view")
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def engine_info(engine: SqlConfig) -> dict[str, Any]:
+    """What a manifest records of the SQL engine: ``{"engine": "duckdb"}`` or, for Spark, its
+    master too (``{"engine": "spark", "master": "local[2]"}``)."""
+    return {"engine": "spark", "master": engine.spark_master} if engine.engine == "spark" else {"engine": "duckdb"}
 
 
 def latest_user_rows(store: Store, cfg: Config, cur_date: str) -> pa.Table:

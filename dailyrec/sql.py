@@ -17,6 +17,22 @@ Views over Parquet: :func:`register_parquet` exposes a list of files as a view. 
 root DuckDB's own reader scans them (``hive_partitioning`` gives the ``dt``/``hour`` columns of
 ``.../dt=YYYY-MM-DD/hour=HH/`` paths); on any other pyarrow filesystem (object stores) the files
 go through a ``pyarrow.dataset`` with the same hive partition columns, so the SQL is the same.
+
+Two engines run the same files (``sql.engine``, docs/features-and-sampling.md): DuckDB (this
+module) and Spark SQL (:mod:`dailyrec.spark`). :func:`run`, :func:`query_arrow`,
+:func:`register_arrow` and :func:`register_parquet` take either a DuckDB connection or a
+:class:`dailyrec.spark.SparkEngine`, so the callers do not change. The files are written in the
+dialect both accept; the few differences are applied to the rendered text by
+:func:`to_dialect` (named in :data:`SPARK_RULES`, tested in tests/unit/test_sql_dialects.py):
+
+* ``spark_params``: a ``$name`` parameter is written ``:name`` (Spark's named parameter marker;
+  values are still bound, never spliced);
+* ``spark_identifiers``: a ``{{slot}}`` identifier is quoted with backticks (in Spark ``"x"`` is
+  a string literal);
+* ``spark_trailing_comma``: a comma that ends a select list right before ``FROM`` (DuckDB
+  accepts it; the ``-- @for`` blocks leave one) is dropped;
+* ``spark_line_variant``: a line ``<duckdb text> -- spark: <spark text>`` is ``<spark text>`` on
+  Spark (the DuckDB text may be empty: a Spark-only line).
 """
 
 from __future__ import annotations
@@ -64,7 +80,63 @@ def load_sql(name: str) -> str:
     return path.read_text()
 
 
-def _slot_value(name: str, value: Any, inside_word: bool) -> str:
+DIALECTS = ("duckdb", "spark")
+"""The SQL dialects of ``sql.engine``."""
+_QUOTE = {"duckdb": '"', "spark": "`"}
+_SPARK_VARIANT = re.compile(r"^(?P<indent>\s*)(?P<duck>.*?)\s*--\s*spark:\s?(?P<spark>.*)$")
+_TRAILING_COMMA = re.compile(r",(?P<gap>\s*(?:--[^\n]*\n\s*)*)(?P<kw>FROM\b)", re.IGNORECASE)
+_CODE_PARTS = re.compile(r"(--[^\n]*|'(?:[^']|'')*')")
+SPARK_RULES = ("spark_line_variant", "spark_params", "spark_trailing_comma", "spark_identifiers")
+"""The named rewrites :func:`to_dialect` applies for Spark, in order (``spark_identifiers`` is
+applied by :func:`render` when a slot is filled)."""
+
+
+def _check_dialect(dialect: str) -> str:
+    if dialect not in DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}; one of {list(DIALECTS)}")
+    return dialect
+
+
+def _outside_comments_and_strings(sql: str, fn: Any) -> str:
+    """``sql`` with ``fn`` applied to the parts that are neither ``--`` comments nor '...' strings."""
+    parts = _CODE_PARTS.split(sql)
+    return "".join(p if i % 2 else fn(p) for i, p in enumerate(parts))
+
+
+def to_dialect(sql: str, dialect: str) -> str:
+    """The rendered text of a query for ``dialect``: unchanged for DuckDB; for Spark the rules of
+    :data:`SPARK_RULES` (``-- spark:`` line variants, ``$name`` -> ``:name``, no trailing comma
+    before ``FROM``). ``ValueError`` for an unknown dialect."""
+    if _check_dialect(dialect) == "duckdb":
+        return sql
+    out = _outside_comments_and_strings(_line_variants(sql), lambda code: _PARAM.sub(r":\1", code))
+    return _TRAILING_COMMA.sub(lambda m: f"{m['gap'] or ' '}{m['kw']}", out)
+
+
+def _line_variants(sql: str) -> str:
+    """``spark_line_variant``: each ``<duckdb text> -- spark: <spark text>`` line -> ``<spark text>``."""
+    lines = []
+    for line in sql.splitlines():
+        m = _SPARK_VARIANT.match(line)
+        lines.append(f"{m['indent']}{m['spark']}" if m else line)
+    return "\n".join(lines)
+
+
+def prepared_statements(name: str, params: dict[str, Any] | None, slots: dict[str, Any] | None,
+                        dialect: str) -> list[tuple[str, dict[str, Any]]]:
+    """``[(statement text, its parameters), ...]`` of ``sql/<name>.sql`` rendered for ``dialect``
+    (the parameters a statement uses, named without the marker; ``ValueError`` naming the file
+    for a missing one or an empty file)."""
+    text = render(load_sql(name), slots, dialect)
+    if dialect != "duckdb":
+        text = _line_variants(text)
+    stmts = statements(text)
+    if not stmts:
+        raise ValueError(f"sql/{name}.sql holds no statement")
+    return [(to_dialect(st, dialect), _prepared(name, st, params or {})) for st in stmts]
+
+
+def _slot_value(name: str, value: Any, inside_word: bool, quote: str = '"') -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError(f"template slot {{{{{name}}}}} takes an int or an identifier, got {value!r}")
     if isinstance(value, int):
@@ -73,10 +145,10 @@ def _slot_value(name: str, value: Any, inside_word: bool) -> str:
         raise ValueError(f"template slot {{{{{name}}}}}: {value!r} is not a plain identifier")
     if inside_word:
         raise ValueError(f"template slot {{{{{name}}}}} inside an identifier only takes ints, got {value!r}")
-    return f'"{value}"'
+    return f"{quote}{value}{quote}"
 
 
-def _fill_slots(line: str, slots: dict[str, Any]) -> str:
+def _fill_slots(line: str, slots: dict[str, Any], quote: str = '"') -> str:
     def repl(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in slots:
@@ -84,21 +156,24 @@ def _fill_slots(line: str, slots: dict[str, Any]) -> str:
         before = line[m.start() - 1] if m.start() > 0 else " "
         after = line[m.end()] if m.end() < len(line) else " "
         inside = bool(re.match(r"\w", before) or re.match(r"\w", after))
-        return _slot_value(name, slots[name], inside)
+        return _slot_value(name, slots[name], inside, quote)
 
     return _SLOT.sub(repl, line)
 
 
-def render(sql: str, slots: dict[str, Any] | None = None) -> str:
-    """Expand ``-- @for`` blocks and ``{{slot}}`` values (see the module doc); ``$params`` stay."""
+def render(sql: str, slots: dict[str, Any] | None = None, dialect: str = "duckdb") -> str:
+    """Expand ``-- @for`` blocks and ``{{slot}}`` values (see the module doc); ``$params`` stay.
+    ``dialect`` picks the identifier quote of the slots (``"`` for DuckDB, a backtick for Spark);
+    :func:`to_dialect` does the rest of a dialect's rewrites."""
     slots = dict(slots or {})
+    quote = _QUOTE[_check_dialect(dialect)]
     lines = sql.splitlines()
     out: list[str] = []
     i = 0
     while i < len(lines):
         m = _FOR.match(lines[i])
         if not m:
-            out.append(_fill_slots(lines[i], slots) if "{{" in lines[i] else lines[i])
+            out.append(_fill_slots(lines[i], slots, quote) if "{{" in lines[i] else lines[i])
             i += 1
             continue
         var, seq_name = m.groups()
@@ -114,7 +189,7 @@ def render(sql: str, slots: dict[str, Any] | None = None) -> str:
             raise ValueError(f"-- @for {var} in {seq_name}: {seq_name!r} must be a list slot")
         for value in seq:
             inner = {**slots, var: value}
-            out.extend(_fill_slots(line, inner) for line in lines[i + 1:j])
+            out.extend(_fill_slots(line, inner, quote) for line in lines[i + 1:j])
         i = j + 1
     return "\n".join(out)
 
@@ -154,6 +229,8 @@ def run(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None
     Each statement gets the ``$params`` it uses; a parameter a statement uses but ``params``
     lacks is an error naming the file. Statements end with ``;`` at the end of a line.
     """
+    if _is_engine(con):
+        return con.run(name, params, slots)
     params = params or {}
     t0 = time.perf_counter()
     stmts = statements(render(load_sql(name), slots))
@@ -167,6 +244,8 @@ def run(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None
 def query_arrow(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any] | None = None,
                 slots: dict[str, Any] | None = None) -> pa.Table:
     """Like :func:`run`; the last statement is a query whose result comes back as Arrow."""
+    if _is_engine(con):
+        return con.query_arrow(name, params, slots)
     params = params or {}
     t0 = time.perf_counter()
     stmts = statements(render(load_sql(name), slots))
@@ -191,6 +270,9 @@ def register_parquet(con: duckdb.DuckDBPyConnection, view: str, store: Store, fi
         raise ValueError(f"bad view name {view!r}")
     if not files:
         raise FileNotFoundError(f"no Parquet file to expose as view {view!r}")
+    if _is_engine(con):
+        con.register_parquet(view, store, files, base_dir)
+        return
     if isinstance(store.fs, pafs.LocalFileSystem):
         rel = con.read_parquet(files, hive_partitioning=base_dir is not None, union_by_name=True)
         rel.create_view(view, replace=True)
@@ -202,6 +284,16 @@ def register_parquet(con: duckdb.DuckDBPyConnection, view: str, store: Store, fi
 
 
 def register_arrow(con: duckdb.DuckDBPyConnection, view: str, table: pa.Table) -> None:
+    """Expose the Arrow ``table`` as ``view`` (DuckDB: zero copy; Spark: a local DataFrame)."""
     if not _IDENT.match(view):
         raise ValueError(f"bad view name {view!r}")
+    if _is_engine(con):
+        con.register_arrow(view, table)
+        return
     con.register(view, table)
+
+
+def _is_engine(con: Any) -> bool:
+    """True for an engine object of another dialect (:class:`dailyrec.spark.SparkEngine`), which
+    runs the calls of this module itself; False for a DuckDB connection."""
+    return getattr(con, "dialect", "duckdb") != "duckdb"

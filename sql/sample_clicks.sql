@@ -5,8 +5,10 @@
 -- dailyrec.holdout.choose_holdout; may reach into the days before; they form the holdout,
 -- sample_holdout.sql), the others are the TRAINING window's clicks. request_id is only needed to
 -- order the holdout, so it is NULL for the others.
--- No ORDER BY: a filtered scan keeps the files' order (days, hours, rows), as the connection
--- sets preserve_insertion_order, so the result is deterministic without a sort.
+-- No ORDER BY on DuckDB: a filtered scan keeps the files' order (days, hours, rows), as the
+-- connection sets preserve_insertion_order, so the result is deterministic without a sort. Spark
+-- keeps no such order: there the rows are sorted by the scan position (dailyrec/spark.py), which
+-- is the same order.
 -- Reads: events (events_view.sql).
 SELECT
     e.user_id,
@@ -21,4 +23,5 @@ SELECT
 FROM events e
 WHERE e.click = 1
   AND e.dt > CAST($cur_date AS DATE) - $window_days
-  AND e.dt <= CAST($cur_date AS DATE);
+  AND e.dt <= CAST($cur_date AS DATE)
+-- spark: ORDER BY e.dt, e.hour, e._scan_file, e._scan_row

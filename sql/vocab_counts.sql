@@ -3,11 +3,11 @@
 --   window_count  events carrying the value in the window (min_count applies to it)
 --   day_count     events carrying the value on $cur_date alone (added to a chained total_count)
 --   last_seen_dt  the last day of the window the value occurred
--- Values are cast to VARCHAR (vocabularies are lists of strings); NULLs are not values.
+-- Values are cast to STRING (VARCHAR; vocabularies are lists of strings); NULLs are not values.
 -- Reads: slot source = events, events_users or events_items (events_view.sql).
 SELECT
     $feature AS feature,
-    CAST({{column}} AS VARCHAR) AS id,
+    CAST({{column}} AS STRING) AS id,
     count(*) AS window_count,
     count(*) FILTER (WHERE dt = CAST($cur_date AS DATE)) AS day_count,
     max(dt) AS last_seen_dt,

@@ -25,5 +25,5 @@ WITH merged AS (
 SELECT feature, id, last_seen_dt, CAST(total_count AS BIGINT) AS total_count
 FROM merged
 WHERE admitted
-   OR (known AND CAST($cur_date AS DATE) - last_seen_dt <= $evict_after_days)
+   OR (known AND last_seen_dt >= CAST($cur_date AS DATE) - $evict_after_days)
 ORDER BY feature, id;

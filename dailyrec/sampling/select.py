@@ -30,7 +30,7 @@ from dailyrec import sql
 from dailyrec.config import Config
 from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
-from dailyrec.events import log_inputs, open_events, read_snapshot
+from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
 from dailyrec.holdout import choose_holdout
 from dailyrec.sampling.arrays import codes
 from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
@@ -93,7 +93,7 @@ def feature_names(cfg: Config, catalog: pa.Table) -> tuple[list[str], list[str],
 
 
 def _open(run: StepRun) -> tuple[Any, pa.Table, tuple[list[str], list[str], list[str]], dict[str, list[int]]]:
-    """The DuckDB connection over the window's logs, the catalog, feature names, the log hours."""
+    """The SQL connection (``sql.engine``) over the window's logs, the catalog, feature names, the log hours."""
     catalog_path = run.path("features", "catalog.parquet")
     run.require(catalog_path, hint=f"run tasks.retrieval.features for {run.cur_date} first")
     with run.store.fs.open_input_file(catalog_path) as fh:
@@ -103,9 +103,13 @@ def _open(run: StepRun) -> tuple[Any, pa.Table, tuple[list[str], list[str], list
     names = feature_names(run.cfg, catalog)
     files, hours = log_inputs(run.store, window(run.cur_date, run.cfg.sampling.window_days), run.cur_date)
     users = read_snapshot(run.store, "users", run.cur_date)
-    con = open_events(run.store, files, users, catalog.select(ITEM_SCHEMA.names))
-    sql.register_arrow(con, "catalog_codes", pa.table({
-        "item_id": catalog["item_id"], "item_code": pa.array(np.arange(catalog.num_rows, dtype=np.int32))}))
+    con = open_events(run.store, files, users, catalog.select(ITEM_SCHEMA.names), run.cfg.sql, app_name="sample")
+    try:
+        sql.register_arrow(con, "catalog_codes", pa.table({
+            "item_id": catalog["item_id"], "item_code": pa.array(np.arange(catalog.num_rows, dtype=np.int32))}))
+    except BaseException:
+        con.close()
+        raise
     return con, catalog, names, hours
 
 
@@ -120,30 +124,34 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
     timer, sc = run.timer, run.cfg.sampling
     with timer.step("inputs"):
         con, catalog, (user_feats, context, item_feats), hours = _open(run)
-    with timer.step("sql_holdout_hours"):  # a sparse day's holdout takes more hours (dailyrec.holdout)
-        span = choose_holdout(con, run.cfg, run.cur_date, days_with_logs=sum(1 for h in hours.values() if h))
-    params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": span["hours"]}
-    with timer.step("sql_clicks"):
-        clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
-    with ThreadPoolExecutor(1, thread_name_prefix="sample-codes") as pool:
-        codes_done = pool.submit(_click_codes, timer, clicks, catalog)
-        with timer.step("sql_popularity"):
-            pop = sql.query_arrow(con, "sample_popularity", params)
-        click_rows, cu, ci, uids, unknown = codes_done.result()
-        after = pool.submit(then, cu, ci, catalog.num_rows) if then is not None else None
-        sql.register_arrow(con, "train_users", pa.table({
-            "user_id": uids, "user_code": pa.array(np.arange(len(uids), dtype=np.int32))}))
-        with timer.step("sql_users"):
-            users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
-        exposed = None
-        if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
-            with timer.step("sql_exposed"):
-                exposed = sql.query_arrow(con, "sample_exposed", params)
-        with timer.step("sql_holdout"):
-            sql.register_arrow(con, "holdout_clicks", clicks.filter(clicks["in_holdout"]).drop_columns(["in_holdout"]))
-            holdout = sql.query_arrow(con, "sample_holdout", {}, {"user_features": user_feats, "context": context})
-        con.close()
-        result = after.result() if after is not None else None
+    try:
+        with timer.step("sql_holdout_hours"):  # a sparse day's holdout takes more hours (dailyrec.holdout)
+            span = choose_holdout(con, run.cfg, run.cur_date, days_with_logs=sum(1 for h in hours.values() if h))
+        params = {"cur_date": run.cur_date, "window_days": sc.window_days, "holdout_hours": span["hours"]}
+        with timer.step("sql_clicks"):
+            clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
+        with ThreadPoolExecutor(1, thread_name_prefix="sample-codes") as pool:
+            codes_done = pool.submit(_click_codes, timer, clicks, catalog)
+            with timer.step("sql_popularity"):
+                pop = sql.query_arrow(con, "sample_popularity", params)
+            click_rows, cu, ci, uids, unknown = codes_done.result()
+            after = pool.submit(then, cu, ci, catalog.num_rows) if then is not None else None
+            sql.register_arrow(con, "train_users", pa.table({
+                "user_id": uids, "user_code": pa.array(np.arange(len(uids), dtype=np.int32))}))
+            with timer.step("sql_users"):
+                users = sql.query_arrow(con, "sample_users", {}, {"user_features": user_feats})
+            exposed = None
+            if "exposed" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
+                with timer.step("sql_exposed"):
+                    exposed = sql.query_arrow(con, "sample_exposed", params)
+            with timer.step("sql_holdout"):
+                sql.register_arrow(con, "holdout_clicks",
+                                   clicks.filter(clicks["in_holdout"]).drop_columns(["in_holdout"]))
+                holdout = sql.query_arrow(con, "sample_holdout", {},
+                                          {"user_features": user_feats, "context": context})
+            result = after.result() if after is not None else None
+    finally:
+        con.close()   # a Spark engine's session stops here
     d = DayInputs(catalog=catalog, clicks=clicks.drop_columns(["in_holdout", "request_id"]), click_rows=click_rows,
                   cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop, exposed=exposed, holdout=holdout,
                   hours=hours, unknown_item_clicks=unknown, features=(user_feats, context, item_feats),
@@ -281,7 +289,8 @@ def _held_hours(run: StepRun, d: DayInputs) -> int:
 
 
 def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives) -> None:
-    pq.write_table(d.holdout, f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
+    # one chunk: the bytes do not depend on the SQL engine's batches (see tasks/retrieval/features.py)
+    pq.write_table(d.holdout.combine_chunks(), f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
     pq.write_table(seen_pairs(d, pos), f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
 
 
@@ -307,6 +316,7 @@ def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, s
             training_window={"days": sorted(d.hours), "excluded_hours_of_cur_date": min(24, _held_hours(run, d)),
                              "excluded_last_hours": _held_hours(run, d)},
             holdout=d.holdout_span,
+            sql_engine=engine_info(run.cfg.sql),
         )
         manifest["timings_s"]["total"] = timer.total()
         manifest["events_per_s"] = round(stats["events_in_window"] / max(timer.total(), 1e-9))

@@ -6,7 +6,8 @@ Reads the hourly log partitions of the last ``max(features.counter_windows_days,
 sampling.window_days)`` days up to ``cur_date`` (the days that exist; ``cur_date`` itself must
 exist; each must have passed ``tasks.ingest.validate_day``: ``run.require_validated``) and the
 users/items snapshots of ``cur_date``; all the work is SQL in ``sql/*.sql`` run by
-DuckDB over the Parquet files (:mod:`dailyrec.features`). Writes atomically to ``<root>/features/dt=D/``:
+DuckDB or Spark SQL (``sql.engine``) over the Parquet files (:mod:`dailyrec.features`).
+Writes atomically to ``<root>/features/dt=D/``:
 
 * ``item_counters.parquet``, ``user_counters.parquet``: per key and counter window ``W``
   ``impressions_Wd``, ``clicks_Wd``, ``ctr_Wd`` (smoothed), ``last_seen_dt``, ``recency_days``;
@@ -29,7 +30,7 @@ import pyarrow.parquet as pq
 from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.dates import window
-from dailyrec.events import log_inputs, open_events, read_snapshot
+from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
 from dailyrec.features import OUTPUT_FILES, counters_and_catalog, vocabularies
 from dailyrec.step import begin
 
@@ -47,13 +48,16 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         items = read_snapshot(store, "items", d)
     run.log.info("features dt=%s: %d log file(s) over %d day(s) %s, %d users, %d items in the snapshots",
                  d, len(files), len(hours), sorted(hours), users.num_rows, items.num_rows)
-    con = open_events(store, files, users, items)
-    item_counters, user_counters, catalog = counters_and_catalog(con, d, cfg, windows, run.timer)
-    unseen = catalog.num_rows - int(pc.sum(pc.is_valid(catalog["last_seen_dt"])).as_py() or 0)
-    run.log.info("catalog: %d items (%d without events in %d day(s))", catalog.num_rows, unseen, max(windows))
-    with run.timer.step("vocabularies"):
-        vocabs, state, prev_path = vocabularies(con, store, d, cfg)
-    con.close()
+    with run.timer.step("engine"):
+        con = open_events(store, files, users, items, cfg.sql, app_name="features")
+    try:
+        item_counters, user_counters, catalog = counters_and_catalog(con, d, cfg, windows, run.timer)
+        unseen = catalog.num_rows - int(pc.sum(pc.is_valid(catalog["last_seen_dt"])).as_py() or 0)
+        run.log.info("catalog: %d items (%d without events in %d day(s))", catalog.num_rows, unseen, max(windows))
+        with run.timer.step("vocabularies"):
+            vocabs, state, prev_path = vocabularies(con, store, d, cfg)
+    finally:
+        con.close()
     sizes = {k: len(v) for k, v in vocabs.items()}
     run.log.info("vocabularies: %s", sizes)
 
@@ -63,7 +67,9 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with run.timer.step("write"), store.atomic_output(out) as tmp:
         for name, table in (("item_counters", item_counters), ("user_counters", user_counters),
                             ("catalog", catalog), ("vocab_state", state)):
-            pq.write_table(table, f"{tmp}/{name}.parquet", filesystem=store.fs, compression="zstd")
+            # one chunk: the bytes then do not depend on how the engine batched its result (DuckDB's
+            # batches follow its thread count, Spark's its partitions; the Parquet writer's pages do)
+            pq.write_table(table.combine_chunks(), f"{tmp}/{name}.parquet", filesystem=store.fs, compression="zstd")
         store.write_text(f"{tmp}/vocabularies.json", json.dumps(vocabs, sort_keys=True) + "\n")
         manifest = run.manifest(
             inputs={"logs": {day: hours[day] for day in sorted(hours)},
@@ -71,7 +77,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             rows=rows, counter_windows_days=windows, vocab_window_days=cfg.sampling.window_days,
             ctr_prior_strength=fc.ctr_prior_strength, min_count=fc.min_count,
             evict_after_days=fc.evict_after_days, catalog_unseen_items=unseen,
-            vocab_sizes=sizes, files=list(OUTPUT_FILES))
+            vocab_sizes=sizes, files=list(OUTPUT_FILES), sql_engine=engine_info(cfg.sql))
         manifest["timings_s"]["total"] = run.timer.total()
         store.write_json(f"{tmp}/_manifest.json", manifest)
     run.log.info("features dt=%s written to %s in %.2fs", d, out, run.timer.total())
