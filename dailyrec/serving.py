@@ -92,14 +92,26 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
     row, path = user_row(store, cfg, cur, user_id)
     vec = tower_vectors(f"{model_dir(store, 'two_tower', cur)}/user_tower", row, cfg.features.spec)
     vec = np.ascontiguousarray(vec.astype(np.float32))
+    return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],
+            "cur_date": cur, "k": k, **top_unseen(cfg, meta, index, ids, vec, user_id, k)}
+
+
+def top_unseen(cfg: Config, meta: dict[str, Any], index: Any, ids: Any, vec: Any, user_id: str,
+               k: int) -> dict[str, Any]:
+    """The ``k`` best items of ``index`` for the query ``vec`` (``(1, dim)`` float32) that ``user_id``
+    has not seen in the version of ``meta`` (:func:`dailyrec.publishing.seen.read_seen`, one server
+    or a Redis Cluster): searches ``k + |seen|`` neighbours and drops the seen ones.
+
+    Returns ``{"seen", "excluded_seen", "items": [{"rank", "item_id", "score"}]}`` as in
+    :func:`recommend` (``seen`` is ``None`` when not filtering). Raises what ``read_seen`` raises.
+    """
     seen = _seen_of(cfg, meta, user_id)
     skip = set(seen or ())
     scores, labels = index.search(vec, min(k + len(skip), index.ntotal))  # over-fetch: the seen ones are dropped
     found = [(str(ids[lab]), float(s)) for lab, s in zip(labels[0], scores[0]) if lab >= 0]
     kept = [(it, s) for it, s in found if it not in skip][:k]
     items = [{"rank": r + 1, "item_id": it, "score": round(s, 5)} for r, (it, s) in enumerate(kept)]
-    return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],
-            "cur_date": cur, "k": k, "seen": None if seen is None else len(seen),
+    return {"seen": None if seen is None else len(seen),
             "excluded_seen": len(found) - sum(1 for it, _ in found if it not in skip), "items": items}
 
 

@@ -3,12 +3,13 @@
 :func:`publish_cluster` (stage, verify, switch) and :func:`retention_cluster` are what
 :func:`dailyrec.publishing.publish.publish` runs when the client is a ``RedisCluster``.
 
-On a cluster a version's vector hashes and blob chunks live under a generation (``ns:v:<ver>:<gen>:...``,
-:class:`dailyrec.publishing.layout.ClusterKeys`) and the publisher cannot ``SCAN`` one node for
-them (a ``SCAN`` sees one node's keys; a cluster-wide one means a cursor per primary and still
-races resharding). So every generation is registered in the hash ``{ns}:gens`` (field
-``<ver>/<gen>``, value ``{"buckets", "index", "ids"}``: the bucket and chunk counts, from which
-:meth:`ClusterKeys.gen_keys` lists every key it may have) *before* its first key is written, and
+On a cluster a version's vector hashes, blob chunks and seen-set hashes live under a generation
+(``ns:v:<ver>:<gen>:...``, :class:`dailyrec.publishing.layout.ClusterKeys`) and the publisher cannot
+``SCAN`` one node for them (a ``SCAN`` sees one node's keys; a cluster-wide one means a cursor per
+primary and still races resharding). So every generation is registered in the hash ``{ns}:gens``
+(field ``<ver>/<gen>``, value ``{"buckets", "index", "ids"}``, plus ``"seen"`` when the version has
+seen sets: the bucket and chunk counts, from which :meth:`ClusterKeys.gen_keys` lists every key it
+may have) *before* its first key is written, and
 the registry entry is removed only after its keys are. A generation the version's meta does not
 name is a leftover (a killed publish, a superseded rewrite) and is deleted by the next publish.
 
@@ -29,6 +30,7 @@ from typing import Any
 from dailyrec.publishing.layout import ClusterKeys, blob_suffixes, date_score, text
 from dailyrec.publishing.lock import PublishError, PublishLock
 from dailyrec.publishing.packing import RawPipe, VectorPacker
+from dailyrec.publishing.seen import SeenPlan, check_seen, write_seen
 from dailyrec.publishing.verify import check_bucket_counts, check_content
 
 log = logging.getLogger("dailyrec.publish")
@@ -134,8 +136,13 @@ class NodePipes:
 
 def publish_cluster(r: Any, keys: ClusterKeys, ver: str, cur: str | None, cur_date: str, emb: Any,
                     blobs: dict[str, list[memoryview]], meta: dict[str, Any], packer: VectorPacker, rc: Any,
-                    lock: PublishLock, timer: Any) -> tuple[str | None, set[str], int]:
+                    lock: PublishLock, timer: Any, seen: SeenPlan | None = None) -> tuple[str | None, set[str], int]:
     """Stage, verify and switch on a Redis Cluster; returns ``(previous, existing keys, keys written)``.
+
+    ``seen`` (:func:`dailyrec.publishing.seen.plan_seen`; its ``meta`` already in ``meta["seen"]``):
+    the version's seen sets, written as the generation's ``seen:<b>`` hashes (registered with the
+    rest, their ``HLEN`` checked before the switch), so the meta naming the generation makes them
+    visible in the same transaction as the vectors.
 
     The generation is 16 hex of the sha256 of the meta without it, so the same inputs give the same
     keys (a re-run is byte-identical; a re-run of the current version overwrites its keys with equal
@@ -144,9 +151,15 @@ def publish_cluster(r: Any, keys: ClusterKeys, ver: str, cur: str | None, cur_da
     meta["generation"] = gen
     meta_blob = json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
     spec = {"buckets": packer.buckets, "index": len(blobs["index"]), "ids": len(blobs["ids"])}
+    if seen is not None:
+        spec["seen"] = seen.buckets
     r.hset(keys.gens, keys.gen_field(ver, gen), json.dumps(spec, sort_keys=True))  # before any key of it
+    key_of = lambda suffix: keys.data(ver, gen, suffix)  # noqa: E731
     with timer.step("stage_vectors"):
         stage_vectors_cluster(r, keys, ver, gen, packer, lock, rc)
+    if seen is not None:
+        with timer.step("stage_seen"):  # ClusterPipeline: one batch per node; the lock renewed per batch
+            write_seen(r, key_of, seen, lock, renew_in_pipe=False)
     with timer.step("stage_blobs"):
         for name, parts in blobs.items():
             for suffix, part in zip(blob_suffixes(name, len(parts)), parts):
@@ -154,10 +167,12 @@ def publish_cluster(r: Any, keys: ClusterKeys, ver: str, cur: str | None, cur_da
                 lock.check(lock.renew())
     data = [keys.data(ver, gen, f"vec:{b}") for b in range(packer.buckets) if packer.counts[b]]
     data += [keys.data(ver, gen, sfx) for name, parts in blobs.items() for sfx in blob_suffixes(name, len(parts))]
+    data += [key_of(sfx) for sfx in (seen.suffixes() if seen is not None else [])]
     with timer.step("verify"):
-        key_of = lambda suffix: keys.data(ver, gen, suffix)  # noqa: E731
         problems = check_bucket_counts(r, key_of, packer.counts, lock)
         problems += check_content(r, key_of, ver, emb, packer.buckets, blobs)
+        if seen is not None:
+            problems += check_seen(r, key_of, seen, ver)
         if problems:
             if meta_generation(r.get(keys.v(ver, "meta"))) != gen:  # never drop keys a published meta names
                 drop_generation(r, keys, ver, gen, spec)
@@ -230,7 +245,8 @@ def retention_cluster(r: Any, keys: ClusterKeys, keep: int, lock: PublishLock) -
             meta = json.loads(raw)
             if meta.get("generation") and meta["generation"] not in gens:
                 gens[meta["generation"]] = {"buckets": meta["vectors"]["buckets"], "index": meta["index"]["chunks"],
-                                            "ids": meta["ids"]["chunks"]}
+                                            "ids": meta["ids"]["chunks"],
+                                            "seen": (meta.get("seen") or {}).get("buckets", 0)}
         n = sum(unlink_keys(r, keys.gen_keys(ver, gen, spec)) for gen, spec in gens.items())
         with r.pipeline(transaction=True) as pipe:
             pipe.unlink(keys.v(ver, "meta"))

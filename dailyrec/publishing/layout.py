@@ -21,9 +21,10 @@ On a Redis Cluster (:class:`ClusterKeys`) the control keys share one hash slot t
 
     {ns}:current, {ns}:previous, {ns}:versions, {ns}:lock    as above
     {ns}:v:<ver>:meta, {ns}:v:<ver>:complete                 as above; the meta names the generation <gen>
-    {ns}:gens                       hash    registry: "<ver>/<gen>" -> JSON {"buckets", "index", "ids"} (chunks)
+    {ns}:gens                       hash    registry: "<ver>/<gen>" -> JSON {"buckets", "index", "ids"[, "seen"]} (counts)
     ns:v:<ver>:<gen>:vec:<b>        hash    as vec:<b> above
     ns:v:<ver>:<gen>:index[:i], ns:v:<ver>:<gen>:ids[:i]     as above
+    ns:v:<ver>:<gen>:seen:<b>       hash    as seen:<b> above
 
 Light module (no numpy): readers in other languages only need what is written here.
 """
@@ -100,7 +101,8 @@ class Keys:
         return f"{self.ns}:v:{ver}:{suffix}"
 
     def data(self, ver: str, gen: str | None, suffix: str) -> str:
-        """A vector or blob key of version ``ver`` (``suffix`` ``vec:<b>``, ``index[:i]``, ``ids[:i]``);
+        """A vector, blob or seen-set key of version ``ver`` (``suffix`` ``vec:<b>``, ``index[:i]``, ``ids[:i]``,
+        ``seen:<b>``);
         ``gen`` is the meta's ``generation`` (``None`` on one server: the key is ``ns:v:<ver>:<suffix>``)."""
         if gen is not None:
             raise ValueError(f"a single-server namespace has no generations (got {gen!r} for {ver})")
@@ -128,10 +130,11 @@ class ClusterKeys(Keys):
 
     Control keys (``current``, ``previous``, ``versions``, ``lock``, ``gens`` and every version's
     ``meta``/``complete``) carry the hash tag ``{ns}``: one slot, so the switch and the rollback stay
-    one ``WATCH``ed ``MULTI/EXEC`` and the lock's Lua scripts touch one key. Vector hashes and blob
-    chunks carry no tag: CRC16 of the whole key spreads them over all 16384 slots. They live under a
-    generation ``<gen>`` (16 hex of the sha256 of the meta without it: same content, same keys) that
-    only the version's meta names, since a cluster cannot ``RENAME`` across slots.
+    one ``WATCH``ed ``MULTI/EXEC`` and the lock's Lua scripts touch one key. Vector hashes, blob
+    chunks and seen-set hashes carry no tag: CRC16 of the whole key spreads them over all 16384
+    slots. They live under a generation ``<gen>`` (16 hex of the sha256 of the meta without it: same
+    content, same keys) that only the version's meta names, since a cluster cannot ``RENAME`` across
+    slots.
     ``ValueError`` if ``ns`` contains a brace (it would change the tag).
     """
 
@@ -165,10 +168,12 @@ class ClusterKeys(Keys):
         return f"{ver}/{gen}"
 
     def gen_keys(self, ver: str, gen: str, spec: dict[str, Any]) -> list[str]:
-        """Every data key a generation may have, from its registry entry ``{"buckets", "index", "ids"}``."""
+        """Every data key a generation may have, from its registry entry ``{"buckets", "index", "ids"}``
+        plus ``"seen"`` (the number of ``seen:<b>`` hashes) when the version carries seen sets."""
         out = [self.data(ver, gen, f"vec:{b}") for b in range(int(spec["buckets"]))]
         for name in ("index", "ids"):
             out += [self.data(ver, gen, s) for s in blob_suffixes(name, int(spec[name]))]
+        out += [self.data(ver, gen, f"seen:{b}") for b in range(int(spec.get("seen") or 0))]
         return out
 
 

@@ -9,8 +9,8 @@ A crash before EXEC leaves only ``ns:stage:*`` keys, which the next publish dele
 (``registry/two_tower/dt=D/published.json``, :func:`dailyrec.registry.mark_online`), whoever
 called the publish. Protocol and reasons: docs/redis-layout.md.
 
-On a Redis Cluster (``redis+cluster://`` URL) no ``RENAME`` can cross slots, so the vectors and
-blobs are written straight under a new generation ``ns:v:<ver>:<gen>:`` (registered first in
+On a Redis Cluster (``redis+cluster://`` URL) no ``RENAME`` can cross slots, so the vectors, seen
+sets and blobs are written straight under a new generation ``ns:v:<ver>:<gen>:`` (registered first in
 ``{ns}:gens``), verified the same way, and the one ``WATCH``ed MULTI/EXEC on the slot of ``{ns}``
 writes the meta naming that generation, ``complete``, ``versions``, ``previous`` and ``current``
 (:class:`dailyrec.publishing.layout.ClusterKeys`, :mod:`dailyrec.publishing.cluster`).
@@ -142,12 +142,12 @@ def publish(cur_date: str, cfg: Config | None = None, allow_backwards: bool = Fa
             packer = VectorPacker(emb, buckets)
         seen_meta: dict[str, Any] | None = None
         if keys.cluster:
-            if cfg.serving.exclude_seen:
-                log.warning("serving.exclude_seen: seen sets are not published on a Redis Cluster yet; version %s "
-                            "is served without seen-item exclusion (docs/redis-layout.md)", ver)
-            blobs, meta = _blobs_and_meta(ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes)
+            # the seen sets are bucketed first: their meta section is part of the generation's hash
+            seen_plan = _plan_seen_sets(ver, cur_date, inp, store, cfg)
+            seen_meta = {"seen": seen_plan.meta} if seen_plan is not None else None
+            blobs, meta = _blobs_and_meta(ver, cur_date, inp, packer.counts, cfg.redis.blob_chunk_bytes, seen_meta)
             previous, existing, written = publish_cluster(r, keys, ver, cur, cur_date, emb, blobs, meta, packer,
-                                                          cfg.redis, lock, timer)
+                                                          cfg.redis, lock, timer, seen=seen_plan)
         else:
             with timer.step("stage_vectors"):
                 _stage_vectors(r, keys, ver, packer, lock, cfg.redis)
@@ -210,25 +210,49 @@ def _stage_vectors(r: Any, keys: Keys, ver: str, packer: VectorPacker, lock: Pub
     progress.done()
 
 
+def _seen_logs_exist(ver: str, cur_date: str, store: Store, cfg: Config) -> bool:
+    """``serving.exclude_seen`` is on and ``cur_date`` has a log partition (else a warning when on)."""
+    if not cfg.serving.exclude_seen:
+        return False
+    if not store.exists(store.partition("logs", cur_date)):
+        # vectors made outside the pipeline (tests, benchmarks): no log to know what users clicked
+        log.warning("publish %s: no logs for %s (%s), so no seen sets: this version is served unfiltered", ver,
+                    cur_date, store.partition("logs", cur_date))
+        return False
+    return True
+
+
+def _log_seen(ver: str, meta: dict[str, Any]) -> None:
+    log.info("publish %s: seen sets of %d users (%d items, at most %d each, %d day(s))", ver, meta["users"],
+             meta["items"], meta["max_per_user"], meta["lookback_days"])
+
+
 def _stage_seen_sets(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, store: Store, cfg: Config,
                      lock: PublishLock) -> tuple[list[str], dict[str, Any] | None]:
     """Stage the version's seen sets when ``serving.exclude_seen``: ``(staged suffixes, {"seen": meta})``,
     or ``([], None)`` when it is off, or when ``cur_date`` has no log partition at all (vectors made
     outside the pipeline: a warning; logs that exist but are incomplete raise ``FileNotFoundError``)
-    (:mod:`dailyrec.publishing.seen`)."""
+    (:mod:`dailyrec.publishing.seen`; one server)."""
     from dailyrec.publishing.seen import seen_sets, stage_seen
 
-    if not cfg.serving.exclude_seen:
-        return [], None
-    if not store.exists(store.partition("logs", cur_date)):
-        # vectors made outside the pipeline (tests, benchmarks): no log to know what users clicked
-        log.warning("publish %s: no logs for %s (%s), so no seen sets: this version is served unfiltered", ver,
-                    cur_date, store.partition("logs", cur_date))
+    if not _seen_logs_exist(ver, cur_date, store, cfg):
         return [], None
     suffixes, meta = stage_seen(r, keys, ver, seen_sets(store, cfg, cur_date, list(inp.ids)), lock, cfg)
-    log.info("publish %s: seen sets of %d users (%d items, at most %d each, %d day(s))", ver, meta["users"],
-             meta["items"], meta["max_per_user"], meta["lookback_days"])
+    _log_seen(ver, meta)
     return suffixes, {"seen": meta}
+
+
+def _plan_seen_sets(ver: str, cur_date: str, inp: _Inputs, store: Store, cfg: Config) -> Any:
+    """The version's seen sets bucketed for a Redis Cluster publish
+    (:class:`dailyrec.publishing.seen.SeenPlan`), or ``None`` in the cases :func:`_stage_seen_sets`
+    returns ``([], None)``; ``FileNotFoundError`` as there."""
+    from dailyrec.publishing.seen import plan_seen, seen_sets
+
+    if not _seen_logs_exist(ver, cur_date, store, cfg):
+        return None
+    plan = plan_seen(seen_sets(store, cfg, cur_date, list(inp.ids)), cfg)
+    _log_seen(ver, plan.meta)
+    return plan
 
 
 def _stage_blobs(r: Any, keys: Keys, ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, chunk: int,

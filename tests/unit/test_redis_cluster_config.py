@@ -45,6 +45,8 @@ def test_cluster_keys_one_control_slot_spread_data():
     assert len({key_slot(k.encode()) for k in data}) > 190  # spread, not one slot per version
     assert ck.gen_keys("D_m", "g", {"buckets": 2, "index": 2, "ids": 1}) == [
         "rec:v:D_m:g:vec:0", "rec:v:D_m:g:vec:1", "rec:v:D_m:g:index", "rec:v:D_m:g:index:1", "rec:v:D_m:g:ids"]
+    assert ck.gen_keys("D_m", "g", {"buckets": 1, "index": 1, "ids": 1, "seen": 2})[-2:] == [
+        "rec:v:D_m:g:seen:0", "rec:v:D_m:g:seen:1"]  # a version with seen sets: its buckets are data keys too
     with pytest.raises(ValueError, match="use data"):
         ck.v("D_m", "vec:0")
     with pytest.raises(ValueError, match="braces"):
