@@ -43,24 +43,41 @@ class FeatureSpec(_Strict):
     """One input feature.
 
     ``kind``: ``vocab`` (StringLookup over the ids seen in the training window, ``min_count``
-    applies), ``hash`` (``buckets`` hash bins) or ``int`` (small integer column hashed into
-    ``buckets``). ``side`` says which tower/block sees it.
+    applies), ``hash`` (``buckets`` hash bins), ``int`` (small integer column hashed into
+    ``buckets``) or ``numeric`` (a float column, ``dtype: float``: ``transform`` (``log1p``: the
+    signed ``sign(x) * log(1 + |x|)``) then ``(x - mean) / std`` with the mean and standard
+    deviation the features step computes over the training window (``features/dt=D/numeric_stats.json``,
+    stored with the model), clipped to ``[-clip, clip]`` standard deviations; a missing value
+    (null / NaN) becomes 0 after normalisation, plus a 0/1 missing-indicator column when
+    ``missing_indicator``). A numeric feature gives 1 (or 2) input columns, not an embedding:
+    ``buckets`` and ``embedding_dim`` do not apply to it. ``side`` says which tower/block sees it.
     """
 
     name: str
     side: Literal["user", "item", "context"]
-    kind: Literal["vocab", "hash", "int"] = "hash"
+    kind: Literal["vocab", "hash", "int", "numeric"] = "hash"
     buckets: int = Field(1000, ge=2)
     embedding_dim: int = Field(16, ge=1)
-    dtype: Literal["string", "int"] = "string"
+    dtype: Literal["string", "int", "float"] = "string"
+    transform: Literal["none", "log1p"] = "none"
+    """``numeric`` only: applied before the normalisation (``log1p`` for counts and ages)."""
+    clip: float | None = Field(5.0, gt=0)
+    """``numeric`` only: the normalised value is clipped to ``[-clip, clip]`` (None: no clipping)."""
+    missing_indicator: bool = False
+    """``numeric`` only: add a 0/1 column that is 1 where the value is missing."""
 
     @model_validator(mode="after")
     def _kind_matches_dtype(self) -> "FeatureSpec":
         # Both models read the raw value by dtype and look it up by kind: the two must agree.
-        if (self.kind == "int") != (self.dtype == "int"):
-            raise ValueError(f"feature {self.name!r}: kind={self.kind!r} needs dtype="
-                             f"{'int' if self.kind == 'int' else 'string'!r}, got dtype={self.dtype!r} "
-                             "(kind 'int' takes integer values; 'vocab' and 'hash' take strings)")
+        want = {"int": "int", "numeric": "float"}.get(self.kind, "string")
+        if self.dtype != want:
+            raise ValueError(f"feature {self.name!r}: kind={self.kind!r} needs dtype={want!r}, got dtype={self.dtype!r} "
+                             "(kind 'int' takes integer values; 'numeric' float values; 'vocab' and 'hash' strings)")
+        if self.kind != "numeric":
+            set_opts = [k for k, default in (("transform", "none"), ("clip", 5.0), ("missing_indicator", False))
+                        if getattr(self, k) != default]
+            if set_opts:
+                raise ValueError(f"feature {self.name!r}: {set_opts} apply to kind 'numeric' only (kind={self.kind!r})")
         return self
 
 

@@ -7,10 +7,10 @@ The model: the SavedModel of the newest published ranking model (``registry/mmoe
 written by the ``ranking.publish_model`` stage), or the one published for ``--cur-date``. Each
 input row must hold every raw feature of the model's serving signature (``features.spec`` at
 training time: user, context and item features); a missing one is an error naming it (exit
-status 2). Null values count as unknown (``""`` / 0), as in training. A value the model cannot
+status 2). Null values count as unknown (``""`` / 0 / missing for a numeric feature), as in training. A value the model cannot
 take is an error naming the input, the row and the feature (exit status 2): for an integer
 feature anything but an integer within int64 (a float, a string, a bool, 10**20, a ``uint64``
-above 2**63-1), for a string feature a list or an object; ``NaN``/``Infinity`` are not JSON. Output: one JSON line per
+above 2**63-1), for a numeric feature anything but a number, for a string feature a list or an object; ``NaN``/``Infinity`` are not JSON. Output: one JSON line per
 row on stdout, in input order, and a summary line on stderr naming the model::
 
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
@@ -72,11 +72,16 @@ def published_model(store: Store, cur_date: str | None = None) -> dict[str, Any]
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
-def check_value(name: str, value: Any, integer: bool, where: str) -> None:
+def check_value(name: str, value: Any, integer: bool, where: str, numeric: bool = False) -> None:
     """One raw feature value of a JSON row: an integer feature takes a JSON integer within int64
-    (not a bool, a float, a string, NaN), a string feature a string or a number (not a list or an
-    object); ``None`` is unknown. ``ValueError`` naming ``where`` (file and row) and the feature."""
+    (not a bool, a float, a string, NaN), a ``numeric`` feature (``numeric``) a finite number (not a
+    bool or a string), a string feature a string or a number (not a list or an object); ``None`` is
+    unknown. ``ValueError`` naming ``where`` (file and row) and the feature."""
     if value is None:
+        return
+    if numeric:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: feature '{name}' must be a number, got {value!r}")
         return
     if integer:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -121,6 +126,7 @@ class Scorer:
         self.ranker = load_ranking_model(self.info["saved_model"])
         self.features = list(self.ranker.feature_names)
         self.int_features = {n for n, s in self.ranker.input_signature.items() if s.dtype.is_integer}
+        self.float_features = {n for n, s in self.ranker.input_signature.items() if s.dtype.is_floating}
 
     def _check(self, columns: list[str], where: str) -> None:
         missing = [n for n in self.features if n not in columns]
@@ -151,9 +157,11 @@ class Scorer:
                 continue
             values = [r.get(n) for r in records]
             for i, v in enumerate(values):
-                check_value(n, v, n in self.int_features, f"{where}: row {i}")
+                check_value(n, v, n in self.int_features, f"{where}: row {i}", numeric=n in self.float_features)
             if n in self.int_features:
                 cols[n] = pa.array(values, pa.int64())
+            elif n in self.float_features:
+                cols[n] = pa.array(values, pa.float64())
             else:
                 cols[n] = pa.array([None if v is None else str(v) for v in values], pa.string())
         return pa.table(cols)

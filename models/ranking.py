@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
+from models.features import FeatureEncoder, attach_numeric_stats, spec_dicts, warm_start_encoder
 from models.mmoe import MMoE, SharedBottom, matched_shared_bottom_units
 from models.optim import DecayWithFloor, make_optimizer
 from models.serving import dummy_features, input_signature, load_keras, row_batches, save_keras, to_tensors
@@ -220,7 +220,8 @@ def compile_ranking_model(model: RankingModel, optimizer: keras.optimizers.Optim
 
 
 def build_ranking_model(rank_cfg: Any, features_cfg: Any, vocabularies: dict[str, list[str]],
-                        kind: str = "mmoe", seed: int | None = None) -> RankingModel:
+                        kind: str = "mmoe", seed: int | None = None,
+                        numeric_stats: dict[str, dict[str, Any]] | None = None) -> RankingModel:
     """Build (dummy batch) and compile a :class:`RankingModel` from the config.
 
     Args:
@@ -230,11 +231,14 @@ def build_ranking_model(rank_cfg: Any, features_cfg: Any, vocabularies: dict[str
         kind: ``"mmoe"`` or ``"shared_bottom"``.
         seed: if given, ``keras.utils.set_random_seed(seed)`` first (global!) for reproducible
             initialisation; pass ``rank_cfg.seed`` from a training task.
+        numeric_stats: ``{feature: {"mean", "std"}}`` of the ``numeric`` features (the features
+            step's ``numeric_stats.json``), stored in the model (:func:`models.features.attach_numeric_stats`;
+            ``KeyError`` naming a numeric feature without them).
     """
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     model = RankingModel(
-        specs=list(features_cfg.spec), vocabularies=vocabularies, kind=kind,
+        specs=attach_numeric_stats(list(features_cfg.spec), numeric_stats), vocabularies=vocabularies, kind=kind,
         num_experts=rank_cfg.num_experts, expert_units=rank_cfg.expert_units,
         task_specific_experts=rank_cfg.task_specific_experts, tower_units=rank_cfg.tower_units,
         use_cross=rank_cfg.use_cross, tasks=TASKS,

@@ -101,10 +101,10 @@ def collapsed_gate_warnings(diag: dict[str, Any]) -> list[str]:
 
 
 def signature_specs(ranker: Any) -> list[dict[str, str]]:
-    """Feature spec dicts (name, dtype "string" | "int") of a loaded SavedModel's serving signature."""
+    """Feature spec dicts (name, dtype "string" | "int" | "float") of a loaded SavedModel's serving signature."""
     import tensorflow as tf
 
-    return [{"name": n, "dtype": "string" if spec.dtype == tf.string else "int"}
+    return [{"name": n, "dtype": "string" if spec.dtype == tf.string else ("float" if spec.dtype.is_floating else "int")}
             for n, spec in sorted(ranker.input_signature.items())]
 
 

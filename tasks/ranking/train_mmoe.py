@@ -3,8 +3,9 @@
     python -m tasks.ranking.train_mmoe --cur-date 2026-11-02 [--set ranking.num_experts=6]
         [--set ranking.kind=shared_bottom] [--set ranking.train_baseline=false]
 
-Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) and
-``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.ranking`` built from
+Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples),
+``features/dt=D/vocabularies.json`` and ``numeric_stats.json`` (tasks.retrieval.features; the
+numeric features' normalisation, stored in the model's config and SavedModel). The model is ``models.ranking`` built from
 ``ranking.*`` and ``features.spec``; it trains *unweighted* on the down-sampled rows (the
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
 in the manifest). The rows are streamed, not loaded: ``dailyrec.ranking.inputs`` reads
@@ -45,6 +46,7 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
+from dailyrec.features import NUMERIC_STATS_FILE, read_numeric_stats
 from dailyrec.ranking import BASELINE, NAME
 from dailyrec.ranking.artifacts import artifact_dirs
 from dailyrec.registry import model_dir
@@ -54,7 +56,8 @@ from dailyrec.training import deterministic_training, fit, lineage, model_versio
 
 
 def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], samples: str,
-             src: tuple[str, str] | None, ckpt_dir: str, tb_dir: str) -> tuple[Any, dict[str, Any]]:
+             src: tuple[str, str] | None, ckpt_dir: str, tb_dir: str,
+             numeric_stats: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Build, (warm start from ``src``'s model of the same role,) fit one model on a fresh stream of
     ``samples`` (the same batches for every role); returns it and its manifest figures."""
     from dailyrec.ranking.inputs import stream_dataset, training_stream
@@ -63,7 +66,8 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     cfg, rc = run.cfg, run.cfg.ranking
     deterministic_training(rc.seed)
     with run.timer.step(f"{kind}_build"):
-        model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed)
+        model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed,
+                                    numeric_stats=numeric_stats)
     warm = warm_start(run, model, src, artifact_dirs(src[1], role)[0] if src else None, load_model, warm_start_from,
                       label=kind, timer_step=f"{kind}_warm_start", missing_ok=True)
     stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size, seed=rc.seed,
@@ -113,6 +117,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with timer.step("load"):
         sman = store.read_json(smanifest)
         vocabularies = store.read_json(vocab_path)
+        nstats = read_numeric_stats(store, cur_date)
         labels = _label_counts(samples, store.fs)
     n, n_click, n_conv = labels["rows"], labels["click"], labels["conversion"]
     if n == 0 or n_click == 0:
@@ -130,7 +135,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
             model, info = _fit_one(run, role, k, vocabularies, samples, src, str(ckpt_root / role),
-                                   str(tb_root / role))
+                                   str(tb_root / role), nstats)
             keras_dir, sm_dir = artifact_dirs(tmp, role)
             with timer.step(f"{role}_save"):
                 save_model(model, keras_dir)
@@ -138,10 +143,12 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             infos[role] = info
             del model
         main = infos["main"]
-        lin = lineage(store, [samples, vocab_path], main["warm_start"])
+        stats_path = run.path("features", NUMERIC_STATS_FILE)
+        used = [samples, vocab_path] + ([stats_path] if nstats else [])
+        lin = lineage(store, used, main["warm_start"])
         version = model_version(NAME, cur_date, cfg, lin)
         manifest = run.manifest(
-            inputs=[samples, vocab_path], rows={"train": n, "clicks": n_click, "conversions": n_conv},
+            inputs=used, numeric_stats=nstats, rows={"train": n, "clicks": n_click, "conversions": n_conv},
             lineage=lin, tensorboard=str(tb_root),
             model_version=version, kind=rc.kind,
             history=main["history"], warm_start=main["warm_start"], examples_per_s=main["examples_per_s"],
