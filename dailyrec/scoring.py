@@ -1,4 +1,4 @@
-"""Score rows with the published ranking model: calibrated click and conversion probabilities.
+"""Score rows with the published ranking model: calibrated predictions per task (default click and conversion probabilities).
 
     python -m dailyrec.scoring --input rows.parquet [--cur-date 2026-11-02] [--limit 20]
     python -m dailyrec.scoring [--cur-date D] < rows.jsonl          # one JSON object per line
@@ -15,9 +15,12 @@ row on stdout, in input order, and a summary line on stderr naming the model::
 
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
 
-``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion | impression)``, both
-calibrated back from the model's training down-sample rate (:func:`dailyrec.ranking.calibration.calibrate`
-and :func:`~dailyrec.ranking.calibration.calibrate_conversion`). There is no Redis for the ranking model:
+One key per task of the model (``published.json``'s ``tasks``: ``ranking.tasks`` at training time).
+With the default tasks ``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion |
+impression)``, both calibrated back from the model's training down-sample rate
+(:func:`dailyrec.ranking.calibration.calibrate` and
+:func:`~dailyrec.ranking.calibration.calibrate_conversion`; a custom task by its ``calibration``,
+:func:`dailyrec.ranking.evaluation.calibrate_tasks`). There is no Redis for the ranking model:
 ``published.json`` points at the SavedModel, and a serving system loads it from there.
 
 In Python: ``Scorer(cfg).score(table_or_dicts)``.
@@ -36,7 +39,7 @@ import numpy as np
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.ranking import NAME
-from dailyrec.ranking.evaluation import predict_calibrated
+from dailyrec.ranking.evaluation import predict_calibrated, tasks_of
 from dailyrec.storage import Store, open_store
 
 ID_COLUMNS = ("request_id", "user_id", "item_id")
@@ -114,7 +117,8 @@ def check_table(table: Any, int_features: set[str], where: str) -> None:
 
 # ---- scoring ------------------------------------------------------------------------------------
 class Scorer:
-    """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, "click", "conversion"}]``."""
+    """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, <task>: prediction, ...}]``
+    (``tasks``: the model's task specs, default click and conversion)."""
 
     def __init__(self, cfg: Config | None = None, cur_date: str | None = None):
         from models.serving import load_ranking_model
@@ -123,6 +127,7 @@ class Scorer:
         self.store = open_store(self.cfg)
         self.info = published_model(self.store, cur_date)
         self.rate = float(self.info["negative_downsample_rate"])
+        self.tasks = tasks_of(self.info)
         self.ranker = load_ranking_model(self.info["saved_model"])
         self.features = list(self.ranker.feature_names)
         self.int_features = {n for n, s in self.ranker.input_signature.items() if s.dtype.is_integer}
@@ -175,13 +180,13 @@ class Scorer:
         check_table(table, self.int_features, where)
         if table.num_rows == 0:
             raise ValueError(f"{where}: no rows to score")
-        _, cal = predict_calibrated(self.ranker, table, self.rate, where=where)
+        _, cal = predict_calibrated(self.ranker, table, self.rate, where=where, tasks=self.tasks)
         ids = {c: table.column(c).to_pylist() for c in ID_COLUMNS if c in table.column_names}
         out = []
         for i in range(table.num_rows):
             row: dict[str, Any] = {"row": i, **{c: v[i] for c, v in ids.items()}}
-            row["click"] = round(float(cal["click"][i]), 6)
-            row["conversion"] = round(float(cal["conversion"][i]), 6)
+            for t in self.tasks:
+                row[t["name"]] = round(float(cal[t["name"]][i]), 6)
             out.append(row)
         return out
 
