@@ -1,6 +1,7 @@
-"""Ranking benchmark of the daily ranking pipeline: MMoE vs shared-bottom (click, conversion) on
-generated logs and on MovieLens-100K, training throughput and peak memory at 10M impressions, and
-the MMoE paper's synthetic table (copied from ``bench/results/mmoe_synthetic.json``).
+"""Ranking benchmark of the daily ranking pipeline: MMoE, shared bottom, MMoE + ESMM and
+task-specific experts (click, conversion) on generated logs and on MovieLens-100K, the default
+chosen on a validation split, training throughput and peak memory at 10M impressions, and the MMoE
+paper's synthetic table (copied from ``bench/results/mmoe_synthetic.json``).
 
 Everything runs through the pipeline's own steps, in temporary data roots (removed at the end):
 ``tasks.retrieval.features`` -> ``tasks.ranking.ranking_samples`` ->
@@ -47,6 +48,14 @@ implied CVR ``p_conversion / p_click`` (calibrated) as score: does the model sep
 from lower ratings. A model-free reference, ``popularity_baseline``, scores the same rows with the
 item's click (conversion) count in the training rows, and the clicked rows with the item's smoothed
 training CVR.
+
+**The model table** (:func:`variants_table`, ``<data>.variants``; ``--no-variants`` skips it):
+``mmoe_esmm`` (``ranking.esmm``) and ``task_specific`` (2 shared experts + 1 per task) trained
+alone with the same rows and seeds as the MMoE and its shared bottom, and the same four models
+trained and evaluated on a validation split of the day's training rows (the last 20 % by
+``event_time``, :func:`validation_root`); the best mean AUC on validation is
+``default_on_validation``, its test figures are reported unchanged. ``auc_conversion_esmm`` is
+MovieLens' MMoE + ESMM conversion AUC (mean of seeds).
 
 **Throughput and memory at 10M impressions** (``--throughput-events``): one generated day of 10M
 impressions (100,000 users, 20,000 items: the generator benchmark's universe), features and
