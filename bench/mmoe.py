@@ -1,6 +1,7 @@
-"""Ranking benchmark of the daily ranking pipeline: MMoE vs shared-bottom (click, conversion) on
-generated logs and on MovieLens-100K, training throughput and peak memory at 10M impressions, and
-the MMoE paper's synthetic table (copied from ``bench/results/mmoe_synthetic.json``).
+"""Ranking benchmark of the daily ranking pipeline: MMoE, shared bottom, MMoE + ESMM and
+task-specific experts (click, conversion) on generated logs and on MovieLens-100K, the default
+chosen on a validation split, training throughput and peak memory at 10M impressions, and the MMoE
+paper's synthetic table (copied from ``bench/results/mmoe_synthetic.json``).
 
 Everything runs through the pipeline's own steps, in temporary data roots (removed at the end):
 ``tasks.retrieval.features`` -> ``tasks.ranking.ranking_samples`` ->
@@ -47,6 +48,14 @@ implied CVR ``p_conversion / p_click`` (calibrated) as score: does the model sep
 from lower ratings. A model-free reference, ``popularity_baseline``, scores the same rows with the
 item's click (conversion) count in the training rows, and the clicked rows with the item's smoothed
 training CVR.
+
+**The model table** (:func:`variants_table`, ``<data>.variants``; ``--no-variants`` skips it):
+``mmoe_esmm`` (``ranking.esmm``) and ``task_specific`` (2 shared experts + 1 per task) trained
+alone with the same rows and seeds as the MMoE and its shared bottom, and the same four models
+trained and evaluated on a validation split of the day's training rows (the last 20 % by
+``event_time``, :func:`validation_root`); the best mean AUC on validation is
+``default_on_validation``, its test figures are reported unchanged. ``auc_conversion_esmm`` is
+MovieLens' MMoE + ESMM conversion AUC (mean of seeds).
 
 **Throughput and memory at 10M impressions** (``--throughput-events``): one generated day of 10M
 impressions (100,000 users, 20,000 items: the generator benchmark's universe), features and
@@ -185,8 +194,9 @@ def popularity_baseline(cfg, cur_date: str) -> dict[str, float | None]:
     return out
 
 
-def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
-    """train_mmoe + evaluate_mmoe for each ``ranking.seed``; per model and task AUC/log loss stats."""
+def train_and_evaluate(cfg, cur_date: str, seeds: list[int], baseline_only: bool = False) -> dict[str, Any]:
+    """train_mmoe + evaluate_mmoe for each ``ranking.seed``; per model and task AUC/log loss stats
+    (``baseline_only``: without the given-click AUC and the popularity baseline)."""
     from dailyrec.registry import eval_report_path, model_dir
     from dailyrec.storage import MANIFEST, open_store
     from tasks.ranking.evaluate_mmoe import step as evaluate_mmoe
@@ -204,14 +214,15 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
         man = store.read_json(f"{model_dir(store, 'mmoe', cur_date)}/{MANIFEST}")
         evaluate_mmoe(cur_date, scfg)
         rep = store.read_json(eval_report_path(store, "mmoe", cur_date))
-        given = _auc_given_click(scfg, cur_date)
+        given = _auc_given_click(scfg, cur_date) if not baseline_only else {}
         for tname, kind in KINDS.items():
             m = rep["table"][tname]
             for t in TASKS:
                 per[kind].setdefault(f"auc_{t}", []).append(m[f"{t}_auc"])
                 per[kind].setdefault(f"logloss_{t}", []).append(m[f"{t}_logloss"])
                 per[kind].setdefault(f"calibration_{t}", []).append(m[f"{t}_calibration"])
-            per[kind].setdefault("auc_conversion_given_click", []).append(given[kind])
+            if given:
+                per[kind].setdefault("auc_conversion_given_click", []).append(given[kind])
         run = {"seed": seed, "train_mmoe_seconds": round(train_s, 1), "load_avg_1m_start": load0,
                "examples_per_s": {"mmoe": man["examples_per_s"], "shared_bottom": man["baseline"]["examples_per_s"]},
                "params": {"mmoe": man["params"], "shared_bottom": man["baseline"]["params"]},
@@ -233,11 +244,126 @@ def train_and_evaluate(cfg, cur_date: str, seeds: list[int]) -> dict[str, Any]:
         out["mmoe_minus_shared_bottom"][k] = {
             **{x: y for x, y in _stats([a - b for a, b in pairs]).items() if x != "per_seed"},
             "mmoe_better": f"{sum(a > b for a, b in pairs)}/{len(pairs)}"}
+    if baseline_only:
+        return out
     out["popularity_baseline"] = popularity_baseline(cfg, cur_date)
     print(f"  popularity baseline: {out['popularity_baseline']}", flush=True)
     out["holdout_rows"] = rows
     out["train_rows"] = man["rows"]
     out["runs"] = runs
+    return out
+
+
+# ---- variants (ESMM, task-specific experts) and the choice on a validation split --------------------
+VARIANTS: dict[str, dict[str, Any]] = {
+    "mmoe_esmm": {"ranking.esmm": True},
+    "task_specific": {"ranking.num_experts": 2, "ranking.task_specific_experts": 1},
+}
+"""The further models of the table, as config overrides of the default MMoE (each trained alone,
+``ranking.train_baseline=false``): MMoE + ESMM (``conversion`` = pCTR x pCVR, Ma et al. 2018) and
+task-specific experts (2 shared + 1 per task: the same 4 experts of the default, Tang et al. 2020's
+CGC layout without the progressive layers)."""
+VALIDATION_FRACTION = 0.2
+
+
+def variant_aucs(cfg, cur_date: str, seeds: list[int], overrides: dict[str, Any]) -> dict[str, Any]:
+    """train_mmoe (``overrides``, no baseline) + evaluate_mmoe per seed: ``{auc_<task>: stats}`` of
+    the ``new`` model on the day's holdout, plus per-seed training seconds."""
+    from dailyrec.registry import eval_report_path
+    from dailyrec.storage import open_store
+    from tasks.ranking.evaluate_mmoe import step as evaluate_mmoe
+    from tasks.ranking.train_mmoe import step as train_mmoe
+
+    per: dict[str, list] = {}
+    secs = []
+    for seed in seeds:
+        scfg = cfg.with_overrides({**overrides, "ranking.seed": seed, "ranking.train_baseline": False})
+        t0 = time.perf_counter()
+        train_mmoe(cur_date, scfg)
+        secs.append(round(time.perf_counter() - t0, 1))
+        evaluate_mmoe(cur_date, scfg)
+        rep = open_store(scfg).read_json(eval_report_path(open_store(scfg), "mmoe", cur_date))
+        for t in TASKS:
+            per.setdefault(f"auc_{t}", []).append(rep["table"]["new"][f"{t}_auc"])
+    return {**{k: _stats(v) for k, v in per.items()}, "train_seconds": secs, "overrides": overrides}
+
+
+def validation_root(cfg, cur_date: str, work: Path, name: str) -> Any:
+    """A data root whose ``ranking_samples/dt=cur_date`` splits the day's TRAINING rows by time: the
+    first ``1 - VALIDATION_FRACTION`` train, the last ``VALIDATION_FRACTION`` (by event_time) are the
+    holdout the variants are compared on. The test rows (the day's holdout) are not in it. The
+    features of the day (vocabularies, numeric statistics) are copied as they are. Returns its config."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from dailyrec.storage import MANIFEST, open_store
+
+    store = open_store(cfg)
+    root = work / f"validation-{name}"
+    vcfg = cfg.with_overrides({"storage.data_root": str(root)})
+    vstore = open_store(vcfg)
+    src, dst = Path(store.local_path(store.partition("features", cur_date))), \
+        Path(vstore.local_path(vstore.partition("features", cur_date)))
+    shutil.copytree(src, dst)
+    sdir = store.partition("ranking_samples", cur_date)
+    train = pq.read_table(f"{sdir}/train.parquet", filesystem=store.fs)
+    t = train.column("event_time").cast(pa.int64())
+    cut = pc.quantile(t, q=1 - VALIDATION_FRACTION, interpolation="lower")[0].as_py()
+    early = train.filter(pc.less_equal(t, cut))
+    late = train.filter(pc.greater(t, cut))
+    vdir = vstore.partition("ranking_samples", cur_date)
+    Path(vstore.local_path(vdir)).mkdir(parents=True, exist_ok=True)
+    pq.write_table(early, f"{vdir}/train.parquet", filesystem=vstore.fs, compression="zstd")
+    pq.write_table(late, f"{vdir}/holdout.parquet", filesystem=vstore.fs, compression="zstd")
+    man = store.read_json(f"{sdir}/{MANIFEST}")
+    man["rows"] = {"train": early.num_rows, "holdout": late.num_rows}
+    man["bench_note"] = (f"bench/mmoe.py validation split: the last {VALIDATION_FRACTION:.0%} of the training rows "
+                         "by event_time are the holdout; the test rows are not here")
+    vstore.write_json(f"{vdir}/{MANIFEST}", man)
+    return vcfg, {"train_rows": early.num_rows, "validation_rows": late.num_rows,
+                  "validation_clicks": int(pc.sum(late.column("click")).as_py() or 0),
+                  "validation_conversions": int(pc.sum(late.column("conversion")).as_py() or 0)}
+
+
+def _mean_auc(m: dict[str, Any]) -> float | None:
+    vals = [m[f"auc_{t}"]["mean"] for t in TASKS if m.get(f"auc_{t}", {}).get("mean") is not None]
+    return round(statistics.fmean(vals), 5) if vals else None
+
+
+def variants_table(cfg, cur_date: str, seeds: list[int], work: Path, name: str,
+                   base: dict[str, Any]) -> dict[str, Any]:
+    """The table's four models on the test rows and on a validation split of the training rows;
+    the default is the model with the best mean AUC (click, conversion) on VALIDATION, and its test
+    figures are reported as they are (the test rows never choose anything). ``base``: the
+    ``train_and_evaluate`` result of the same day (MMoE and shared bottom on the test rows)."""
+    test = {"mmoe": {f"auc_{t}": base["mmoe"][f"auc_{t}"] for t in TASKS},
+            "shared_bottom": {f"auc_{t}": base["shared_bottom"][f"auc_{t}"] for t in TASKS}}
+    for v, ov in VARIANTS.items():
+        print(f"  test rows, {v}", flush=True)
+        test[v] = variant_aucs(cfg, cur_date, seeds, ov)
+    vcfg, vinfo = validation_root(cfg, cur_date, work, name)
+    print(f"  validation split: {vinfo}", flush=True)
+    val: dict[str, Any] = {}
+    both = train_and_evaluate(vcfg, cur_date, seeds, baseline_only=True)
+    val["mmoe"] = {f"auc_{t}": both["mmoe"][f"auc_{t}"] for t in TASKS}
+    val["shared_bottom"] = {f"auc_{t}": both["shared_bottom"][f"auc_{t}"] for t in TASKS}
+    for v, ov in VARIANTS.items():
+        print(f"  validation rows, {v}", flush=True)
+        val[v] = variant_aucs(vcfg, cur_date, seeds, ov)
+    shutil.rmtree(work / f"validation-{name}", ignore_errors=True)
+    scores = {k: _mean_auc(m) for k, m in val.items()}
+    chosen = max((k for k in scores if scores[k] is not None), key=lambda k: scores[k])
+    out = {"test": test, "validation": val, "validation_mean_auc": scores,
+           "test_mean_auc": {k: _mean_auc(m) for k, m in test.items()},
+           "default_on_validation": chosen, "validation_split": vinfo,
+           "default_test": {f"auc_{t}": test[chosen][f"auc_{t}"]["mean"] for t in TASKS},
+           "default_test_mean_auc": _mean_auc(test[chosen]),
+           "esmm_minus_mmoe_conversion": round(test["mmoe_esmm"]["auc_conversion"]["mean"]
+                                               - test["mmoe"]["auc_conversion"]["mean"], 5),
+           "task_specific_minus_mmoe_click": round(test["task_specific"]["auc_click"]["mean"]
+                                                   - test["mmoe"]["auc_click"]["mean"], 5)}
+    print(f"  validation mean AUC {scores} -> default {chosen}; test mean AUC {out['test_mean_auc']}", flush=True)
     return out
 
 
@@ -263,6 +389,8 @@ def run_generated(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
     print(f"generated: {summary['events']:,} impressions over {len(dates)} days, samples of {dates[-1]}: "
           f"{samples['rows']} ({prep_s:.0f}s)", flush=True)
     res = train_and_evaluate(cfg, dates[-1], seeds)
+    if not args.no_variants:
+        res["variants"] = variants_table(cfg, dates[-1], seeds, work, "generated", res)
     res["setup"] = {
         "days": dates, "cur_date": dates[-1], "events_per_day": args.gen_events, "users": args.gen_users,
         "items": args.gen_items, "ctr": summary["ctr"], "cvr_after_click": summary["cvr"],
@@ -390,6 +518,8 @@ def run_movielens(work: Path, args: argparse.Namespace, seeds: list[int]) -> dic
           f"({tables['train'].num_rows:,} ratings), test {test.num_rows:,} rows ({tables['test'].num_rows:,} "
           f"ratings) ({prep_s:.0f}s)", flush=True)
     res = train_and_evaluate(cfg, ML_TRAIN_DATE, seeds)
+    if not args.no_variants:
+        res["variants"] = variants_table(cfg, ML_TRAIN_DATE, seeds, work, "movielens", res)
     for epochs in args.ml_more_epochs:  # sensitivity to the training budget, same rows and seeds
         print(f"== MovieLens-100K with ranking.epochs={epochs}", flush=True)
         t1 = time.perf_counter()
@@ -693,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--throughput-items", type=int, default=20_000)
     ap.add_argument("--batch-size", type=int, default=2048)
     ap.add_argument("--no-baseline", action="store_true", help="throughput: train the MMoE only")
+    ap.add_argument("--no-variants", action="store_true",
+                    help="skip the MMoE + ESMM / task-specific experts table and the validation choice")
     ap.add_argument("--skip", nargs="*", default=[], choices=["generated", "movielens", "throughput"])
     ap.add_argument("--workdir", default=None, help="parent of the temporary data roots (default $TMPDIR)")
     ap.add_argument("--no-write", action="store_true", help="print only; do not write results")
@@ -727,6 +859,11 @@ def main(argv: list[str] | None = None) -> int:
     seconds: dict[str, float] = {}
     try:
         results: dict[str, Any] = {}
+        if "movielens" not in args.skip and not (Path(args.ml_dir) / "u.data").exists():
+            print(f"== MovieLens-100K skipped: {args.ml_dir}/u.data is absent (../shared/data is not part of a "
+                  "fresh clone)", flush=True)
+            args.skip.append("movielens")
+            metrics["movielens_skipped"] = f"{args.ml_dir}/u.data is absent"
         if "movielens" not in args.skip:
             print(f"== MovieLens-100K (seeds {seeds})", flush=True)
             t0 = time.perf_counter()
@@ -751,6 +888,14 @@ def main(argv: list[str] | None = None) -> int:
         for kind in ("mmoe", "shared_bottom"):
             for t in TASKS:
                 metrics[f"auc_{t}_{kind}"] = ml[kind][f"auc_{t}"]["mean"]
+        if "variants" in ml:
+            mv = ml["variants"]
+            metrics["auc_conversion_esmm"] = mv["test"]["mmoe_esmm"]["auc_conversion"]["mean"]
+            metrics["auc_click_esmm"] = mv["test"]["mmoe_esmm"]["auc_click"]["mean"]
+            metrics["auc_click_task_specific"] = mv["test"]["task_specific"]["auc_click"]["mean"]
+            metrics["auc_conversion_task_specific"] = mv["test"]["task_specific"]["auc_conversion"]["mean"]
+            metrics["default_on_validation"] = mv["default_on_validation"]
+            metrics["auc_click_default_on_validation"] = mv["default_test"]["auc_click"]
     tp = results.get("throughput")
     if tp and tp.get("events"):
         tr = tp["phases"]["train"]
@@ -769,6 +914,9 @@ def main(argv: list[str] | None = None) -> int:
             for t in TASKS:
                 metrics[f"generated_auc_{t}_{kind}"] = g[kind][f"auc_{t}"]["mean"]
                 metrics[f"generated_auc_{t}_{kind}_std"] = g[kind][f"auc_{t}"]["std"]
+        if "variants" in g:
+            metrics["generated_auc_conversion_esmm"] = g["variants"]["test"]["mmoe_esmm"]["auc_conversion"]["mean"]
+            metrics["generated_default_on_validation"] = g["variants"]["default_on_validation"]
         metrics["generated"] = g
     if tp:
         if tp.get("events"):

@@ -44,24 +44,41 @@ class FeatureSpec(_Strict):
     """One input feature.
 
     ``kind``: ``vocab`` (StringLookup over the ids seen in the training window, ``min_count``
-    applies), ``hash`` (``buckets`` hash bins) or ``int`` (small integer column hashed into
-    ``buckets``). ``side`` says which tower/block sees it.
+    applies), ``hash`` (``buckets`` hash bins), ``int`` (small integer column hashed into
+    ``buckets``) or ``numeric`` (a float column, ``dtype: float``: ``transform`` (``log1p``: the
+    signed ``sign(x) * log(1 + |x|)``) then ``(x - mean) / std`` with the mean and standard
+    deviation the features step computes over the training window (``features/dt=D/numeric_stats.json``,
+    stored with the model), clipped to ``[-clip, clip]`` standard deviations; a missing value
+    (null / NaN) becomes 0 after normalisation, plus a 0/1 missing-indicator column when
+    ``missing_indicator``). A numeric feature gives 1 (or 2) input columns, not an embedding:
+    ``buckets`` and ``embedding_dim`` do not apply to it. ``side`` says which tower/block sees it.
     """
 
     name: str
     side: Literal["user", "item", "context"]
-    kind: Literal["vocab", "hash", "int"] = "hash"
+    kind: Literal["vocab", "hash", "int", "numeric"] = "hash"
     buckets: int = Field(1000, ge=2)
     embedding_dim: int = Field(16, ge=1)
-    dtype: Literal["string", "int"] = "string"
+    dtype: Literal["string", "int", "float"] = "string"
+    transform: Literal["none", "log1p"] = "none"
+    """``numeric`` only: applied before the normalisation (``log1p`` for counts and ages)."""
+    clip: float | None = Field(5.0, gt=0)
+    """``numeric`` only: the normalised value is clipped to ``[-clip, clip]`` (None: no clipping)."""
+    missing_indicator: bool = False
+    """``numeric`` only: add a 0/1 column that is 1 where the value is missing."""
 
     @model_validator(mode="after")
     def _kind_matches_dtype(self) -> "FeatureSpec":
         # Both models read the raw value by dtype and look it up by kind: the two must agree.
-        if (self.kind == "int") != (self.dtype == "int"):
-            raise ValueError(f"feature {self.name!r}: kind={self.kind!r} needs dtype="
-                             f"{'int' if self.kind == 'int' else 'string'!r}, got dtype={self.dtype!r} "
-                             "(kind 'int' takes integer values; 'vocab' and 'hash' take strings)")
+        want = {"int": "int", "numeric": "float"}.get(self.kind, "string")
+        if self.dtype != want:
+            raise ValueError(f"feature {self.name!r}: kind={self.kind!r} needs dtype={want!r}, got dtype={self.dtype!r} "
+                             "(kind 'int' takes integer values; 'numeric' float values; 'vocab' and 'hash' strings)")
+        if self.kind != "numeric":
+            set_opts = [k for k, default in (("transform", "none"), ("clip", 5.0), ("missing_indicator", False))
+                        if getattr(self, k) != default]
+            if set_opts:
+                raise ValueError(f"feature {self.name!r}: {set_opts} apply to kind 'numeric' only (kind={self.kind!r})")
         return self
 
 
@@ -346,36 +363,180 @@ class IndexConfig(_Strict):
 
 
 RANKING_TASKS = ("click", "conversion")
-"""The ranking model's tasks, in output order (ESMM-style: conversion is post-click)."""
+"""The default ranking tasks, in output order (conversion is post-click): ``ranking.tasks``' default."""
+
+
+class ExtraLossConfig(_Strict):
+    """A loss added to a task's main loss, times ``weight`` (the training config's "several
+    losses combined by weight").
+
+    ``pairwise_auc``: the pairwise logistic (RankNet) surrogate of 1 - AUC over the batch's
+    (positive, negative) pairs, ``mean softplus(-(logit_pos - logit_neg))`` (Burges et al. 2005,
+    "Learning to Rank using Gradient Descent"); binary tasks only (``models.ranking.pairwise_auc_loss``).
+    """
+
+    name: Literal["pairwise_auc"]
+    weight: float = Field(0.1, gt=0)
+
+
+class RankingTaskConfig(_Strict):
+    """One task (one output) of the ranking model.
+
+    ``label``: the column of the logs holding the target (default: ``name``); ``kind``: ``binary``
+    (a 0/1 label, sigmoid output, ``loss: bce``) or ``regression`` (a float label, linear output,
+    ``loss: mse`` or ``huber`` with ``huber_delta``); ``weight``: the task loss' weight in the sum;
+    ``extra_losses``: further losses of this task (:class:`ExtraLossConfig`); ``parent``: ESMM
+    (Ma et al., "Entire Space Multi-Task Model", SIGIR 2018): this binary task's output is
+    ``p(parent) * p(this | parent)``, trained against this task's label over every impression
+    (the label must imply the parent's: ``conversion`` -> ``click``).
+
+    ``calibration``: how predictions are mapped back from the negative down-sampling of the
+    training rows (which keeps every click and each non-click with probability r): ``click``
+    (``dailyrec.ranking.calibration.calibrate``: the click task), ``post_click`` (a label that is 0
+    without a click, binary or regression: ``calibrate_conversion`` with the click task's
+    prediction), ``none`` (reported as predicted: unbiased only with ``negative_downsample_rate =
+    1``); ``auto``: ``click`` for the label ``click``, ``post_click`` for ``conversion`` or a task
+    with a parent, ``none`` otherwise.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    label: str | None = None
+    kind: Literal["binary", "regression"] = "binary"
+    loss: Literal["bce", "mse", "huber"] | None = None
+    """Default: ``bce`` for binary, ``mse`` for regression."""
+    huber_delta: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, ge=0)
+    extra_losses: list[ExtraLossConfig] = []
+    parent: str | None = None
+    calibration: Literal["auto", "click", "post_click", "none"] = "auto"
+
+    @model_validator(mode="after")
+    def _loss_matches_kind(self) -> "RankingTaskConfig":
+        loss = self.loss or ("bce" if self.kind == "binary" else "mse")
+        if (self.kind == "binary") != (loss == "bce"):
+            raise ValueError(f"ranking task {self.name!r}: kind={self.kind!r} takes loss "
+                             f"{'bce' if self.kind == 'binary' else 'mse or huber'}, got {loss!r}")
+        if self.kind == "regression" and self.extra_losses:
+            raise ValueError(f"ranking task {self.name!r}: extra_losses {[e.name for e in self.extra_losses]} "
+                             "apply to binary tasks only")
+        if self.kind == "regression" and self.parent:
+            raise ValueError(f"ranking task {self.name!r}: parent (ESMM) needs a binary task")
+        if self.calibration == "click" and self.kind != "binary":
+            raise ValueError(f"ranking task {self.name!r}: calibration 'click' needs a binary task")
+        return self
+
+    @property
+    def label_column(self) -> str:
+        return self.label or self.name
+
+    @property
+    def loss_name(self) -> str:
+        return self.loss or ("bce" if self.kind == "binary" else "mse")
+
+    @property
+    def calibration_mode(self) -> str:
+        """``click`` / ``post_click`` / ``none`` (``auto`` resolved, see the class doc)."""
+        if self.calibration != "auto":
+            return self.calibration
+        if self.label_column == "click" and self.kind == "binary":
+            return "click"
+        if self.label_column == "conversion" or self.parent:
+            return "post_click"
+        return "none"
+
+
+def _default_ranking_tasks() -> list[RankingTaskConfig]:
+    return [RankingTaskConfig(name=t) for t in RANKING_TASKS]
 
 
 class RankingConfig(_Strict):
-    num_experts: int = Field(4, ge=1)
+    tasks: list[RankingTaskConfig] = Field(default_factory=_default_ranking_tasks)
+    """The model's tasks, in output order (default ``click`` and ``conversion``, binary, weight 1)."""
+    esmm: bool = False
+    """ESMM for the default chain: the ``conversion`` task gets ``parent: click`` (pCTCVR = pCTR x pCVR)."""
+    num_experts: int = Field(4, ge=0)
     expert_units: list[int] = [64]
     task_specific_experts: int = Field(0, ge=0)
     tower_units: list[int] = [32]
-    loss_weights: dict[str, float] = {"click": 1.0, "conversion": 1.0}
+    loss_weights: dict[str, float] = {}
+    """Per-task loss weights overriding the tasks' ``weight`` (``{"conversion": 2.0}``; every key must
+    name a task; the trigger form's ``loss_weight_click`` / ``loss_weight_conversion`` set them)."""
     use_cross: bool = True
     negative_downsample_rate: float = Field(0.5, gt=0, le=1)
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(2048, ge=1)
     optimizer: OptimizerConfig = OptimizerConfig(name="adam", learning_rate=0.005)  # not lazy_adam: docs/ranking.md
     max_auc_drop_vs_previous: float = Field(0.01, ge=0)
+    max_rmse_rise_vs_previous: float = Field(0.02, ge=0)
+    """Gate of a regression task: its RMSE may rise at most this fraction above the previous model's."""
     seed: int = 13
     kind: Literal["mmoe", "shared_bottom"] = "mmoe"  # the model published (shared_bottom: then no baseline)
     train_baseline: bool = True  # also train the shared-bottom baseline on the same rows
 
     @model_validator(mode="after")
-    def _loss_weights_name_tasks(self) -> "RankingConfig":
-        unknown = sorted(set(self.loss_weights) - set(RANKING_TASKS))
-        missing = [t for t in RANKING_TASKS if t not in self.loss_weights]
-        if unknown or missing:
-            raise ValueError(f"ranking.loss_weights must give a weight for each task {list(RANKING_TASKS)}: "
-                             + (f"unknown {unknown}" if unknown else "") + ("; " if unknown and missing else "")
-                             + (f"missing {missing}" if missing else ""))
-        if any(w < 0 for w in self.loss_weights.values()) or not any(self.loss_weights.values()):
-            raise ValueError(f"ranking.loss_weights must be >= 0 and not all 0, got {self.loss_weights}")
+    def _tasks_are_consistent(self) -> "RankingConfig":
+        names = [t.name for t in self.tasks]
+        if not names:
+            raise ValueError("ranking.tasks must name at least one task")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"ranking.tasks: duplicate task names {dup}")
+        if self.num_experts + self.task_specific_experts < 1:
+            raise ValueError("ranking: num_experts + task_specific_experts must be >= 1")
+        weights = self.task_weights()  # refuses a loss_weights key naming no task
+        if any(w < 0 for w in weights.values()) or not any(weights.values()):
+            raise ValueError(f"ranking.loss_weights must be >= 0 and not all 0, got {weights}")
+        if self.esmm:
+            by = {t.name: t for t in self.tasks}
+            if "click" not in by or "conversion" not in by:
+                raise ValueError(f"ranking.esmm needs the tasks 'click' and 'conversion', got {names}")
+            if by["conversion"].parent not in (None, "click"):
+                raise ValueError(f"ranking.esmm: task 'conversion' already has parent {by['conversion'].parent!r}")
+        seen: dict[str, RankingTaskConfig] = {}
+        for t in self.resolved_tasks():
+            if t.parent is not None:
+                if t.kind != "binary":
+                    raise ValueError(f"ranking task {t.name!r}: parent (ESMM) needs a binary task")
+                p = seen.get(t.parent)
+                if p is None:
+                    raise ValueError(f"ranking task {t.name!r}: parent {t.parent!r} must be a task listed before it "
+                                     f"(tasks {names})")
+                if p.kind != "binary":
+                    raise ValueError(f"ranking task {t.name!r}: parent {t.parent!r} must be binary")
+            seen[t.name] = t
+        if any(t.calibration_mode == "post_click" for t in self.resolved_tasks()) and \
+                not any(t.calibration_mode == "click" for t in self.resolved_tasks()):
+            raise ValueError("ranking.tasks: a task calibrated 'post_click' needs a task calibrated 'click' "
+                             "(the label 'click', or calibration: click)")
         return self
+
+    def resolved_tasks(self) -> list[RankingTaskConfig]:
+        """``tasks`` with ``esmm`` applied (``conversion`` gets ``parent: click``) and ``loss_weights``
+        as the named tasks' ``weight``."""
+        out = []
+        for t in self.tasks:
+            upd: dict[str, Any] = {}
+            if self.esmm and t.name == "conversion" and t.parent is None:
+                upd["parent"] = "click"
+            if t.name in self.loss_weights:
+                upd["weight"] = float(self.loss_weights[t.name])
+            out.append(t.model_copy(update=upd) if upd else t)
+        return out
+
+    def task_weights(self) -> dict[str, float]:
+        """``{task: loss weight}``: each task's ``weight``, overridden by ``loss_weights``.
+
+        Raises ``ValueError`` when ``loss_weights`` names no task of ``tasks``."""
+        names = [t.name for t in self.tasks]
+        unknown = sorted(set(self.loss_weights) - set(names))
+        if unknown:
+            raise ValueError(f"ranking.loss_weights must give a weight for each task it names, of the tasks {names}: "
+                             f"unknown {unknown}")
+        return {t.name: float(self.loss_weights.get(t.name, t.weight)) for t in self.tasks}
+
+    @property
+    def task_names(self) -> list[str]:
+        return [t.name for t in self.tasks]
 
 
 class RunConfig(_Strict):
@@ -455,6 +616,18 @@ class Config(_Strict):
         if t.distribute == "multi_worker" and t.shard_by == "row_group" and self.ranking.batch_size % t.workers:
             raise ValueError(f"training.shard_by=row_group: ranking.batch_size {self.ranking.batch_size} is not "
                              f"divisible by training.workers {t.workers}")
+        if t.distribute != "none":
+            odd = [x.name for x in self.ranking.resolved_tasks()
+                   if x.kind != "binary" or x.extra_losses or x.parent is not None]
+            if odd:
+                raise ValueError(f"training.distribute={t.distribute}: the distributed ranking loss is the weighted "
+                                 f"binary cross-entropy of each task; tasks {odd} (regression, extra losses or ESMM "
+                                 "parent) train only with training.distribute: none for now")
+            numeric = [f.name for f in self.features.spec if f.kind == "numeric"]
+            if numeric:
+                raise ValueError(f"training.distribute={t.distribute}: numeric features {numeric} are not carried to "
+                                 "the distributed workers yet (their normalisation statistics); use "
+                                 "training.distribute: none")
         return self
 
     def digest(self) -> str:

@@ -3,7 +3,9 @@
 Used by the ``tasks.retrieval.features`` stage; see docs/features-and-sampling.md for the
 counters (``sql/counters.sql``), the catalog (``sql/catalog.sql``) and the vocabulary chain
 (``sql/vocab_counts.sql``, ``sql/vocab_state.sql``: ids seen at least ``features.min_count``
-times in the window, kept until unseen for ``features.evict_after_days`` days).
+times in the window, kept until unseen for ``features.evict_after_days`` days) and the
+normalisation statistics of the ``numeric`` features (``sql/numeric_stats.sql``, stored with the
+models that use them: ``models.features.attach_numeric_stats``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ VOCAB_STATE_SCHEMA = pa.schema([
     pa.field("total_count", pa.int64()),
 ])
 OUTPUT_FILES = ("item_counters.parquet", "user_counters.parquet", "catalog.parquet",
-                "vocabularies.json", "vocab_state.parquet")
+                "vocabularies.json", "vocab_state.parquet", "numeric_stats.json")
+NUMERIC_STATS_FILE = "numeric_stats.json"
+STAT_DIGITS = 12
+"""Significant digits the statistics are rounded to (DuckDB's parallel sums may differ in the last
+bits between runs; rounded, a re-run writes the same bytes)."""
 
 
 def vocab_source(name: str) -> str:
@@ -102,3 +108,60 @@ def vocabularies(con: Any, store: Store, cur_date: str, cfg: Config
     for f, i in zip(state["feature"].to_pylist(), state["id"].to_pylist()):  # sorted by (feature, id) in SQL
         vocabs[f].append(i)
     return vocabs, state, prev_path
+
+
+def numeric_source(name: str, side: str, catalog_columns: list[str]) -> str:
+    """The ``events*`` view holding numeric feature ``name`` of ``side``: ``events_users`` (a users
+    column), ``events`` (a log column / ``hour_of_day``) or ``events_catalog`` (a catalog column:
+    the item side features and counters). ``ValueError`` names a feature found in none."""
+    if side == "user" and name in USER_SCHEMA.names:
+        return "events_users"
+    if side == "context" and (name in LOG_SCHEMA.names or name == "hour_of_day"):
+        return "events"
+    if side == "item" and name in catalog_columns:
+        return "events_catalog"
+    where = {"user": "a users snapshot column", "context": "a log column",
+             "item": f"a catalog column ({catalog_columns})"}[side]
+    raise ValueError(f"numeric feature {name!r} (side {side}) is not {where}")
+
+
+def _rounded(v: Any) -> float | None:
+    return None if v is None else float(f"{float(v):.{STAT_DIGITS}g}")
+
+
+def numeric_stats(con: Any, cur_date: str, cfg: Config, catalog: pa.Table) -> dict[str, dict[str, Any]]:
+    """``{feature: {"mean", "std", "rows", "count", "missing", "transform"}}`` for each ``numeric``
+    feature of ``features.spec``: ``sql/numeric_stats.sql`` over the ``events*`` views of ``con``
+    (the training window: ``sampling.window_days`` days up to ``cur_date`` without the last
+    ``training.holdout_hours`` hours). ``std`` is 1.0 when the values are constant or absent, ``mean``
+    0.0 without a value (the model then maps every value to 0). Rounded to :data:`STAT_DIGITS`
+    significant digits. Raises ``ValueError`` for a feature no view holds (:func:`numeric_source`)."""
+    specs = [f for f in cfg.features.spec if f.kind == "numeric"]
+    if not specs:
+        return {}
+    sql.register_arrow(con, "catalog", catalog)
+    sql.run(con, "events_catalog_view")
+    out: dict[str, dict[str, Any]] = {}
+    for f in specs:
+        row = sql.query_arrow(con, "numeric_stats",
+                              {"feature": f.name, "cur_date": cur_date, "window_days": cfg.sampling.window_days,
+                               "holdout_hours": cfg.training.holdout_hours, "log1p": f.transform == "log1p"},
+                              {"column": f.name, "source": numeric_source(f.name, f.side, catalog.column_names)}
+                              ).to_pylist()[0]
+        mean, std = _rounded(row["mean"]), _rounded(row["std"])
+        out[f.name] = {"mean": mean if mean is not None else 0.0,
+                       "std": std if std is not None and std > 0 else 1.0,
+                       "rows": int(row["rows"]), "count": int(row["count"]), "missing": int(row["missing"]),
+                       "transform": f.transform}
+        if not row["count"]:
+            log.warning("numeric feature %s has no value in the training window of %s: mean 0, std 1",
+                        f.name, cur_date)
+    return out
+
+
+def read_numeric_stats(store: Store, cur_date: str) -> dict[str, dict[str, Any]]:
+    """``features/dt=D/numeric_stats.json`` of the features step (``{}`` when the partition predates
+    numeric features and has no such file; a numeric feature without statistics is then refused by
+    ``models.features.attach_numeric_stats``, naming it)."""
+    path = f"{store.partition('features', cur_date)}/{NUMERIC_STATS_FILE}"
+    return store.read_json(path) if store.exists(path) else {}

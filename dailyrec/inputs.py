@@ -13,10 +13,10 @@ NULL_STRING = ""
 
 def feature_arrays(table: pa.Table, specs: list[Any], extra: dict[str, str] | None = None,
                    where: str = "table") -> dict[str, np.ndarray]:
-    """``{feature: np.ndarray}`` for every spec (strings as object arrays, ints as int64), typed by
-    the models' one dtype rule (``models.serving.feature_dtype``).
+    """``{feature: np.ndarray}`` for every spec (strings as object arrays, ints as int64, floats of
+    ``numeric`` features as float32), typed by the models' one dtype rule (``models.serving.feature_dtype``).
 
-    Nulls become ``""`` (strings) or ``0`` (ints). ``extra`` maps further columns to a numpy dtype
+    Nulls become ``""`` (strings), ``0`` (ints) or NaN (floats: the model's missing value). ``extra`` maps further columns to a numpy dtype
     (``{"label": "float32"}``). A missing column raises ``KeyError`` naming it and ``where``; an int
     feature over a non-integer column raises ``TypeError``.
     """
@@ -32,6 +32,8 @@ def feature_arrays(table: pa.Table, specs: list[Any], extra: dict[str, str] | No
             if not pa.types.is_integer(col.type):
                 raise TypeError(f"{where}: column '{name}' has type {col.type}, the feature spec says int")
             out[name] = pc.fill_null(col, 0).to_numpy().astype(np.int64, copy=False)
+        elif dtype == "float":
+            out[name] = float_column(col, name, where)
         else:
             if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
                 col = pc.cast(col, pa.string())
@@ -41,6 +43,17 @@ def feature_arrays(table: pa.Table, specs: list[Any], extra: dict[str, str] | No
             raise KeyError(f"{where}: column '{name}' is missing")
         out[name] = table.column(name).to_numpy(zero_copy_only=False).astype(dtype)
     return out
+
+
+def float_column(col: pa.Array | pa.ChunkedArray, name: str, where: str = "table") -> np.ndarray:
+    """A numeric (integer, float or decimal) Arrow column -> ``float32[n]``, nulls -> NaN.
+
+    Raises ``TypeError`` naming the column and ``where`` for any other type."""
+    t = col.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)):
+        raise TypeError(f"{where}: column '{name}' has type {t}, the feature spec says float (kind numeric)")
+    return pc.fill_null(pc.cast(col, pa.float32()), np.float32("nan")).to_numpy(zero_copy_only=False).astype(
+        np.float32, copy=False)
 
 
 def dataset(arrays: dict[str, np.ndarray], batch_size: int, shuffle_seed: int | None = None,

@@ -1,4 +1,4 @@
-"""Score rows with the published ranking model: calibrated click and conversion probabilities.
+"""Score rows with the published ranking model: calibrated predictions per task (default click and conversion probabilities).
 
     python -m dailyrec.scoring --input rows.parquet [--cur-date 2026-11-02] [--limit 20]
     python -m dailyrec.scoring [--cur-date D] < rows.jsonl          # one JSON object per line
@@ -7,17 +7,20 @@ The model: the SavedModel of the newest published ranking model (``registry/mmoe
 written by the ``ranking.publish_model`` stage), or the one published for ``--cur-date``. Each
 input row must hold every raw feature of the model's serving signature (``features.spec`` at
 training time: user, context and item features); a missing one is an error naming it (exit
-status 2). Null values count as unknown (``""`` / 0), as in training. A value the model cannot
+status 2). Null values count as unknown (``""`` / 0 / missing for a numeric feature), as in training. A value the model cannot
 take is an error naming the input, the row and the feature (exit status 2): for an integer
 feature anything but an integer within int64 (a float, a string, a bool, 10**20, a ``uint64``
-above 2**63-1), for a string feature a list or an object; ``NaN``/``Infinity`` are not JSON. Output: one JSON line per
+above 2**63-1), for a numeric feature anything but a number, for a string feature a list or an object; ``NaN``/``Infinity`` are not JSON. Output: one JSON line per
 row on stdout, in input order, and a summary line on stderr naming the model::
 
     {"row": 0, "request_id": ..., "user_id": ..., "item_id": ..., "click": 0.183, "conversion": 0.0071}
 
-``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion | impression)``, both
-calibrated back from the model's training down-sample rate (:func:`dailyrec.ranking.calibration.calibrate`
-and :func:`~dailyrec.ranking.calibration.calibrate_conversion`). There is no Redis for the ranking model:
+One key per task of the model (``published.json``'s ``tasks``: ``ranking.tasks`` at training time).
+With the default tasks ``click`` is ``P(click | impression)`` and ``conversion`` ``P(conversion |
+impression)``, both calibrated back from the model's training down-sample rate
+(:func:`dailyrec.ranking.calibration.calibrate` and
+:func:`~dailyrec.ranking.calibration.calibrate_conversion`; a custom task by its ``calibration``,
+:func:`dailyrec.ranking.evaluation.calibrate_tasks`). There is no Redis for the ranking model:
 ``published.json`` points at the SavedModel, and a serving system loads it from there.
 
 In Python: ``Scorer(cfg).score(table_or_dicts)``.
@@ -36,7 +39,7 @@ import numpy as np
 from dailyrec.config import Config, load_config
 from dailyrec.dates import parse_date
 from dailyrec.ranking import NAME
-from dailyrec.ranking.evaluation import predict_calibrated
+from dailyrec.ranking.evaluation import predict_calibrated, tasks_of
 from dailyrec.storage import Store, open_store
 
 ID_COLUMNS = ("request_id", "user_id", "item_id")
@@ -72,11 +75,16 @@ def published_model(store: Store, cur_date: str | None = None) -> dict[str, Any]
 INT64_MIN, INT64_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
-def check_value(name: str, value: Any, integer: bool, where: str) -> None:
+def check_value(name: str, value: Any, integer: bool, where: str, numeric: bool = False) -> None:
     """One raw feature value of a JSON row: an integer feature takes a JSON integer within int64
-    (not a bool, a float, a string, NaN), a string feature a string or a number (not a list or an
-    object); ``None`` is unknown. ``ValueError`` naming ``where`` (file and row) and the feature."""
+    (not a bool, a float, a string, NaN), a ``numeric`` feature (``numeric``) a finite number (not a
+    bool or a string), a string feature a string or a number (not a list or an object); ``None`` is
+    unknown. ``ValueError`` naming ``where`` (file and row) and the feature."""
     if value is None:
+        return
+    if numeric:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: feature '{name}' must be a number, got {value!r}")
         return
     if integer:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -109,7 +117,8 @@ def check_table(table: Any, int_features: set[str], where: str) -> None:
 
 # ---- scoring ------------------------------------------------------------------------------------
 class Scorer:
-    """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, "click", "conversion"}]``."""
+    """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, <task>: prediction, ...}]``
+    (``tasks``: the model's task specs, default click and conversion)."""
 
     def __init__(self, cfg: Config | None = None, cur_date: str | None = None):
         from models.serving import load_ranking_model
@@ -118,9 +127,11 @@ class Scorer:
         self.store = open_store(self.cfg)
         self.info = published_model(self.store, cur_date)
         self.rate = float(self.info["negative_downsample_rate"])
+        self.tasks = tasks_of(self.info)
         self.ranker = load_ranking_model(self.info["saved_model"])
         self.features = list(self.ranker.feature_names)
         self.int_features = {n for n, s in self.ranker.input_signature.items() if s.dtype.is_integer}
+        self.float_features = {n for n, s in self.ranker.input_signature.items() if s.dtype.is_floating}
 
     def _check(self, columns: list[str], where: str) -> None:
         missing = [n for n in self.features if n not in columns]
@@ -151,9 +162,11 @@ class Scorer:
                 continue
             values = [r.get(n) for r in records]
             for i, v in enumerate(values):
-                check_value(n, v, n in self.int_features, f"{where}: row {i}")
+                check_value(n, v, n in self.int_features, f"{where}: row {i}", numeric=n in self.float_features)
             if n in self.int_features:
                 cols[n] = pa.array(values, pa.int64())
+            elif n in self.float_features:
+                cols[n] = pa.array(values, pa.float64())
             else:
                 cols[n] = pa.array([None if v is None else str(v) for v in values], pa.string())
         return pa.table(cols)
@@ -167,13 +180,13 @@ class Scorer:
         check_table(table, self.int_features, where)
         if table.num_rows == 0:
             raise ValueError(f"{where}: no rows to score")
-        _, cal = predict_calibrated(self.ranker, table, self.rate, where=where)
+        _, cal = predict_calibrated(self.ranker, table, self.rate, where=where, tasks=self.tasks)
         ids = {c: table.column(c).to_pylist() for c in ID_COLUMNS if c in table.column_names}
         out = []
         for i in range(table.num_rows):
             row: dict[str, Any] = {"row": i, **{c: v[i] for c, v in ids.items()}}
-            row["click"] = round(float(cal["click"][i]), 6)
-            row["conversion"] = round(float(cal["conversion"][i]), 6)
+            for t in self.tasks:
+                row[t["name"]] = round(float(cal[t["name"]][i]), 6)
             out.append(row)
         return out
 

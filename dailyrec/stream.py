@@ -7,7 +7,8 @@ string constants (about 1.3 KB per row). This module streams instead:
   **exactly** as :class:`models.features.FeatureEncoder` looks raw values up (``vocab``: position in
   the vocabulary + 1, 0 for out-of-vocabulary, like ``keras.layers.StringLookup(num_oov_indices=1)``;
   ``hash``, or ``vocab`` without a vocabulary: FarmHash Fingerprint64 modulo ``buckets``, like
-  ``keras.layers.Hashing``; ``int``: ``|value| mod buckets``). Only int64 and float32 arrays reach
+  ``keras.layers.Hashing``; ``int``: ``|value| mod buckets``; ``numeric``: the raw value as float32,
+  NaN for null, normalised inside the model). Only int32 and float32 arrays reach
   TensorFlow; the models accept those ids in place of raw values, and their serving signatures
   still take raw values.
 * :class:`ParquetStream` reads Parquet files **one row group at a time** (only the columns it
@@ -75,10 +76,12 @@ class IdEncoder:
             ``buckets``).
         vocabulary: the ``vocab`` feature's ids (from the features step); ignored for other kinds.
     Call:
-        ``(column: pa.Array | pa.ChunkedArray[n])`` (plain or dictionary-encoded) -> ``np.ndarray[n] int32``. Nulls count as
-        ``""`` (string features) or ``0`` (int features), as in :func:`dailyrec.inputs.feature_arrays`.
+        ``(column: pa.Array | pa.ChunkedArray[n])`` (plain or dictionary-encoded) -> ``np.ndarray[n] int32``
+        (``float32`` raw values for a ``numeric`` feature: ``dtype``). Nulls count as ``""`` (string
+        features), ``0`` (int features) or NaN (numeric), as in :func:`dailyrec.inputs.feature_arrays`.
     Raises:
-        TypeError: an ``int`` feature over a non-integer column (naming the feature).
+        TypeError: an ``int`` feature over a non-integer column, a ``numeric`` one over a
+            non-numeric column (naming the feature).
 
     ``hash`` ids are FarmHash Fingerprint64 ``mod buckets`` (``tf.strings.to_hash_bucket_fast``,
     the function behind ``keras.layers.Hashing``), computed once per distinct value and cached, so
@@ -92,7 +95,9 @@ class IdEncoder:
         self.buckets = int(s["buckets"])
         self.vocabulary = pa.array([str(v) for v in vocabulary], pa.string()) if (
             self.kind == "vocab" and vocabulary) else None
-        self.mode = "int" if self.kind == "int" else ("vocab" if self.vocabulary is not None else "hash")
+        self.mode = self.kind if self.kind in ("int", "numeric") else (
+            "vocab" if self.vocabulary is not None else "hash")
+        self.dtype = np.dtype(np.float32) if self.mode == "numeric" else np.dtype(ID_DTYPE)
         self._known = pa.array([], pa.string())  # hash mode: distinct values seen so far ...
         self._known_ids = np.zeros(0, ID_DTYPE)  # ... and their bucket
         if self.buckets > np.iinfo(ID_DTYPE).max:
@@ -101,6 +106,10 @@ class IdEncoder:
     def __call__(self, column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        if self.mode == "numeric":
+            from dailyrec.inputs import float_column
+
+            return float_column(column, self.name, "feature")
         if self.mode == "int":
             if not pa.types.is_integer(column.type):
                 raise TypeError(f"feature '{self.name}': column type {column.type}, the feature spec says int")
@@ -226,7 +235,7 @@ class ParquetStream:
         self.batch_size = local_batch
 
     def _file(self, path: str) -> pq.ParquetFile:
-        strings = [n for n, e in self.encoders.items() if e.mode != "int"]
+        strings = [n for n, e in self.encoders.items() if e.mode not in ("int", "numeric")]
         source = path if self.filesystem is None else self.filesystem.open_input_file(path)
         return pq.ParquetFile(source, read_dictionary=strings)
 
@@ -305,10 +314,10 @@ class ParquetStream:
         return rest
 
     def output_signature(self) -> dict[str, Any]:
-        """``{column: tf.TensorSpec([None], int32 | extra dtype)}`` of :meth:`dataset`."""
+        """``{column: tf.TensorSpec([None], int32 | float32 (numeric) | extra dtype)}`` of :meth:`dataset`."""
         import tensorflow as tf
 
-        sig = {name: tf.TensorSpec([None], tf.as_dtype(ID_DTYPE), name=name) for name in self.encoders}
+        sig = {name: tf.TensorSpec([None], tf.as_dtype(enc.dtype), name=name) for name, enc in self.encoders.items()}
         for name, dtype in self.extra.items():
             sig.setdefault(name, tf.TensorSpec([None], tf.as_dtype(dtype), name=name))
         return sig

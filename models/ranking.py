@@ -1,13 +1,19 @@
-"""The multi-task ranking model (click, conversion): MMoE or shared bottom over raw features.
+"""The multi-task ranking model (any tasks; default click, conversion): MMoE or shared bottom over raw features.
 
 Ma et al., "Modeling Task Relationships in Multi-task Learning with Multi-gate
-Mixture-of-Experts", KDD 2018 (the layers are :mod:`models.mmoe`).
+Mixture-of-Experts", KDD 2018 (the layers are :mod:`models.mmoe`); the ESMM option from Ma et al.,
+"Entire Space Multi-Task Model: An Effective Approach for Estimating Post-Click Conversion Rate",
+SIGIR 2018.
 
 Pieces (shapes in ``[...]``; ``B`` is the batch size):
 
 * :class:`RankingModel` -- raw features -> ``FeatureEncoder`` (+ optional item x context cross)
-  -> MMoE or shared bottom -> one tower per task -> sigmoid. Outputs
-  ``{"click": [B, 1], "conversion": [B, 1]}`` probabilities.
+  -> MMoE or shared bottom -> one tower per task -> sigmoid (binary task) or linear (regression).
+  Outputs ``{task: [B, 1]}``; an ESMM task (``parent``) outputs ``p(parent) * p(task | parent)``.
+  Tasks are :func:`task_specs` dicts (``dailyrec.config.RankingTaskConfig``); a bare name is a
+  binary task.
+* :class:`TaskLoss` -- one task's loss: BCE / MSE / Huber plus weighted extra losses
+  (:func:`pairwise_auc_loss`).
 * :func:`compile_ranking_model` / :func:`build_ranking_model` -- from ``RankingConfig`` /
   ``FeaturesConfig``, built and compiled (Adam with :class:`~models.optim.DecayWithFloor`).
 * :func:`gate_diagnostics` -- mean gate weight per expert per task, normalised entropy, collapse.
@@ -22,8 +28,8 @@ Training batches (``tf.data``; the pipeline's are built by ``dailyrec.ranking.in
 
     (features: {name: Tensor[B]}  raw values (tf.string for string features, int64 for int ones), or
                                   int64 embedding row ids (dailyrec.stream.IdEncoder) for any feature,
-     labels:   {"click": float32[B], "conversion": float32[B]}
-     [, sample_weight: float32[B]])                      # optional, applies to both tasks
+     labels:   {task: float32[B]}                       # one per task (default "click", "conversion")
+     [, sample_weight: float32[B]])                      # optional, applies to every task
 
 This module never imports Airflow.
 """
@@ -40,14 +46,14 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
+from models.features import FeatureEncoder, attach_numeric_stats, spec_dicts, warm_start_encoder
+from models.ranking_tasks import TaskLoss, pairwise_auc_loss, task_specs  # noqa: F401  (re-exported)
 from models.mmoe import MMoE, SharedBottom, matched_shared_bottom_units
 from models.optim import DecayWithFloor, make_optimizer
 from models.serving import dummy_features, input_signature, load_keras, row_batches, save_keras, to_tensors
 
 TASKS: tuple[str, ...] = ("click", "conversion")
-
-
+"""The default tasks (``dailyrec.config.RANKING_TASKS``)."""
 @keras.saving.register_keras_serializable(package="dailyrec")
 class RankingModel(keras.Model):
     """Multi-task ranker: raw features -> ``{task: probability [B, 1]}``.
@@ -57,20 +63,24 @@ class RankingModel(keras.Model):
         vocabularies: ``{feature: [id, ...]}`` for ``vocab`` features.
         kind: ``"mmoe"`` or ``"shared_bottom"``.
         num_experts, expert_units, task_specific_experts: the :class:`MMoE` layer.
-        tower_units: per-task tower MLP widths (ReLU), followed by ``Dense(1, sigmoid)``.
+        tower_units: per-task tower MLP widths (ReLU), followed by ``Dense(1)``: sigmoid for a
+            binary task, linear for a regression task.
         use_cross: add the explicit "ad x device" cross: the mean of the item-side embeddings,
             each projected to ``cross_dim`` (no bias), times (element-wise) the same pooling of the
             context-side embeddings: ``[B, cross_dim]`` concatenated to the encoder output.
             Skipped (``cross_active`` False) when there is no item or no context feature.
         cross_dim: width of the cross.
-        tasks: task names, one output each.
+        tasks: the tasks, one output each (:func:`task_specs`: names, dicts or
+            ``RankingTaskConfig``). A binary task with ``parent`` (ESMM) outputs
+            ``p(parent) * sigmoid(head)``: its head learns ``p(task | parent)`` (kept at
+            :meth:`conditional`), its output is trained over every row.
         bottom_units: shared-bottom widths; ``None`` = :func:`matched_shared_bottom_units`
             (same parameter budget as the MMoE configured by the other arguments).
 
     Call:
         inputs: ``{name: Tensor[B]}`` raw values (see ``FeatureEncoder``).
     Returns:
-        ``{task: Tensor[B, 1]}`` probabilities.
+        ``{task: Tensor[B, 1]}``: probabilities (binary) or values (regression).
     """
 
     def __init__(self, specs: list[Any], vocabularies: dict[str, list[str]] | None = None,
@@ -82,7 +92,8 @@ class RankingModel(keras.Model):
         if kind not in ("mmoe", "shared_bottom"):
             raise ValueError(f"kind must be 'mmoe' or 'shared_bottom', got {kind!r}")
         self.kind = kind
-        self.tasks = [str(t) for t in tasks]
+        self.task_specs = task_specs(tasks)
+        self.tasks = [t["name"] for t in self.task_specs]
         self.num_experts = int(num_experts)
         self.expert_units = [int(u) for u in expert_units]
         self.task_specific_experts = int(task_specific_experts)
@@ -115,8 +126,10 @@ class RankingModel(keras.Model):
             self.bottom = SharedBottom(self.bottom_units, n_tasks, name="shared_bottom")
         self.towers = {t: [keras.layers.Dense(u, activation="relu", name=f"tower_{t}_{i}")
                            for i, u in enumerate(self.tower_units)] for t in self.tasks}
-        self.heads = {t: keras.layers.Dense(1, activation="sigmoid", name=f"head_{t}")
-                      for t in self.tasks}
+        self.heads = {t["name"]: keras.layers.Dense(1, activation="sigmoid" if t["kind"] == "binary" else None,
+                                                    name=f"head_{t['name']}")
+                      for t in self.task_specs}
+        self.parents = {t["name"]: t["parent"] for t in self.task_specs if t["parent"]}
 
     # -- forward -------------------------------------------------------------------------------
 
@@ -131,7 +144,9 @@ class RankingModel(keras.Model):
             x = ops.concatenate([x, item * ctx], axis=-1)
         return x
 
-    def call(self, inputs: Mapping[str, Any], training: bool | None = None) -> dict[str, Any]:
+    def heads_output(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """``{task: Tensor[B, 1]}`` of every head before the ESMM products (an ESMM task's head is
+        its conditional probability ``p(task | parent)``)."""
         x = self.bottom_input(inputs)
         reps = self.mmoe(x) if self.mmoe is not None else self.bottom(x)
         out = {}
@@ -140,6 +155,18 @@ class RankingModel(keras.Model):
                 h = layer(h)
             out[t] = self.heads[t](h)
         return out
+
+    def call(self, inputs: Mapping[str, Any], training: bool | None = None) -> dict[str, Any]:
+        out = self.heads_output(inputs)
+        for t in self.tasks:  # parents come first (task_specs checks it)
+            if t in self.parents:
+                out[t] = out[self.parents[t]] * out[t]
+        return out
+
+    def conditional(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """``{task: Tensor[B, 1]}`` ``p(task | parent)`` of the ESMM tasks (pCVR for conversion)."""
+        heads = self.heads_output(inputs)
+        return {t: heads[t] for t in self.parents}
 
     def gates(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """``{task: Tensor[B, N + K]}`` gate weights (MMoE only)."""
@@ -177,7 +204,7 @@ class RankingModel(keras.Model):
                 "vocabularies": self.encoder.vocabularies, "kind": self.kind,
                 "num_experts": self.num_experts, "expert_units": self.expert_units,
                 "task_specific_experts": self.task_specific_experts, "tower_units": self.tower_units,
-                "use_cross": self.use_cross, "cross_dim": self.cross_dim, "tasks": self.tasks,
+                "use_cross": self.use_cross, "cross_dim": self.cross_dim, "tasks": self.task_specs,
                 "bottom_units": self.bottom_units}
 
     @classmethod
@@ -202,25 +229,30 @@ class RankingModel(keras.Model):
 def compile_ranking_model(model: RankingModel, optimizer: keras.optimizers.Optimizer | None = None,
                           loss_weights: Mapping[str, float] | None = None) -> RankingModel:
     """``optimizer`` (default Adam(:class:`DecayWithFloor`) of the default ``ranking.optimizer``),
-    per-task BCE weighted by ``loss_weights``, AUC per task.
+    one :class:`TaskLoss` per task (its loss and extra losses) weighted by ``loss_weights``
+    (default: each task spec's ``weight``), AUC per binary task, RMSE per regression task.
 
-    Logged metric names: ``loss``, ``<task>_loss``, ``<task>_auc``.
+    Logged metric names: ``loss``, ``<task>_loss``, ``<task>_auc`` / ``<task>_rmse``.
+    Raises ``ValueError`` when ``loss_weights`` does not name exactly the tasks.
     """
-    weights = {t: 1.0 for t in model.tasks} if loss_weights is None else dict(loss_weights)
+    weights = {t["name"]: t["weight"] for t in model.task_specs} if loss_weights is None else dict(loss_weights)
     if set(weights) != set(model.tasks):
         raise ValueError(f"loss_weights must name exactly the tasks {model.tasks}, got {sorted(weights)}")
     model.compile(
         optimizer=optimizer if optimizer is not None else keras.optimizers.Adam(DecayWithFloor(0.005, 0.9, 200, 1e-4)),
-        loss={t: keras.losses.BinaryCrossentropy() for t in model.tasks},
+        loss={t["name"]: TaskLoss(t["loss"], t["huber_delta"], t["extra_losses"], name=f"{t['name']}_task_loss")
+              for t in model.task_specs},
         loss_weights={t: float(weights[t]) for t in model.tasks},
-        metrics={t: [keras.metrics.AUC(name="auc")] for t in model.tasks},
+        metrics={t["name"]: [keras.metrics.AUC(name="auc") if t["kind"] == "binary"
+                             else keras.metrics.RootMeanSquaredError(name="rmse")] for t in model.task_specs},
         jit_compile=False,  # StringLookup / Hashing have no XLA kernels
     )
     return model
 
 
 def build_ranking_model(rank_cfg: Any, features_cfg: Any, vocabularies: dict[str, list[str]],
-                        kind: str = "mmoe", seed: int | None = None) -> RankingModel:
+                        kind: str = "mmoe", seed: int | None = None,
+                        numeric_stats: dict[str, dict[str, Any]] | None = None) -> RankingModel:
     """Build (dummy batch) and compile a :class:`RankingModel` from the config.
 
     Args:
@@ -228,19 +260,24 @@ def build_ranking_model(rank_cfg: Any, features_cfg: Any, vocabularies: dict[str
         features_cfg: ``dailyrec.config.FeaturesConfig`` (``spec``: every side is used).
         vocabularies: ``{feature: [id, ...]}`` for ``vocab`` features.
         kind: ``"mmoe"`` or ``"shared_bottom"``.
+        The tasks are ``rank_cfg.resolved_tasks()`` (``ranking.tasks`` with ``ranking.esmm`` and
+        ``ranking.loss_weights`` applied).
         seed: if given, ``keras.utils.set_random_seed(seed)`` first (global!) for reproducible
             initialisation; pass ``rank_cfg.seed`` from a training task.
+        numeric_stats: ``{feature: {"mean", "std"}}`` of the ``numeric`` features (the features
+            step's ``numeric_stats.json``), stored in the model (:func:`models.features.attach_numeric_stats`;
+            ``KeyError`` naming a numeric feature without them).
     """
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     model = RankingModel(
-        specs=list(features_cfg.spec), vocabularies=vocabularies, kind=kind,
+        specs=attach_numeric_stats(list(features_cfg.spec), numeric_stats), vocabularies=vocabularies, kind=kind,
         num_experts=rank_cfg.num_experts, expert_units=rank_cfg.expert_units,
         task_specific_experts=rank_cfg.task_specific_experts, tower_units=rank_cfg.tower_units,
-        use_cross=rank_cfg.use_cross, tasks=TASKS,
+        use_cross=rank_cfg.use_cross, tasks=rank_cfg.resolved_tasks(),
     )
     model(model.dummy_batch(), training=False)
-    return compile_ranking_model(model, make_optimizer(rank_cfg.optimizer), rank_cfg.loss_weights)
+    return compile_ranking_model(model, make_optimizer(rank_cfg.optimizer), rank_cfg.task_weights())
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Both models (the two-tower towers and the MMoE ranker) take raw feature values a
 through the same mechanism:
 
 * :func:`tf_dtype` -- THE dtype rule: a feature whose spec has ``dtype == "int"`` (which the config
-  validator ties to ``kind == "int"``) is ``tf.int64``, every other feature is ``tf.string``.
+  validator ties to ``kind == "int"``) is ``tf.int64``, ``dtype == "float"`` (``kind == "numeric"``)
+  is ``tf.float32`` (NaN = missing), every other feature is ``tf.string``.
 * :func:`input_signature` / :func:`dummy_features` -- the ``[None]`` raw-feature signature and a
   placeholder batch of a spec list (used to build models).
 * :func:`string_array` / :func:`raw_column` -- numpy level: one raw column -> the array fed to
@@ -60,18 +61,20 @@ def _spec_dict(spec: Any) -> Mapping[str, Any]:
 
 
 def feature_dtype(spec: Any) -> str:
-    """The one dtype rule of raw feature values: ``"int"`` or ``"string"``.
+    """The one dtype rule of raw feature values: ``"int"``, ``"float"`` or ``"string"``.
 
     ``spec``: a ``FeatureSpec`` or its dict. ``dtype`` decides; a dict without ``dtype`` falls back
-    on ``kind`` (``dailyrec.config.FeatureSpec`` requires ``kind == "int"`` <=> ``dtype == "int"``).
+    on ``kind`` (``dailyrec.config.FeatureSpec`` requires ``kind == "int"`` <=> ``dtype == "int"``
+    and ``kind == "numeric"`` <=> ``dtype == "float"``).
     """
     s = _spec_dict(spec)
-    return s.get("dtype") or ("int" if s.get("kind") == "int" else "string")
+    return s.get("dtype") or {"int": "int", "numeric": "float"}.get(s.get("kind"), "string")
 
 
 def tf_dtype(spec: Any) -> tf.DType:
-    """``tf.int64`` for an ``int`` feature (:func:`feature_dtype`), ``tf.string`` for every other one."""
-    return tf.int64 if feature_dtype(spec) == "int" else tf.string
+    """``tf.int64`` for an ``int`` feature (:func:`feature_dtype`), ``tf.float32`` for a ``float``
+    (``numeric``) one, ``tf.string`` for every other one."""
+    return {"int": tf.int64, "float": tf.float32}.get(feature_dtype(spec), tf.string)
 
 
 def input_signature(specs: Sequence[Any]) -> dict[str, tf.TensorSpec]:
@@ -85,16 +88,21 @@ def input_signature(specs: Sequence[Any]) -> dict[str, tf.TensorSpec]:
 
 def ids_signature(specs: Sequence[Any]) -> dict[str, tf.TensorSpec]:
     """``{name: tf.TensorSpec([None], tf.int64, name=name)}``: every feature as embedding-table row
-    ids (``dailyrec.stream.IdEncoder``), the input of a tower's :data:`IDS_SIGNATURE` endpoint."""
-    return {_spec_dict(s)["name"]: tf.TensorSpec([None], tf.int64, name=_spec_dict(s)["name"]) for s in specs}
+    ids (``dailyrec.stream.IdEncoder``), the input of a tower's :data:`IDS_SIGNATURE` endpoint; a
+    ``numeric`` feature stays ``tf.float32`` (its raw value: it has no table)."""
+    out = {}
+    for s in specs:
+        name = _spec_dict(s)["name"]
+        out[name] = tf.TensorSpec([None], tf.float32 if tf_dtype(s) == tf.float32 else tf.int64, name=name)
+    return out
 
 
 def dummy_features(specs: Sequence[Any], batch: int = 2) -> dict[str, tf.Tensor]:
-    """``{name: Tensor[batch]}`` of placeholder raw values (``""`` / 0), used to build models."""
+    """``{name: Tensor[batch]}`` of placeholder raw values (``""`` / 0 / 0.0), used to build models."""
     out: dict[str, tf.Tensor] = {}
     for spec in specs:
-        name = _spec_dict(spec)["name"]
-        out[name] = tf.zeros([batch], tf.int64) if tf_dtype(spec) == tf.int64 else tf.fill([batch], "")
+        name, dtype = _spec_dict(spec)["name"], tf_dtype(spec)
+        out[name] = tf.fill([batch], "") if dtype == tf.string else tf.zeros([batch], dtype)
     return out
 
 
@@ -121,13 +129,24 @@ def string_array(values: Any) -> np.ndarray:
     return np.array([str(v) for v in arr.ravel()], dtype=object).reshape(arr.shape)
 
 
+def float_array(values: Any) -> np.ndarray:
+    """A numeric column -> ``float32`` array, ``None`` (and NaN) -> NaN, the missing value of a
+    ``numeric`` feature. Raises ``ValueError`` for a value that is not a number."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "O":
+        arr = np.array([np.nan if v is None else v for v in arr.ravel()], dtype=np.float64).reshape(arr.shape)
+    return arr.astype(np.float32)
+
+
 def raw_column(values: Any, dtype: tf.DType | None = None) -> np.ndarray:
     """One raw feature column -> the numpy array to feed TensorFlow.
 
-    ``dtype`` ``tf.string``: :func:`string_array`; ``tf.int64``: ``astype(int64)``; ``None``
-    (no spec known): strings/objects -> :func:`string_array`, integers -> int64, anything else
-    (floats, bools) unchanged.
+    ``dtype`` ``tf.string``: :func:`string_array`; ``tf.int64``: ``astype(int64)``; ``tf.float32``:
+    :func:`float_array`; ``None`` (no spec known): strings/objects -> :func:`string_array`,
+    integers -> int64, anything else (floats, bools) unchanged.
     """
+    if dtype == tf.float32:
+        return float_array(values)
     arr = np.asarray(values)
     if dtype == tf.string or (dtype is None and arr.dtype.kind in "OUS"):
         return string_array(arr)
@@ -141,13 +160,16 @@ def to_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
 
     Strings: tensors of another dtype through ``tf.strings.as_string``, other values through
     :func:`string_array`. Integers: ``tf.cast`` (floats truncate; strings raise
-    ``tf.errors.UnimplementedError``).
+    ``tf.errors.UnimplementedError``). Floats (``numeric`` features): :func:`float_array` (``None``
+    -> NaN, the missing value).
     """
     if tf.is_tensor(value):
         if value.dtype != dtype:
             value = tf.strings.as_string(value) if dtype == tf.string else tf.cast(value, dtype)
     elif dtype == tf.string:
         value = tf.constant(string_array(value))
+    elif dtype == tf.float32:
+        value = tf.constant(float_array(value))
     else:
         value = tf.cast(value, dtype)
     return tf.reshape(value, [-1])

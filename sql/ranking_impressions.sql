@@ -7,7 +7,8 @@
 -- $cur_date (slot list user_features; NULL for a user missing from it), the context features of
 -- the impression (slot list context: log columns and hour_of_day), item_id, the item-side
 -- features from the catalog features/dt=$cur_date/catalog.parquet (slot list item_features; NULL
--- for an item that left the catalog: in_catalog is false), click, conversion, is_holdout.
+-- for an item that left the catalog: in_catalog is false), click, conversion, the further label
+-- columns of ranking.tasks (slot list labels: log columns, as typed in the logs), is_holdout.
 -- Sorted by (event_time, request_id, item_id), so the seeded down-sampling that follows in Python
 -- sees the same order on every run.
 -- Reads: events (events_view.sql), users (the snapshot), catalog (the features step's catalog).
@@ -29,6 +30,9 @@ SELECT
     s.user_id IS NOT NULL AS in_users,
     CAST(e.click AS TINYINT) AS click,
     CAST(e.conversion AS TINYINT) AS conversion,
+    -- @for L in labels
+    e.{{L}},
+    -- @end
     (e.dt = CAST($cur_date AS DATE) AND e.hour >= 24 - $holdout_hours) AS is_holdout,
 FROM events e
 LEFT JOIN users s ON s.user_id = e.user_id

@@ -25,7 +25,7 @@ The same model as one worker: each replica's loss is its share of the **global**
   of the global batch (``ReplicaContext.all_gather``, differentiable), scores its own positive rows
   against all ``B`` candidates, and divides its sum by the global number of positives ``P``;
 * two-tower ``bce``: the sum of its rows' BCE divided by the global ``B``;
-* ranking (MMoE / shared bottom): ``sum_t w_t * sum_rows BCE_t / B`` (``ranking.loss_weights``).
+* ranking (MMoE / shared bottom): ``sum_t w_t * sum_rows BCE_t / B`` (``ranking.task_weights()``: each task's weight, ``ranking.loss_weights`` overriding).
 
 So the replicas' gradients sum to the one-worker gradient of the same global batch, which
 ``ParquetStream(shard_by="batch")`` gives (worker ``w`` keeps the ``w``-th slice of every global

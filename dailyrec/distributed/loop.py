@@ -119,12 +119,12 @@ def train(job: Job) -> dict[str, Any]:
         if job.family == "ranking":
             from dailyrec.ranking.inputs import stream_dataset
 
-            return stream_dataset(stream)
+            return stream_dataset(stream, cfg.ranking.resolved_tasks())
         return stream.dataset()
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=False)
     dist = strategy.distribute_datasets_from_function(dataset_fn, options)
-    weights = dict(cfg.ranking.loss_weights)
+    weights = cfg.ranking.task_weights()
 
     def replica_step(batch: Any) -> dict[str, Any]:
         with tf.GradientTape() as tape:

@@ -96,7 +96,7 @@ def ranking_replica_loss(model: Any, batch: tuple[dict[str, Any], dict[str, Any]
     Args:
         model: a built ``models.ranking.RankingModel`` (outputs ``{task: float32[b, 1]}`` probabilities).
         batch: ``(features {name: int32[b]}, labels {task: float32[b]})``, this replica's slice.
-        weights: ``ranking.loss_weights``.
+        weights: ``{task: loss weight}`` (``RankingConfig.task_weights``); binary tasks only (config check).
     Returns:
         ``{"loss": float32[], "<task>_loss": float32[] (unweighted)}``, each this replica's share
         (summed over replicas: the global batch's value). The BCE is Keras'

@@ -2,8 +2,9 @@
 row group (:class:`dailyrec.stream.ParquetStream`), features turned into integer ids on the Arrow
 side, and mapped into the ranking training format of ``models.ranking``::
 
-    (features: {name: int32[B]}   embedding row ids (dailyrec.stream.IdEncoder), one per feature of the spec,
-     labels:   {"click": float32[B], "conversion": float32[B]})
+    (features: {name: int32[B]}   embedding row ids (dailyrec.stream.IdEncoder), one per feature of the spec
+                                  (float32 raw values for a numeric feature),
+     labels:   {task: float32[B]}) one per task of ``ranking.tasks``, read from the task's label column
 
 Only int32 and float32 tensors reach TensorFlow; the model's ``FeatureEncoder`` takes the ids as
 they are (and raw values at serving time). There is no per-row ``tf.data`` shuffle: the samples
@@ -21,11 +22,26 @@ from typing import Any
 from dailyrec.config import RANKING_TASKS
 
 LABELS: dict[str, str] = {t: "float32" for t in RANKING_TASKS}
-"""The label columns of the ranking samples and the dtype they are fed as."""
+"""The default tasks' label columns of the ranking samples and the dtype they are fed as."""
+
+
+def label_columns(tasks: list[Any] | None = None) -> dict[str, str]:
+    """``{task name: label column}`` of ``tasks`` (``RankingTaskConfig`` objects, task spec dicts
+    or names; default :data:`dailyrec.config.RANKING_TASKS`)."""
+    out: dict[str, str] = {}
+    for t in tasks if tasks is not None else RANKING_TASKS:
+        if isinstance(t, str):
+            out[t] = t
+        elif hasattr(t, "label_column"):
+            out[t.name] = t.label_column
+        else:
+            out[t["name"]] = t.get("label") or t["name"]
+    return out
 
 
 def training_stream(paths: list[str] | str, specs: list[Any], vocabularies: dict[str, list[str]], *,
-                    batch_size: int, seed: int | None, buffer_rows: int, filesystem: Any = None) -> Any:
+                    batch_size: int, seed: int | None, buffer_rows: int, filesystem: Any = None,
+                    tasks: list[Any] | None = None) -> Any:
     """A :class:`dailyrec.stream.ParquetStream` over the ranking training rows.
 
     Args:
@@ -36,16 +52,19 @@ def training_stream(paths: list[str] | str, specs: list[Any], vocabularies: dict
         seed: the shuffle seed (``ranking.seed``); None reads the file order.
         buffer_rows: the shuffle buffer in rows (``training.shuffle_buffer_rows``).
         filesystem: the store's ``pyarrow.fs`` filesystem (``Store.fs``), None for local paths.
+        tasks: the tasks (``ranking.resolved_tasks()``; default click, conversion): their label
+            columns are read as float32.
     Raises:
         KeyError: a feature or label column is missing from a file (naming the file and the column).
     """
     from dailyrec.stream import ParquetStream, id_encoders
 
-    return ParquetStream(paths, id_encoders(list(specs), vocabularies), extra=LABELS, batch_size=batch_size,
+    extra = {col: "float32" for col in label_columns(tasks).values()}
+    return ParquetStream(paths, id_encoders(list(specs), vocabularies), extra=extra, batch_size=batch_size,
                          seed=seed, buffer_rows=buffer_rows, filesystem=filesystem)
 
 
-def stream_dataset(stream: Any, tasks: tuple[str, ...] = RANKING_TASKS) -> Any:
+def stream_dataset(stream: Any, tasks: list[Any] | tuple[str, ...] = RANKING_TASKS) -> Any:
     """``stream.dataset()`` mapped into ``(features, labels)`` (the module doc's format).
 
     Exactly the batches of ``stream.batches(epoch)``, in their order; ``stream.steps_per_epoch``
@@ -56,8 +75,9 @@ def stream_dataset(stream: Any, tasks: tuple[str, ...] = RANKING_TASKS) -> Any:
     import tensorflow as tf
 
     features = list(stream.encoders)
+    labels = label_columns(list(tasks))
 
     def split(batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        return {f: batch[f] for f in features}, {t: batch[t] for t in tasks}
+        return {f: batch[f] for f in features}, {t: batch[col] for t, col in labels.items()}
 
     return stream.dataset().map(split).prefetch(tf.data.AUTOTUNE)

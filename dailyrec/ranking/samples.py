@@ -1,6 +1,7 @@
-"""The ranking model's rows: every impression of the window with both labels and the features of
-``features.spec`` (SQL over the hourly logs), the training rows' negative down-sampling and the label
-statistics written into the ``ranking_samples`` manifest. pyarrow and DuckDB are imported inside
+"""The ranking model's rows: every impression of the window with its labels (``click``,
+``conversion`` and the label columns of ``ranking.tasks``) and the features of ``features.spec``
+(SQL over the hourly logs), the label checks, the training rows' negative down-sampling and the
+label statistics written into the ``ranking_samples`` manifest. pyarrow and DuckDB are imported inside
 the functions.
 """
 
@@ -46,8 +47,54 @@ def feature_columns(cfg: Config, catalog_columns: list[str]) -> tuple[list[str],
     return user, context, item
 
 
+def extra_label_columns(cfg: Config) -> list[str]:
+    """The label columns of ``ranking.tasks`` besides ``click`` and ``conversion`` (always selected),
+    in task order, each once."""
+    out: list[str] = []
+    for t in cfg.ranking.tasks:
+        col = t.label_column
+        if col not in ("click", "conversion") and col not in out:
+            out.append(col)
+    return out
+
+
+def check_labels(rows: pa.Table, cfg: Config, where: str) -> None:
+    """Refuse label values the tasks cannot learn from, naming the task, the column and a count:
+    a null label; a binary task's label other than 0/1; a ``post_click`` task's label (the
+    conversion-like tasks, calibrated with the click head) other than 0 on a row without a click.
+
+    Raises:
+        ContractError: naming ``where``, the task and the column.
+    """
+    import pyarrow.compute as pc
+
+    from dailyrec.errors import ContractError
+
+    click = np.asarray(rows["click"].to_numpy(zero_copy_only=False))
+    for t in cfg.ranking.resolved_tasks():
+        col = rows[t.label_column]
+        if col.null_count:
+            raise ContractError(f"{where}: task '{t.name}': label column '{t.label_column}' has {col.null_count} "
+                                "null value(s)")
+        y = np.asarray(pc.cast(col, "float64").to_numpy(zero_copy_only=False))
+        if t.kind == "binary":
+            bad = int(np.sum((y != 0) & (y != 1)))
+            if bad:
+                raise ContractError(f"{where}: task '{t.name}' is binary but label column '{t.label_column}' has "
+                                    f"{bad} value(s) other than 0/1 (e.g. {float(y[(y != 0) & (y != 1)][0])!r})")
+        elif not np.isfinite(y).all():
+            raise ContractError(f"{where}: task '{t.name}': label column '{t.label_column}' has "
+                                f"{int((~np.isfinite(y)).sum())} non-finite value(s)")
+        if t.calibration_mode == "post_click":
+            bad = int(np.sum((y != 0) & (click == 0)))
+            if bad:
+                raise ContractError(f"{where}: task '{t.name}' is calibrated post_click but label column "
+                                    f"'{t.label_column}' is non-zero on {bad} impression(s) without a click "
+                                    "(set its calibration to 'none', or fix the logs)")
+
+
 def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> tuple[pa.Table, dict[str, Any]]:
-    """Every impression of the ranking window with both labels and the features of ``features.spec``.
+    """Every impression of the ranking window with its labels and the features of ``features.spec``.
 
     Runs ``sql/ranking_label_check.sql`` then ``sql/ranking_impressions.sql`` (DuckDB) over the
     hourly logs of the ``sampling.window_days`` days ending at ``cur_date`` (``YYYY-MM-DD``), the
@@ -59,8 +106,10 @@ def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> t
         ``in_catalog``, ``in_users`` bools, the feature columns) and ``{"catalog": path, "hours":
         {day: [hours read]}, "features": {"user", "context", "item"}}``.
     Raises:
-        ContractError: a conversion without a click in the window (the count per day named).
-        ValueError: a feature of the spec is not a column of its source (:func:`feature_columns`).
+        ContractError: a conversion without a click in the window (the count per day named); a
+            task's label value it cannot learn from (:func:`check_labels`).
+        ValueError: a feature of the spec is not a column of its source (:func:`feature_columns`);
+            a task's label column is not a log column (naming it and the log file).
     """
     import pyarrow.parquet as pq
 
@@ -77,6 +126,14 @@ def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> t
             catalog = pq.read_table(fh)
         user_feats, context, item_feats = feature_columns(cfg, catalog.column_names)
         files, hours = log_inputs(store, window(cur_date, window_days), cur_date)
+        labels = extra_label_columns(cfg)
+        if labels:
+            with store.fs.open_input_file(files[-1]) as fh:
+                log_columns = pq.read_schema(fh).names
+            missing = [c for c in labels if c not in log_columns]
+            if missing:
+                raise ValueError(f"ranking.tasks: label column(s) {missing} are not columns of the logs "
+                                 f"({files[-1]}: {log_columns})")
         users = read_snapshot(store, "users", cur_date)
         con = open_events(store, files, users, catalog.select(ITEM_SCHEMA.names))
         sql.register_arrow(con, "catalog", catalog)
@@ -92,8 +149,10 @@ def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> t
             f"Fix the logs (the day validation, tasks.ingest.validate_day, rejects them as well).")
     with timer.step("sql_impressions"):
         rows = sql.query_arrow(con, "ranking_impressions", params,
-                                 {"user_features": user_feats, "context": context, "item_features": item_feats})
+                                 {"user_features": user_feats, "context": context, "item_features": item_feats,
+                                  "labels": labels})
     con.close()
+    check_labels(rows, cfg, f"ranking samples {cur_date}")
     return rows, {"catalog": catalog_path, "hours": hours,
                   "features": {"user": user_feats, "context": context, "item": item_feats}}
 
@@ -133,7 +192,7 @@ def shuffled_order(n: int, seed: Any) -> np.ndarray:
 
 
 def sample_tables(rows: pa.Table, rate: float, seed: Any,
-                  shuffle_seed: Any | None = None) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+                  shuffle_seed: Any | None = None, tasks: list[Any] | None = None) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
     """Split :func:`impression_rows` into the down-sampled training rows and the holdout rows.
 
     Both tables drop ``is_holdout`` and gain ``sample_weight`` and ``downsample_rate`` (float32;
@@ -145,8 +204,9 @@ def sample_tables(rows: pa.Table, rate: float, seed: Any,
     Returns:
         ``(train, holdout, stats)``; ``stats`` holds :func:`label_stats` of the training window
         before (``train_before_downsampling``) and after (``train``) down-sampling, of the
-        ``holdout``, the per-``labels`` view (:func:`per_label`), and the counts of rows whose
-        item left the catalog / whose user is missing from the snapshot.
+        ``holdout``, the per-``labels`` view (:func:`per_label`; with ``tasks``, the
+        ``ranking.tasks`` objects, also each further task's label statistics, :func:`task_stats`),
+        and the counts of rows whose item left the catalog / whose user is missing from the snapshot.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -171,7 +231,8 @@ def sample_tables(rows: pa.Table, rate: float, seed: Any,
         "sample_weight", pa.array(ones)).append_column("downsample_rate", pa.array(ones))
     stats = {
         "train_before_downsampling": before, "train": after, "holdout": holdout_stats,
-        "labels": per_label(before, after, holdout_stats),
+        "labels": {**per_label(before, after, holdout_stats),
+                   **task_stats(rows, tasks or [], train_idx, kept, 1.0 / keep_prob, hold_idx)},
         "rows_with_item_outside_catalog": int(pc.sum(pc.invert(rows["in_catalog"])).as_py() or 0),
         "rows_with_user_missing_from_snapshot": int(pc.sum(pc.invert(rows["in_users"])).as_py() or 0),
     }
@@ -208,4 +269,33 @@ def per_label(before: dict[str, Any], after: dict[str, Any], holdout: dict[str, 
             "weighted_rate_after": after.get(f"weighted_{rate}"),
             "holdout_positives": holdout[count], "holdout_rate": holdout[rate],
         }
+    return out
+
+
+def task_stats(rows: pa.Table, tasks: list[Any], train_idx: np.ndarray, kept: np.ndarray, weight: np.ndarray,
+               hold_idx: np.ndarray) -> dict[str, Any]:
+    """Label statistics of the tasks whose label is not ``click``/``conversion`` (those are in
+    :func:`per_label`): a binary task's ``positives_before`` / ``rate_before`` (training window),
+    ``positives_after`` / ``rate_after`` / ``weighted_rate_after`` (down-sampled, ``weight`` the
+    inverse keep probabilities of ``kept``), ``holdout_positives`` / ``holdout_rate``; a regression
+    task's ``mean_before``, ``mean_after``, ``weighted_mean_after``, ``holdout_mean`` (rounded to 6 digits)."""
+    import pyarrow.compute as pc
+
+    out: dict[str, Any] = {}
+    r6 = lambda v: round(float(v), 6) if v is not None else None  # noqa: E731
+    for t in tasks:
+        col = t.label_column
+        if col in ("click", "conversion") or t.name in out:
+            continue
+        y = np.asarray(pc.cast(rows[col], "float64").to_numpy(zero_copy_only=False))
+        b, a, h = y[train_idx], y[kept], y[hold_idx]
+        mean = lambda v: float(v.mean()) if len(v) else None  # noqa: E731
+        wmean = float((weight * a).sum() / weight.sum()) if len(a) else None
+        if t.kind == "binary":
+            out[t.name] = {"label": col, "positives_before": int(b.sum()), "rate_before": r6(mean(b)),
+                           "positives_after": int(a.sum()), "rate_after": r6(mean(a)), "weighted_rate_after": r6(wmean),
+                           "holdout_positives": int(h.sum()), "holdout_rate": r6(mean(h))}
+        else:
+            out[t.name] = {"label": col, "mean_before": r6(mean(b)), "mean_after": r6(mean(a)),
+                           "weighted_mean_after": r6(wmean), "holdout_mean": r6(mean(h))}
     return out

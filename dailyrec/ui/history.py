@@ -54,9 +54,10 @@ def history_rows(store: Any, pipeline: str) -> list[dict[str, Any]]:
             metric = gate.get("metric", "recall_at_50")
             metrics = {m: (tbl.get(m) or {}).get(metric) for m in ("new", "previous", "popularity")}
         else:
-            metric = "auc"
-            metrics = {f"{m} {t}": (tbl.get(m) or {}).get(f"{t}_auc")
-                       for m in ("new", "shared_bottom", "previous") for t in ("click", "conversion")}
+            gated = gate.get("metrics") or ["click_auc", "conversion_auc"]  # <task>_auc / <task>_rmse
+            metrics = {f"{m} {k.rsplit('_', 1)[0]}": (tbl.get(m) or {}).get(k)
+                       for m in ("new", "shared_bottom", "previous") for k in gated}
+            metric = ", ".join(gated)
         timings = man.get("timings_s") or {}
         rows.append({"date": d, "passed": gate.get("passed") if gate else None, "metric": metric,
                      "metrics": metrics, "reasons": gate.get("reasons") or [],
@@ -94,7 +95,7 @@ def history_html(store: Any, pipeline: str, base: str = "", report_link: Any = N
     if not rows:
         return page(title, f"<h1>{esc(title)}</h1><p>No evaluated date under the data root yet.</p>", _nav(base))
     dates = [r["date"] for r in rows]
-    names = list(rows[0]["metrics"])
+    names = list(dict.fromkeys(n for r in rows for n in r["metrics"]))  # the tasks may change over the dates
     passed = [r["passed"] for r in rows]
     pub = [bool(r["published"]) and not r["withdrawn"] for r in rows]
     rb = [r["rollback"] for r in rows]
@@ -104,9 +105,10 @@ def history_html(store: Any, pipeline: str, base: str = "", report_link: Any = N
                                         f"{rows[-1]['metric']} per date (gate marked; green band: published, "
                                         "red dashes: rollback)", rows[-1]["metric"], passed, pub, rb))
     else:
-        for task in ("click", "conversion"):
-            series = {n.split()[0]: [r["metrics"][n] for r in rows] for n in names if n.endswith(task)}
-            figs.append(plots.history_lines(dates, series, f"{task} AUC per date", "AUC", passed, pub, rb))
+        for task in dict.fromkeys(n.split(" ", 1)[1] for n in names):
+            series = {n.split()[0]: [r["metrics"].get(n) for r in rows] for n in names if n.split(" ", 1)[1] == task}
+            what = "RMSE" if f"{task}_rmse" in rows[-1]["metric"] else "AUC"
+            figs.append(plots.history_lines(dates, series, f"{task} {what} per date", what, passed, pub, rb))
     figs.append(plots.history_lines(dates, {"training rows": [r["samples"] for r in rows]},
                                     "sample volume per date", "training rows"))
     figs.append(plots.history_lines(dates, {"fit seconds": [r["train_s"] for r in rows]},
@@ -121,7 +123,7 @@ def history_html(store: Any, pipeline: str, base: str = "", report_link: Any = N
             + (" (rolled back to)" if r["rollback"] else "") if r["published"] else ""
         if r.get("verdict") and r["verdict"] != "pass":
             gate += f" ({esc(r['verdict'])})"
-        cells = [gate, *(fmt(r["metrics"][n]) for n in names)]
+        cells = [gate, *(fmt(r["metrics"].get(n)) for n in names)]
         if pipeline == "retrieval":
             cells += _gate_cells(r)
         cells += [esc(r["published"] or ""), state, fmt(r["samples"]), fmt(r["train_s"])]

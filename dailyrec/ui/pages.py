@@ -149,13 +149,15 @@ def _ranking_gate(steps: dict[str, Any]) -> str:
         return "<h2>Gate</h2><p>evaluation not run</p>"
     tbl = e.get("table") or {}
     tasks = sorted({k[:-4] for m in tbl.values() for k in m if k.endswith("_auc")})
-    cols = [f"{t}_{w}" for t in tasks for w in ("auc", "logloss", "calibration")]
+    regression = sorted({k[:-5] for m in tbl.values() for k in m if k.endswith("_rmse")})
+    cols = ([f"{t}_{w}" for t in tasks for w in ("auc", "logloss", "calibration")]
+            + [f"{t}_{w}" for t in regression for w in ("rmse", "mae", "calibration")])
     rows = [[name] + [m.get(c) for c in cols] for name, m in tbl.items()]
     gates = e.get("gates") or {}
     grows = [[t, g.get("entropy"), g.get("row_entropy"), "yes" if g.get("collapsed") else "no",
               ", ".join(f"{w:.2f}" for w in g.get("mean_weight") or [])] for t, g in gates.items()]
     warn = "".join(f"<li>{esc(w)}</li>" for w in e.get("warnings") or [])
-    return ("<h2>Gate: AUC and calibration per task</h2>" + table(["model"] + cols, rows)
+    return ("<h2>Gate: AUC (RMSE) and calibration per task</h2>" + table(["model"] + cols, rows)
             + plots.bars({n: m.get(f"{tasks[0]}_auc") for n, m in tbl.items()} if tasks else {},
                          f"{tasks[0] if tasks else ''} AUC on the holdout", "AUC")
             + "<h2>MMoE gates (entropy per task)</h2>"

@@ -11,9 +11,12 @@ Rows: ``ranking_samples/dt=D/holdout.parquet``, every impression of the last
 * ``previous``: the newest *published* ranking model before ``cur_date`` (yesterday's), if any.
 
 Every model's predictions are calibrated back from its own training down-sample rate (the
-``negative_downsample_rate`` of its manifest; :func:`dailyrec.ranking.calibration.calibrate` and
-:func:`~dailyrec.ranking.calibration.calibrate_conversion`) before the metrics. Per task (click, conversion): ``auc``,
-``logloss``, ``calibration`` (mean calibrated prediction / mean label; 1 is perfect),
+``negative_downsample_rate`` of its manifest; per task's ``calibration``:
+:func:`dailyrec.ranking.calibration.calibrate` for the click task,
+:func:`~dailyrec.ranking.calibration.calibrate_conversion` for a post-click task, none otherwise)
+before the metrics. Per task of the model (its manifest's ``tasks``: ``ranking.tasks`` when it was
+trained; default click, conversion): ``auc`` and ``logloss`` (binary) or ``rmse`` and ``mae``
+(regression), ``calibration`` (mean calibrated prediction / mean label; 1 is perfect),
 ``mean_pred``, ``mean_label`` and ``mean_raw_pred`` (the uncalibrated mean).
 
 Gate diagnostics of the new MMoE on the same rows (``models.ranking.gate_diagnostics``): mean gate
@@ -21,9 +24,11 @@ weight per expert per task and its normalised entropy; a collapsed gate (one exp
 than 90% of a task's mean weight) is a warning (``warnings`` in the report and the task log), not
 a failure.
 
-Gate: the new model fails when its click AUC, or its conversion AUC, is more than
-``ranking.max_auc_drop_vs_previous`` below the previous model's on these rows (a task without
-positives in the holdout has no AUC and is left out, with a warning). Without a previous model
+Gate: the new model fails when the AUC of a binary task (click, conversion by default) is more than
+``ranking.max_auc_drop_vs_previous`` below the previous model's on these rows, or the RMSE of a
+regression task more than ``ranking.max_rmse_rise_vs_previous`` (a fraction) above it (a task
+without positives in the holdout has no AUC and is left out, with a warning; so is a task the
+previous model does not have). Without a previous model
 the gate passes. The report goes to ``eval/mmoe/dt=D/report.json``; a failed gate is not a task
 failure: the DAG skips the publish and yesterday's model stays the published one.
 """
@@ -33,11 +38,11 @@ from __future__ import annotations
 from typing import Any
 
 from dailyrec import cli
-from dailyrec.config import RANKING_TASKS, Config
+from dailyrec.config import Config
 from dailyrec.errors import NothingToEvaluate
 from dailyrec.ranking import NAME
 from dailyrec.ranking.evaluation import (candidates, collapsed_gate_warnings, format_table, gate_diagnostics,
-                                         holdout_labels, publish_gate, score_models)
+                                         gate_metric, holdout_labels, publish_gate, score_models, tasks_of)
 from dailyrec.registry import eval_report_path, model_dir, published_before
 from dailyrec.step import begin
 from dailyrec.storage import MANIFEST
@@ -60,24 +65,29 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     if n == 0:
         raise NothingToEvaluate(f"{hold_path} has no rows: nothing to evaluate, the day is too sparse "
                                 f"(training.holdout_hours={cfg.training.holdout_hours})")
-    labels, warnings = holdout_labels(holdout)
+    tasks = tasks_of(new_man)
+    labels, warnings = holdout_labels(holdout, tasks)
     prev = published_before(store, NAME, cur_date)
     prev_date = prev["cur_date"] if prev else None
     table, rates, unscored = score_models(run, holdout, hold_path, labels, candidates(new_dir, new_man, prev),
                                           prev_date)
     gates = gate_diagnostics(run, new_dir, holdout, hold_path) if new_man.get("kind", "mmoe") == "mmoe" else {}
     warnings += unscored + collapsed_gate_warnings(gates)
-    gate = publish_gate(table, cfg.ranking.max_auc_drop_vs_previous, prev_date)
+    gate = publish_gate(table, cfg.ranking.max_auc_drop_vs_previous, prev_date, tasks,
+                        cfg.ranking.max_rmse_rise_vs_previous)
     reasons = gate["reasons"]
-    rows = {"holdout": n, **{f"holdout_{t}s": int(labels[t].sum()) for t in RANKING_TASKS}}
+    click, conv = (holdout.column(c).to_numpy(zero_copy_only=False) for c in ("click", "conversion"))
+    rows = {"holdout": n, "holdout_clicks": int(click.sum()), "holdout_conversions": int(conv.sum()),
+            **{f"holdout_{t['name']}_positives": int(labels[t["name"]].sum()) for t in tasks
+               if t.get("kind", "binary") == "binary" and t["name"] not in ("click", "conversion")}}
     report = run.manifest(inputs=[hold_path, new_dir] + ([prev["model_dir"]] if prev else []),
-                          rows=rows, table=table, gate=gate, warnings=warnings,
+                          rows=rows, table=table, gate=gate, warnings=warnings, tasks=tasks,
                           gates=gates, downsample_rates=rates, model_version=new_man.get("model_version"))
     out = run.partition(f"eval/{NAME}")
     with store.atomic_output(out) as tmp:
         store.write_json(f"{tmp}/report.json", report)
     log.info("ranking evaluation of %s on %d holdout impressions (%d clicks, %d conversions):\n%s",
-             cur_date, n, rows["holdout_clicks"], rows["holdout_conversions"], format_table(table))
+             cur_date, n, rows["holdout_clicks"], rows["holdout_conversions"], format_table(table, tasks))
     for name, d in gates.items():
         log.info("gate of %s: mean weight %s, entropy %.3f, row entropy %.3f", name,
                  dict(zip(d["experts"], (round(w, 3) for w in d["mean_weight"]))), d["entropy"], d["row_entropy"])
@@ -90,7 +100,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
                     "; ".join(reasons), cur_date)
     return {"report": eval_report_path(store, NAME, cur_date), "passed": gate["passed"], "reasons": reasons,
             "warnings": warnings, "previous_model": gate["previous_model"],
-            **{f"{name}_{t}_auc": m[f"{t}_auc"] for name, m in table.items() for t in RANKING_TASKS}}
+            **{f"{name}_{gate_metric(t)}": m.get(gate_metric(t)) for name, m in table.items() for t in tasks}}
 
 
 if __name__ == "__main__":

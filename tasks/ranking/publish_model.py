@@ -4,8 +4,8 @@
 
 Refuses (:class:`~dailyrec.errors.GateRejected`) unless ``eval/mmoe/dt=D/report.json`` says the
 gate passed. The record names the SavedModel, the Keras model, the model version, the kind, the
-down-sample rate the scorer calibrates with (:mod:`dailyrec.scoring`), the gate and the new
-model's metrics. There is no Redis for the ranking model: ``published.json`` is the pointer a
+down-sample rate and the tasks (with their calibration) the scorer uses (:mod:`dailyrec.scoring`),
+the gate and the new model's metrics. There is no Redis for the ranking model: ``published.json`` is the pointer a
 serving system loads the model from.
 """
 
@@ -18,6 +18,7 @@ from dailyrec.config import Config
 from dailyrec.errors import GateRejected
 from dailyrec.ranking import NAME
 from dailyrec.ranking.artifacts import artifact_dirs
+from dailyrec.ranking.evaluation import tasks_of
 from dailyrec.registry import eval_report_path, mark_published, model_dir
 from dailyrec.step import begin
 from dailyrec.storage import MANIFEST
@@ -38,6 +39,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     keras_dir, saved_model = artifact_dirs(mdir, "main")
     info = {"model_version": man["model_version"], "kind": man.get("kind", "mmoe"), "saved_model": saved_model,
             "keras_model": keras_dir, "negative_downsample_rate": man["negative_downsample_rate"],
+            "tasks": tasks_of(man),
             "gate": report["gate"], "metrics": report.get("table", {}).get("new", {})}
     path = mark_published(store, NAME, cur_date, info)
     run.log.info("ranking model %s published: %s -> %s", man["model_version"], path, saved_model)

@@ -8,7 +8,9 @@ its ``_manifest.json`` must exist, it is written last: :func:`ready`); the logs 
 must have passed ``tasks.ingest.validate_day`` (``run.require_validated``). The SQL is
 ``sql/ranking_*.sql`` (DuckDB).
 
-* one row per impression with both labels, ``click`` and ``conversion``, and every feature of
+* one row per impression with its labels, ``click``, ``conversion`` and the label column of every
+  task of ``ranking.tasks`` (a log column; checked by :func:`dailyrec.ranking.samples.check_labels`:
+  0/1 for a binary task, no null, 0 without a click for a ``post_click`` task), and every feature of
   ``features.spec``: user side (users snapshot of ``cur_date``), context (log columns and
   ``hour_of_day``) and item side (catalog of ``cur_date``);
 * training rows: the window minus the last ``training.holdout_hours`` hours of ``cur_date``.
@@ -72,7 +74,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     rows, info = impression_rows(store, cur_date, cfg, timer)
 
     with timer.step("downsample"):
-        train, holdout, stats = sample_tables(rows, rate, seed, shuffle_seed=[*seed, 1])
+        train, holdout, stats = sample_tables(rows, rate, seed, shuffle_seed=[*seed, 1],
+                                              tasks=cfg.ranking.resolved_tasks())
     before, after, holdout_stats = stats["train_before_downsampling"], stats["train"], stats["holdout"]
     if not before["rows"]:
         run.log.warning("ranking samples %s: the training window holds no impression", cur_date)

@@ -1,10 +1,12 @@
-"""Train the MMoE ranking model (click, conversion) for one ``cur_date``, and its shared-bottom baseline.
+"""Train the MMoE ranking model (the tasks of ``ranking.tasks``; default click, conversion) for one
+``cur_date``, and its shared-bottom baseline.
 
     python -m tasks.ranking.train_mmoe --cur-date 2026-11-02 [--set ranking.num_experts=6]
         [--set ranking.kind=shared_bottom] [--set ranking.train_baseline=false]
 
-Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples) and
-``features/dt=D/vocabularies.json`` (tasks.retrieval.features). The model is ``models.ranking`` built from
+Inputs: ``ranking_samples/dt=D/train.parquet`` (tasks.ranking.ranking_samples),
+``features/dt=D/vocabularies.json`` and ``numeric_stats.json`` (tasks.retrieval.features; the
+numeric features' normalisation, stored in the model's config and SavedModel). The model is ``models.ranking`` built from
 ``ranking.*`` and ``features.spec``; it trains *unweighted* on the down-sampled rows (the
 evaluation and the scorer calibrate its click/conversion predictions back with the rate recorded
 in the manifest). The rows are streamed, not loaded: ``dailyrec.ranking.inputs`` reads
@@ -45,6 +47,7 @@ from typing import Any
 
 from dailyrec import cli
 from dailyrec.config import Config
+from dailyrec.features import NUMERIC_STATS_FILE, read_numeric_stats
 from dailyrec.ranking import BASELINE, NAME
 from dailyrec.ranking.artifacts import artifact_dirs
 from dailyrec.registry import model_dir
@@ -54,7 +57,8 @@ from dailyrec.training import deterministic_training, fit, lineage, model_versio
 
 
 def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[str]], samples: str,
-             src: tuple[str, str] | None, ckpt_dir: str, tb_dir: str) -> tuple[Any, dict[str, Any]]:
+             src: tuple[str, str] | None, ckpt_dir: str, tb_dir: str,
+             numeric_stats: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """Build, (warm start from ``src``'s model of the same role,) fit one model on a fresh stream of
     ``samples`` (the same batches for every role); returns it and its manifest figures."""
     from dailyrec.ranking.inputs import stream_dataset, training_stream
@@ -63,12 +67,14 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     cfg, rc = run.cfg, run.cfg.ranking
     deterministic_training(rc.seed)
     with run.timer.step(f"{kind}_build"):
-        model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed)
+        model = build_ranking_model(rc, cfg.features, vocabularies, kind=kind, seed=rc.seed,
+                                    numeric_stats=numeric_stats)
     warm = warm_start(run, model, src, artifact_dirs(src[1], role)[0] if src else None, load_model, warm_start_from,
                       label=kind, timer_step=f"{kind}_warm_start", missing_ok=True)
+    tasks = rc.resolved_tasks()
     stream = training_stream(samples, list(cfg.features.spec), vocabularies, batch_size=rc.batch_size, seed=rc.seed,
-                             buffer_rows=cfg.training.shuffle_buffer_rows, filesystem=run.store.fs)
-    result = fit(run, model, stream_dataset(stream), rows=stream.num_rows, epochs=rc.epochs, label=kind,
+                             buffer_rows=cfg.training.shuffle_buffer_rows, filesystem=run.store.fs, tasks=tasks)
+    result = fit(run, model, stream_dataset(stream, tasks), rows=stream.num_rows, epochs=rc.epochs, label=kind,
                  ckpt_dir=ckpt_dir, tb_dir=tb_dir, timer_step=f"{kind}_fit", shuffle=False,  # the stream shuffles
                  stream=stream)
     info = {"kind": kind, "params": int(model.count_params()), "history": result.history, "warm_start": warm,
@@ -81,19 +87,28 @@ def _fit_one(run: StepRun, role: str, kind: str, vocabularies: dict[str, list[st
     return model, info
 
 
-def _label_counts(samples: str, fs: Any) -> dict[str, int]:
-    """``{"rows", "click", "conversion"}`` of the training rows, reading only the label columns.
+def _label_counts(samples: str, fs: Any, tasks: list[Any]) -> dict[str, Any]:
+    """``{"rows", "click", "conversion", "tasks": {task: positives (binary) or label mean (regression)}}``
+    of the training rows, reading only the label columns.
 
     Raises ``KeyError`` naming the file when a label column is missing."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(fs.open_input_file(samples))
-    missing = [t for t in ("click", "conversion") if t not in pf.schema_arrow.names]
+    cols = list(dict.fromkeys(["click", "conversion", *(t.label_column for t in tasks)]))
+    missing = [c for c in cols if c not in pf.schema_arrow.names]
     if missing:
         raise KeyError(f"{samples}: label column(s) {missing} missing; columns: {pf.schema_arrow.names}")
-    table = pf.read(columns=["click", "conversion"])
-    return {"rows": table.num_rows, **{t: int(pc.sum(table.column(t)).as_py() or 0) for t in ("click", "conversion")}}
+    table = pf.read(columns=cols)
+    out: dict[str, Any] = {"rows": table.num_rows, **{t: int(pc.sum(table.column(t)).as_py() or 0)
+                                                     for t in ("click", "conversion")}}
+    out["tasks"] = {}
+    for t in tasks:
+        total = pc.sum(pc.cast(table.column(t.label_column), "float64")).as_py() or 0.0
+        out["tasks"][t.name] = (int(total) if t.kind == "binary"
+                                else round(total / table.num_rows, 6) if table.num_rows else None)
+    return out
 
 
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
@@ -103,7 +118,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     same rows. Raises ``FileNotFoundError`` without the day's samples or vocabularies,
     ``ValueError`` when the training rows hold no click.
     """
-    from models.ranking import save_model
+    from models.ranking import save_model, task_specs
     from models.serving import export_ranking_model
 
     run = begin("train_mmoe", cur_date, cfg)
@@ -114,10 +129,15 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with timer.step("load"):
         sman = store.read_json(smanifest)
         vocabularies = store.read_json(vocab_path)
-        labels = _label_counts(samples, store.fs)
+        nstats = read_numeric_stats(store, cur_date)
+        tasks = rc.resolved_tasks()
+        labels = _label_counts(samples, store.fs, tasks)
     n, n_click, n_conv = labels["rows"], labels["click"], labels["conversion"]
     if n == 0 or n_click == 0:
         raise ValueError(f"{samples}: {n} rows, {n_click} clicks: nothing to train a ranker on")
+    for t in tasks:
+        if t.kind == "binary" and labels["tasks"][t.name] == 0:
+            run.log.warning("task %s: no positive (label %s) in the training rows", t.name, t.label_column)
     rate = float(sman.get("negative_downsample_rate", rc.negative_downsample_rate))
     run.log.info("training %s (%s) on %d rows (%d clicks, %d conversions; non-clicks kept at r=%g) from %s",
                  cur_date, rc.kind, n, n_click, n_conv, rate, samples)
@@ -131,7 +151,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with store.atomic_output(final) as tmp:
         for role, k in roles.items():
             model, info = _fit_one(run, role, k, vocabularies, samples, src, str(ckpt_root / role),
-                                   str(tb_root / role))
+                                   str(tb_root / role), nstats)
             keras_dir, sm_dir = artifact_dirs(tmp, role)
             with timer.step(f"{role}_save"):
                 save_model(model, keras_dir)
@@ -139,15 +159,18 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             infos[role] = info
             del model
         main = infos["main"]
-        lin = lineage(store, [samples, vocab_path], main["warm_start"])
+        stats_path = run.path("features", NUMERIC_STATS_FILE)
+        used = [samples, vocab_path] + ([stats_path] if nstats else [])
+        lin = lineage(store, used, main["warm_start"])
         version = model_version(NAME, cur_date, cfg, lin)
         manifest = run.manifest(
-            inputs=[samples, vocab_path], rows={"train": n, "clicks": n_click, "conversions": n_conv},
+            inputs=used, numeric_stats=nstats, rows={"train": n, "clicks": n_click, "conversions": n_conv},
             lineage=lin, tensorboard=str(tb_root),
             model_version=version, kind=rc.kind,
             history=main["history"], warm_start=main["warm_start"], examples_per_s=main["examples_per_s"],
             final_loss=main["final_loss"], params=main["params"], checkpoints=str(ckpt_root),
-            negative_downsample_rate=rate, loss_weights=dict(rc.loss_weights), num_experts=rc.num_experts,
+            negative_downsample_rate=rate, loss_weights=rc.task_weights(), num_experts=rc.num_experts,
+            tasks=task_specs(tasks), esmm=rc.esmm, label_counts=labels["tasks"],
             epochs=rc.epochs, batch_size=rc.batch_size,
             artifacts={role: {"kind": k, **dict(zip(("keras", "saved_model"), artifact_dirs(final, role)))}
                        for role, k in roles.items()},

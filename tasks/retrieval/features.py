@@ -16,6 +16,10 @@ Writes atomically to ``<root>/features/dt=D/``:
 * ``vocabularies.json`` (``{feature: [id, ...]}`` for each ``vocab`` feature of the spec) and
   ``vocab_state.parquet`` (``feature, id, last_seen_dt, total_count``), chained from
   ``features/dt=<D-1>`` (see ``sql/vocab_state.sql`` and docs/features-and-sampling.md);
+* ``numeric_stats.json``: ``{feature: {"mean", "std", "rows", "count", "missing", "transform"}}``
+  for each ``numeric`` feature of the spec (``sql/numeric_stats.sql``: over the training window,
+  the held-out hours excluded), which the training steps store with their models
+  (``models.features.attach_numeric_stats``); ``{}`` without numeric features;
 * ``_manifest.json``.
 """
 
@@ -31,7 +35,7 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.dates import window
 from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
-from dailyrec.features import OUTPUT_FILES, counters_and_catalog, vocabularies
+from dailyrec.features import NUMERIC_STATS_FILE, OUTPUT_FILES, counters_and_catalog, numeric_stats, vocabularies
 from dailyrec.step import begin
 
 
@@ -56,6 +60,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         run.log.info("catalog: %d items (%d without events in %d day(s))", catalog.num_rows, unseen, max(windows))
         with run.timer.step("vocabularies"):
             vocabs, state, prev_path = vocabularies(con, store, d, cfg)
+        with run.timer.step("numeric_stats"):
+            nstats = numeric_stats(con, d, cfg, catalog)
     finally:
         con.close()
     sizes = {k: len(v) for k, v in vocabs.items()}
@@ -71,17 +77,19 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             # batches follow its thread count, Spark's its partitions; the Parquet writer's pages do)
             pq.write_table(table.combine_chunks(), f"{tmp}/{name}.parquet", filesystem=store.fs, compression="zstd")
         store.write_text(f"{tmp}/vocabularies.json", json.dumps(vocabs, sort_keys=True) + "\n")
+        store.write_text(f"{tmp}/{NUMERIC_STATS_FILE}", json.dumps(nstats, sort_keys=True, indent=1) + "\n")
         manifest = run.manifest(
             inputs={"logs": {day: hours[day] for day in sorted(hours)},
                     "users": run.partition("users"), "items": run.partition("items"), "prev_vocab_state": prev_path},
             rows=rows, counter_windows_days=windows, vocab_window_days=cfg.sampling.window_days,
             ctr_prior_strength=fc.ctr_prior_strength, min_count=fc.min_count,
             evict_after_days=fc.evict_after_days, catalog_unseen_items=unseen,
-            vocab_sizes=sizes, files=list(OUTPUT_FILES), sql_engine=engine_info(cfg.sql))
+            vocab_sizes=sizes, numeric_stats=nstats, files=list(OUTPUT_FILES), sql_engine=engine_info(cfg.sql))
         manifest["timings_s"]["total"] = run.timer.total()
         store.write_json(f"{tmp}/_manifest.json", manifest)
     run.log.info("features dt=%s written to %s in %.2fs", d, out, run.timer.total())
     return {"path": out, "catalog": f"{out}/catalog.parquet", "vocabularies": f"{out}/vocabularies.json",
+            "numeric_stats": f"{out}/{NUMERIC_STATS_FILE}",
             "rows": rows, "days": sorted(hours), "vocab_sizes": sizes}
 
 

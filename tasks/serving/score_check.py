@@ -31,8 +31,11 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     run.require(path, hint=f"run tasks.ranking.ranking_samples for {run.cur_date} first")
     rows = pq.read_table(path, filesystem=run.store.fs).slice(0, CHECK_ROWS)
     scored = scorer.score(rows, where=path)
-    for s, c, v in zip(scored, rows.column("click").to_pylist(), rows.column("conversion").to_pylist()):
-        s["label_click"], s["label_conversion"] = c, v
+    labels = {t["name"]: rows.column(t.get("label") or t["name"]).to_pylist() for t in scorer.tasks
+              if (t.get("label") or t["name"]) in rows.column_names}
+    for i, s in enumerate(scored):
+        for t, values in labels.items():
+            s[f"label_{t}"] = values[i]
         run.log.info("scored %s", json.dumps(s))
     return {"model_version": scorer.info["model_version"], "saved_model": scorer.info["saved_model"], "rows": scored}
 

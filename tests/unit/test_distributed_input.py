@@ -94,3 +94,16 @@ def test_tf_config_names_every_worker_on_loopback():
     c = tf_config(ports, 2)
     assert c["cluster"]["worker"] == [f"127.0.0.1:{p}" for p in ports]
     assert c["task"] == {"type": "worker", "index": 2}
+
+
+def test_distributed_refuses_ranking_setups_its_loss_does_not_cover():
+    """The distributed ranking loss is a weighted BCE per task: ESMM, regression tasks, extra losses
+    and numeric features are refused before any work, with the reason named."""
+    base = {"training.distribute": "multi_worker", "training.workers": 2}
+    assert load_config(overrides=base, environ={}).training.workers == 2
+    with pytest.raises(ConfigError, match=r"tasks \['conversion'\].*distribute: none"):
+        load_config(overrides={**base, "ranking.esmm": True}, environ={})
+    spec = [f.model_dump() for f in load_config(environ={}).features.spec]
+    spec.append({"name": "age", "side": "user", "kind": "numeric", "dtype": "float"})
+    with pytest.raises(ConfigError, match=r"numeric features \['age'\]"):
+        load_config(overrides={**base, "features.spec": spec}, environ={})

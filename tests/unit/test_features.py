@@ -161,3 +161,71 @@ def test_vocab_min_count_and_eviction_over_three_chained_days(tmp_path):
     store.delete_dir(store.partition("features", d2))
     res = build_features(d3, cfg)
     assert json.loads(open(res["vocabularies"]).read())["user_id"] == ["d"]
+
+
+# ---- numeric feature statistics -----------------------------------------------------------
+NUMERIC_SPEC = [
+    {"name": "user_id", "side": "user", "kind": "vocab", "buckets": 100, "embedding_dim": 4},
+    {"name": "user_age_bucket", "side": "user", "kind": "numeric", "dtype": "float", "missing_indicator": True},
+    {"name": "banner_pos", "side": "context", "kind": "numeric", "dtype": "float", "clip": 3.0},
+    {"name": "item_id", "side": "item", "kind": "vocab", "buckets": 100, "embedding_dim": 4},
+    {"name": "clicks_3d", "side": "item", "kind": "numeric", "dtype": "float", "transform": "log1p"},
+]
+
+
+def test_numeric_stats_are_computed_over_the_training_window(tmp_path):
+    """numeric_stats.json (sql/numeric_stats.sql) holds, per numeric feature, the mean and the
+    population std of its (log1p-transformed) value over the impressions of the training window
+    (sampling.window_days up to cur_date, without the held-out last hours), equal to the in-memory
+    formula of models.features; values of users missing from the snapshot count as missing; a
+    re-run writes the same bytes."""
+    from models.features import numeric_stats_from_arrays
+    from tasks.retrieval.features import step as build_features
+
+    cfg = config(tmp_path, **{"features.counter_windows_days": [1, 3], "sampling.window_days": 2,
+                              "training.holdout_hours": 3, "features.spec": NUMERIC_SPEC})
+    store = open_store(cfg)
+    days = date_range(DAY0, 3)
+    frames = []
+    for k, day in enumerate(days):
+        ev = random_day(day, 500, n_users=40, n_items=25, seed=10 + k)
+        # u35..u39 are not in the users snapshot: their user_age_bucket is missing
+        write_day(store, day, ev, make_users([f"u{u}" for u in range(35)]), make_items([f"i{i}" for i in range(25)]))
+        frames.append(ev.to_pandas().assign(dt=day))
+    cur = days[-1]
+    res = build_features(cur, cfg)
+    out = store.partition("features", cur)
+    got = json.loads((tmp_path / "data" / "features" / f"dt={cur}" / "numeric_stats.json").read_text())
+    assert res["numeric_stats"].endswith("numeric_stats.json") and sorted(got) == ["banner_pos", "clicks_3d",
+                                                                                 "user_age_bucket"]
+
+    logs = pd.concat(frames)
+    hour = pd.to_datetime(logs.event_time).dt.hour
+    win = logs[logs.dt.isin(days[1:]) & ~((logs.dt == cur) & (hour >= 21))]
+    users = make_users([f"u{u}" for u in range(35)]).to_pandas().set_index("user_id")
+    cat = read(f"{out}/catalog.parquet").set_index("item_id")
+    arrays = {"banner_pos": win.banner_pos.to_numpy(np.float64),
+              "user_age_bucket": win.user_id.map(users.user_age_bucket).to_numpy(np.float64),
+              "clicks_3d": win.item_id.map(cat.clicks_3d).to_numpy(np.float64)}
+    want = numeric_stats_from_arrays(arrays, NUMERIC_SPEC)
+    for name, w in want.items():
+        assert got[name]["rows"] == len(win), name
+        assert (got[name]["count"], got[name]["missing"]) == (w["count"], w["missing"]), name
+        np.testing.assert_allclose([got[name]["mean"], got[name]["std"]], [w["mean"], w["std"]], rtol=1e-9,
+                                   err_msg=name)
+    assert got["user_age_bucket"]["missing"] > 0 and got["clicks_3d"]["transform"] == "log1p"
+    before = (tmp_path / "data" / "features" / f"dt={cur}" / "numeric_stats.json").read_bytes()
+    build_features(cur, cfg)
+    assert (tmp_path / "data" / "features" / f"dt={cur}" / "numeric_stats.json").read_bytes() == before
+
+
+def test_numeric_feature_without_a_source_column_is_named(tmp_path):
+    from tasks.retrieval.features import step as build_features
+
+    spec = [*NUMERIC_SPEC[:2], {"name": "price", "side": "item", "kind": "numeric", "dtype": "float"}]
+    cfg = config(tmp_path, **{"sampling.window_days": 1, "features.spec": spec})
+    store = open_store(cfg)
+    write_day(store, DAY0, random_day(DAY0, 200, 20, 10, seed=1), make_users([f"u{u}" for u in range(20)]),
+              make_items([f"i{i}" for i in range(10)]))
+    with pytest.raises(ValueError, match="numeric feature 'price' \\(side item\\) is not a catalog column"):
+        build_features(DAY0, cfg)

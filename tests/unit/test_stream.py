@@ -67,6 +67,24 @@ def test_int_feature_over_a_string_column_is_named():
         IdEncoder(SPECS[3])(pa.array(["1"]))
 
 
+def test_numeric_feature_streams_raw_floats_with_nan_for_missing(tmp_path):
+    """A ``numeric`` feature is no table lookup: the stream hands the raw value (float32, NaN for a
+    null) to the model, which normalises it; an int column is taken as a number, a string refused."""
+    spec = {"name": "price", "side": "item", "kind": "numeric", "dtype": "float", "buckets": 2, "embedding_dim": 1}
+    enc = IdEncoder(spec)
+    got = enc(pa.chunked_array([pa.array([1.5, None]), pa.array([3.0])]))
+    assert got.dtype == np.float32 and got[0] == 1.5 and np.isnan(got[1]) and got[2] == 3.0
+    np.testing.assert_array_equal(enc(pa.array([2, 7], pa.int32())), np.array([2, 7], np.float32))
+    with pytest.raises(TypeError, match="column 'price'"):
+        enc(pa.array(["1"]))
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"price": pa.array([1.0, None, 4.0]), "y": pa.array([0, 1, 0], pa.int8())}), path)
+    stream = ParquetStream(str(path), {"price": enc}, extra={"y": "float32"}, batch_size=8)
+    batch = next(stream.batches())
+    assert batch["price"].dtype == np.float32 and np.isnan(batch["price"][1])
+    assert stream.output_signature()["price"].dtype.name == "float32"
+
+
 def _write(path, n: int, row_group: int) -> pa.Table:
     rng = np.random.default_rng(0)
     t = pa.table({"row": np.arange(n, dtype=np.int64),
