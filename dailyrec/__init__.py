@@ -10,3 +10,10 @@ Importing this package is light (no TensorFlow, FAISS, pandas or numpy): DAG fil
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# TensorFlow's C++ start-up lines (absl, oneDNN) go to stderr, which Airflow's task supervisor logs
+# as ERROR; they are only silenced when this is set before TensorFlow loads. Every task imports this
+# package first, so set it here too, not only in dailyrec.logs.quiet_startup (a user's value wins).
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
