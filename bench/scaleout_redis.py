@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,21 +28,6 @@ from typing import Any
 import numpy as np
 
 DIM = 64
-
-
-def _free_port(start: int) -> int:
-    for port in range(start, 40000):
-        ok = True
-        for p in (port, port + 10000):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no free loopback port pair")
 
 
 def _server(d: Path, port: int, cluster: bool) -> subprocess.Popen:
@@ -77,6 +61,7 @@ def measure(argv: list[str]) -> dict[str, Any]:
 
     import redis
 
+    from dailyrec.deployment import free_port_pair
     from dailyrec.ann import build_index
     from dailyrec.config import load_config
     from dailyrec.embeddings import write_embeddings
@@ -88,11 +73,11 @@ def measure(argv: list[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="scaleout-redis-") as tmp:
         base = Path(tmp)
         try:
-            port = _free_port(21000)
+            port = free_port_pair(21000)
             procs.append(_server(base / "single", port, cluster=False))
             single_port, masters = port, []
             for i in range(3):
-                port = _free_port(port + 1)
+                port = free_port_pair(port + 1)
                 procs.append(_server(base / f"m{i}", port, cluster=True))
                 masters.append(port)
             for p in [single_port, *masters]:

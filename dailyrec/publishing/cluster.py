@@ -27,7 +27,7 @@ import logging
 import time
 from typing import Any
 
-from dailyrec.publishing.layout import ClusterKeys, blob_suffixes, date_score, text
+from dailyrec.publishing.layout import ClusterKeys, blob_suffixes, date_score, queue_pointer_switch, text
 from dailyrec.publishing.lock import PublishError, PublishLock
 from dailyrec.publishing.packing import RawPipe, VectorPacker
 from dailyrec.publishing.seen import SeenPlan, check_seen, write_seen
@@ -192,12 +192,7 @@ def publish_cluster(r: Any, keys: ClusterKeys, ver: str, cur: str | None, cur_da
             pipe.set(keys.v(ver, "complete"), complete)
             pipe.zadd(keys.versions, {ver: date_score(cur_date)})
             written = len(data) + 3  # + meta, complete marker, versions
-            if cur != ver:
-                if cur is not None:
-                    pipe.set(keys.previous, cur)
-                    written += 1
-                pipe.set(keys.current, ver)
-                written += 1
+            written += queue_pointer_switch(pipe, keys, ver, cur)
             pipe.execute()
     previous = cur if (cur is not None and cur != ver) else prev_before
     return previous, existing, written

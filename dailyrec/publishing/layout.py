@@ -193,3 +193,15 @@ def unlink_all(r: Any, keys: list[str]) -> int:
     for i in range(0, len(keys), DELETE_BATCH):
         r.unlink(*keys[i:i + DELETE_BATCH])
     return len(keys)
+
+
+def queue_pointer_switch(pipe: Any, keys: Any, ver: str, cur: str | None) -> int:
+    """Queue, in the publish's switch transaction ``pipe``, ``previous = cur`` and ``current = ver``
+    (nothing when ``ver`` is already current); returns how many keys that writes (0-2). Shared by
+    the single-server and the Redis Cluster switch (docs/redis-layout.md)."""
+    if cur == ver:
+        return 0
+    if cur is not None:
+        pipe.set(keys.previous, cur)
+    pipe.set(keys.current, ver)
+    return 1 + (cur is not None)

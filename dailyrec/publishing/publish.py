@@ -40,8 +40,8 @@ from dailyrec.embeddings import read_embeddings
 from dailyrec.errors import ContractError
 from dailyrec.publishing.cluster import drop_unreferenced, publish_cluster, retention_cluster
 from dailyrec.publishing.connection import describe, get_redis, keys_for
-from dailyrec.publishing.layout import (Keys, blob_suffixes, date_score, n_buckets, scan_keys, text,
-                                        unlink_all, version_id)
+from dailyrec.publishing.layout import (Keys, blob_suffixes, date_score, n_buckets, queue_pointer_switch, scan_keys,
+                                        text, unlink_all, version_id)
 from dailyrec.publishing.lock import PublishError, PublishLock
 from dailyrec.publishing.packing import RawPipe, VectorPacker, chunks
 from dailyrec.publishing.policy import check_policy
@@ -317,12 +317,7 @@ def _switch(r: Any, keys: Keys, ver: str, cur: str | None, cur_date: str, staged
         pipe.set(keys.v(ver, "complete"), complete)
         pipe.zadd(keys.versions, {ver: date_score(cur_date)})
         written = len(staged) + 2  # + complete marker, ns:versions
-        if cur != ver:
-            if cur is not None:
-                pipe.set(keys.previous, cur)
-                written += 1
-            pipe.set(keys.current, ver)
-            written += 1
+        written += queue_pointer_switch(pipe, keys, ver, cur)
         pipe.execute()
     previous = cur if (cur is not None and cur != ver) else prev_before
     return previous, existing, written

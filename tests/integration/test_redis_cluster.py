@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dailyrec.deployment import free_port_pair
 from dailyrec.publishing.admin import rollback, status
 from dailyrec.publishing.connection import get_redis, is_cluster, keys_for
 from dailyrec.publishing.layout import ClusterKeys, version_id
@@ -45,22 +45,6 @@ def _bin(name: str) -> str | None:
 SMALL = {"redis.vectors_per_bucket": 100, "redis.blob_chunk_bytes": 20_000}  # 30 buckets, multi-chunk blobs
 
 
-def _free_port_pair(start: int) -> int:
-    """A port P >= start with P and its cluster bus port P+10000 free on 127.0.0.1."""
-    for port in range(start, 40000):
-        ok = True
-        for p in (port, port + 10000):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no free loopback port pair")
-
-
 class LocalCluster:
     """``MASTERS`` redis-server processes in cluster mode on loopback, joined by ``redis-cli --cluster create``."""
 
@@ -72,7 +56,7 @@ class LocalCluster:
     def start(self) -> None:
         port = 20000 + (os.getpid() * 7) % 9000
         for i in range(MASTERS):
-            port = _free_port_pair(port + 1)
+            port = free_port_pair(port + 1)
             d = self.base / f"node-{port}"
             d.mkdir()
             self.procs.append(subprocess.Popen(
