@@ -25,7 +25,6 @@ redis://127.0.0.1:6379/14``, ``--timeout-min`` (30 per run).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import secrets
 import shutil
@@ -64,22 +63,11 @@ def _args(argv: list[str]) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-@contextlib.contextmanager
 def _database():
     """A new database on the PostgreSQL of 127.0.0.1:5432 (user postgres), dropped afterwards."""
-    import psycopg2
+    from dailyrec.loopback import fresh_pg_database
 
-    name = f"dailyrec_bench_{uuid.uuid4().hex[:8]}"
-    conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=5)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+    return fresh_pg_database("dailyrec_bench")
 
 
 def _drop_keys(url: str, pattern: str) -> None:

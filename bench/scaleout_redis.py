@@ -61,10 +61,11 @@ def measure(argv: list[str]) -> dict[str, Any]:
 
     import redis
 
-    from dailyrec.deployment import free_port_pair
+    from dailyrec.loopback import free_port_pair
     from dailyrec.ann import build_index
     from dailyrec.config import load_config
     from dailyrec.embeddings import write_embeddings
+    from dailyrec.loopback import free_port_pair
     from dailyrec.publishing.publish import publish
     from dailyrec.publishing.reader import load_current
     from dailyrec.storage import open_store

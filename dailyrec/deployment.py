@@ -149,27 +149,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_pair(start: int, offset: int = 10000) -> int:
-    """The first port ``P >= start`` with ``P`` and ``P + offset`` both free on 127.0.0.1 (a Redis
-    Cluster node needs its bus port at ``P + 10000``).
-
-    Raises:
-        RuntimeError: no such pair below 40000.
-    """
-    for port in range(start, 40000):
-        ok = True
-        for p in (port, port + offset):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return port
-    raise RuntimeError("no free loopback port pair")
-
-
 def airflow_bin() -> str:
     """The ``airflow`` executable of this interpreter's environment."""
     return shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"

@@ -8,7 +8,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -116,25 +115,17 @@ PG_URL = os.environ.get("DAILYREC_TEST_PG", "postgresql+psycopg2://postgres@127.
 
 @contextlib.contextmanager
 def fresh_pg_database(prefix: str = "dailyrec_af"):
-    """A new, uniquely named database on the PostgreSQL of 127.0.0.1:5432 (user postgres, trust),
-    dropped (connections and all) afterwards; yields its SQLAlchemy URL. Skips the test when no
-    server answers."""
+    """:func:`dailyrec.deployment.fresh_pg_database` on ``PG_URL``; skips the test when no server answers."""
     import psycopg2
 
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    try:
-        conn = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", connect_timeout=3)
-    except Exception as exc:
-        pytest.skip(f"no PostgreSQL at 127.0.0.1:5432: {exc}")
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"{PG_URL}/{name}"
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.close()
+    from dailyrec.loopback import fresh_pg_database as create
+
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(create(prefix, PG_URL))
+        except psycopg2.OperationalError as exc:
+            pytest.skip(f"no PostgreSQL at {PG_URL}: {exc}")
+        yield url
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dailyrec.deployment import free_port_pair
+from dailyrec.loopback import free_port_pair
 from dailyrec.publishing.admin import rollback, status
 from dailyrec.publishing.connection import get_redis, is_cluster, keys_for
 from dailyrec.publishing.layout import ClusterKeys, version_id
