@@ -61,7 +61,6 @@ def measure(argv: list[str]) -> dict[str, Any]:
 
     import redis
 
-    from dailyrec.loopback import free_port_pair
     from dailyrec.ann import build_index
     from dailyrec.config import load_config
     from dailyrec.embeddings import write_embeddings
