@@ -277,9 +277,18 @@ class TrainingConfig(_Strict):
     rows past the shortest shard's last full batch are dropped; needs batch sizes divisible by ``workers``)."""
     worker_timeout_s: float = Field(600.0, gt=0)
     """A collective (all-reduce, all-gather, start-up rendezvous) waiting longer than this fails its worker."""
+    split_per_pass: int = Field(1, ge=1, le=24)
+    """Hours per pass of hourly incremental training (a divisor of 24; docs/hourly.md): pass ``p`` of a
+    day covers hours ``p*s .. p*s+s-1`` (``passes`` holds the other pass settings)."""
+    checkpoint_per_pass: int = Field(1, ge=1)
+    """A pass model is kept (a checkpoint later passes and the daily run can start from) every this
+    many passes; the last pass of a day is always kept (``passes.checkpoints_keep`` of them)."""
 
     @model_validator(mode="after")
     def _workers_match_distribute(self) -> "TrainingConfig":
+        if 24 % self.split_per_pass:
+            raise ValueError(f"training.split_per_pass must divide 24 (a pass never spans two days), "
+                             f"got {self.split_per_pass}")
         if self.distribute == "multi_worker" and self.workers < 2:
             raise ValueError(f"training.distribute=multi_worker needs training.workers >= 2, got {self.workers} "
                              "(one worker: training.distribute=none or mirrored)")
@@ -289,6 +298,62 @@ class TrainingConfig(_Strict):
         if self.distribute == "multi_worker" and self.shard_by == "row_group" and self.batch_size % self.workers:
             raise ValueError(f"training.shard_by=row_group: training.batch_size {self.batch_size} is not divisible "
                              f"by training.workers {self.workers} (each worker reads batch_size / workers rows a step)")
+        return self
+
+
+class PassConfig(_Strict):
+    """Hourly incremental training (docs/hourly.md; the streaming-trainer design): a **pass** is
+    ``training.split_per_pass`` consecutive hourly partitions, trained from the previous pass's model (or the
+    daily base) on that pass's data only, then published to Redis as a **delta** version."""
+
+    enabled: bool = False
+    """Run hourly passes (``hourly_training`` DAG) and make the daily run their consolidation: with
+    passes on, the daily run of D starts from D's last pass (``consolidate_from``)."""
+    epochs: int = Field(1, ge=1)
+    """Epochs over a pass's samples (incremental training sees each pass once by default)."""
+    checkpoints_keep: int = Field(24, ge=1)
+    """Pass checkpoints kept per model (older ones are deleted; the daily base is never deleted here)."""
+    consolidate_from: Literal["last_pass", "base", "scratch"] = "last_pass"
+    """Where the daily run of D starts when passes are on: D's last pass, the previous daily base
+    (as without passes), or from scratch."""
+    prequential_k: int = Field(50, ge=1)
+    """K of the per-pass recall@K (predict-then-train: the serving model scores the pass before training)."""
+    delta_publish: bool = True
+    """Publish each pass as a delta version in Redis (items touched by the pass and the new user tower)."""
+
+
+class AdmissionConfig(_Strict):
+    """Feature admission and eviction from per-id show/click statistics (the streaming-trainer
+    design; Monolith's frequency filter and expirable embeddings; docs/hourly.md).
+
+    For each id of a ``vocab`` feature: ``shows`` (events carrying it) and ``clicks`` (those with
+    ``click = 1``), both multiplied by ``show_click_decay_rate`` once per day;
+    ``score = click_coeff * clicks + nonclk_coeff * (shows - clicks)``."""
+
+    show_click_decay_rate: float = Field(0.98, gt=0, le=1)
+    click_coeff: float = Field(1.0, ge=0)
+    nonclk_coeff: float = Field(0.1, ge=0)
+    admit_threshold: float = Field(0.0, ge=0)
+    """An id gets its own embedding row once its score reaches this (before: the shared OOV row).
+    0 admits every id seen (the daily ``features.min_count`` still applies to the daily vocabulary)."""
+    delete_threshold: float = Field(0.0, ge=0)
+    """Shrink (daily consolidation): an admitted id whose score fell below this is removed."""
+    delete_after_unseen_days: int = Field(30, ge=1)
+    """Shrink: an admitted id unseen for more than this many days is removed."""
+    base_threshold: float = Field(0.0, ge=0)
+    """An id is saved in the daily base only if its score is at least this."""
+    delta_threshold: float = Field(0.0, ge=0)
+    """An id touched by a pass goes into its delta only if its score is at least this."""
+    delta_keep_days: int = Field(16, ge=1)
+    """An id unseen for more than this many days is left out of a delta."""
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "AdmissionConfig":
+        if self.click_coeff == 0 and self.nonclk_coeff == 0:
+            raise ValueError("admission: click_coeff and nonclk_coeff are both 0: every score would be 0")
+        if self.delete_threshold > self.admit_threshold and self.admit_threshold > 0:
+            raise ValueError(f"admission.delete_threshold {self.delete_threshold} is above admit_threshold "
+                             f"{self.admit_threshold}: an id would be evicted as soon as it is admitted")
         return self
 
 
@@ -603,6 +668,8 @@ class Config(_Strict):
     features: FeaturesConfig = FeaturesConfig()
     sampling: SamplingConfig = SamplingConfig()
     training: TrainingConfig = TrainingConfig()
+    passes: PassConfig = PassConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     serving: ServingConfig = ServingConfig()
     index: IndexConfig = IndexConfig()
