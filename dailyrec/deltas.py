@@ -3,7 +3,7 @@
 After pass ``(D, HH)`` the delta holds, for the items the pass **touched**:
 
 * ``upsert`` rows: the items impressed in the pass's hours (``pass_samples/.../touched_items.parquet``)
-  and the item ids newly admitted by it (``admission.json``), each with its vector from the pass's
+  and the item ids newly admitted by it (``admission.json``'s ``newly_admitted``), each with its vector from the pass's
   item tower (:func:`dailyrec.embeddings.tower_vectors` on the item's row of the pass catalog:
   L2-normalised ``float32[dim]``); items outside the catalog have no row to embed and are left out
   (counted);
@@ -62,7 +62,8 @@ def delta_rows(store: Store, cfg: Any, cur_date: str, samples_dir: str) -> tuple
     summary = store.read_json(f"{samples_dir}/admission.json")
     in_cat = set(catalog_ids.column("item_id").to_pylist())
     impressed = set(touched.column("item_id").to_pylist())
-    admitted = set((summary.get("admitted") or {}).get("item_id", []))
+    newly = summary.get("newly_admitted", summary.get("admitted")) or {}  # admitted by this pass
+    admitted = set(newly.get("item_id", []))
     evicted = set((summary.get("evicted") or {}).get("item_id", []))
     wanted = (impressed | admitted) - evicted
     upserts = wanted & in_cat

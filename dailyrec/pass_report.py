@@ -58,7 +58,8 @@ def pass_summary(run: StepRun, hour: int) -> dict[str, Any]:
         "prequential": {key: pre.get(key) for key in keys} if pre else None,
         "samples": {"rows": smp.get("rows"), "admitted": smp.get("admitted"),
                     "vocab_sizes": smp.get("vocab_sizes")} if smp else None,
-        "model": {"model_version": mdl.get("model_version"), "warm_start_from": (mdl.get("warm_start") or {}).get("from"),
+        "model": {"model_version": mdl.get("model_version"),
+                  "warm_start_from": (mdl.get("warm_start") or {}).get("from"),
                   "final_loss": mdl.get("final_loss"), "trained": mdl.get("trained")} if mdl else None,
         "delta": {"counts": dlt.get("counts"), "dim": dlt.get("dim"), "model_version": dlt.get("model_version")}
         if dlt else None,

@@ -164,15 +164,19 @@ def select_pass_samples(run: StepRun, hour: int) -> dict[str, Any]:
     Returns ``{"path", "train", "catalog", "vocabularies", "rows", "admitted": {feature: n},
     "hours", "negatives_by_source"}``.
     Raises:
+        MissingPassError: the pass's warm source (previous pass, or the base of ``D - 1``) is missing:
+            checked first, nothing is written.
         MissingHourError: an hour of the pass has no ``_SUCCESS``.
-        MissingPassError: the ``model`` source is on and the warm source is missing.
         FileNotFoundError: no items/users snapshot of ``cur_date``, no base features of ``D - 1``.
     """
     store, cfg, timer, sc = run.store, run.cfg, run.timer, run.cfg.sampling
     d_str, hours = run.cur_date, pass_hours(cfg, hour)
     start = pass_start(cfg, hour)
+    # the chain first: a pass whose warm source is missing stops here (MissingPassError), before admission
+    label, mdir = warm_source_for_pass(store, cfg, "two_tower", d_str, start)
     base_vocab_path = f"{store.partition('features', previous(d_str))}/vocabularies.json"
-    run.require(base_vocab_path, hint=f"the daily base's vocabularies: run tasks.retrieval.features for {previous(d_str)}")
+    run.require(base_vocab_path,
+                hint=f"the daily base's vocabularies: run tasks.retrieval.features for {previous(d_str)}")
     with timer.step("catalog"):
         catalog, counters_path = pass_catalog(store, cfg, d_str)
     with timer.step("admission"):
@@ -182,7 +186,6 @@ def select_pass_samples(run: StepRun, hour: int) -> dict[str, Any]:
     mv = None
     if "model" in sc.hard_negative_sources and sc.hard_negatives_per_positive > 0:
         with timer.step("model_vectors"):
-            label, mdir = warm_source_for_pass(store, cfg, "two_tower", d_str, start)
             mv = pass_model_vectors(run, d, mdir, label)
     rng = np.random.default_rng([sc.seed, int(d_str.replace("-", "")), start])
     with timer.step("positives"):
@@ -196,7 +199,8 @@ def select_pass_samples(run: StepRun, hour: int) -> dict[str, Any]:
         rows = train_rows(d, pos, negs)
     stats = statistics(cfg, d, pos, negs, skipped, counts, log_pop, q)
     touched = _touched(d, pop)
-    admitted = {k: len(v) for k, v in (summary.get("admitted") or {}).items()}
+    admitted = {k: len(v) for k, v in (summary.get("admitted") or {}).items()}  # rows added to the base's
+    newly = {k: len(v) for k, v in (summary.get("newly_admitted") or {}).items()}  # admitted by this pass
     n = {"train": rows.n, "positives": pos.n, "negatives": rows.n - pos.n, "clicks": len(d.cu),
          "catalog": d.n_items, "touched_items": touched.num_rows, "users_with_positives": len(d.user_ids)}
     out = run.partition(DATASET, start)
@@ -212,12 +216,14 @@ def select_pass_samples(run: StepRun, hour: int) -> dict[str, Any]:
                     "admission_state": summary.get("state"), "model_vectors": model_info(mv)},
             rows=n, pass_label=pass_label(d_str, start), hours=hours, stats=stats,
             seed=[sc.seed, int(d_str.replace("-", "")), start], train_row_groups=groups,
-            vocab_sizes={k: len(v) for k, v in vocabs.items()}, admitted=admitted, files=list(FILES),
+            vocab_sizes={k: len(v) for k, v in vocabs.items()}, admitted=admitted, newly_admitted=newly,
+            files=list(FILES),
             sql_engine=engine_info(cfg.sql))
         store.write_json(f"{tmp}/_manifest.json", manifest)
     by_source = {s: v["count"] for s, v in stats["sources"].items() if s != "positive"}
     log.info("pass %s (hours %s): %d rows (%d positives, %s), %d touched items, admitted %s -> %s",
              pass_label(d_str, start), hours, rows.n, pos.n, by_source, touched.num_rows, admitted, out)
     return {"path": out, "train": f"{out}/train.parquet", "catalog": f"{out}/catalog.parquet",
-            "vocabularies": f"{out}/vocabularies.json", "rows": n, "admitted": admitted, "hours": hours,
+            "vocabularies": f"{out}/vocabularies.json", "rows": n, "admitted": admitted,
+            "newly_admitted": newly, "hours": hours,
             "negatives_by_source": by_source, "skipped_sources": skipped}

@@ -29,6 +29,7 @@ from typing import Any
 
 from dailyrec.config import Config
 from dailyrec.dates import check_hour, parse_date, previous
+from dailyrec.errors import MissingPassError  # noqa: F401 (re-exported: the passes' named error)
 from dailyrec.storage import MANIFEST, SUCCESS_MARKER, Store
 
 log = logging.getLogger("dailyrec.passes")
@@ -36,12 +37,6 @@ log = logging.getLogger("dailyrec.passes")
 PASSES_DATASET = "passes"
 CHECKPOINT_DIR = "model"
 """The part of a pass directory that is its checkpoint (the warm-startable Keras archive)."""
-
-
-class MissingPassError(FileNotFoundError):
-    """The model a pass must warm start from is not there: the previous pass of the day (a missing or
-    failed hour) or, for the day's first pass, the gate-passed daily base of the day before. The
-    message names the missing pass or base and its directory; the chain stops here (no data is skipped)."""
 
 
 class MissingHourError(FileNotFoundError):

@@ -33,7 +33,8 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     store, start = run.store, pass_start(cfg, hour)
     label = pass_label(run.cur_date, start)
     sdir, pdir = run.partition("pass_samples", start), pass_dir(store, NAME, run.cur_date, start)
-    run.require(f"{sdir}/_manifest.json", hint=f"run tasks.hourly.pass_samples --cur-date {run.cur_date} --hour {start}")
+    run.require(f"{sdir}/_manifest.json",
+                hint=f"run tasks.hourly.pass_samples --cur-date {run.cur_date} --hour {start}")
     run.require(f"{pdir}/_manifest.json", hint=f"run tasks.hourly.train_pass --cur-date {run.cur_date} --hour {start}")
     version = store.read_json(f"{pdir}/_manifest.json")["model_version"]
     with run.timer.step("ids"):

@@ -88,8 +88,10 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
         manifest = run.manifest(
             inputs=[samples, vocab_path], rows={"train": n, "positives": n_pos}, lineage=lin, model_version=version,
             pass_label=label, hours=pass_hours(cfg, start), warm_start=warm, trained=n_pos > 0, history=history,
-            epochs=cfg.passes.epochs, output_dim=model.user_tower.output_dim, examples_per_s=examples_per_s, final_loss=final_loss, loss=tc.loss,
-            admitted=smanifest.get("admitted", {}), touched_items=smanifest["rows"].get("touched_items", 0),
+            epochs=cfg.passes.epochs, output_dim=model.user_tower.output_dim, examples_per_s=examples_per_s,
+            final_loss=final_loss, loss=tc.loss,
+            admitted=smanifest.get("admitted", {}), newly_admitted=smanifest.get("newly_admitted", {}),
+            touched_items=smanifest["rows"].get("touched_items", 0),
             tensorboard=tb_dir, checkpoints=ckpt_dir)
         store.write_json(f"{tmp}/_manifest.json", manifest)
     pruned = prune_checkpoints(store, cfg, NAME, run.cur_date, start)
