@@ -34,6 +34,7 @@ STAGES: tuple[str, ...] = (
     "ranking.report",
     "serving.serving_check",
     "serving.score_check",
+    "hourly.publish_delta",
 )
 
 

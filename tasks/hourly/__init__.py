@@ -1,0 +1,1 @@
+"""Steps of the hourly passes DAG (``hourly_training``; docs/hourly.md)."""
