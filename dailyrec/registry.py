@@ -3,6 +3,7 @@
     <root>/models/<name>/dt=D/          the model trained for D (written atomically)
     <root>/eval/<name>/dt=D/report.json the evaluation and gate decision for D
     <root>/registry/<name>/dt=D/published.json   written when D's model went online
+    <root>/registry/<name>/dt=D/hour=HH/published.json   an hourly pass model went online (passes)
 
 Warm start uses the newest model strictly before ``cur_date`` whose gate passed; evaluation
 compares with the newest *published* model strictly before ``cur_date`` ("yesterday's model").
@@ -59,10 +60,27 @@ def read_published(store: Store, name: str, cur_date: str) -> dict[str, Any] | N
     return store.read_json(path) if store.exists(path) else None
 
 
+def _carry_pass_entries(store: Store, out: str, tmp: str) -> None:
+    """Copy the ``hour=HH/published.json`` pass entries of ``out`` into ``tmp`` (a daily entry's
+    atomic rewrite must not drop the hourly pointers of the same date)."""
+    import pyarrow.fs as pafs
+
+    if not store.is_dir(out):
+        return
+    for info in store.fs.get_file_info(pafs.FileSelector(out, recursive=False)):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("hour="):
+            src = f"{info.path}/published.json"
+            if store.exists(src):
+                store.fs.create_dir(f"{tmp}/{info.base_name}", recursive=True)
+                store.fs.copy_file(src, f"{tmp}/{info.base_name}/published.json")
+
+
 def mark_published(store: Store, name: str, cur_date: str, info: dict[str, Any]) -> str:
-    """Write ``cur_date``'s entry: ``{name, cur_date, model_dir, **info}`` (replacing any older one)."""
+    """Write ``cur_date``'s entry: ``{name, cur_date, model_dir, **info}`` (replacing any older one;
+    the date's hourly pass entries, :func:`mark_pass_published`, are kept)."""
     out = store.partition(f"registry/{name}", cur_date)
     with store.atomic_output(out) as tmp:
+        _carry_pass_entries(store, out, tmp)
         store.write_json(f"{tmp}/published.json", {"name": name, "cur_date": cur_date,
                                                     "model_dir": model_dir(store, name, cur_date), **info})
     return f"{out}/published.json"
@@ -91,3 +109,39 @@ def published_before(store: Store, name: str, cur_date: str) -> dict[str, Any] |
                 and store.exists(f"{model_dir(store, name, d)}/_manifest.json"):
             return entry
     return None
+
+
+# ---- hourly passes (docs: /work/hourly-design.md; dailyrec.ranking.passes) ----------------------
+def pass_published_path(store: Store, name: str, cur_date: str, hour: int) -> str:
+    """``<root>/registry/<name>/dt=<cur_date>/hour=HH/published.json`` (``hour``: the pass's first hour)."""
+    return f"{store.partition(f'registry/{name}', cur_date, hour)}/published.json"
+
+
+def mark_pass_published(store: Store, name: str, cur_date: str, hour: int, model_dir: str,
+                        info: dict[str, Any]) -> str:
+    """Write the entry of pass ``(cur_date, hour)``: ``{name, cur_date, hour, model_dir, **info}``
+    (atomic; replaces only that pass's entry). Returns its path."""
+    d = parse_date(cur_date).isoformat()
+    out = store.partition(f"registry/{name}", d, hour)
+    with store.atomic_output(out) as tmp:
+        store.write_json(f"{tmp}/published.json", {"name": name, "cur_date": d, "hour": hour,
+                                                    "model_dir": model_dir, **info})
+    return f"{out}/published.json"
+
+
+def published_entries(store: Store, name: str) -> list[tuple[str, int | None]]:
+    """Every published entry as ``(date, hour)`` (``hour`` None for the daily model), oldest first
+    in the order of the data they cover: a pass ``(D, HH)`` covers D up to its hours, D's daily model
+    (the day's consolidation) all of D, so it sorts after D's passes and before D+1's."""
+    import pyarrow.fs as pafs
+
+    out: list[tuple[str, int | None]] = []
+    for d in store.list_partitions(f"registry/{name}"):
+        part = store.partition(f"registry/{name}", d)
+        if store.exists(f"{part}/published.json"):
+            out.append((d, None))
+        for info in store.fs.get_file_info(pafs.FileSelector(part, recursive=False)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("hour=") \
+                    and store.exists(f"{info.path}/published.json"):
+                out.append((d, int(info.base_name[5:])))
+    return sorted(out, key=lambda e: (e[0], 24 if e[1] is None else e[1]))

@@ -34,6 +34,8 @@ STAGES: tuple[str, ...] = (
     "ranking.report",
     "serving.serving_check",
     "serving.score_check",
+    "hourly.ranking_prequential",
+    "hourly.train_mmoe_pass",
 )
 
 
