@@ -111,3 +111,27 @@ def published_before(store: Store, name: str, cur_date: str) -> dict[str, Any] |
                 and store.exists(f"{model_dir(store, name, d)}/_manifest.json"):
             return entry
     return None
+
+
+# ---- hourly passes (docs: /work/hourly-design.md; dailyrec.ranking.passes) ----------------------
+def pass_published_path(store: Store, name: str, cur_date: str, hour: int) -> str:
+    """``<root>/registry/<name>/dt=<cur_date>/hour=HH/published.json`` (``hour``: the pass's first hour)."""
+    return f"{store.partition(f'registry/{name}', cur_date, hour)}/published.json"
+
+
+def published_entries(store: Store, name: str) -> list[tuple[str, int | None]]:
+    """Every published entry as ``(date, hour)`` (``hour`` None for the daily model), oldest first
+    in the order of the data they cover: a pass ``(D, HH)`` covers D up to its hours, D's daily model
+    (the day's consolidation) all of D, so it sorts after D's passes and before D+1's."""
+    import pyarrow.fs as pafs
+
+    out: list[tuple[str, int | None]] = []
+    for d in store.list_partitions(f"registry/{name}"):
+        part = store.partition(f"registry/{name}", d)
+        if store.exists(f"{part}/published.json"):
+            out.append((d, None))
+        for info in store.fs.get_file_info(pafs.FileSelector(part, recursive=False)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("hour=") \
+                    and store.exists(f"{info.path}/published.json"):
+                out.append((d, int(info.base_name[5:])))
+    return sorted(out, key=lambda e: (e[0], 24 if e[1] is None else e[1]))

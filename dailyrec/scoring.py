@@ -4,7 +4,9 @@
     python -m dailyrec.scoring [--cur-date D] < rows.jsonl          # one JSON object per line
 
 The model: the SavedModel of the newest published ranking model (``registry/mmoe/dt=*/published.json``
-written by the ``ranking.publish_model`` stage), or the one published for ``--cur-date``. Each
+written by the ``ranking.publish_model`` stage, or ``registry/mmoe/dt=*/hour=HH/published.json`` of an
+hourly pass, ``hourly.train_mmoe_pass``: :func:`published_model` says which is newest), the one
+published for ``--cur-date``, or the pass ``--cur-date D --hour HH``. Each
 input row must hold every raw feature of the model's serving signature (``features.spec`` at
 training time: user, context and item features); a missing one is an error naming it (exit
 status 2). Null values count as unknown (``""`` / 0 / missing for a numeric feature), as in training. A value the model cannot
@@ -51,24 +53,49 @@ def published_dates(store: Store) -> list[str]:
             if store.exists(f"{store.partition(f'registry/{NAME}', d)}/published.json")]
 
 
-def published_model(store: Store, cur_date: str | None = None) -> dict[str, Any]:
-    """``published.json`` of the model published for ``cur_date``, or of the newest published one.
+def published_model(store: Store, cur_date: str | None = None, hour: int | None = None) -> dict[str, Any]:
+    """``published.json`` of the newest published ranking model, of the daily model published for
+    ``cur_date``, or (with ``hour``) of the hourly pass ``(cur_date, hour)``.
+
+    The newest is by the data a model covers (:func:`dailyrec.registry.published_entries`): a pass
+    ``(D, HH)`` (``registry/mmoe/dt=D/hour=HH/published.json``, ``hourly.train_mmoe_pass``) is newer
+    than the daily model of ``D - 1`` and D's earlier passes, older than D's daily model (the day's
+    consolidation, published after D's passes).
 
     Raises:
-        FileNotFoundError: nothing is published for ``cur_date`` (or at all), naming what is.
+        FileNotFoundError: nothing is published for ``cur_date`` / that pass (or at all), naming what is;
+        ValueError: ``hour`` without ``cur_date``.
     """
-    dates = published_dates(store)
+    from dailyrec.registry import pass_published_path, published_entries
+
+    if hour is not None:
+        if cur_date is None:
+            raise ValueError("published_model: an hour needs its cur_date")
+        d = parse_date(cur_date).isoformat()
+        path = pass_published_path(store, NAME, d, hour)
+        if not store.exists(path):
+            passes = [f"{e[0]}T{e[1]:02d}" for e in published_entries(store, NAME) if e[1] is not None]
+            raise FileNotFoundError(f"no ranking model is published for the pass {d}T{hour:02d} ({path}); "
+                                    f"published passes: {passes or 'none'}")
+        return store.read_json(path)
     if cur_date is not None:
+        dates = published_dates(store)
         d = parse_date(cur_date).isoformat()
         if d not in dates:
             raise FileNotFoundError(f"no ranking model is published for {d} (its gate failed, publish was off, "
                                     f"or the DAG did not run); published dates: {dates or 'none'}")
-    elif not dates:
+        return store.read_json(f"{store.partition(f'registry/{NAME}', d)}/published.json")
+    entries = published_entries(store, NAME)
+    if not entries:
         raise FileNotFoundError(f"no ranking model has been published yet under {store.path('registry', NAME)} "
                                 "(run the daily_ranking DAG)")
-    else:
-        d = dates[-1]
-    return store.read_json(f"{store.partition(f'registry/{NAME}', d)}/published.json")
+    d, h = entries[-1]
+    return store.read_json(f"{store.partition(f'registry/{NAME}', d, h)}/published.json")
+
+
+def published_for(info: dict[str, Any]) -> str:
+    """What a ``published.json`` was published for: ``YYYY-MM-DD`` (daily) or ``YYYY-MM-DD hour HH`` (a pass)."""
+    return info["cur_date"] + (f" hour {int(info['hour']):02d}" if info.get("hour") is not None else "")
 
 
 # ---- row checks ---------------------------------------------------------------------------------
@@ -120,12 +147,12 @@ class Scorer:
     """The published ranking model, loaded once: ``score(rows) -> [{"row", ids, <task>: prediction, ...}]``
     (``tasks``: the model's task specs, default click and conversion)."""
 
-    def __init__(self, cfg: Config | None = None, cur_date: str | None = None):
+    def __init__(self, cfg: Config | None = None, cur_date: str | None = None, hour: int | None = None):
         from models.serving import load_ranking_model
 
         self.cfg = cfg or load_config()
         self.store = open_store(self.cfg)
-        self.info = published_model(self.store, cur_date)
+        self.info = published_model(self.store, cur_date, hour)
         self.rate = float(self.info["negative_downsample_rate"])
         self.tasks = tasks_of(self.info)
         self.ranker = load_ranking_model(self.info["saved_model"])
@@ -218,11 +245,12 @@ def read_rows(path: str | None, stream: Any = None) -> tuple[Any, str]:
 
 
 def score_input(cfg: Config, input: str | None = None, cur_date: str | None = None,
-                limit: int | None = None) -> dict[str, Any]:
+                limit: int | None = None, hour: int | None = None) -> dict[str, Any]:
     """Score rows with the published ranking model (calibrated click and conversion probabilities).
 
     ``input``: a ``.parquet`` file, or a ``.jsonl`` file (default: JSON lines on stdin);
-    ``cur_date``: score with the model published for this day (default: the newest published);
+    ``cur_date``: score with the model published for this day (default: the newest published,
+    hourly passes included: :func:`published_model`); ``hour``: with the pass ``(cur_date, hour)``;
     ``limit``: score only the first N rows. Returns ``{"rows": [scored row], "where",
     "model_version", "published_for", "rate"}`` (:func:`print_scores` prints it).
     Raises:
@@ -231,9 +259,9 @@ def score_input(cfg: Config, input: str | None = None, cur_date: str | None = No
     rows, where = read_rows(input)
     if limit is not None:
         rows = rows.slice(0, limit) if hasattr(rows, "slice") else rows[:limit]
-    scorer = Scorer(cfg, cur_date)
+    scorer = Scorer(cfg, cur_date, hour)
     return {"rows": scorer.score(rows, where=where), "where": where, "model_version": scorer.info["model_version"],
-            "published_for": scorer.info["cur_date"], "rate": scorer.rate}
+            "published_for": published_for(scorer.info), "rate": scorer.rate}
 
 
 def print_scores(result: dict[str, Any]) -> None:

@@ -39,6 +39,8 @@ STAGES: tuple[str, ...] = (
     "hourly.train_pass",
     "hourly.export_delta",
     "hourly.publish_delta",
+    "hourly.ranking_prequential",
+    "hourly.train_mmoe_pass",
     "hourly.report",
 )
 

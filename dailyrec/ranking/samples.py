@@ -113,19 +113,42 @@ def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> t
     """
     import pyarrow.parquet as pq
 
-    from dailyrec import sql
-    from dailyrec.contract import ITEM_SCHEMA
     from dailyrec.dates import window
-    from dailyrec.errors import ContractError
-    from dailyrec.events import log_inputs, open_events, read_snapshot
+    from dailyrec.events import log_inputs
 
-    window_days, holdout_hours = cfg.sampling.window_days, cfg.training.holdout_hours
     with timer.step("inputs"):
         catalog_path = f"{store.partition('features', cur_date)}/catalog.parquet"
         with store.fs.open_input_file(catalog_path) as fh:
             catalog = pq.read_table(fh)
+        files, hours = log_inputs(store, window(cur_date, cfg.sampling.window_days), cur_date)
+    rows, feats = query_impressions(store, cfg, cur_date, files, catalog, timer,
+                                    window_days=cfg.sampling.window_days, holdout_hours=cfg.training.holdout_hours,
+                                    where=f"ranking samples {cur_date}")
+    return rows, {"catalog": catalog_path, "hours": hours, "features": feats}
+
+
+def query_impressions(store: Store, cfg: Config, cur_date: str, files: list[str], catalog: pa.Table, timer: Timer,
+                      *, window_days: int, holdout_hours: int, where: str) -> tuple[pa.Table, dict[str, list[str]]]:
+    """``sql/ranking_label_check.sql`` then ``sql/ranking_impressions.sql`` (DuckDB) over the log
+    ``files`` (hourly partitions; the rows of the ``window_days`` days ending at ``cur_date``), the
+    users snapshot of ``cur_date`` and ``catalog`` (the item-side features by ``item_id``).
+
+    Shared by the daily samples (:func:`impression_rows`: the window's files, the features step's
+    catalog) and the hourly pass samples (:mod:`dailyrec.ranking.passes`: the pass's hour files,
+    ``window_days=1``, ``holdout_hours=0``).
+
+    Returns:
+        ``(rows, {"user", "context", "item"} feature names)``; ``rows`` as :func:`impression_rows`.
+    Raises:
+        ContractError / ValueError: as :func:`impression_rows`, ``where`` naming the run.
+    """
+    from dailyrec import sql
+    from dailyrec.contract import ITEM_SCHEMA
+    from dailyrec.errors import ContractError
+    from dailyrec.events import open_events, read_snapshot
+
+    with timer.step("engine"):
         user_feats, context, item_feats = feature_columns(cfg, catalog.column_names)
-        files, hours = log_inputs(store, window(cur_date, window_days), cur_date)
         labels = extra_label_columns(cfg)
         if labels:
             with store.fs.open_input_file(files[-1]) as fh:
@@ -144,7 +167,7 @@ def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> t
         per_day = {str(d): int(n) for d, n in zip(bad["dt"].to_pylist(), bad["bad_rows"].to_pylist())}
         con.close()
         raise ContractError(
-            f"ranking samples {cur_date}: column 'conversion' is 1 where 'click' is 0 on {sum(per_day.values())} "
+            f"{where}: column 'conversion' is 1 where 'click' is 0 on {sum(per_day.values())} "
             f"impression(s) of the window (per day: {per_day}); a conversion must follow a click. "
             f"Fix the logs (the day validation, tasks.ingest.validate_day, rejects them as well).")
     with timer.step("sql_impressions"):
@@ -152,9 +175,8 @@ def impression_rows(store: Store, cur_date: str, cfg: Config, timer: Timer) -> t
                                  {"user_features": user_feats, "context": context, "item_features": item_feats,
                                   "labels": labels})
     con.close()
-    check_labels(rows, cfg, f"ranking samples {cur_date}")
-    return rows, {"catalog": catalog_path, "hours": hours,
-                  "features": {"user": user_feats, "context": context, "item": item_feats}}
+    check_labels(rows, cfg, where)
+    return rows, {"user": user_feats, "context": context, "item": item_feats}
 
 
 def downsample_negatives(click: np.ndarray, is_holdout: np.ndarray, rate: float,
