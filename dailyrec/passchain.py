@@ -30,10 +30,11 @@ MANIFEST = "_manifest.json"
 
 
 def pass_span(cfg: Any, hour: int) -> tuple[int, int]:
-    """``(first, last)`` hour of the pass containing ``hour`` (``training.split_per_pass``)."""
-    s = cfg.training.split_per_pass
-    first = hour - hour % s
-    return first, first + s - 1
+    """``(first, last)`` hour of the pass containing ``hour`` (:func:`dailyrec.passes.pass_hours`)."""
+    from dailyrec.passes import pass_hours
+
+    hours = pass_hours(cfg, hour)
+    return hours[0], hours[-1]
 
 
 def pass_gate(cfg: Any, hour: int) -> tuple[bool, str]:
@@ -102,11 +103,14 @@ def check_previous_pass(dag_run: Any, run: dict[str, Any]) -> tuple[bool, str]:
 
 
 def last_pass(store: Any, name: str, cur_date: str) -> tuple[int, str] | None:
-    """``(hour, dir)`` of the newest pass model of ``cur_date`` (``passes/<name>/dt=D/hour=HH/`` with
-    its ``_manifest.json``; ``hour`` is the pass's first hour), or None when D had no pass."""
+    """``(hour, dir)`` of the newest pass model of ``cur_date`` that can be started from
+    (``passes/<name>/dt=D/hour=HH/`` with its ``_manifest.json`` and its checkpoint ``model/``;
+    ``hour`` is the pass's first hour), or None when D had no pass."""
+    from dailyrec.passes import CHECKPOINT_DIR, pass_dir
+
     for hour in range(23, -1, -1):
-        d = store.partition(f"passes/{name}", cur_date, hour)
-        if store.exists(f"{d}/{MANIFEST}"):
+        d = pass_dir(store, name, cur_date, hour)
+        if store.exists(f"{d}/{MANIFEST}") and store.exists(f"{d}/{CHECKPOINT_DIR}"):
             return hour, d
     return None
 
