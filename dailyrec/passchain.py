@@ -94,11 +94,9 @@ def check_previous_pass(dag_run: Any, run: dict[str, Any]) -> tuple[bool, str]:
     try:
         label, src = _warm_source_for_pass(open_store(cfg), cfg, "two_tower", cur, first)
     except MissingPassError as exc:
-        prev = (f"the daily base of {_day_before(cur)} (daily_retrieval)" if first == 0 else
-                f"pass ({cur}, {first - cfg.training.split_per_pass:02d}) (hourly_training, hour {first - 1:02d})")
-        raise MissingPassError(f"pass ({cur}, {first:02d}) cannot start: {prev} is missing and no run that "
-                               f"could make it is unfinished ({exc}). A missing hour stops the chain: run it "
-                               f"(airflow dags test hourly_training / daily_retrieval), then this hour again") from exc
+        prev = f"daily runs of {_day_before(cur)}" if first == 0 else f"run of hour {first - 1:02d}"
+        raise MissingPassError(f"pass ({cur}, {first:02d}) cannot start and nothing is left to wait for (no "
+                               f"unfinished {prev}): {exc}") from exc
     return True, f"pass ({cur}, {first:02d}) starts from {label} ({src}): {what}"
 
 
