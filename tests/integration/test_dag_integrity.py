@@ -233,6 +233,13 @@ def test_start_task_refuses_unknown_trigger_conf_keys():
     hourly = SimpleNamespace(conf={"cur_date": "2026-11-02", "hour": 3, "epochs": 2})
     with pytest.raises(ConfigError, match=r"\['epochs'\]; accepted keys: \['cur_date', 'hour'\]"):
         start_run({"params": {"cur_date": "2026-11-02", "hour": 3}, "dag_run": hourly}, {}, hourly=True)
+    # hourly_training also takes config_overrides (e.g. {"passes.enabled": true} for one run)
+    with pytest.raises(ConfigError, match=r"\['epochs'\]; accepted keys: \['config_overrides', 'cur_date', 'hour'\]"):
+        start_run({"params": {"cur_date": "2026-11-02", "hour": 3}, "dag_run": hourly}, {}, hourly=True,
+                  overridable=True)
+    conf = {"cur_date": "2026-11-02", "hour": 3, "config_overrides": {"passes.enabled": True}}
+    run = start_run({"params": conf, "dag_run": SimpleNamespace(conf=conf)}, {}, hourly=True, overridable=True)
+    assert (run["cur_date"], run["hour"], run["overrides"]) == ("2026-11-02", 3, {"passes.enabled": True})
 
 
 def test_start_task_refuses_unknown_config_keys():
