@@ -125,7 +125,7 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
     passes = (run_passes(cfg, pass_day, list(range(hourly_passes)), {**(overrides or {}), "passes.enabled": True},
                          run_dag) if hourly_passes and "hourly_training" in dag_info["dags"] else [])
     result = {"dates": dates, "data_root": open_store(cfg).uri, "generated": gen,
-              "redis": redis_info, "airflow": dag_info, "runs": runs, "passes": passes}
+              "redis": redis_info, "airflow": dag_info, "runs": runs, "passes": passes, "pass_day": pass_day}
     if passes:
         result["hourly"] = "\n".join(hourly_lines(open_store(cfg), passes, cfg.passes.prequential_k))
     if run_pipeline:
@@ -176,6 +176,9 @@ def ranking_lines(cfg: Config, dates: list[str], n: int = 5) -> list[str]:
         return lines + [str(exc)]
     d = scorer.info["cur_date"]
     path = f"{store.partition('ranking_samples', d)}/holdout.parquet"
+    if not store.exists(path):   # an hourly pass model serves (no daily samples of its day): the last daily holdout
+        d = dates[-1]
+        path = f"{store.partition('ranking_samples', d)}/holdout.parquet"
     if not store.exists(path):
         return lines + [f"{path} is gone: nothing to score"]
     rows = pq.read_table(path, filesystem=store.fs).slice(0, n)
@@ -238,7 +241,8 @@ def summary(result: dict[str, Any]) -> str:
     ok = sum(r["ok"] for r in result["runs"])
     lines = ["", "=" * 100, "dailyrec demo: summary", "=" * 100,
              f"data root  {store.root}",
-             f"demo logs  {len(result['dates'])} day(s) {result['dates'][0]}..{result['dates'][-1]}: "
+             f"demo logs  {len(result['dates'])} day(s) {result['dates'][0]}..{result['dates'][-1]}"
+             + (f" + {result['pass_day']} (hourly passes)" if result.get("pass_day") else "") + ": "
              f"{g.get('events', 0):,} impressions, CTR {g.get('ctr', float('nan')):.3f}, "
              f"{g.get('users', '?')} users, {g.get('items', '?')} items",
              f"Redis      {result['redis']['where']} (redis-server {result['redis']['version']})",
