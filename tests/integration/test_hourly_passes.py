@@ -85,6 +85,10 @@ def test_three_passes_chain_from_the_base(world):
     assert len({x["model_version"] for x in m}) == 3 and all(x["model_version"].startswith(f"tt-{DAYS[1]}T0")
                                                               for x in m)
     assert all(x["trained"] and x["rows"]["positives"] > 0 and x["hours"] == [h] for h, x in enumerate(m))
+    daily = pq.read_schema(root / f"samples/dt={DAYS[0]}/train.parquet")
+    for h in range(3):  # the pass samples have the daily samples' columns (one reader, one loss)
+        sch = pq.read_schema(_part(root, "pass_samples", h) / "train.parquet")
+        assert sch.names == daily.names and sch.equals(daily, check_metadata=False)
 
     # prequential: the serving (warm-source) model scored each pass before training, in sane ranges
     for h in range(3):
@@ -104,8 +108,8 @@ def test_three_passes_chain_from_the_base(world):
     adm0 = _json(_part(root, "pass_samples", 0) / "admission.json")
     new_items = adm0["newly_admitted"]["item_id"]
     assert new_items and not set(new_items) & set(v_base) and set(new_items) <= set(rows[0][0])
-    for h in (1, 2):
-        (v_prev, e_prev), (v_new, e_new) = rows[h - 1], rows[h]
+    for h in (0, 1, 2):
+        (v_prev, e_prev), (v_new, e_new) = ([(v_base, e_base)] + rows)[h], rows[h]
         assert v_new[:len(v_prev)] == v_prev  # existing ids keep their position, admitted ids come after
         touched = set(pq.read_table(_part(root, "pass_samples", h) / "train.parquet",
                                     columns=["item_id"]).column("item_id").to_pylist())
