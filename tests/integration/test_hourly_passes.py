@@ -142,6 +142,16 @@ def test_the_delta_holds_the_items_the_pass_touched(world):
         assert man["user_tower"].endswith(f"passes/two_tower/dt={DAYS[1]}/hour={h:02d}/user_tower")
         assert len(items) > len(ids)  # only the touched items: untouched ones keep their published vectors
 
+    # admission.delta_threshold: a touched item goes in only with a score at least that (admission state)
+    state = pq.read_table(_part(root, "admission", 1) / "state.parquet").to_pandas()
+    before = pq.read_table(_part(root, "deltas/two_tower", 1) / "delta.parquet").column("item_id").to_pylist()
+    scores = state[(state["feature"] == "item_id") & state["id"].isin(before)].set_index("id")["score"]
+    threshold = float(scores.median())
+    run_tiny(root, "-m", "tasks.hourly.export_delta", "--cur-date", DAYS[1], "--hour", "1",
+             "--set", f"admission.delta_threshold={threshold!r}", check=True)
+    after = pq.read_table(_part(root, "deltas/two_tower", 1) / "delta.parquet").column("item_id").to_pylist()
+    assert after == sorted(scores[scores >= threshold].index) and 0 < len(after) < len(before)
+
 
 def _stable(obj):
     if isinstance(obj, dict):
