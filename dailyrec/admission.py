@@ -194,6 +194,9 @@ def daily_state(store: Store, cfg: Config, day: str) -> tuple[pa.Table, str | No
     path = f"{store.partition(DATASET, day)}/{STATE_FILE}"
     if store.exists(path):
         return _only_features(read_state(store, path), features), path
+    if any(store.exists(_pass_state_path(store, day, h)) for h in range(24)):
+        log.warning("%s has pass states but no daily shrink (%s): the counts of its passes are not carried "
+                    "over (run the features step of %s with passes.enabled)", day, path, day)
     feat = store.partition("features", day)
     d = pa.scalar(parse_date(day), pa.date32())
     if store.exists(f"{feat}/vocab_state.parquet"):
