@@ -1,6 +1,7 @@
 """The summary of one pass (``tasks.hourly.report``): prequential metrics, samples, model, delta,
 publish and freshness, read from what the pass's steps wrote (docs/hourly.md). No clock is read:
-the freshness comes from the publish record's ``published_at`` and the ``_SUCCESS`` file's time."""
+the freshness is the publish record's ``freshness_s`` (``dailyrec.publishing.delta``), else its
+``switched_at`` minus the time of the pass's last ``_SUCCESS`` file."""
 
 from __future__ import annotations
 
@@ -43,13 +44,14 @@ def pass_summary(run: StepRun, hour: int) -> dict[str, Any]:
     pub = _read(run, f"{run.partition(f'registry/{NAME}', start)}/published.json")
     missing = [n for n, v in (("pass_samples", smp), ("prequential", pre), ("model", mdl), ("delta", dlt)) if v is None]
     keys = [f"recall_at_{k}", f"new_item_recall_at_{k}", "auc", "users", "clicks", "impressions", "model_version"]
-    freshness = None
-    if pub is not None and _epoch(pub.get("published_at")) is not None:
+    freshness = pub.get("freshness_s") if pub is not None else None
+    switched = _epoch(pub.get("switched_at", pub.get("published_at"))) if pub is not None else None
+    if freshness is None and switched is not None:
         marker = f"{store.partition('logs', run.cur_date, hours[-1])}/{SUCCESS_MARKER}"
         if store.exists(marker):
             mtime = store.fs.get_file_info(marker).mtime
             if mtime is not None:
-                freshness = round(_epoch(pub["published_at"]) - mtime.timestamp(), 3)
+                freshness = round(switched - mtime.timestamp(), 3)
     verdict = "complete" if not missing else f"incomplete: no {', '.join(missing)}"
     if pub is not None:
         verdict += f"; published {pub.get('version')}"
@@ -63,7 +65,8 @@ def pass_summary(run: StepRun, hour: int) -> dict[str, Any]:
                   "final_loss": mdl.get("final_loss"), "trained": mdl.get("trained")} if mdl else None,
         "delta": {"counts": dlt.get("counts"), "dim": dlt.get("dim"), "model_version": dlt.get("model_version")}
         if dlt else None,
-        "published": {k2: pub.get(k2) for k2 in ("version", "published_at", "kind", "parent")} if pub else None,
+        "published": {k2: pub.get(k2) for k2 in ("version", "kind", "parent", "base", "depth", "upserts", "deletes",
+                                                  "switched_at", "model_version")} if pub else None,
         "freshness_s": freshness, "missing": missing, "verdict": verdict,
     }
 

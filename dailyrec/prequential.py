@@ -36,6 +36,9 @@ from dailyrec.step import StepRun
 
 log = logging.getLogger("dailyrec.prequential")
 
+SCORE_BLOCK = 1 << 24
+"""Upper bound of the score-matrix entries (users x catalog items) of one top-K batch (64 MB of float32)."""
+
 
 def pass_impressions(run: StepRun, hours: list[int], catalog: pa.Table) -> pa.Table:
     """Every impression of the pass's hours with user features, context, ``item_id`` and ``click``
@@ -107,7 +110,8 @@ def score_pass(run: StepRun, hours: list[int], catalog: pa.Table, model_dir: str
         return out | {f"recall_at_{k}": None, f"new_item_recall_at_{k}": None, "new_item_users": 0}
     ucode = np.searchsorted(users, user_ids[clicked])
     with run.timer.step("top_k"):
-        tk = top_k(dot_scorer(u[clicked[first]], v), len(users), k)
+        rows_per_batch = max(1, min(1024, SCORE_BLOCK // max(1, len(v))))  # bounded score matrix
+        tk = top_k(dot_scorer(u[clicked[first]], v), len(users), k, batch_size=rows_per_batch)
     truth, n_truth = _truth(ucode, item_code[clicked], item_ids[clicked], len(users))
     out[f"recall_at_{k}"] = metrics_from_topk(tk, truth, n_truth, [k])[f"recall_at_{k}"]
     nt, nn = _truth(ucode, item_code[clicked], item_ids[clicked], len(users), keep=is_new)

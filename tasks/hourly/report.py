@@ -5,8 +5,8 @@
 Reads what exists of the pass (``pass_samples``, ``prequential/two_tower``, ``passes/two_tower``,
 ``deltas/two_tower``, ``registry/two_tower/dt=D/hour=HH/published.json``) and writes
 ``reports/hourly_training/dt=D/hour=HH/report.{json,md}`` (atomic): prequential metrics, rows,
-admitted ids, delta counts, the published version and, when the publish recorded its time
-(``published_at``), the freshness (seconds from the last hour's ``_SUCCESS`` to the publish). A
+admitted ids, delta counts, the published version and the freshness (seconds from the last
+hour's ``_SUCCESS`` to the delta serving: the publish record's ``freshness_s``). A
 missing piece is listed under ``missing`` (the report of a failed run still gets written).
 """
 

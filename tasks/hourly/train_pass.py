@@ -32,6 +32,7 @@ NAME = "two_tower"
 
 def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     """Train the pass holding ``hour`` from its warm source; write ``passes/two_tower/dt=D/hour=HH/``."""
+    import keras
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -61,6 +62,7 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     run.log.info("pass %s: training on %d rows (%d positives) from %s, warm start from %s", label, n, n_pos,
                  samples, src[0])
 
+    keras.utils.clear_session()  # fresh name counters: the same files whatever ran before in this process
     deterministic_training(tc.seed)
     with run.timer.step("build"):
         model = build_two_tower(tc, cfg.features, vocabularies)
