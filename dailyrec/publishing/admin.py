@@ -76,7 +76,7 @@ def _record_rollback(cfg: Config, r: Any, keys: Keys, target: str, cur: str | No
     meta = read_meta(r, keys.ns, target)
     store = open_store(cfg)
     if meta.get("kind") == "delta":
-        from dailyrec.registry import mark_pass_published, read_published
+        from dailyrec.registry import mark_pass_published
 
         hour_entry = read_published(store, MODEL, meta["cur_date"], meta["hour"]) or {}
         mark_pass_published(store, MODEL, meta["cur_date"], meta["hour"],

@@ -321,7 +321,8 @@ def test_delta_cost_is_proportional_to_changed_items(rcfg):
     assert res["fields_written"] == 10 and (res["upserts"], res["deletes"]) == (7, 3)
     # one bucket hash + meta (renamed from the stage), complete marker, versions, current, previous
     assert res["keys_written"] == 6 and full["keys_written"] >= 10
-    assert {k.decode() for k in new_keys} == {f"{ns}:v:{ver}:vec:0", f"{ns}:v:{ver}:meta", f"{ns}:v:{ver}:complete"}
+    assert {k.decode() for k in new_keys} == {f"{ns}:v:{ver}:vec:0", f"{ns}:v:{ver}:meta", f"{ns}:v:{ver}:complete",
+                                              f"{ns}:previous"}  # previous: first set by this switch
     assert sum(r.hlen(k) for k in new_keys if b":vec:" in k) == 10
     payload = 5000 * DIM * 4
     assert res["bytes_written"] < 10 * (DIM * 4 + 16) + 4096 < payload / 50
@@ -332,7 +333,7 @@ def test_delta_cost_is_proportional_to_changed_items(rcfg):
 
 
 def test_ivf_base_recall_is_measured_and_gated(rcfg):
-    cfg = rcfg.with_overrides({"index.exact_below": 0, "index.nprobe": 4})
+    cfg = rcfg.with_overrides({"index.exact_below": 0, "index.nlist": 20, "index.nprobe": 12})
     ids, vectors = make_day(cfg, D1, k=1, n=4000)
     publish(D1, cfg)
     rng = np.random.default_rng(4)
