@@ -171,6 +171,54 @@ def test_chain_of_three_deltas_deletes_and_rollback(rcfg):
     assert entry["version"] == vers[3] and entry["rolled_back_from"] == base
 
 
+def test_readers_never_see_a_half_applied_delta(rcfg):
+    import threading
+
+    ids, vectors = make_day(rcfg, D1, k=1, n=1000)
+    base = publish(D1, rcfg)["version"]
+    rng = np.random.default_rng(9)
+    states = {base: base_state(ids, vectors)}
+    plan = []
+    for hour in range(3):  # each delta replaces 300 vectors, adds 50 items, deletes 50
+        ups = dict(zip(ids[hour * 300:(hour + 1) * 300] + [f"h{hour}-{i}" for i in range(50)], unit(rng, 350)))
+        dels = ids[900 + hour * 30:900 + hour * 30 + 50]
+        write_delta(rcfg, D2, hour, ups, dels, f"p{hour}")
+        plan.append((hour, ups, dels))
+    probe = ids[::7] + [f"h{h}-{i}" for h in range(3) for i in range(0, 50, 5)]
+    cfg = rcfg.with_overrides({"redis.publish_batch": 20, "redis.publish_batch_delay_s": 0.005})
+    stop, errors, reads = threading.Event(), [], []
+
+    def reader() -> None:
+        client = get_redis(cfg)
+        try:
+            while not stop.is_set():
+                meta, index, _ = load_current(cfg)
+                got = read_vectors(client, cfg.redis.namespace, meta["version"], probe)
+                reads.append((meta["version"], index.ntotal, got))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        prev = base
+        for hour, ups, dels in plan:
+            ver = publish_delta(cfg, D2, hour)["version"]
+            states[ver] = apply(states[prev], ups, dels)
+            prev = ver
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, errors
+    print("reads per version:", {v: sum(1 for x in reads if x[0] == v) for v in states})
+    assert len({v for v, *_ in reads}) >= 2 and len(reads) >= 10
+    for ver, ntotal, got in reads:  # every read is one whole version: its count and every probed vector
+        want = {i: states[ver][i] for i in probe if i in states[ver]}
+        assert ntotal == len(states[ver]) and set(got) == set(want), ver
+        assert all(np.array_equal(got[i], want[i]) for i in want), ver
+
+
 def test_max_chain_depth_squashes_onto_the_base(rcfg):
     cfg = rcfg.with_overrides({"passes.max_delta_chain": 2})
     ids, vectors = make_day(cfg, D1, k=1, n=400)
