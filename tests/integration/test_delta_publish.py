@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dailyrec.embeddings import embeddings_table
 from dailyrec.errors import ContractError
 from dailyrec.publishing.admin import rollback, status
 from dailyrec.publishing.connection import get_redis
@@ -29,7 +28,7 @@ from dailyrec.publishing.layout import Keys, delta_version_id
 from dailyrec.publishing.publish import publish
 from dailyrec.publishing.reader import current_version, load_current, read_meta, read_vectors
 from dailyrec.storage import open_store
-from tests.helpers import REPO, VECTOR_DIM as DIM, make_day
+from tests.helpers import REPO, VECTOR_DIM as DIM, make_day, write_delta
 
 D1, D2, D3 = "2026-11-01", "2026-11-02", "2026-11-03"
 
@@ -37,25 +36,6 @@ D1, D2, D3 = "2026-11-01", "2026-11-02", "2026-11-03"
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def write_delta(cfg, day: str, hour: int, upserts: dict[str, np.ndarray], deletes: list[str], mv: str) -> None:
-    """A delta partition in the contract of docs/hourly-design ("Storage")."""
-    store = open_store(cfg)
-    ids = list(upserts) + list(deletes)
-    vecs = np.array([upserts[i] for i in upserts] + [np.zeros(DIM, np.float32)] * len(deletes),
-                    dtype=np.float32).reshape(len(ids), DIM)
-    t = embeddings_table(ids, vecs, mv)
-    table = pa.table({"item_id": t.column("item_id"),
-                      "op": pa.array(["upsert"] * len(upserts) + ["delete"] * len(deletes), pa.string()),
-                      "vector": t.column("vector")})
-    part = store.partition("deltas/two_tower", day, hour)
-    with store.atomic_output(part) as tmp:
-        pq.write_table(table, f"{tmp}/delta.parquet", filesystem=store.fs)
-        store.write_json(f"{tmp}/_manifest.json", {
-            "model_version": mv, "pass_dir": f"passes/two_tower/dt={day}/hour={hour:02d}",
-            "user_tower": f"{store.root}/passes/two_tower/dt={day}/hour={hour:02d}/user_tower",
-            "counts": {"upsert": len(upserts), "delete": len(deletes)}, "dim": DIM})
 
 
 def apply(state: dict[str, np.ndarray], upserts: dict[str, np.ndarray], deletes: list[str]) -> dict[str, np.ndarray]:
