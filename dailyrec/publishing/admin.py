@@ -140,5 +140,6 @@ def _version_status(r: Any, keys: Keys, ver: str, score: int | None) -> dict[str
     chk = check_version(r, keys, ver)
     meta = chk.pop("meta")
     ix = meta.get("index") or {}
-    return {"version": ver, "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
+    return {"version": ver, "kind": meta.get("kind", "full") if meta else None, "parent": meta.get("parent"),
+            "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
             "dim": meta.get("dim"), "index": ix.get("type"), "recall_at_k": ix.get("recall_at_k")} | chk

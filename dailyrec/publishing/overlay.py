@@ -99,6 +99,20 @@ def build_overlay(base_index: Any, base_ids: np.ndarray, merged: dict[str, bytes
     return index, ids, to_served
 
 
+def stored_vectors(index: Any) -> np.ndarray | None:
+    """``float32[n, d]``: the vectors a Flat, IVF-Flat or HNSW-Flat index stores (exactly the vectors it
+    was built from, in label order), or ``None`` for an index that stores them lossily (PQ, SQ, ...).
+    An IVF index gets a direct map (in memory, for the reconstruction)."""
+    import faiss
+
+    ix = faiss.downcast_index(index)
+    if isinstance(ix, faiss.IndexIVFFlat):
+        ix.make_direct_map()
+    elif not isinstance(ix, (faiss.IndexFlat, faiss.IndexHNSWFlat)):
+        return None
+    return np.ascontiguousarray(ix.reconstruct_n(0, ix.ntotal), dtype=np.float32)
+
+
 def served_vectors(base_vectors: np.ndarray, index: OverlayIndex) -> np.ndarray:
     """The served items' vectors in :func:`build_overlay`'s ``to_served`` order (``base_vectors``:
     ``float32[n_base, d]`` in base label order)."""
@@ -114,17 +128,18 @@ def overlay_recall(index: OverlayIndex, to_served: np.ndarray, vectors: np.ndarr
     ``served_vectors``), ``K = min(k, ntotal)``: the mean over queries of |overlay top-K ∩ exact top-K| / K
     (docs/redis-layout.md, "Recall gate"). Queries: up to ``queries`` sampled served vectors plus Gaussian
     noise (:func:`dailyrec.ann.fallback_queries`), half of them from the upserts when there are any.
-    Returns ``{"recall_at_k", "recall_k", "recall_queries": "fallback"}``."""
+    Returns ``{"recall_at_k", "recall_k", "recall_queries": "fallback", "queries"}``."""
     from dailyrec.ann import exact_index, fallback_queries, recall_at_k
 
     n = len(vectors)
     kk = min(k, n)
     if kk == 0:
-        return {"recall_at_k": 1.0, "recall_k": 0, "recall_queries": "fallback"}
+        return {"recall_at_k": 1.0, "recall_k": 0, "recall_queries": "fallback", "queries": 0}
     u = int(index.flat.ntotal)
     q_up = fallback_queries(vectors[n - u:], min(u, queries // 2), seed=seed) if u else np.zeros((0, index.d), np.float32)
     q = np.concatenate([q_up, fallback_queries(vectors, max(1, queries - len(q_up)), seed=seed + 1)])
     _, exact = exact_index(vectors).search(q, kk)
     _, got = index.search(q, kk)
     served = np.where(got >= 0, to_served[np.maximum(got, 0)], -1)
-    return {"recall_at_k": round(recall_at_k(served, exact, kk), 4), "recall_k": kk, "recall_queries": "fallback"}
+    return {"recall_at_k": round(recall_at_k(served, exact, kk), 4), "recall_k": kk, "recall_queries": "fallback",
+            "queries": len(q)}

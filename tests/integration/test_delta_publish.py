@@ -61,9 +61,10 @@ def check_served(cfg, ver: str, state: dict[str, np.ndarray], probe_extra: list[
         probe = sorted(state)[:: max(1, len(state) // 40)]
         _, labels = index.search(np.stack([state[i] for i in probe]), 1)
         assert [ids[lab] for lab in labels[:, 0]] == probe
-        _, labels = index.search(np.stack([state[i] for i in probe[:5]]), len(state))
-        served = {ids[lab] for lab in labels[0] if lab >= 0}
-        assert served == set(state)  # every served item, and no deleted or replaced base copy
+        if (meta["index"].get("base_type") or meta["index"]["type"]) == "flat":  # an exhaustive search
+            _, labels = index.search(np.stack([state[i] for i in probe[:5]]), len(state))
+            served = {ids[lab] for lab in labels[0] if lab >= 0}
+            assert served == set(state)  # every served item, and no deleted or replaced base copy
 
 
 def base_state(ids: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
@@ -360,16 +361,21 @@ def test_delta_cost_is_proportional_to_changed_items(rcfg):
                                                                      unit(np.random.default_rng(2), 7))), ids[20:23]))
 
 
-def test_ivf_base_recall_is_measured_and_gated(rcfg):
-    cfg = rcfg.with_overrides({"index.exact_below": 0, "index.nlist": 20, "index.nprobe": 12})
+@pytest.mark.parametrize("factory,exact_from", [("ivf", "index"), ("IVF8,SQ8", "redis")])
+def test_ivf_base_recall_is_measured_and_gated(rcfg, factory, exact_from):
+    cfg = rcfg.with_overrides({"index.factory": factory, "index.nlist": 20, "index.nprobe": 12})
     ids, vectors = make_day(cfg, D1, k=1, n=4000)
     publish(D1, cfg)
     rng = np.random.default_rng(4)
     write_delta(cfg, D2, 1, dict(zip(ids[:50] + [f"n{i}" for i in range(50)], unit(rng, 100))), ids[50:80], "p1")
     res = publish_delta(cfg, D2, 1)
     meta = read_meta(get_redis(cfg), cfg.redis.namespace, res["version"])
-    assert meta["index"]["base_type"] == "ivf" and meta["index"]["type"] == "overlay"
+    assert meta["index"]["type"] == "overlay" and meta["index"]["base_type"] in ("ivf", factory)
     assert cfg.index.min_recall_at_k <= res["recall_at_k"] < 1.0 and res["recall_k"] == cfg.index.recall_k
+    # the exact side: the vectors the base index stores (lossless IVF-Flat) or, for a lossy one, its buckets
+    assert res["exact_vectors_from"] == exact_from and res["queries"] == 250
+    check_served(cfg, res["version"], apply(base_state(ids, vectors), dict(zip(
+        ids[:50] + [f"n{i}" for i in range(50)], unit(np.random.default_rng(4), 100))), ids[50:80]))
     # the gate: an impossible threshold refuses the delta and leaves current alone
     write_delta(cfg, D2, 2, dict(zip(ids[100:110], unit(rng, 10))), [], "p2")
     from dailyrec.errors import RecallTooLow
@@ -405,8 +411,16 @@ def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
     write_delta(rcfg, D2, 1, dict(zip(ids[:1], unit(np.random.default_rng(1), 1))), [], "p1")
     again = step(D2, rcfg, 1)
     assert again["skipped"] is True and current_version(rcfg) == out["version"]
-    # a re-run of the current pass rewrites it in place, on the same parent
+    # a re-run of the current pass rewrites it in place, on the same parent, with the same bytes
+    r = get_redis(rcfg)
+    ns = rcfg.redis.namespace
+    before = {k: r.dump(k) for k in r.scan_iter(match=f"{ns}:v:*")} | {k: r.get(k) for k in (f"{ns}:current",
+                                                                                              f"{ns}:previous")}
     assert step(D2, rcfg, 3)["previous"] == "2026-11-01_m1" and current_version(rcfg) == out["version"]
+    after = {k: r.dump(k) for k in r.scan_iter(match=f"{ns}:v:*")} | {k: r.get(k) for k in (f"{ns}:current",
+                                                                                             f"{ns}:previous")}
+    assert after == before
+    assert [v["kind"] for v in status(rcfg)["versions"]] == ["full", "delta"]
     assert step(D2, rcfg.with_overrides({"passes.delta_publish": False}), 3)["skipped"] is True
 
 
