@@ -58,7 +58,7 @@ class OverlayIndex:
         kb = min(k if self.params is not None else k + len(self.masked), self.n_base)
         if kb > 0:
             d, i = self.base.search(x, kb, params=self.params) if self.params is not None else self.base.search(x, kb)
-            drop = (i < 0) | np.isin(i, self.masked)
+            drop = (i < 0) if self.params is not None else (i < 0) | np.isin(i, self.masked)
             parts_d.append(np.where(drop, -np.inf, d).astype(np.float32))
             parts_i.append(np.where(drop, -1, i))
         ku = min(k, int(self.flat.ntotal))

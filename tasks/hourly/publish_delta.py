@@ -23,6 +23,16 @@ SUMMARY_KEYS = ("version", "current", "previous", "parent", "base", "depth", "sq
                 "deleted_versions", "registry", "seconds", "skipped", "reason")
 
 
+def ready(cur_date: str, cfg: Config, hour: int) -> tuple[bool, str]:
+    """The pass's delta is exported (``deltas/two_tower/dt=D/hour=HH/_manifest.json`` exists)."""
+    from dailyrec.publishing.delta import DELTA_DATASET
+    from dailyrec.storage import MANIFEST, open_store
+
+    store = open_store(cfg)
+    path = f"{store.partition(DELTA_DATASET, cur_date, hour)}/{MANIFEST}"
+    return (True, f"{path} is there") if store.exists(path) else (False, f"{path} is missing (hourly.export_delta)")
+
+
 def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     """Publish pass ``(cur_date, hour)``'s delta to Redis and record it (with its freshness) in the registry."""
     from dailyrec.publishing.delta import publish_delta

@@ -387,8 +387,9 @@ def test_ivf_base_recall_is_measured_and_gated(rcfg, factory, exact_from):
 
 
 def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
+    from dailyrec import stages
     from dailyrec.registry import mark_published, read_published
-    from tasks.hourly.publish_delta import step
+    from tasks.hourly.publish_delta import ready, step
 
     store = open_store(rcfg)
     ids, _ = make_day(rcfg, D1, k=1, n=300)
@@ -397,7 +398,9 @@ def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
     store.fs.create_dir(store.partition("logs", D2, 3), recursive=True)
     with store.fs.open_output_stream(marker) as f:
         f.write(b"")
+    assert ready(D2, rcfg, 3)[0] is False and "hour=03/_manifest.json is missing" in ready(D2, rcfg, 3)[1]
     write_delta(rcfg, D2, 3, dict(zip(ids[:3], unit(np.random.default_rng(0), 3))), [], "p3")
+    assert ready(D2, rcfg, 3)[0] is True and stages.step_of("hourly.publish_delta") is step
     out = step(D2, rcfg, 3)
     assert out["version"] == "2026-11-02T03_p3" and out["hour"] == 3
     assert 0 <= out["freshness_s"] < 120 and out["switched_at"] > 0
