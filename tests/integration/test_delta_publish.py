@@ -425,6 +425,16 @@ def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
     assert after == before
     assert [v["kind"] for v in status(rcfg)["versions"]] == ["full", "delta"]
     assert step(D2, rcfg.with_overrides({"passes.delta_publish": False}), 3)["skipped"] is True
+    # passes of 2 hours: the run of the pass's last hour (05) publishes the pass (04); freshness from 05's marker
+    cfg2 = rcfg.with_overrides({"training.split_per_pass": 2})
+    store.fs.create_dir(store.partition("logs", D2, 5), recursive=True)
+    with store.fs.open_output_stream(f"{store.partition('logs', D2, 5)}/_SUCCESS") as f:
+        f.write(b"")
+    write_delta(cfg2, D2, 4, dict(zip(ids[5:7], unit(np.random.default_rng(2), 2))), [ids[9]], "p4")
+    assert ready(D2, cfg2, 5)[0] is True
+    two = step(D2, cfg2, 5)
+    assert two["version"] == "2026-11-02T04_p4" and two["hour"] == 4 and two["parent"] == out["version"]
+    assert two["freshness_s"] is not None and two["depth"] == 2
 
 
 def test_bad_delta_input_is_named(cfg):
