@@ -102,7 +102,8 @@ def _day_summary(cfg: Config, d: str, tables: dict[str, pa.Table], timer: Timer)
     new, born = int(is_new.sum()), int((is_new & (cat_.items["birth"] > 0)).sum())
     retired = retired_on(cfg, d)
     log.info("%s: %d events, %d clicks (ctr %.4f), %d conversions (cvr %.4f), %d users, "
-             "catalog %d items (+%d new, %d of them born during the day, -%d retired) in %.2fs (simulate %.2fs, write %.2fs)",
+             "catalog %d items (+%d new, %d of them born during the day, -%d retired) in %.2fs "
+             "(simulate %.2fs, write %.2fs)",
              d, logs.num_rows, clicks, clicks / logs.num_rows, convs, convs / max(clicks, 1),
              tables["users"].num_rows, len(cat_.ids), new, born, retired, timer.total(),
              timer.timings["simulate"], timer.timings["write"])

@@ -120,8 +120,9 @@ class _Day:
             "device_model": strings(uni.user_device_model),
         }
         user, category, item = (np.empty(E, i32) for _ in range(3))
-        return cls(uni=uni, cat=cat, trends=trends_, seed=seed, ordinal=ordinal, hour=hour, user=user, category=category,
-                   item=item, z=np.empty(E, f32), ints={c: np.empty(E, i32) for c in _INT_COLUMNS}, strs=strs,
+        return cls(uni=uni, cat=cat, trends=trends_, seed=seed, ordinal=ordinal, hour=hour, user=user,
+                   category=category, item=item, z=np.empty(E, f32),
+                   ints={c: np.empty(E, i32) for c in _INT_COLUMNS}, strs=strs,
                    request_id=np.empty((E, 4), np.uint32),
                    seed_key=splitmix64(np.array([seed % (1 << 63)], dtype=np.uint64))[0],
                    pos_alias=RowAlias(BANNER_POS_P), size_alias=RowAlias(BANNER_SIZE_P), c18_alias=RowAlias(C18_P))
