@@ -1,1 +1,1 @@
-"""Steps of the hourly passes DAG (``hourly_training``; docs/hourly.md)."""
+"""Steps of the hourly incremental training (``hourly_training`` DAG, docs/hourly.md)."""

@@ -49,11 +49,10 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
 
 
 def _pass_start(cfg: Config, hour: int) -> int:
-    """The pass's identity hour (its first) for any hour of it (docs/hourly-design "Pass identity";
-    ``dailyrec.passes.pass_start`` once merged)."""
-    from dailyrec.dates import check_hour
+    """The pass's identity hour (its first) for any hour of it (docs/hourly-design "Pass identity")."""
+    from dailyrec.passes import pass_start
 
-    return check_hour(hour) - hour % cfg.training.split_per_pass
+    return pass_start(cfg, hour)
 
 
 if __name__ == "__main__":
