@@ -6,13 +6,15 @@ For each date it simulates one day of ad/recommendation impressions and writes
 * ``users/dt=YYYY-MM-DD`` (the user universe, the same every day),
 * ``items/dt=YYYY-MM-DD`` (the catalog of that day: the items active that day).
 
-The model behind it lives in four modules:
+The model behind it lives in these modules:
 
 * :mod:`dailyrec.demo.world`: the **universe** (users with demographics, a sparse Dirichlet
   preference over categories around their segment's profile, activity, click and purchase
   propensities, device, IPs, app-vs-web habit; publishers specialised in a category; sites and
   apps) drawn once from ``demo.seed``, and the **catalog** of a day (items with a category, a
   publisher and domain, Zipf-like popularity, click and conversion quality, a lifetime);
+* :mod:`dailyrec.demo.dynamics`: the **intra-day dynamics** (items born during the day with a
+  popularity burst, per-segment interests drifting by hour);
 * :mod:`dailyrec.demo.impressions`: a day's **impressions**, their context columns, **clicks**
   (calibrated to ``CTR_TARGET``) and **conversions** (after a click, calibrated to ``CVR_TARGET``);
 * :mod:`dailyrec.demo.sampling`: vectorised Walker alias tables (per-user category tables,
@@ -96,16 +98,18 @@ def _day_summary(cfg: Config, d: str, tables: dict[str, pa.Table], timer: Timer)
     logs = tables["logs"]
     clicks, convs = _count(logs.column("click")), _count(logs.column("conversion"))
     cat_ = catalog(cfg, d)
-    new = int((cat_.items["created"] == cat_.ordinal).sum())
+    is_new = cat_.items["created"] == cat_.ordinal
+    new, born = int(is_new.sum()), int((is_new & (cat_.items["birth"] > 0)).sum())
     retired = retired_on(cfg, d)
     log.info("%s: %d events, %d clicks (ctr %.4f), %d conversions (cvr %.4f), %d users, "
-             "catalog %d items (+%d new, -%d retired) in %.2fs (simulate %.2fs, write %.2fs)",
+             "catalog %d items (+%d new, %d of them born during the day, -%d retired) in %.2fs "
+             "(simulate %.2fs, write %.2fs)",
              d, logs.num_rows, clicks, clicks / logs.num_rows, convs, convs / max(clicks, 1),
-             tables["users"].num_rows, len(cat_.ids), new, retired, timer.total(),
+             tables["users"].num_rows, len(cat_.ids), new, born, retired, timer.total(),
              timer.timings["simulate"], timer.timings["write"])
     return {"date": d, "events": logs.num_rows, "clicks": clicks, "conversions": convs,
             "ctr": round(clicks / logs.num_rows, 4), "catalog": len(cat_.ids), "new_items": new,
-            "retired_items": retired, "seconds": timer.total()}
+            "born_during_day": born, "retired_items": retired, "seconds": timer.total()}
 
 
 def generate(cfg: Config, start_date: str, days: int) -> dict[str, Any]:

@@ -1,12 +1,14 @@
 """One simulated day of the demo: impressions, their context columns, clicks and conversions.
 
 * **Impressions.** Each event picks a user by activity and an hour by a diurnal curve; with
-  probability ``POPULAR_SHARE`` the item comes from global popularity over the day's catalog
-  (fresh items get a boost), otherwise a category is drawn from the user's preference and the
-  item by popularity inside that category.
+  probability ``POPULAR_SHARE`` the item comes from the hour's global popularity over the day's
+  catalog (fresh items get a boost), otherwise a category is drawn from the user's preference --
+  or, with probability ``TREND_SHARE``, the trending category of the user's segment in that hour
+  (:mod:`dailyrec.demo.dynamics`) -- and the item by the hour's popularity inside that category
+  (the day's new items only from their birth hour on, with a burst that decays over hours).
 * **Clicks.** ``logit = b + AFFINITY_WEIGHT * log(C * pref[user, category] + AFFINITY_EPS) +
-  user clickiness + item quality + category bias + position effect + hour effect``; ``b`` is
-  calibrated per day so the day's CTR is about ``CTR_TARGET``.
+  trend bonus(hour, segment, category) + user clickiness + item quality + category bias +
+  position effect + hour effect``; ``b`` is calibrated per day so the day's CTR is about ``CTR_TARGET``.
 * **Conversions** happen only after a click, with a logit of its own (affinity, purchase
   propensity, item conversion quality, category), calibrated to ``CVR_TARGET`` of the clicks.
 
@@ -32,11 +34,12 @@ from dailyrec.contract import LOG_SCHEMA
 from dailyrec.dates import parse_date
 from dailyrec.demo.params import (AFFINITY_WEIGHT, BANNER_POS_P, BANNER_SIZE_P, BANNER_SIZES, C18_P,
                                   CTR_DAILY_JITTER, CTR_TARGET, CVR_TARGET, DIURNAL, EPOCH_ORDINAL,
-                                  HOUR_LOGIT, N_APPS, N_SITES, POPULAR_SHARE, POS_LOGIT, TAG_CLICK, TAG_DAY,
-                                  US_PER_HOUR)
+                                  HOUR_LOGIT, N_APPS, N_SEGMENTS, N_SITES, POPULAR_SHARE, POS_LOGIT, TAG_CLICK,
+                                  TAG_DAY, TREND_SHARE, US_PER_HOUR)
 from dailyrec.demo.sampling import RowAlias, calibrate, rng, sigmoid, splitmix64
 from dailyrec.demo.strings import HEX4, FixedStrings, string_column
-from dailyrec.demo.world import Catalog, Universe, catalog, universe
+from dailyrec.demo.dynamics import Trends
+from dailyrec.demo.world import Catalog, Universe, catalog, trends, universe
 from dailyrec.storage import Timer
 
 CHUNK = 1 << 20
@@ -84,6 +87,7 @@ class _Day:
 
     uni: Universe
     cat: Catalog
+    trends: Trends
     seed: int
     ordinal: int
     hour: np.ndarray                 # int32 hour of each event
@@ -100,7 +104,8 @@ class _Day:
     c18_alias: RowAlias
 
     @classmethod
-    def allocate(cls, uni: Universe, cat: Catalog, seed: int, ordinal: int, hour: np.ndarray) -> "_Day":
+    def allocate(cls, uni: Universe, cat: Catalog, trends_: Trends, seed: int, ordinal: int,
+                 hour: np.ndarray) -> "_Day":
         E = len(hour)
 
         def strings(dictionary: FixedStrings) -> np.ndarray:
@@ -115,8 +120,9 @@ class _Day:
             "device_model": strings(uni.user_device_model),
         }
         user, category, item = (np.empty(E, i32) for _ in range(3))
-        return cls(uni=uni, cat=cat, seed=seed, ordinal=ordinal, hour=hour, user=user, category=category,
-                   item=item, z=np.empty(E, f32), ints={c: np.empty(E, i32) for c in _INT_COLUMNS}, strs=strs,
+        return cls(uni=uni, cat=cat, trends=trends_, seed=seed, ordinal=ordinal, hour=hour, user=user,
+                   category=category, item=item, z=np.empty(E, f32),
+                   ints={c: np.empty(E, i32) for c in _INT_COLUMNS}, strs=strs,
                    request_id=np.empty((E, 4), np.uint32),
                    seed_key=splitmix64(np.array([seed % (1 << 63)], dtype=np.uint64))[0],
                    pos_alias=RowAlias(BANNER_POS_P), size_alias=RowAlias(BANNER_SIZE_P), c18_alias=RowAlias(C18_P))
@@ -130,21 +136,38 @@ class _Day:
 
 
 def _impressions(day: _Day, r: np.random.Generator, lo: int, hi: int) -> tuple[np.ndarray, ...]:
-    """Who, which item (the user's categories or global popularity, then popularity within the
-    category), which position; fills ``user``, ``category``, ``item`` and the click logit ``z``."""
-    uni, cat_, n = day.uni, day.cat, hi - lo
+    """Who, which item (the user's categories, the segment's trend of the hour or the hour's global
+    popularity, then the hour's popularity within the category: older items or the day's new items
+    born by then), which position; fills ``user``, ``category``, ``item`` and the click logit ``z``."""
+    uni, cat_, tr, hourly, n = day.uni, day.cat, day.trends, day.cat.hourly, hi - lo
+    C = i32(uni.n_categories)
 
-    def unif() -> np.ndarray:
-        return r.random(n, dtype=f32)
+    def unif(size: int = n) -> np.ndarray:
+        return r.random(size, dtype=f32)
 
+    h = day.hour[lo:hi]
     u = uni.activity.sample(r, n)
+    seg = uni.user_segment[u]
     c = uni.pref_alias.sample(u, unif())
+    drift = np.flatnonzero(unif() < f32(TREND_SHARE))       # the segment's trending category of the hour
+    hd = h[drift]
+    slot_ = tr.first[hd] + (unif(len(drift)) < tr.mix[hd])
+    slot_ *= i32(N_SEGMENTS)
+    slot_ += seg[drift]
+    c[drift] = tr.slot_cat[slot_]
+    hc = h * C
     popular = unif() < f32(POPULAR_SHARE)
-    popular |= ~cat_.category_has_items[c]
-    c[popular] = cat_.category_dist.sample(None, r.random(int(popular.sum()), dtype=f32))
+    popular |= ~hourly.has_items[hc + c]
+    pop = np.flatnonzero(popular)
+    c[pop] = hourly.category_dist.sample(h[pop], unif(len(pop)))
+    hc += c
     slot = cat_.in_category.sample(c, unif())
     slot += c * np.int32(cat_.in_category.k)
     it = cat_.slot_item[slot]
+    new = np.flatnonzero(unif() < hourly.new_frac[hc])     # the day's new items, by their hourly burst
+    slot = hourly.new_alias.sample(hc[new], unif(len(new)))
+    slot += c[new] * i32(hourly.new_k)
+    it[new] = hourly.new_slot_item[slot]
     p = day.pos_alias.sample(None, unif())
     day.user[lo:hi], day.category[lo:hi], day.item[lo:hi] = u, c, it
     # click logit without the day's offset
@@ -156,7 +179,13 @@ def _impressions(day: _Day, r: np.random.Generator, lo: int, hi: int) -> tuple[n
     zc += cat_.items["quality"][it]
     zc += uni.category_click[c]
     zc += POS_LOGIT[p]
-    zc += HOUR_LOGIT[day.hour[lo:hi]]
+    zc += HOUR_LOGIT[h]
+    hc -= c
+    hc *= i32(N_SEGMENTS)                                    # (hour, segment, category) of the trend table
+    seg *= C
+    hc += seg
+    hc += c
+    zc += tr.logit[hc]
     return u, it, p
 
 
@@ -269,13 +298,13 @@ def simulate_day(cfg: Config, cur_date: str, timer: Timer | None = None) -> dict
     d = parse_date(cur_date)
     demo = cfg.demo
     with timer.step("universe"):
-        uni, cat_ = universe(demo), catalog(cfg, cur_date)
+        uni, cat_, trends_ = universe(demo), catalog(cfg, cur_date), trends(cfg, cur_date)
     E, seed, ordinal = int(demo.events_per_day), demo.seed, d.toordinal()
     r = rng(seed, TAG_DAY, ordinal)
     with timer.step("events"):
         counts = 1 + r.multinomial(E - 24, DIURNAL / DIURNAL.sum())
         hour, event_us = _event_times(r, counts, (ordinal - EPOCH_ORDINAL) * 24 * US_PER_HOUR)
-        day = _Day.allocate(uni, cat_, seed, ordinal, hour)
+        day = _Day.allocate(uni, cat_, trends_, seed, ordinal, hour)
         _run(lambda i: _chunk(day, i), day.n_chunks)
     with timer.step("labels"):
         click, conversion = _labels(day, r)

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+"""2: intra-day dynamics (items born during the day with a popularity burst; hourly interest drift)."""
 
 CTR_TARGET = 0.17
 """Average click-through rate of a day (Avazu: ~0.17)."""
@@ -38,6 +39,21 @@ USER_PREF_FLOOR = 0.02
 AFFINITY_WEIGHT = 0.8
 AFFINITY_EPS = 0.15
 N_SEGMENTS = 8
+# Intra-day dynamics (dailyrec.demo.dynamics): freshness matters to a model updated every hour.
+BIRTH_SHARE = 0.6
+"""Share of a day's new items born DURING the day (birth hour in BIRTH_HOURS); the others are born at 00:00."""
+BIRTH_HOURS = (1, 21)
+"""Inclusive range of the birth hours of the items born during the day (uniform)."""
+BURST_BOOST = 4.0
+BURST_DECAY_HOURS = 3.0
+"""Exposure of an item on its creation day, hour h >= birth hour b: its daily weight (popularity x fresh
+boost) * (1 + BURST_BOOST * exp(-(h - b) / BURST_DECAY_HOURS)); zero before b."""
+TREND_HOURS = 4
+"""A segment's trending category changes every TREND_HOURS hours (smooth crossfade between slots)."""
+TREND_SHARE = 0.2
+"""Share of the preference-driven impressions that go to the segment's trending category of the hour."""
+TREND_LOGIT = 1.0
+"""Click-logit bonus of the trending category (times its current intensity, 0..1)."""
 N_SITES = 400
 N_APPS = 400
 N_DEVICE_MODELS = 600
@@ -63,6 +79,7 @@ UNKNOWN_DEVICE_ID = "a99f214a"
 
 # Tags of the random streams: numpy.random.default_rng([seed, TAG, ...]) (see dailyrec.demo.sampling.rng).
 TAG_USERS, TAG_ITEMS, TAG_DAY, TAG_CONTEXT, TAG_PUBLISHERS, TAG_CLICK = 1, 2, 3, 4, 5, 6
+TAG_BIRTH, TAG_TREND = 7, 8
 US_PER_HOUR = 3_600_000_000
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 
@@ -74,5 +91,7 @@ def knobs() -> dict[str, Any]:
         "item_mean_lifetime_days": ITEM_MEAN_LIFETIME_DAYS, "item_min_lifetime_days": ITEM_MIN_LIFETIME_DAYS,
         "zipf_exponent": ZIPF_EXPONENT, "popular_share": POPULAR_SHARE,
         "user_pref_concentration": USER_PREF_CONCENTRATION, "affinity_weight": AFFINITY_WEIGHT,
-        "fresh_boost": FRESH_BOOST, "generator_version": GENERATOR_VERSION,
+        "fresh_boost": FRESH_BOOST, "birth_share": BIRTH_SHARE, "birth_hours": list(BIRTH_HOURS),
+        "burst_boost": BURST_BOOST, "burst_decay_hours": BURST_DECAY_HOURS, "trend_hours": TREND_HOURS,
+        "trend_share": TREND_SHARE, "trend_logit": TREND_LOGIT, "generator_version": GENERATOR_VERSION,
     }

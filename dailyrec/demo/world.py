@@ -4,7 +4,8 @@ Everything here comes from ``demo.seed`` and the anchor date ``demo.start_date``
 day simulated: ids and side features are the same on every day. ``demo.n_items`` items are live
 on the anchor date; every later day adds ``n_items / ITEM_MEAN_LIFETIME_DAYS`` new items (ids
 continue after the initial ones) and every item retires after ``ITEM_MIN_LIFETIME_DAYS`` plus an
-exponential lifetime. Results are cached (:func:`clear_caches` forgets them).
+exponential lifetime; a share of each day's new items is born during the day
+(:mod:`dailyrec.demo.dynamics`, :func:`born_hours`). Results are cached (:func:`clear_caches` forgets them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dailyrec.config import Config, DemoConfig
 from dailyrec.contract import ITEM_SCHEMA, USER_SCHEMA
 from dailyrec.dates import parse_date
 from dailyrec.demo import strings
+from dailyrec.demo.dynamics import HourlyItems, Trends, birth_hours, day_trends, hourly_items
 from dailyrec.demo.params import (AFFINITY_EPS, C19_VALUES, C21_VALUES, EPOCH_ORDINAL, FRESH_BOOST,
                                   FRESH_DECAY_DAYS, ITEM_MEAN_LIFETIME_DAYS, ITEM_MIN_LIFETIME_DAYS, N_APPS,
                                   N_DEVICE_MODELS, N_SEGMENTS, N_SITES, NULL_APP, NULL_SITE, TAG_CONTEXT,
@@ -46,6 +48,7 @@ class Universe:
     pref_alias: RowAlias             # per-user category draws
     log_affinity: np.ndarray         # (U*C,) float32: log(C * pref + eps)
     activity: Categorical
+    user_segment: np.ndarray         # (U,) int32 segment index
     user_click: np.ndarray
     user_buy: np.ndarray
     user_app: np.ndarray
@@ -109,7 +112,7 @@ def _users(seed: int, U: int, C: int) -> dict:
     pref = g / g.sum(axis=1, keepdims=True)
     pref = ((1 - USER_PREF_FLOOR) * pref + USER_PREF_FLOOR / C).astype(np.float32)
     out = {"pref": pref, "log_affinity": np.log(C * pref + AFFINITY_EPS).astype(np.float32).ravel(),
-           "activity": Categorical(ru.lognormal(0, 1.0, U)),
+           "activity": Categorical(ru.lognormal(0, 1.0, U)), "user_segment": segment.astype(np.int32),
            "user_click": ru.normal(0, 0.45, U).astype(np.float32),
            "user_buy": ru.normal(0, 0.6, U).astype(np.float32),
            "user_app": ru.beta(0.4, 0.6, U).astype(np.float32)}
@@ -209,6 +212,7 @@ def _item_block(uni: Universe, block: int) -> dict[str, np.ndarray]:
         "C17": (1000 + c14 // 8).astype(np.int32),
         "C19": r.choice(C19_VALUES, n).astype(np.int32),
         "C21": uni.category_c21[cat],
+        "birth": birth_hours(uni.seed, block, n),
     }
 
 
@@ -220,9 +224,8 @@ class Catalog:
     items: dict[str, np.ndarray]     # per catalog row
     ids: FixedStrings
     table: pa.Table                  # the items/ snapshot (ITEM_SCHEMA)
-    category_dist: RowAlias          # global popularity over categories
-    category_has_items: np.ndarray   # (C,) bool
-    in_category: RowAlias            # per category: slot -> catalog row via slot_item
+    hourly: HourlyItems              # per hour: categories by popularity, the day's new items (births, bursts)
+    in_category: RowAlias            # per category, items created before the day: slot -> catalog row via slot_item
     slot_item: np.ndarray            # (C * K,) catalog row of each slot (-1 = padding)
 
 
@@ -254,6 +257,9 @@ def _catalog_cached(uni: Universe, ordinal: int) -> Catalog:
     items["weight"] = weight
     C = uni.n_categories
     cat = items["category"]
+    new = items["created"] == ordinal
+    hourly = hourly_items(weight, cat, new, items["birth"], C)
+    weight = np.where(new, 0.0, weight)              # the day's new items are drawn by the hourly tables
     counts = np.bincount(cat, minlength=C)
     K = int(counts.max())
     order = np.argsort(cat, kind="stable")
@@ -267,15 +273,15 @@ def _catalog_cached(uni: Universe, ordinal: int) -> Catalog:
         raise ValueError(f"item ids exceed {uni.item_id_width} digits on {dt.date.fromordinal(ordinal)}")
     item_ids = ids("i", items["index"], uni.item_id_width)
     return Catalog(
-        ordinal=ordinal, items=items, ids=item_ids, table=_items_table(uni, items, item_ids),
-        category_dist=RowAlias(np.bincount(cat, weights=weight, minlength=C)),
-        category_has_items=counts > 0, in_category=RowAlias(padded_w.reshape(C, K)), slot_item=slot_item,
+        ordinal=ordinal, items=items, ids=item_ids, table=_items_table(uni, items, item_ids), hourly=hourly,
+        in_category=RowAlias(padded_w.reshape(C, K)), slot_item=slot_item,
     )
 
 
 def clear_caches() -> None:
-    """Forget the cached universes, item blocks and catalogs (tests; memory)."""
+    """Forget the cached universes, item blocks, catalogs and trends (tests; memory)."""
     _catalog_cached.cache_clear()
+    _trends_cached.cache_clear()
     _item_block.cache_clear()
     _universe_cached.cache_clear()
     strings.offsets.cache_clear()
@@ -295,3 +301,26 @@ def retired_on(cfg: Config, cur_date: str) -> int:
     o = parse_date(cur_date).toordinal()
     blocks = [_item_block(uni, b) for b in range(max(0, o - uni.anchor.toordinal()) + 1)]
     return int(sum(((b["retire"] == o) & (b["created"] < o)).sum() for b in blocks))
+
+
+def born_hours(cfg: Config, cur_date: str) -> dict[str, int]:
+    """The items created on ``cur_date`` (``item_created_dt`` == that day) -> their birth hour (0..23).
+
+    An item is never impressed before its birth hour and bursts after it (docs/demo-data.md); hour 0
+    for the items born at midnight (and for every new item of the anchor date or earlier). Lets a
+    benchmark tell the items born during the day from the others without a contract change.
+    """
+    cat_ = catalog(cfg, cur_date)
+    rows = np.flatnonzero(cat_.items["created"] == cat_.ordinal)
+    return dict(zip(cat_.ids.subset(rows).array().to_pylist(), cat_.items["birth"][rows].tolist()))
+
+
+@functools.lru_cache(maxsize=8)
+def _trends_cached(uni: Universe, ordinal: int) -> Trends:
+    return day_trends(uni.seed, ordinal, N_SEGMENTS, uni.category_mix)
+
+
+def trends(cfg: Config, cur_date: str) -> Trends:
+    """The hourly interest drift of ``cur_date``: per segment, the trending category of each hour
+    (``Trends.intensity`` (24, N_SEGMENTS, n_categories) float32, 0..1)."""
+    return _trends_cached(universe(cfg.demo), parse_date(cur_date).toordinal())

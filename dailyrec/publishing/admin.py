@@ -76,7 +76,7 @@ def _record_rollback(cfg: Config, r: Any, keys: Keys, target: str, cur: str | No
     meta = read_meta(r, keys.ns, target)
     store = open_store(cfg)
     if meta.get("kind") == "delta":
-        from dailyrec.registry import mark_pass_published, read_published
+        from dailyrec.registry import mark_pass_published
 
         hour_entry = read_published(store, MODEL, meta["cur_date"], meta["hour"]) or {}
         mark_pass_published(store, MODEL, meta["cur_date"], meta["hour"],
@@ -140,5 +140,6 @@ def _version_status(r: Any, keys: Keys, ver: str, score: int | None) -> dict[str
     chk = check_version(r, keys, ver)
     meta = chk.pop("meta")
     ix = meta.get("index") or {}
-    return {"version": ver, "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
+    return {"version": ver, "kind": meta.get("kind", "full") if meta else None, "parent": meta.get("parent"),
+            "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
             "dim": meta.get("dim"), "index": ix.get("type"), "recall_at_k": ix.get("recall_at_k")} | chk

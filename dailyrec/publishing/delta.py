@@ -62,6 +62,10 @@ log = logging.getLogger("dailyrec.publish")
 DELTA_DATASET = "deltas/two_tower"
 DELTA_FILE = "delta.parquet"
 NORM_TOLERANCE = 1e-3
+RECALL_QUERIES = 250
+"""At most this many queries (and ``index.recall_queries``) for a delta's recall gate: it runs on every
+pass, and exact search over the served catalog costs queries x items (250 queries x K=100 put the
+standard error of the recall near 0.005)."""
 
 
 class DeltaNotSupportedOnCluster(ConfigError):
@@ -233,6 +237,7 @@ def publish_delta(cfg: Config, cur_date: str, hour: int, *, store: Store | None 
                 raise RecallTooLow(f"delta {ver}: recall@{recall['recall_k']} of the served index (base "
                                    f"{base_meta['version']} + chain overlay) is {recall['recall_at_k']}, below "
                                    f"index.min_recall_at_k {cfg.index.min_recall_at_k}; current unchanged")
+        lock.check(lock.renew())
         n_up = sum(1 for v in fields.values() if v != TOMBSTONE)
         meta = {"kind": "delta", "version": ver, "cur_date": cur_date, "hour": hour, "created": f"{cur_date}T{hour:02d}",
                 "model_version": str(d.manifest["model_version"]), "parent": parent, "base": chain[-1],
@@ -316,11 +321,12 @@ def _served(r: Any, keys: Keys, parent_meta: dict[str, Any], fields: dict[str, b
             ) -> tuple[dict[str, Any], int, dict[str, Any]]:
     """``(base meta, items served, recall)`` of the version ``fields`` make on ``parent_meta``: the
     base's index and ids (as readers read them) with the chain's and this delta's changes as an
-    overlay, against exact search over the served vectors (the base's read from its buckets)."""
+    overlay, against exact search over the served vectors (the base's as its index stores them, or,
+    for a lossy index, read from its buckets: ``exact_vectors_from``)."""
     import faiss
 
     from dailyrec.publishing.chain import delta_bucket_keys
-    from dailyrec.publishing.overlay import build_overlay, overlay_recall, served_vectors
+    from dailyrec.publishing.overlay import build_overlay, overlay_recall, served_vectors, stored_vectors
     from dailyrec.publishing.reader import _read_version
 
     if is_delta(parent_meta):
@@ -331,15 +337,21 @@ def _served(r: Any, keys: Keys, parent_meta: dict[str, Any], fields: dict[str, b
         base_meta, merged = parent_meta, {}
     base = base_meta["version"]
     _, got, bad = _read_version(r, keys, base)
-    base_fields, gone = read_fields(r, delta_bucket_keys(keys, base, base_meta))
-    if bad or gone:
-        raise missing_keys_error(r, keys, base, bad + gone)
+    if bad:
+        raise missing_keys_error(r, keys, base, bad)
     ids = np.array(json.loads(got["ids"]), dtype=object)
-    index, _, to_served = build_overlay(faiss.deserialize_index(np.frombuffer(got["index"], dtype=np.uint8)), ids,
-                                        {**merged, **fields}, int(base_meta["dim"]))
-    base_vecs = np.frombuffer(b"".join(base_fields[i] for i in ids.tolist()), dtype="<f4").reshape(len(ids), -1)
-    return base_meta, int(index.ntotal), overlay_recall(index, to_served, served_vectors(base_vecs, index),
-                                                        cfg.index.recall_k, cfg.index.recall_queries)
+    base_index = faiss.deserialize_index(np.frombuffer(got["index"], dtype=np.uint8))
+    base_vecs, exact_from = stored_vectors(base_index), "index"
+    if base_vecs is None:  # a lossy index: the base's vectors from its buckets
+        base_fields, gone = read_fields(r, delta_bucket_keys(keys, base, base_meta))
+        if gone:
+            raise missing_keys_error(r, keys, base, gone)
+        base_vecs, exact_from = np.frombuffer(b"".join(base_fields[i] for i in ids.tolist()),
+                                              dtype="<f4").reshape(len(ids), -1), "redis"
+    index, _, to_served = build_overlay(base_index, ids, {**merged, **fields}, int(base_meta["dim"]))
+    recall = overlay_recall(index, to_served, served_vectors(base_vecs, index), cfg.index.recall_k,
+                            min(cfg.index.recall_queries, RECALL_QUERIES))
+    return base_meta, int(index.ntotal), recall | {"exact_vectors_from": exact_from}
 
 
 def _freshness(store: Store, cfg: Config, cur_date: str, hour: int, switched_at: float) -> float | None:

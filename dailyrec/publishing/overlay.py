@@ -2,19 +2,22 @@
 
 **Choice: an overlay, not an index edited in place.** :class:`OverlayIndex` searches the base
 version's index (exactly as it was built, gated and serialised: Flat, IVF, HNSW or any factory
-string) for ``k + m`` neighbours, where ``m`` is the number of base items the chain masks (replaced by
-an upsert or deleted), drops the masked ones, searches a small exact ``IndexFlatIP`` of the chain's
-upserts for ``k``, and merges both lists by score. Why:
+string) for its best ``k`` items among those the chain does not mask (``m`` base items replaced by an
+upsert or deleted: on a Flat, IVF or HNSW base a faiss ``IDSelector`` excludes them inside the search,
+with the base's nprobe/efSearch; on any other index the search over-fetches ``k + m`` and drops
+them), searches a small exact ``IndexFlatIP`` of the chain's upserts for ``k``, and merges both lists
+by score. Why:
 
 * it works for every base index: ``remove_ids`` is not supported by HNSW, and on a Flat index it
   renumbers the labels (an ``IndexIDMap2`` wrapper would be needed); ``add_with_ids`` needs an
   ID-mapped wrapper except on IVF;
 * the load costs what the chain changed (a flat index of the upserts, a mask), not the catalog: no
   ``remove_ids`` pass over every inverted list, no copy of the base's codes;
-* over-fetching by ``m`` makes the merge exact: at least ``k`` unmasked base results remain, so the
-  overlay returns the same items as searching the base index over the unmasked items, with the
-  upserts found exactly. The price is a larger ``k`` on the base search while a chain grows (``m`` is
-  the items the day's passes touched); the daily full publish restarts the chain (``m = 0``).
+* the merge is exact: the base part is what the base index returns over the unmasked items (the
+  selector, or over-fetching by ``m``: at least ``k`` unmasked results remain), the upserts are found
+  exactly. The selector keeps ``k`` as it is (bench/delta_publish: 200k x 64 IVF, m = 2,450: the same
+  labels as over-fetching, ~3x faster); over-fetching costs a larger ``k`` while a chain grows. The
+  daily full publish restarts the chain (``m = 0``).
 
 Labels: ``0 .. n_base-1`` are the base's (``ids[label]`` as in the base's id map; masked ones are never
 returned), ``n_base + j`` is the ``j``-th upsert. :func:`overlay_recall` measures recall@K of the
@@ -46,14 +49,16 @@ class OverlayIndex:
         if len(upserts):
             self.flat.add(np.ascontiguousarray(upserts, dtype=np.float32))
         self.ntotal = self.n_base - len(self.masked) + int(self.flat.ntotal)
+        self.params, self._keep = _excluding(base, self.masked) if len(self.masked) else (None, None)
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(scores float32[q, k], labels int64[q, k])``, best first, for queries ``x`` (``float32[q, d]``)."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        kb = min(k + len(self.masked), self.n_base)
         parts_d, parts_i = [], []
+        kb = min(k if self.params is not None else k + len(self.masked), self.n_base)
         if kb > 0:
-            d, i = self.base.search(x, kb)
-            drop = (i < 0) | np.isin(i, self.masked)
+            d, i = self.base.search(x, kb, params=self.params) if self.params is not None else self.base.search(x, kb)
+            drop = (i < 0) if self.params is not None else (i < 0) | np.isin(i, self.masked)
             parts_d.append(np.where(drop, -np.inf, d).astype(np.float32))
             parts_i.append(np.where(drop, -1, i))
         ku = min(k, int(self.flat.ntotal))
@@ -72,6 +77,27 @@ class OverlayIndex:
             d = np.pad(d, ((0, 0), (0, pad)), constant_values=-np.inf)
             i = np.pad(i, ((0, 0), (0, pad)), constant_values=-1)
         return d, i
+
+
+def _excluding(base: Any, masked: np.ndarray) -> tuple[Any, Any]:
+    """faiss search parameters excluding the ``masked`` labels inside the search (an ``IDSelectorNot`` of an
+    ``IDSelectorBatch``) with the base's own nprobe / efSearch, for a Flat, IVF or HNSW base; ``(None, None)``
+    for another index type (the search then over-fetches ``k + m``). Also returns the selectors, which must
+    outlive the parameters."""
+    import faiss
+
+    ix = faiss.downcast_index(base)
+    batch = faiss.IDSelectorBatch(masked)
+    sel = faiss.IDSelectorNot(batch)
+    if isinstance(ix, faiss.IndexIVF):
+        params = faiss.SearchParametersIVF(sel=sel, nprobe=ix.nprobe, max_codes=ix.max_codes)
+    elif isinstance(ix, faiss.IndexHNSW):
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=ix.hnsw.efSearch)
+    elif isinstance(ix, faiss.IndexFlat):
+        params = faiss.SearchParameters(sel=sel)
+    else:
+        return None, None
+    return params, (batch, sel)
 
 
 def build_overlay(base_index: Any, base_ids: np.ndarray, merged: dict[str, bytes], dim: int
@@ -99,6 +125,20 @@ def build_overlay(base_index: Any, base_ids: np.ndarray, merged: dict[str, bytes
     return index, ids, to_served
 
 
+def stored_vectors(index: Any) -> np.ndarray | None:
+    """``float32[n, d]``: the vectors a Flat, IVF-Flat or HNSW-Flat index stores (exactly the vectors it
+    was built from, in label order), or ``None`` for an index that stores them lossily (PQ, SQ, ...).
+    An IVF index gets a direct map (in memory, for the reconstruction)."""
+    import faiss
+
+    ix = faiss.downcast_index(index)
+    if isinstance(ix, faiss.IndexIVFFlat):
+        ix.make_direct_map()
+    elif not isinstance(ix, (faiss.IndexFlat, faiss.IndexHNSWFlat)):
+        return None
+    return np.ascontiguousarray(ix.reconstruct_n(0, ix.ntotal), dtype=np.float32)
+
+
 def served_vectors(base_vectors: np.ndarray, index: OverlayIndex) -> np.ndarray:
     """The served items' vectors in :func:`build_overlay`'s ``to_served`` order (``base_vectors``:
     ``float32[n_base, d]`` in base label order)."""
@@ -114,17 +154,18 @@ def overlay_recall(index: OverlayIndex, to_served: np.ndarray, vectors: np.ndarr
     ``served_vectors``), ``K = min(k, ntotal)``: the mean over queries of |overlay top-K ∩ exact top-K| / K
     (docs/redis-layout.md, "Recall gate"). Queries: up to ``queries`` sampled served vectors plus Gaussian
     noise (:func:`dailyrec.ann.fallback_queries`), half of them from the upserts when there are any.
-    Returns ``{"recall_at_k", "recall_k", "recall_queries": "fallback"}``."""
+    Returns ``{"recall_at_k", "recall_k", "recall_queries": "fallback", "queries"}``."""
     from dailyrec.ann import exact_index, fallback_queries, recall_at_k
 
     n = len(vectors)
     kk = min(k, n)
     if kk == 0:
-        return {"recall_at_k": 1.0, "recall_k": 0, "recall_queries": "fallback"}
+        return {"recall_at_k": 1.0, "recall_k": 0, "recall_queries": "fallback", "queries": 0}
     u = int(index.flat.ntotal)
     q_up = fallback_queries(vectors[n - u:], min(u, queries // 2), seed=seed) if u else np.zeros((0, index.d), np.float32)
     q = np.concatenate([q_up, fallback_queries(vectors, max(1, queries - len(q_up)), seed=seed + 1)])
     _, exact = exact_index(vectors).search(q, kk)
     _, got = index.search(q, kk)
     served = np.where(got >= 0, to_served[np.maximum(got, 0)], -1)
-    return {"recall_at_k": round(recall_at_k(served, exact, kk), 4), "recall_k": kk, "recall_queries": "fallback"}
+    return {"recall_at_k": round(recall_at_k(served, exact, kk), 4), "recall_k": kk, "recall_queries": "fallback",
+            "queries": len(q)}

@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from dailyrec.embeddings import embeddings_table
 from dailyrec.errors import ContractError
 from dailyrec.publishing.admin import rollback, status
 from dailyrec.publishing.connection import get_redis
@@ -29,7 +28,7 @@ from dailyrec.publishing.layout import Keys, delta_version_id
 from dailyrec.publishing.publish import publish
 from dailyrec.publishing.reader import current_version, load_current, read_meta, read_vectors
 from dailyrec.storage import open_store
-from tests.helpers import REPO, VECTOR_DIM as DIM, make_day
+from tests.helpers import REPO, VECTOR_DIM as DIM, make_day, write_delta
 
 D1, D2, D3 = "2026-11-01", "2026-11-02", "2026-11-03"
 
@@ -37,25 +36,6 @@ D1, D2, D3 = "2026-11-01", "2026-11-02", "2026-11-03"
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
     v = rng.standard_normal((n, DIM)).astype(np.float32)
     return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-def write_delta(cfg, day: str, hour: int, upserts: dict[str, np.ndarray], deletes: list[str], mv: str) -> None:
-    """A delta partition in the contract of docs/hourly-design ("Storage")."""
-    store = open_store(cfg)
-    ids = list(upserts) + list(deletes)
-    vecs = np.array([upserts[i] for i in upserts] + [np.zeros(DIM, np.float32)] * len(deletes),
-                    dtype=np.float32).reshape(len(ids), DIM)
-    t = embeddings_table(ids, vecs, mv)
-    table = pa.table({"item_id": t.column("item_id"),
-                      "op": pa.array(["upsert"] * len(upserts) + ["delete"] * len(deletes), pa.string()),
-                      "vector": t.column("vector")})
-    part = store.partition("deltas/two_tower", day, hour)
-    with store.atomic_output(part) as tmp:
-        pq.write_table(table, f"{tmp}/delta.parquet", filesystem=store.fs)
-        store.write_json(f"{tmp}/_manifest.json", {
-            "model_version": mv, "pass_dir": f"passes/two_tower/dt={day}/hour={hour:02d}",
-            "user_tower": f"{store.root}/passes/two_tower/dt={day}/hour={hour:02d}/user_tower",
-            "counts": {"upsert": len(upserts), "delete": len(deletes)}, "dim": DIM})
 
 
 def apply(state: dict[str, np.ndarray], upserts: dict[str, np.ndarray], deletes: list[str]) -> dict[str, np.ndarray]:
@@ -81,9 +61,10 @@ def check_served(cfg, ver: str, state: dict[str, np.ndarray], probe_extra: list[
         probe = sorted(state)[:: max(1, len(state) // 40)]
         _, labels = index.search(np.stack([state[i] for i in probe]), 1)
         assert [ids[lab] for lab in labels[:, 0]] == probe
-        _, labels = index.search(np.stack([state[i] for i in probe[:5]]), len(state))
-        served = {ids[lab] for lab in labels[0] if lab >= 0}
-        assert served == set(state)  # every served item, and no deleted or replaced base copy
+        if (meta["index"].get("base_type") or meta["index"]["type"]) == "flat":  # an exhaustive search
+            _, labels = index.search(np.stack([state[i] for i in probe[:5]]), len(state))
+            served = {ids[lab] for lab in labels[0] if lab >= 0}
+            assert served == set(state)  # every served item, and no deleted or replaced base copy
 
 
 def base_state(ids: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
@@ -169,6 +150,54 @@ def test_chain_of_three_deltas_deletes_and_rollback(rcfg):
 
     entry = read_published(open_store(rcfg), "two_tower", D2, 2)
     assert entry["version"] == vers[3] and entry["rolled_back_from"] == base
+
+
+def test_readers_never_see_a_half_applied_delta(rcfg):
+    import threading
+
+    ids, vectors = make_day(rcfg, D1, k=1, n=1000)
+    base = publish(D1, rcfg)["version"]
+    rng = np.random.default_rng(9)
+    states = {base: base_state(ids, vectors)}
+    plan = []
+    for hour in range(3):  # each delta replaces 300 vectors, adds 50 items, deletes 50
+        ups = dict(zip(ids[hour * 300:(hour + 1) * 300] + [f"h{hour}-{i}" for i in range(50)], unit(rng, 350)))
+        dels = ids[900 + hour * 30:900 + hour * 30 + 50]
+        write_delta(rcfg, D2, hour, ups, dels, f"p{hour}")
+        plan.append((hour, ups, dels))
+    probe = ids[::7] + [f"h{h}-{i}" for h in range(3) for i in range(0, 50, 5)]
+    cfg = rcfg.with_overrides({"redis.publish_batch": 20, "redis.publish_batch_delay_s": 0.005})
+    stop, errors, reads = threading.Event(), [], []
+
+    def reader() -> None:
+        client = get_redis(cfg)
+        try:
+            while not stop.is_set():
+                meta, index, _ = load_current(cfg)
+                got = read_vectors(client, cfg.redis.namespace, meta["version"], probe)
+                reads.append((meta["version"], index.ntotal, got))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    try:
+        prev = base
+        for hour, ups, dels in plan:
+            ver = publish_delta(cfg, D2, hour)["version"]
+            states[ver] = apply(states[prev], ups, dels)
+            prev = ver
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        t.join(60)
+    assert not errors, errors
+    print("reads per version:", {v: sum(1 for x in reads if x[0] == v) for v in states})
+    assert len({v for v, *_ in reads}) >= 2 and len(reads) >= 10
+    for ver, ntotal, got in reads:  # every read is one whole version: its count and every probed vector
+        want = {i: states[ver][i] for i in probe if i in states[ver]}
+        assert ntotal == len(states[ver]) and set(got) == set(want), ver
+        assert all(np.array_equal(got[i], want[i]) for i in want), ver
 
 
 def test_max_chain_depth_squashes_onto_the_base(rcfg):
@@ -321,7 +350,8 @@ def test_delta_cost_is_proportional_to_changed_items(rcfg):
     assert res["fields_written"] == 10 and (res["upserts"], res["deletes"]) == (7, 3)
     # one bucket hash + meta (renamed from the stage), complete marker, versions, current, previous
     assert res["keys_written"] == 6 and full["keys_written"] >= 10
-    assert {k.decode() for k in new_keys} == {f"{ns}:v:{ver}:vec:0", f"{ns}:v:{ver}:meta", f"{ns}:v:{ver}:complete"}
+    assert {k.decode() for k in new_keys} == {f"{ns}:v:{ver}:vec:0", f"{ns}:v:{ver}:meta", f"{ns}:v:{ver}:complete",
+                                              f"{ns}:previous"}  # previous: first set by this switch
     assert sum(r.hlen(k) for k in new_keys if b":vec:" in k) == 10
     payload = 5000 * DIM * 4
     assert res["bytes_written"] < 10 * (DIM * 4 + 16) + 4096 < payload / 50
@@ -331,16 +361,21 @@ def test_delta_cost_is_proportional_to_changed_items(rcfg):
                                                                      unit(np.random.default_rng(2), 7))), ids[20:23]))
 
 
-def test_ivf_base_recall_is_measured_and_gated(rcfg):
-    cfg = rcfg.with_overrides({"index.exact_below": 0, "index.nprobe": 4})
+@pytest.mark.parametrize("factory,exact_from", [("ivf", "index"), ("IVF8,SQ8", "redis")])
+def test_ivf_base_recall_is_measured_and_gated(rcfg, factory, exact_from):
+    cfg = rcfg.with_overrides({"index.factory": factory, "index.nlist": 20, "index.nprobe": 12})
     ids, vectors = make_day(cfg, D1, k=1, n=4000)
     publish(D1, cfg)
     rng = np.random.default_rng(4)
     write_delta(cfg, D2, 1, dict(zip(ids[:50] + [f"n{i}" for i in range(50)], unit(rng, 100))), ids[50:80], "p1")
     res = publish_delta(cfg, D2, 1)
     meta = read_meta(get_redis(cfg), cfg.redis.namespace, res["version"])
-    assert meta["index"]["base_type"] == "ivf" and meta["index"]["type"] == "overlay"
+    assert meta["index"]["type"] == "overlay" and meta["index"]["base_type"] in ("ivf", factory)
     assert cfg.index.min_recall_at_k <= res["recall_at_k"] < 1.0 and res["recall_k"] == cfg.index.recall_k
+    # the exact side: the vectors the base index stores (lossless IVF-Flat) or, for a lossy one, its buckets
+    assert res["exact_vectors_from"] == exact_from and res["queries"] == 250
+    check_served(cfg, res["version"], apply(base_state(ids, vectors), dict(zip(
+        ids[:50] + [f"n{i}" for i in range(50)], unit(np.random.default_rng(4), 100))), ids[50:80]))
     # the gate: an impossible threshold refuses the delta and leaves current alone
     write_delta(cfg, D2, 2, dict(zip(ids[100:110], unit(rng, 10))), [], "p2")
     from dailyrec.errors import RecallTooLow
@@ -352,8 +387,9 @@ def test_ivf_base_recall_is_measured_and_gated(rcfg):
 
 
 def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
+    from dailyrec import stages
     from dailyrec.registry import mark_published, read_published
-    from tasks.hourly.publish_delta import step
+    from tasks.hourly.publish_delta import ready, step
 
     store = open_store(rcfg)
     ids, _ = make_day(rcfg, D1, k=1, n=300)
@@ -362,7 +398,9 @@ def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
     store.fs.create_dir(store.partition("logs", D2, 3), recursive=True)
     with store.fs.open_output_stream(marker) as f:
         f.write(b"")
+    assert ready(D2, rcfg, 3)[0] is False and "hour=03/_manifest.json is missing" in ready(D2, rcfg, 3)[1]
     write_delta(rcfg, D2, 3, dict(zip(ids[:3], unit(np.random.default_rng(0), 3))), [], "p3")
+    assert ready(D2, rcfg, 3)[0] is True and stages.step_of("hourly.publish_delta") is step
     out = step(D2, rcfg, 3)
     assert out["version"] == "2026-11-02T03_p3" and out["hour"] == 3
     assert 0 <= out["freshness_s"] < 120 and out["switched_at"] > 0
@@ -376,9 +414,27 @@ def test_stage_records_freshness_and_backfill_is_skipped(rcfg, tmp_path):
     write_delta(rcfg, D2, 1, dict(zip(ids[:1], unit(np.random.default_rng(1), 1))), [], "p1")
     again = step(D2, rcfg, 1)
     assert again["skipped"] is True and current_version(rcfg) == out["version"]
-    # a re-run of the current pass rewrites it in place, on the same parent
+    # a re-run of the current pass rewrites it in place, on the same parent, with the same bytes
+    r = get_redis(rcfg)
+    ns = rcfg.redis.namespace
+    before = {k: r.dump(k) for k in r.scan_iter(match=f"{ns}:v:*")} | {k: r.get(k) for k in (f"{ns}:current",
+                                                                                              f"{ns}:previous")}
     assert step(D2, rcfg, 3)["previous"] == "2026-11-01_m1" and current_version(rcfg) == out["version"]
+    after = {k: r.dump(k) for k in r.scan_iter(match=f"{ns}:v:*")} | {k: r.get(k) for k in (f"{ns}:current",
+                                                                                             f"{ns}:previous")}
+    assert after == before
+    assert [v["kind"] for v in status(rcfg)["versions"]] == ["full", "delta"]
     assert step(D2, rcfg.with_overrides({"passes.delta_publish": False}), 3)["skipped"] is True
+    # passes of 2 hours: the run of the pass's last hour (05) publishes the pass (04); freshness from 05's marker
+    cfg2 = rcfg.with_overrides({"training.split_per_pass": 2})
+    store.fs.create_dir(store.partition("logs", D2, 5), recursive=True)
+    with store.fs.open_output_stream(f"{store.partition('logs', D2, 5)}/_SUCCESS") as f:
+        f.write(b"")
+    write_delta(cfg2, D2, 4, dict(zip(ids[5:7], unit(np.random.default_rng(2), 2))), [ids[9]], "p4")
+    assert ready(D2, cfg2, 5)[0] is True
+    two = step(D2, cfg2, 5)
+    assert two["version"] == "2026-11-02T04_p4" and two["hour"] == 4 and two["parent"] == out["version"]
+    assert two["freshness_s"] is not None and two["depth"] == 2
 
 
 def test_bad_delta_input_is_named(cfg):

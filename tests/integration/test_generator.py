@@ -344,3 +344,88 @@ def test_row_alias_per_row():
     for r in (0, 17, 49):
         f = np.bincount(out[rows == r], minlength=6) / (rows == r).sum()
         assert np.abs(f - w[r]).max() < 0.02
+
+
+# ---- intra-day dynamics (dailyrec/demo/dynamics.py) ------------------------------------------------
+def _born_and_hours(cfg, day, d):
+    """Per event: the birth hour of its item when the item was created on ``d`` (-1 otherwise), the hour."""
+    born = world.born_hours(cfg, d)
+    items = day["logs"]["item_id"].to_numpy(zero_copy_only=False)
+    keys = np.array(list(born), dtype=object)
+    pos = pc.index_in(day["logs"]["item_id"], value_set=pa.array(keys, pa.string())).to_numpy(zero_copy_only=False)
+    pos = np.nan_to_num(pos.astype(float), nan=-1).astype(int)
+    birth = np.where(pos >= 0, np.array(list(born.values()) + [-1])[pos], -1)
+    assert len(items) == len(birth)
+    return born, birth, pc.hour(day["logs"]["event_time"]).to_numpy()
+
+
+def test_items_born_during_the_day_appear_from_their_birth_hour_with_a_burst(generated):
+    cfg, _, _, days = generated
+    early, late = [], []                                # impressions per unit of traffic, per born item
+    for d in ("2026-11-02", "2026-11-03"):
+        born, birth, hour = _born_and_hours(cfg, days[d], d)
+        created = {r["item_id"] for r in days[d]["items"].to_pylist()
+                   if r["item_created_dt"] == dt.date.fromisoformat(d)}
+        assert set(born) == created                     # born_hours covers exactly the items created that day
+        during = {i: b for i, b in born.items() if b > 0}
+        assert during and set(during.values()) <= set(range(params.BIRTH_HOURS[0], params.BIRTH_HOURS[1] + 1))
+        assert len(during) >= 0.3 * len(born)
+        assert not (birth > hour).any(), "an item is impressed before its birth hour"
+        traffic = np.bincount(hour, minlength=24).astype(float)
+        item_ids = days[d]["logs"]["item_id"].to_numpy(zero_copy_only=False)
+        for item, b in during.items():
+            if b + 8 > 23:
+                continue
+            per_hour = np.bincount(hour[item_ids == item], minlength=24) / traffic
+            early.append(per_hour[b:b + 2].mean())
+            late.append(per_hour[b + 6:min(24, b + 12)].mean())
+        # the new items of the day get impressions (and clicks) on their first day
+        assert (birth >= 0).sum() > 0 and days[d]["logs"]["click"].to_numpy()[birth > 0].sum() > 0
+    assert len(early) >= 5
+    ratio = np.sum(early) / np.sum(late)
+    assert ratio > 1.8, f"no burst after birth: early/late exposure ratio {ratio:.2f}"
+    # the anchor date has no item born during the day (its catalog is the steady state)
+    assert not any(world.born_hours(cfg, START).values())
+
+
+def test_interests_drift_by_hour(generated):
+    """Each segment's trending category of the hour gets a higher share of impressions and clicks
+    than the same category gets from that segment at the hours it does not trend; trends differ by date."""
+    cfg, _, _, days = generated
+    uni = world.universe(cfg.demo)
+    S, C = params.N_SEGMENTS, cfg.demo.n_categories
+    for d in ("2026-11-01", "2026-11-02"):
+        e = with_category(days[d])
+        seg = uni.user_segment[np.char.lstrip(e["user"].astype(str), "u").astype(int)]
+        cat = np.char.lstrip(e["cat"].astype(str), "cat").astype(int)
+        key = (e["hour"] * S + seg) * C + cat
+        for weights, margin in ((np.ones(len(key)), 0.06), (e["click"].astype(float), 0.06)):
+            counts = np.bincount(key, weights=weights, minlength=24 * S * C).reshape(24, S, C)
+            share = counts / np.maximum(counts.sum(axis=2, keepdims=True), 1)
+            inten = world.trends(cfg, d).intensity
+            # (segment, category) pairs that trend at some hour and not at others
+            peak = (inten == 1.0)
+            off = (inten == 0.0) & peak.any(axis=0, keepdims=True)
+            lift = share[peak].mean() - np.mean([share[:, s, c][off[:, s, c]].mean()
+                                                 for s, c in zip(*np.nonzero(peak.any(axis=0)))])
+            assert lift > margin, f"{d}: the trending category gains only {lift:.3f} of the hour's share"
+    a, b = world.trends(cfg, "2026-11-01"), world.trends(cfg, "2026-11-02")
+    assert not np.array_equal(a.slot_cat, b.slot_cat)
+    assert a.intensity.shape == (24, S, C) and np.allclose(a.intensity.sum(axis=2), 1.0)
+    # smooth: between two consecutive hours a segment's trend moves by a bounded amount
+    assert np.abs(np.diff(a.intensity, axis=0)).sum(axis=2).max() <= 2 * 0.85
+
+
+def test_dynamics_are_deterministic(tmp_path):
+    cfg = small_cfg(tmp_path)
+    d = "2026-11-03"
+    born, trend = world.born_hours(cfg, d), world.trends(cfg, d).intensity.copy()
+    world.clear_caches()
+    assert world.born_hours(cfg, d) == born
+    assert np.array_equal(world.trends(cfg, d).intensity, trend)
+    assert world.born_hours(cfg, "2026-11-02") != born
+    other = small_cfg(tmp_path, **{"demo.seed": 6})
+    assert not np.array_equal(world.trends(other, d).intensity, trend)
+    assert params.knobs()["generator_version"] == params.GENERATOR_VERSION >= 2
+    assert {"birth_share", "burst_boost", "burst_decay_hours", "trend_hours", "trend_share",
+            "trend_logit"} <= set(params.knobs())

@@ -151,9 +151,6 @@ def test_the_run_note_says_which_day_and_whether_it_shipped(server):
     assert run["note"] == f"dailyrec: {D2} | gate passed; published | version {pub['version']}"
 
 
-@pytest.mark.xfail(strict=False, reason="known regression of 2026-11-30 (this session's merges): TensorFlow's absl/oneDNN "
-                   "start-up lines reach the stderr of `airflow dags test` although TF_CPP_MIN_LOG_LEVEL is set by "
-                   "dailyrec on import; the process that loads TensorFlow is not found yet (see the stop's note)")
 def test_a_healthy_run_logs_no_error_line(server):
     """No ERROR record and no raw TensorFlow / absl start-up line on stderr (which Airflow's task
     supervisor would log as ERROR), though TF_CPP_MIN_LOG_LEVEL was not set for the run."""
