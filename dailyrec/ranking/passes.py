@@ -295,7 +295,7 @@ def pass_vocabularies(store: Store, keras_dir: str, cur_date: str, hour: int
     order kept) with the ids admitted so far appended in sorted order (:func:`admitted_ids`): the
     embedding tables grow pass by pass; known ids keep their rows through the warm start's id remap.
 
-    Returns ``(vocabularies, {feature: ids added}, admission state found)``."""
+    Returns ``(vocabularies, {feature: ids added (features with none left out)}, admission state found)``."""
     vocab = archive_vocabularies(keras_dir)
     admitted = admitted_ids(store, cur_date, hour)
     added: dict[str, int] = {}
@@ -304,6 +304,7 @@ def pass_vocabularies(store: Store, keras_dir: str, cur_date: str, hour: int
             continue
         known = set(vocab[feature])
         new = [i for i in ids if i not in known]
-        vocab[feature] = vocab[feature] + new
-        added[feature] = len(new)
-    return vocab, added, bool(admitted) or store.exists(f"{store.partition('admission', cur_date, hour)}/state.parquet")
+        if new:
+            vocab[feature] = vocab[feature] + new
+            added[feature] = len(new)
+    return vocab, added, store.exists(f"{store.partition('admission', cur_date, hour)}/state.parquet")
