@@ -26,6 +26,24 @@ from dailyrec.ranking.passes import (IMPRESSIONS_FILE, build_pass_samples, pass_
 from dailyrec.step import begin
 
 
+def ready(cur_date: str, cfg: Config, hour: int) -> tuple[bool, str]:
+    """True when every hour of the pass has its ``_SUCCESS`` marker and the pass's warm source (the
+    previous pass, or the daily base of D-1) exists; else what is missing."""
+    from dailyrec.contract import hour_complete
+    from dailyrec.ranking.passes import MissingPassError
+    from dailyrec.storage import open_store
+
+    store = open_store(cfg)
+    waiting = [h for h in pass_hours(cfg, hour) if not hour_complete(store, cur_date, h)]
+    if waiting:
+        return False, f"logs of hour(s) {waiting} of {cur_date} not complete yet (no _SUCCESS)"
+    try:
+        label, path = warm_source_for_pass(store, cfg, NAME, cur_date, hour)
+    except MissingPassError as exc:
+        return False, str(exc)
+    return True, f"hours {pass_hours(cfg, hour)} complete, serving model {label} at {path}"
+
+
 def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     """Build the pass's ranking samples and score them with the serving MMoE; write the per-task AUC."""
     import pyarrow.parquet as pq

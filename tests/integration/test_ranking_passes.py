@@ -42,6 +42,10 @@ def _cfg(root: Path):
     return load_config(overrides={"storage.data_root": str(root), **SMALL}, environ={})
 
 
+def _overrides(root: Path) -> dict:
+    return {"storage.data_root": str(root), **SMALL}
+
+
 def _cli(root: Path, module: str, *args: str) -> subprocess.CompletedProcess:
     sets = [a for k, v in SMALL.items() for a in ("--set", f"{k}={json.dumps(v)}")]
     return subprocess.run([sys.executable, "-m", module, *args, "--set", f"storage.data_root={root}", *sets],
@@ -220,7 +224,12 @@ def test_a_missing_previous_pass_or_base_is_a_named_error(world):
     from tasks.hourly.ranking_prequential import step as prequential
     from tasks.hourly.train_mmoe_pass import step as train_pass
 
+    from dailyrec.stages import poke
+
     root, cfg = world["root"], world["cfg"]
+    assert poke("hourly.ranking_prequential", {"cur_date": D2, "hour": 3, "overrides": _overrides(root)})[0]
+    ok, why = poke("hourly.ranking_prequential", {"cur_date": D2, "hour": 6, "overrides": _overrides(root)})
+    assert not ok and f"previous pass {D2}T04" in why
     # pass (D2, 6) needs (D2, 4), which never ran: the chain stops, naming it (the step and its CLI)
     for fn in (prequential, train_pass):
         with pytest.raises(MissingPassError, match=f"previous pass {D2}T04"):
