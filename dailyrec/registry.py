@@ -96,7 +96,9 @@ def mark_online(store: Store, name: str, cur_date: str, info: dict[str, Any]) ->
         entry = read_published(store, name, d) if d > c else None
         if entry is not None and not entry.get("withdrawn"):
             entry["withdrawn"] = {"online": c, "version": info.get("version")}
-            with store.atomic_output(store.partition(f"registry/{name}", d)) as tmp:
+            out = store.partition(f"registry/{name}", d)
+            with store.atomic_output(out) as tmp:
+                _carry_pass_entries(store, out, tmp)
                 store.write_json(f"{tmp}/published.json", entry)
     return path
 

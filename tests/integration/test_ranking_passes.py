@@ -199,7 +199,8 @@ def test_scorer_loads_the_newest_pass_pointer(world):
 def test_pointer_order_and_the_daily_publish_keeps_pass_pointers(tmp_path):
     """A pass (D, HH) is newer than D-1's daily model and D's earlier passes, older than D's daily model
     (the consolidation); rewriting a daily entry keeps the date's pass entries."""
-    from dailyrec.registry import mark_pass_published, mark_published, pass_published_path, published_entries
+    from dailyrec.registry import (mark_online, mark_pass_published, mark_published, pass_published_path,
+                                   published_entries)
     from dailyrec.scoring import published_model
 
     store = open_store(str(tmp_path / "data"))
@@ -215,6 +216,9 @@ def test_pointer_order_and_the_daily_publish_keeps_pass_pointers(tmp_path):
     assert published_model(store, D2, 0)["model_version"] == "pass-0"
     assert store.read_json(pass_published_path(store, "mmoe", D2, 2))["model_version"] == "pass-2"
     mark_published(store, "mmoe", D2, {"model_version": "daily-2b"})   # a re-publish keeps them too
+    assert published_entries(store, "mmoe")[-3:] == [(D2, 0), (D2, 2), (D2, None)]
+    mark_online(store, "mmoe", D1, {"model_version": "daily-1"})   # a rollback marks D2 withdrawn, keeps them
+    assert store.read_json(f"{store.partition('registry/mmoe', D2)}/published.json")["withdrawn"]["online"] == D1
     assert published_entries(store, "mmoe")[-3:] == [(D2, 0), (D2, 2), (D2, None)]
 
 
