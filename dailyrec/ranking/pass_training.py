@@ -159,7 +159,7 @@ def publish_pass(run: StepRun, hour: int, prequential: str | None = None) -> str
             "tasks": tasks_of(man), "hours": man["hours"], "pass": man["pass_label"],
             "warm_start": {"from": man["warm_start"]["from"], "model_version": man["warm_start"].get("model_version")},
             "prequential": prequential}
-    return mark_pass_published(run.store, NAME, run.cur_date, start, mdir, info)
+    return mark_pass_published(run.store, NAME, run.cur_date, start, {"model_dir": mdir, **info})
 
 
 def prune_pass_models(run: StepRun, hour: int) -> list[str]:

@@ -33,6 +33,7 @@ import zipfile
 from typing import TYPE_CHECKING, Any
 
 from dailyrec.dates import check_hour, parse_date
+from dailyrec.errors import MissingPassError  # noqa: F401 - re-exported: one class for the chain (not retried)
 from dailyrec.ranking import NAME
 
 if TYPE_CHECKING:
@@ -45,12 +46,6 @@ if TYPE_CHECKING:
 SAMPLES = "ranking_pass_samples"
 """The pass samples' dataset: ``ranking_pass_samples/dt=D/hour=HH/``."""
 IMPRESSIONS_FILE = "impressions.parquet"
-
-
-class MissingPassError(FileNotFoundError):
-    """A pass cannot run: its warm source (the previous pass of the day, or the daily base of the
-    day before for the first pass) or one of its hours' logs is missing. The message names the
-    missing pass / base / partition; the hourly chain stops here rather than skip data."""
 
 
 # ---- pass identity (the design's dailyrec/passes.py interface) ---------------------------------

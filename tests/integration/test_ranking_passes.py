@@ -205,8 +205,8 @@ def test_pointer_order_and_the_daily_publish_keeps_pass_pointers(tmp_path):
 
     store = open_store(str(tmp_path / "data"))
     mark_published(store, "mmoe", D1, {"model_version": "daily-1"})
-    mark_pass_published(store, "mmoe", D2, 2, "p2", {"model_version": "pass-2"})
-    mark_pass_published(store, "mmoe", D2, 0, "p0", {"model_version": "pass-0"})
+    mark_pass_published(store, "mmoe", D2, 2, {"model_dir": "p2", "model_version": "pass-2"})
+    mark_pass_published(store, "mmoe", D2, 0, {"model_dir": "p0", "model_version": "pass-0"})
     assert published_entries(store, "mmoe") == [(D1, None), (D2, 0), (D2, 2)]
     assert published_model(store)["model_version"] == "pass-2"
     mark_published(store, "mmoe", D2, {"model_version": "daily-2"})
@@ -302,7 +302,7 @@ def test_pass_retention_keeps_every_kth_pass_the_day_ends_and_the_newest(tmp_pat
     for d, h in made:
         (tmp_path / f"data/passes/mmoe/dt={d}/hour={h:02d}").mkdir(parents=True)
         (tmp_path / f"data/passes/mmoe/dt={d}/hour={h:02d}/_manifest.json").write_text("{}")
-        mark_pass_published(store, "mmoe", d, h, "x", {})
+        mark_pass_published(store, "mmoe", d, h, {"model_dir": "x"})
     deleted = prune_pass_models(begin("train_mmoe_pass", D2, cfg), 7)
     left = sorted((p.parent.name[3:], int(p.name[5:])) for p in (tmp_path / "data/passes/mmoe").glob("dt=*/hour=*"))
     # every 3rd pass (hours 0, 6, 12, 18) and each day's last (22), the newest 5 of them, plus this pass and
