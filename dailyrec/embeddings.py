@@ -43,13 +43,14 @@ ROW_GROUP_ROWS = 131_072
 
 def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, specs: list[Any],
                  vocabularies_path: str | None, model_version: str, timer: Any,
-                 text_path: str | None = None) -> tuple[int, int]:
+                 text_path: str | None = None, exclude_items: set[str] | None = None) -> tuple[int, int]:
     """Embed every item of the catalog at ``catalog_path`` (``features/dt=D/catalog.parquet``) with
     the item tower SavedModel at ``tower_dir`` and write ``items.parquet`` at ``path`` (the
     partition contract; ``text_path``: also the ``items.tsv`` lines). Returns ``(n, dim)``.
 
     ``specs``: the item tower's feature specs; only those columns and ``item_id`` are read.
     ``vocabularies_path``: the model's ``vocabularies.json`` (``models/two_tower/dt=D/model/``).
+    ``exclude_items``: item ids left out (items evicted by the admission shrink, ``passes.enabled``).
 
     The export step's path, pipelined on two cores: the SavedModel loads in a background thread
     while the catalog is read and its columns are encoded to integer ids on the Arrow side
@@ -84,6 +85,11 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
             item_ids = catalog.column("item_id").combine_chunks()
             if item_ids.null_count or not _unique(item_ids):
                 raise ValueError(f"{catalog_path}: column 'item_id' has nulls or duplicates")
+            if exclude_items:
+                import pyarrow.compute as pc
+
+                catalog = catalog.filter(pc.invert(pc.is_in(item_ids, pa.array(sorted(exclude_items), pa.string()))))
+                item_ids = catalog.column("item_id").combine_chunks()
         with timer.step("read_vocabularies"):
             vocabularies = store.read_json(vocabularies_path) if (
                 vocabularies_path is not None and store.exists(vocabularies_path)) else None

@@ -165,3 +165,31 @@ def read_numeric_stats(store: Store, cur_date: str) -> dict[str, dict[str, Any]]
     ``models.features.attach_numeric_stats``, naming it)."""
     path = f"{store.partition('features', cur_date)}/{NUMERIC_STATS_FILE}"
     return store.read_json(path) if store.exists(path) else {}
+
+
+def shrink_vocabularies(store: Store, cfg: Config, cur_date: str, vocabs: dict[str, list[str]],
+                        state: pa.Table) -> tuple[dict[str, list[str]], pa.Table, dict[str, Any]]:
+    """With ``passes.enabled`` (the daily run is the passes' consolidation): run the admission
+    shrink of ``cur_date`` (:func:`dailyrec.eviction.shrink`, writes ``admission/dt=D/``) and leave
+    the evicted ids (evicted and not seen since: :func:`dailyrec.eviction.evicted_ids`) out of the
+    vocabularies and of the vocab state. Returns ``(vocabs, state, summary)``; ``summary`` (for the
+    manifest): ``state``, ``evicted``/``kept``/``dropped``/``tombstones`` ``{feature: count}``,
+    ``left_out`` ``{feature: ids removed from the vocabulary}``, ``hours_added``."""
+    from dailyrec.eviction import evicted_ids, shrink
+
+    res = shrink(store, cfg, cur_date)
+    gone = evicted_ids(store, cur_date)
+    left_out = {}
+    for f, ids in vocabs.items():
+        kept = [i for i in ids if i not in gone.get(f, ())]
+        left_out[f] = len(ids) - len(kept)
+        vocabs[f] = kept
+    for f, ids in gone.items():
+        state = state.filter(pc.invert(pc.and_(pc.equal(state["feature"], f),
+                                               pc.is_in(state["id"], pa.array(sorted(ids), pa.string())))))
+    summary = {"state": res["state"], "evicted": {f: len(v) for f, v in res["evicted"].items()},
+               "kept": res["kept"], "dropped": res["dropped"], "tombstones": res["tombstones"],
+               "left_out": left_out, "hours_added": res["hours_added"]}
+    log.info("admission shrink of %s: evicted %s, left out of the vocabularies %s", cur_date,
+             summary["evicted"], left_out)
+    return vocabs, state, summary

@@ -34,8 +34,13 @@ STAGES: tuple[str, ...] = (
     "ranking.report",
     "serving.serving_check",
     "serving.score_check",
+    "hourly.pass_samples",
+    "hourly.prequential",
+    "hourly.train_pass",
+    "hourly.export_delta",
     "hourly.ranking_prequential",
     "hourly.train_mmoe_pass",
+    "hourly.report",
 )
 
 

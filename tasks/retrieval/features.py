@@ -35,7 +35,8 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.dates import window
 from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
-from dailyrec.features import NUMERIC_STATS_FILE, OUTPUT_FILES, counters_and_catalog, numeric_stats, vocabularies
+from dailyrec.features import (NUMERIC_STATS_FILE, OUTPUT_FILES, counters_and_catalog, numeric_stats,
+                               shrink_vocabularies, vocabularies)
 from dailyrec.step import begin
 
 
@@ -64,6 +65,10 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             nstats = numeric_stats(con, d, cfg, catalog)
     finally:
         con.close()
+    admission = None
+    if cfg.passes.enabled:  # the consolidation of the hourly passes: shrink, evicted ids leave the vocabularies
+        with run.timer.step("shrink"):
+            vocabs, state, admission = shrink_vocabularies(store, cfg, d, vocabs, state)
     sizes = {k: len(v) for k, v in vocabs.items()}
     run.log.info("vocabularies: %s", sizes)
 
@@ -84,7 +89,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             rows=rows, counter_windows_days=windows, vocab_window_days=cfg.sampling.window_days,
             ctr_prior_strength=fc.ctr_prior_strength, min_count=fc.min_count,
             evict_after_days=fc.evict_after_days, catalog_unseen_items=unseen,
-            vocab_sizes=sizes, numeric_stats=nstats, files=list(OUTPUT_FILES), sql_engine=engine_info(cfg.sql))
+            vocab_sizes=sizes, numeric_stats=nstats, files=list(OUTPUT_FILES), sql_engine=engine_info(cfg.sql),
+            **({"admission": admission} if admission is not None else {}))
         manifest["timings_s"]["total"] = run.timer.total()
         store.write_json(f"{tmp}/_manifest.json", manifest)
     run.log.info("features dt=%s written to %s in %.2fs", d, out, run.timer.total())
