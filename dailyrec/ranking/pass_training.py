@@ -80,6 +80,9 @@ def train_pass(run: StepRun, hour: int) -> dict[str, Any]:
                  label, hours, n, counts["click"], src_label, src_dir, admitted or "none",
                  "" if admission else " (no admission state for this pass: the warm source's vocabularies)")
 
+    import keras
+
+    keras.utils.clear_session()  # fresh name counters: the same files whatever ran before in this process
     deterministic_training(rc.seed)
     with timer.step("build"):
         model = build_ranking_model(rc, cfg.features, vocabularies, kind=rc.kind, seed=rc.seed, numeric_stats=nstats)
@@ -161,39 +164,3 @@ def publish_pass(run: StepRun, hour: int, prequential: str | None = None) -> str
             "prequential": prequential}
     return mark_pass_published(run.store, NAME, run.cur_date, start, {"model_dir": mdir, **info})
 
-
-def prune_pass_models(run: StepRun, hour: int) -> list[str]:
-    """Apply the pass retention after the pass holding ``hour`` was written; returns the deleted dirs.
-
-    A pass model stays when its index in the day (``start / split_per_pass``) is a multiple of
-    ``training.checkpoint_per_pass``, or it is the last pass of its day (the daily consolidation
-    starts from it), or it is this pass or the one before (a re-run of this pass starts from it); of
-    those, the newest ``passes.checkpoints_keep`` are kept. A deleted pass loses its publish pointer
-    too (a pointer never names a deleted model). Daily bases (``models/mmoe``) are never touched.
-    """
-    from dailyrec.registry import pass_published_path
-
-    store, cfg = run.store, run.cfg
-    s, every = cfg.training.split_per_pass, cfg.training.checkpoint_per_pass
-    current = (run.cur_date, pass_start(cfg, hour))
-    found = []
-    for d in store.list_partitions(f"passes/{NAME}"):
-        for h in range(0, 24, s):
-            if store.is_dir(pass_dir(store, NAME, d, h)) and (d, h) <= current:
-                found.append((d, h))
-    recent = set(found[-2:]) | {current}
-    kept = [p for p in found if p in recent or (p[1] // s) % every == 0 or p[1] == 24 - s]
-    kept = set(kept[-cfg.passes.checkpoints_keep:]) | recent
-    deleted = []
-    for d, h in found:
-        if (d, h) not in kept:
-            path = pass_dir(store, NAME, d, h)
-            store.delete_dir(path)
-            pointer = pass_published_path(store, NAME, d, h)
-            if store.exists(pointer):
-                store.delete_dir(pointer.rsplit("/", 1)[0])
-            deleted.append(path)
-    if deleted:
-        run.log.info("pass retention (checkpoint_per_pass=%d, checkpoints_keep=%d): deleted %s", every,
-                     cfg.passes.checkpoints_keep, deleted)
-    return deleted

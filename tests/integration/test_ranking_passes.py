@@ -6,7 +6,8 @@ missing previous pass (or base) is a named error; a re-run of a pass is byte-ide
 Real DuckDB, TensorFlow and files; no mocks. Data: two generated demo days (``dailyrec.demo.generator``);
 day 1 gets the daily ranking chain in this process (features, samples, train, evaluate, publish: the
 base); the passes of day 2 (``training.split_per_pass=2``: hours 0-1, then 2-3) run through the
-steps' own CLI in fresh processes, as an Airflow task runs them.
+DAG's task call (``dailyrec.stages.call``, pass 0) and through the steps' own CLI in fresh processes
+(pass 2, and its re-run).
 """
 
 from __future__ import annotations
@@ -86,7 +87,11 @@ def world(tmp_path_factory):
     base = train_mmoe(D1, cfg)
     assert evaluate_mmoe(D1, cfg)["passed"], "the first model has nothing to compare with: its gate passes"
     publish_model(D1, cfg)
-    first = _pass(root, D2, 0)
+    # pass (D2, 0) as the DAG's task calls it (dailyrec.stages.call), here in this process
+    from dailyrec.stages import call
+
+    run = {"cur_date": D2, "hour": 1, "overrides": _overrides(root)}   # hour 1 ends the pass that starts at 0
+    first = {"prequential": call("hourly.ranking_prequential", run), "train": call("hourly.train_mmoe_pass", run)}
     # the admission state after pass (D2, 2) (the admission helper's output, dailyrec.admission) admits
     # a new item id: the pass's item table grows by one row (a known user id admitted again changes nothing)
     from dailyrec.ranking.passes import archive_vocabularies
@@ -96,7 +101,7 @@ def world(tmp_path_factory):
                       "admitted": [True, False, True]})
     (root / f"admission/dt={D2}/hour=02").mkdir(parents=True)
     pq.write_table(state, root / f"admission/dt={D2}/hour=02/state.parquet")
-    passes = {0: first, 2: _pass(root, D2, 3)}   # hour 3 ends the pass that starts at 2
+    passes = {0: first, 2: _pass(root, D2, 3)}   # through the CLI; hour 3 ends the pass that starts at 2
     return {"root": root, "cfg": cfg, "store": store, "base": base, "passes": passes}
 
 
@@ -247,12 +252,13 @@ def test_a_missing_previous_pass_or_base_is_a_named_error(world):
     with pytest.raises(MissingPassError, match="daily base of 2026-10-31"):
         train_pass(D1, cfg, 0)
     # an hour of the pass without _SUCCESS stops it too, naming the partition
+    from dailyrec.passes import MissingHourError
     from dailyrec.ranking.passes import pass_log_files
 
     marker = root / f"logs/dt={D2}/hour=05/_SUCCESS"
     marker.rename(marker.with_name("_SUCCESS.away"))
     try:
-        with pytest.raises(MissingPassError, match=f"logs/dt={D2}/hour=05 is not complete"):
+        with pytest.raises(MissingHourError, match=f"logs/dt={D2}/hour=05 is missing or incomplete"):
             pass_log_files(begin("t", D2, cfg).store, cfg, D2, 4)
     finally:
         marker.with_name("_SUCCESS.away").rename(marker)
@@ -288,27 +294,3 @@ def test_rerun_of_a_pass_is_byte_identical(world):
     assert again["train"]["model_version"] == world["passes"][2]["train"]["model_version"]
     assert _outputs(root, 2) == first
 
-
-def test_pass_retention_keeps_every_kth_pass_the_day_ends_and_the_newest(tmp_path):
-    """``training.checkpoint_per_pass`` / ``passes.checkpoints_keep`` on pass dirs (and their pointers)."""
-    from dailyrec.ranking.pass_training import prune_pass_models
-    from dailyrec.registry import mark_pass_published
-    from dailyrec.step import begin
-
-    cfg = load_config(overrides={"storage.data_root": str(tmp_path / "data"), "training.split_per_pass": 2,
-                                 "training.checkpoint_per_pass": 3, "passes.checkpoints_keep": 5}, environ={})
-    store = open_store(cfg)
-    made = [(D1, h) for h in range(0, 24, 2)] + [(D2, h) for h in (0, 2, 4, 6)]
-    for d, h in made:
-        (tmp_path / f"data/passes/mmoe/dt={d}/hour={h:02d}").mkdir(parents=True)
-        (tmp_path / f"data/passes/mmoe/dt={d}/hour={h:02d}/_manifest.json").write_text("{}")
-        mark_pass_published(store, "mmoe", d, h, {"model_dir": "x"})
-    deleted = prune_pass_models(begin("train_mmoe_pass", D2, cfg), 7)
-    left = sorted((p.parent.name[3:], int(p.name[5:])) for p in (tmp_path / "data/passes/mmoe").glob("dt=*/hour=*"))
-    # every 3rd pass (hours 0, 6, 12, 18) and each day's last (22), the newest 5 of them, plus this pass and
-    # the one before (a re-run of this pass starts from it)
-    assert left == [(D1, 18), (D1, 22), (D2, 0), (D2, 4), (D2, 6)]
-    assert len(deleted) == len(made) - len(left)
-    pointers = sorted((p.parent.parent.name[3:], int(p.parent.name[5:]))
-                      for p in (tmp_path / "data/registry/mmoe").glob("dt=*/hour=*/published.json"))
-    assert pointers == left
