@@ -149,8 +149,9 @@ def prequential_metrics(run: StepRun, impressions: pa.Table, where: str, source:
     (:func:`dailyrec.ranking.evaluation.task_metrics`): ``<task>_auc`` (``None`` without both classes)
     and ``<task>_logloss`` (binary) or ``<task>_rmse`` / ``<task>_mae`` (regression), calibration and means.
 
-    Returns ``{"impressions", "clicks", "conversions", "model_version", "serving": {"from", "path"},
-    **metrics, "warnings"}``; metrics are absent (and a warning says so) for a pass without impressions.
+    Returns ``{"impressions", "clicks", "conversions", "model_version", "scored_by": {"from", "path"},
+    **metrics, "warnings"}`` (``scored_by`` as in the two-tower prequential); metrics are absent (and a
+    warning says so) for a pass without impressions.
     Raises KeyError / TypeError: the serving model cannot score the rows (another feature set).
     """
     from dailyrec.ranking.artifacts import artifact_dirs, model_rate
@@ -162,7 +163,7 @@ def prequential_metrics(run: StepRun, impressions: pa.Table, where: str, source:
     man = run.store.read_json(f"{mdir}/{MANIFEST}")
     n = impressions.num_rows
     out: dict[str, Any] = {"impressions": n, "model_version": man.get("model_version"),
-                           "serving": {"from": label, "path": mdir}, "warnings": []}
+                           "scored_by": {"from": label, "path": mdir}, "warnings": []}
     for col in ("click", "conversion"):
         out[f"{col}s"] = int(sum(impressions.column(col).to_pylist())) if n else 0
     if n == 0:

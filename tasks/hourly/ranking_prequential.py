@@ -68,7 +68,7 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
                  label, metrics["model_version"], source[0], metrics["impressions"], metrics["clicks"], aucs, out)
     for w in metrics["warnings"]:
         run.log.warning("%s", w)
-    return {"metrics": f"{out}/metrics.json", "pass": label, "serving": source[0],
+    return {"metrics": f"{out}/metrics.json", "pass": label, "scored_by": source[0],
             "model_version": metrics["model_version"], "impressions": metrics["impressions"], **aucs}
 
 

@@ -124,7 +124,7 @@ def test_two_passes_chain_from_the_daily_base_with_prequential_auc(world):
         rows, clicks = _log_rows(root, D2, hours)
         # the serving model (the warm source) scored every impression of the pass's hours, before training
         assert metrics["hours"] == hours and metrics["impressions"] == rows > 0 and metrics["clicks"] == clicks > 0
-        assert metrics["serving"]["from"] == serving
+        assert metrics["scored_by"]["from"] == serving
         expected_serving = base["model_version"] if start == 0 else versions[0]
         assert metrics["model_version"] == expected_serving
         assert 0.5 < metrics["click_auc"] < 1.0, metrics   # a trained model ranks clicks above chance
