@@ -9,10 +9,11 @@ model, and publishes it when it passes its gate:
 | `start` | | resolves `cur_date` and the run's config overrides (params); refuses a bad config |
 | `wait_for_logs` | `ingest.validate_day` (its `ready`) | waits (reschedule mode) for the 24 hourly `_SUCCESS` markers |
 | `wait_for_earlier_runs` | | waits (reschedule mode) while a run of this DAG for an earlier date is unfinished: runs go in date order |
+| `wait_for_last_pass` | | with `passes.enabled`: waits (reschedule mode) while an `hourly_training` run of the day is unfinished (training consolidates the day's last pass); passes off: goes on at once |
 | `validate_day` | `ingest.validate_day` | contract and volumes; an empty or truncated day stops here |
 | `build_features` | `retrieval.features` | counters, catalog, vocabularies (SQL in `sql/`, DuckDB) |
 | `select_samples` | `retrieval.sample` | positives, random/hard negatives, holdout hours |
-| `train_two_tower` | `retrieval.train_two_tower` | warm start, LR decay, checkpoints (queue `training`, pool `dailyrec_training`) |
+| `train_two_tower` | `retrieval.train_two_tower` | warm start (passes on: from the day's last pass, `passes.consolidate_from`), LR decay, checkpoints (queue `training`, pool `dailyrec_training`) |
 | `evaluate_gate` | `retrieval.evaluate_two_tower` | new vs yesterday's vs popularity; the gate |
 | `should_publish` | | continues only if the gate passed and the `publish` param is on |
 | `export_embeddings` | `retrieval.export_embeddings` | a vector for every catalog item |
@@ -27,7 +28,9 @@ Backfill: `airflow backfill create --dag-id daily_retrieval --from-date 2026-11-
 2026-11-03`. Manual trigger: give `cur_date` in the form (no date: the day that just ended).
 Runs chain through warm start: whatever created them, `wait_for_earlier_runs` makes them work in
 date order (a run waits while an earlier date's run is unfinished; a failed run does not block).
-See docs/scheduling.md and docs/pipeline.md.
+With `passes.enabled` (hourly passes, `hourly_training`) the run is the day's consolidation: it
+waits for the day's passes and trains from the last one; the next day's first pass waits for it
+(docs/scheduling.md, "Hourly passes"). See docs/scheduling.md and docs/pipeline.md.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from airflow.sdk import Param, TaskGroup, dag
 
 from dailyrec.dag_tasks import (CHAINED_MAX_ACTIVE_RUNS, FEATURES_ASSET, TRAINING_POOL, TRAINING_QUEUE, cur_date_param,
                                 run_stage, schedule_args, should_publish, start, wait_for_earlier_runs,
-                                wait_until_ready, with_report)
+                                wait_for_last_pass, wait_until_ready, with_report)
 from dailyrec.runctx import RETRIEVAL_PARAM_KEYS
 
 
@@ -74,11 +77,13 @@ def daily_retrieval():
     # `start` is upstream of the first task only; the others read the run from its XCom (no fan of
     # edges), and the groups (prefix_group_id=False: task ids stay as in the table) read as the pipeline
     run = start(RETRIEVAL_PARAM_KEYS)
-    with TaskGroup("inputs", prefix_group_id=False, tooltip="wait for the day's logs, run order, validation"):
+    with TaskGroup("inputs", prefix_group_id=False, tooltip="wait for the day's logs, run order, the day's passes, "
+                                                           "validation"):
         waited = wait_until_ready.override(task_id="wait_for_logs")("ingest.validate_day")
         in_order = wait_for_earlier_runs()
+        passes = wait_for_last_pass()
         checked = run_stage.override(task_id="validate_day")("ingest.validate_day")
-        waited >> in_order >> checked
+        waited >> in_order >> passes >> checked
     with TaskGroup("data", prefix_group_id=False, tooltip="features and training samples"):
         feats = run_stage.override(task_id="build_features", outlets=[FEATURES_ASSET])("retrieval.features")
         samples = run_stage.override(task_id="select_samples")("retrieval.sample")

@@ -15,6 +15,11 @@ DAG files only wire these (``dags/*.py``); steps never import this module (it im
   an earlier date's run of the same DAG is unfinished (:mod:`dailyrec.runorder`);
 * :func:`should_publish`: short-circuits the publish branch unless the gate passed and the
   ``publish`` param is on;
+* the hourly pass chain (:mod:`dailyrec.passchain`): :func:`should_train_pass` short-circuits an
+  hourly run unless passes are on and its hour ends a pass; :func:`wait_for_previous_pass` holds a
+  pass in hour order until the pass (or daily base) it starts from is there, and fails with
+  ``MissingPassError`` when it can never come; :func:`wait_for_last_pass` holds the daily run while
+  the day's passes are unfinished;
 * :func:`report`: the run's summary, verdict and note, wired as the *teardown* of ``start``
   (:func:`with_report`): it runs whatever happened upstream, and a failed task still fails the run.
   Its return value carries ``note`` (``cur_date``, verdict, published version), which the
@@ -70,15 +75,18 @@ def cur_date_param(description: str = "Day to process (YYYY-MM-DD). Empty: the r
 
 
 @task
-def start(param_keys: dict[str, str], hourly: bool = False, **context: Any) -> dict[str, Any]:
+def start(param_keys: dict[str, str], hourly: bool = False, ordered: bool | None = None,
+          overridable: bool | None = None, **context: Any) -> dict[str, Any]:
     """The run's ``{"cur_date", ["hour"], "overrides", "config_hash"}`` (see docs/scheduling.md);
-    a daily run without a logical date also claims its place in the run order."""
+    a run of a DAG whose runs go in order (``ordered``, default: the daily DAGs) without a logical
+    date also claims its place in the run order. ``overridable``: the DAG has the
+    ``config_overrides`` param (default: the daily DAGs)."""
     from dailyrec.runctx import start_run
     from dailyrec.runorder import claim
 
-    run = start_run(context, param_keys, hourly=hourly)
-    if not hourly:
-        claim(context["dag"].dag_id, context.get("dag_run"), run["cur_date"])
+    run = start_run(context, param_keys, hourly=hourly, overridable=overridable)
+    if (not hourly) if ordered is None else ordered:
+        claim(context["dag"].dag_id, context.get("dag_run"), run["cur_date"], run.get("hour"))
     return run
 
 
@@ -129,6 +137,43 @@ def wait_for_earlier_runs(**context: Any) -> bool:
 
 
 @task.short_circuit(ignore_downstream_trigger_rules=False)
+def should_train_pass(**context: Any) -> bool:
+    """Continue only if passes are on (``passes.enabled``) and the run's hour ends a pass
+    (``training.split_per_pass``); else say why there is nothing to do."""
+    from dailyrec.passchain import pass_gate
+    from dailyrec.runctx import config_for
+
+    run = run_of(context)
+    ok, why = pass_gate(config_for(run), run["hour"])
+    print(f"{run['cur_date']} {why}")
+    return ok
+
+
+@task.sensor(poke_interval=60, timeout=12 * 3600, mode="reschedule")
+def wait_for_previous_pass(**context: Any) -> bool:
+    """Holds a pass while an earlier hour's run (or, for the day's first pass, a daily run of the day
+    before) is unfinished, until the pass it starts from is there (:func:`dailyrec.passchain.
+    check_previous_pass`); fails at once with ``MissingPassError`` naming the missing hour when it
+    can never come (a missing hour stops the chain)."""
+    from dailyrec.passchain import check_previous_pass
+
+    ok, what = check_previous_pass(context["dag_run"], run_of(context))
+    print(what)
+    return ok
+
+
+@task.sensor(poke_interval=60, timeout=12 * 3600, mode="reschedule")
+def wait_for_last_pass(**context: Any) -> bool:
+    """With passes on, holds the daily run of D while a run of ``hourly_training`` for D is
+    unfinished (its training consolidates D's last pass); passes off: goes on at once."""
+    from dailyrec.passchain import check_last_pass
+
+    ok, what = check_last_pass(run_of(context))
+    print(what)
+    return ok
+
+
+@task.short_circuit(ignore_downstream_trigger_rules=False)
 def should_publish(gate: dict[str, Any], **context: Any) -> bool:
     """Continue to the publish branch only if the gate passed and the run's ``publish`` is on."""
     from dailyrec.runctx import config_for
@@ -157,11 +202,33 @@ def report(stage: str, run: dict[str, Any], **context: Any) -> dict[str, Any]:
     quiet_startup()
     ti, dag_run = context["ti"], context["dag_run"]
     states = ti.get_task_states(dag_id=dag_run.dag_id, run_ids=[dag_run.run_id]).get(dag_run.run_id, {})
+    if "hour" in run:   # an hourly pass: nothing to report when the run short-circuited
+        return _pass_report(stage, run, states, ti)
     out = dict(call(stage, run))
     out["verdict"] = run_verdict(states, ti.xcom_pull(task_ids="evaluate_gate"))
     shipped = out["verdict"].endswith("; published")   # this run published (not an older entry of the date)
     out["note"] = run_note(run["cur_date"], out["verdict"], out.get("published_version") if shipped else None)
     print(f"verdict for {run['cur_date']}: {out['verdict']}")
+    return out
+
+
+def _pass_report(stage: str, run: dict[str, Any], states: dict[str, Any], ti: Any) -> dict[str, Any]:
+    """:func:`report` of an hourly pass: the stage's summary and :func:`dailyrec.runctx.pass_verdict`,
+    or, for a run that had nothing to do (:func:`dailyrec.passchain.pass_gate`), only why."""
+    from dailyrec.passchain import pass_gate
+    from dailyrec.runctx import config_for, pass_verdict
+    from dailyrec.stages import call
+    from dailyrec.ui.notes import run_note
+
+    when = f"{run['cur_date']} {run['hour']:02d}:00"
+    ok, why = pass_gate(config_for(run), run["hour"])
+    if ok:
+        out = dict(call(stage, run))
+        out["verdict"], version = pass_verdict(states, ti.xcom_pull(task_ids="publish_delta"))
+    else:
+        out, version = {"cur_date": run["cur_date"], "hour": run["hour"], "verdict": f"nothing to do: {why}"}, None
+    out["note"] = run_note(when, out["verdict"], version)
+    print(f"verdict for {when}: {out['verdict']}")
     return out
 
 

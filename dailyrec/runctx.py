@@ -19,12 +19,14 @@ from typing import Any
 
 # Exceptions that are deterministic: retrying cannot help, so the task fails at once. Every error
 # of the project for bad input, config or data is a ValueError (ContractError, ConfigError,
-# RecallTooLow ...); GateRejected refuses to publish a model that failed its gate.
+# RecallTooLow ...); GateRejected refuses to publish a model that failed its gate; MissingPassError
+# (a FileNotFoundError) stops the hourly chain at a missing hour: retrying cannot bring the hour back.
 DETERMINISTIC_ERRORS = [
     "builtins.ValueError",
     "builtins.TypeError",
     "builtins.KeyError",
     "dailyrec.errors.GateRejected",
+    "dailyrec.errors.MissingPassError",
 ]
 
 
@@ -140,31 +142,37 @@ RANKING_PARAM_KEYS = {
 }
 
 
-def accepted_keys(mapping: dict[str, str], hourly: bool = False) -> list[str]:
-    """The top-level trigger conf keys a DAG accepts: exactly its params (test_dag_integrity checks)."""
-    return sorted({"cur_date", *(("hour",) if hourly else ("config_overrides", *mapping))})
+def accepted_keys(mapping: dict[str, str], hourly: bool = False, overridable: bool | None = None) -> list[str]:
+    """The top-level trigger conf keys a DAG accepts: exactly its params (test_dag_integrity checks).
+    ``overridable`` (default: not ``hourly``): the DAG has the ``config_overrides`` param."""
+    overridable = not hourly if overridable is None else overridable
+    return sorted({"cur_date", *mapping, *(("hour",) if hourly else ()),
+                   *(("config_overrides",) if overridable else ())})
 
 
-def check_conf_keys(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False) -> None:
+def check_conf_keys(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False,
+                    overridable: bool | None = None) -> None:
     """Refuse a trigger conf with top-level keys the DAG has no param for (``ConfigError`` naming
     them and the accepted ones): Airflow itself would accept and ignore ``{"learning_rate": 0.1}``."""
     from dailyrec.config import ConfigError
 
     conf = getattr(context.get("dag_run"), "conf", None) or {}
-    accepted = accepted_keys(mapping, hourly)
+    accepted = accepted_keys(mapping, hourly, overridable)
     unknown = sorted(set(conf) - set(accepted))
     if unknown:
-        hint = "" if hourly else ' (any config key goes in config_overrides, dotted: {"training.epochs": 3})'
+        hint = (' (any config key goes in config_overrides, dotted: {"training.epochs": 3})'
+                if "config_overrides" in accepted else "")
         raise ConfigError(f"unknown trigger conf key(s) {unknown}; accepted keys: {accepted}{hint}")
 
 
-def start_run(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False) -> dict[str, Any]:
+def start_run(context: dict[str, Any], mapping: dict[str, str], hourly: bool = False,
+              overridable: bool | None = None) -> dict[str, Any]:
     """First task of every DAG: the run's ``cur_date`` (and ``hour`` when ``hourly``) and its config
     overrides, validated now (unknown conf keys, every cross-field rule of the config), so a bad
     trigger fails the run at once with the key's name, before any work."""
     from dailyrec.config import load_config
 
-    check_conf_keys(context, mapping, hourly)
+    check_conf_keys(context, mapping, hourly, overridable)
     params = dict(context.get("params") or {})
     run: dict[str, Any] = {"overrides": overrides_from_params(params, mapping)}
     if hourly:
@@ -198,3 +206,17 @@ def run_verdict(states: dict[str, Any], gate: dict[str, Any] | None) -> str:
         return f"gate failed: {'; '.join(map(str, gate.get('reasons') or [])) or 'no reason given'}; nothing published"
     published = any(_state(states.get(t)) == "success" for t in ("publish_redis", "publish_model"))
     return "gate passed; published" if published else "gate passed; not published (publish param off)"
+
+
+def pass_verdict(states: dict[str, Any], published: dict[str, Any] | None) -> tuple[str, str | None]:
+    """An hourly pass's verdict line and the Redis version it published (``publish_delta``'s
+    return value ``published``; None when nothing was): which tasks failed (the run fails), else
+    whether the pass's delta went online."""
+    failed = sorted(t for t, s in states.items() if t != "report" and _state(s) == "failed")
+    if failed:
+        return f"FAILED: {', '.join(failed)} (see their logs); the chain stops at this pass", None
+    version = (published or {}).get("version")
+    if _state(states.get("publish_delta")) == "success" and version:
+        return "pass trained; delta published", str(version)
+    return "pass trained; no delta published" + (f" ({published['reason']})" if (published or {}).get("reason")
+                                                 else ""), None

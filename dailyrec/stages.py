@@ -38,6 +38,7 @@ STAGES: tuple[str, ...] = (
     "hourly.prequential",
     "hourly.train_pass",
     "hourly.export_delta",
+    "hourly.publish_delta",
     "hourly.ranking_prequential",
     "hourly.train_mmoe_pass",
     "hourly.report",

@@ -116,10 +116,21 @@ def training_callbacks(model: Any, log: logging.Logger, label: str, epochs: int,
 def warm_source(run: StepRun, name: str) -> tuple[str, str] | None:
     """``(date, model dir)`` of the newest gate-passed ``name`` model strictly before the run's
     ``cur_date`` (:func:`dailyrec.registry.warm_start_source`), or None (logged as a cold start)
-    when there is none or ``training.warm_start`` is off."""
+    when there is none or ``training.warm_start`` is off.
+
+    With ``passes.enabled`` the daily run is the consolidation of the day's passes
+    (:func:`dailyrec.passchain.consolidation_source`, ``passes.consolidate_from``): ``last_pass``
+    gives ``("<D>T<HH>", passes/<name>/dt=D/hour=HH)``, D's last pass (the previous base when D had
+    no pass, logged), ``scratch`` None, ``base`` the rule above. Passes off: unchanged."""
     from dailyrec.registry import warm_start_source
 
     on = run.cfg.training.warm_start
+    if on and run.cfg.passes.enabled:
+        from dailyrec.passchain import consolidation_source
+
+        src = consolidation_source(run, name)
+        if src is not False:
+            return src
     src = warm_start_source(run.store, name, run.cur_date) if on else None
     if src is None:
         run.log.info("cold start (no gate-passed %s model before %s%s)", name, run.cur_date,

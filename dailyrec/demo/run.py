@@ -5,10 +5,15 @@
 3. checks that Airflow sees the project's DAGs with zero import errors;
 4. runs the daily DAGs through Airflow (``airflow dags test``), one date after the other, so
    the second date warm starts from the first;
-5. prints a one-screen summary: data, DAGs, per-date gate decisions, what Redis serves.
+5. runs ``--hourly-passes`` hourly passes (``hourly_training``, passes enabled for those runs) on
+   the first hours of the day after: each pass is scored by the serving model, trained from the
+   one before (hour 0: the last daily base) and published to Redis as a delta
+   (:mod:`dailyrec.demo.hourly`);
+6. prints a one-screen summary: data, DAGs, per-date gate decisions, per-hour prequential metrics
+   and freshness, what Redis serves.
 
-    ./dev demo [--days 3] [--start-date 2026-11-01] [--events-per-day 200000] [--no-pipeline]
-        [--set key=value ...] [--config FILE ...] [--json]
+    ./dev demo [--days 3] [--start-date 2026-11-01] [--events-per-day 200000] [--hourly-passes 3]
+        [--no-pipeline] [--set key=value ...] [--config FILE ...] [--json]
 
 (``./dev demo ARGS`` runs ``python -m dailyrec.demo.run ARGS``.)
 """
@@ -77,20 +82,25 @@ def run_dag(dag_id: str, cur_date: str, overrides: dict[str, Any] | None = None)
 
 
 def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
-         overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Generate ``days`` demo days from ``start_date``, check Redis and Airflow, run the daily DAGs.
+         overrides: dict[str, Any] | None = None, hourly_passes: int = 0) -> dict[str, Any]:
+    """Generate ``days`` demo days from ``start_date``, check Redis and Airflow, run the daily DAGs,
+    then ``hourly_passes`` hourly passes on the day after (generated too when > 0).
 
     ``overrides`` (dotted config keys) travel to every DAG run as its ``config_overrides``.
     Returns ``dates``, ``data_root``, ``generated`` (the generator's summary), ``redis``,
-    ``airflow``, ``runs`` and, after the pipeline, ``serving`` and ``ranking`` text.
+    ``airflow``, ``runs``, ``passes`` and, after the pipeline, ``serving``, ``ranking`` and
+    ``hourly`` text.
     """
     from dailyrec.demo.generator import generate
+    from dailyrec.demo.hourly import hourly_lines, run_passes
     from dailyrec.publishing.connection import describe, get_redis
     from dailyrec.storage import open_store
 
+    hourly_passes = hourly_passes if run_pipeline else 0
     dates = date_range(start_date, days)
-    log.info("generating demo data for %s .. %s", dates[0], dates[-1])
-    gen = generate(cfg, start_date, days)
+    pass_day = date_range(start_date, days + 1)[-1] if hourly_passes else None
+    log.info("generating demo data for %s .. %s", dates[0], pass_day or dates[-1])
+    gen = generate(cfg, start_date, days + (1 if hourly_passes else 0))
     r = get_redis(cfg)
     redis_info = {"where": describe(cfg), "version": r.info()["redis_version"]}
     log.info("Redis ready: %s (redis %s)", redis_info["where"], redis_info["version"])
@@ -112,8 +122,12 @@ def demo(cfg: Config, days: int, start_date: str, run_pipeline: bool = True,
                 if not res["ok"]:
                     print(res["tail"], file=sys.stderr)
                     raise RuntimeError(f"{dag_id} failed for {d}; see the log above and .work/airflow/logs")
+    passes = (run_passes(cfg, pass_day, list(range(hourly_passes)), {**(overrides or {}), "passes.enabled": True},
+                         run_dag) if hourly_passes and "hourly_training" in dag_info["dags"] else [])
     result = {"dates": dates, "data_root": open_store(cfg).uri, "generated": gen,
-              "redis": redis_info, "airflow": dag_info, "runs": runs}
+              "redis": redis_info, "airflow": dag_info, "runs": runs, "passes": passes}
+    if passes:
+        result["hourly"] = "\n".join(hourly_lines(open_store(cfg), passes, cfg.passes.prequential_k))
     if run_pipeline:
         result["serving"] = serving_lines(cfg, dates[-1])
         if "daily_ranking" in dag_info["dags"]:
@@ -231,8 +245,10 @@ def summary(result: dict[str, Any]) -> str:
              f"Airflow    AIRFLOW_HOME={os.environ.get('AIRFLOW_HOME')}",
              f"           DAGs: {', '.join(result['airflow']['dags'])}; import errors: "
              f"{len(result['airflow']['import_errors'])}",
-             f"runs       {ok}/{len(result['runs'])} `airflow dags test` runs succeeded "
-             f"({sum(r['seconds'] for r in result['runs']):.0f} s)"]
+             f"runs       {ok}/{len(result['runs'])} daily `airflow dags test` runs succeeded "
+             f"({sum(r['seconds'] for r in result['runs']):.0f} s)"
+             + (f"; {sum(r['ok'] for r in result['passes'])}/{len(result['passes'])} hourly passes "
+                f"({sum(r['seconds'] for r in result['passes']):.0f} s)" if result.get("passes") else "")]
     if result["runs"]:
         lines += ["", "retrieval (recall@50 on the held-out hours; the gate compares new vs previous vs popularity, "
                       "paired over the holdout's users: bootstrap intervals (evaluation.confidence) of new - prev and new - pop):",
@@ -240,7 +256,7 @@ def summary(result: dict[str, Any]) -> str:
                   f"{'pop':>6}  {'new-prev':>16}  {'new-pop':>16}  {'users':>5}  {'gate':>4}  Redis version"]
         lines += [_date_row(store, d) for d in result["dates"]]
         lines.append(f"full per-date reports: {store.path('reports', 'daily_retrieval')}/dt=*/report.md")
-    for extra in ("ranking", "serving"):
+    for extra in ("ranking", "hourly", "serving"):
         if result.get(extra):
             lines += ["", result[extra].strip()]
     lines += ["", "Next: ./dev ui (Airflow UI with these runs), ./dev test (tests); docs/ explains every step.",
@@ -267,8 +283,9 @@ def run_overrides(cfg: Config) -> dict[str, Any]:
 
 
 def run_demo(cfg: Config, days: int | None = None, start_date: str | None = None,
-             events_per_day: int | None = None, pipeline: bool = True) -> dict[str, Any]:
-    """Run the pipeline on demo data: generate, start Redis, check Airflow, run the daily DAGs.
+             events_per_day: int | None = None, pipeline: bool = True, hourly_passes: int = 3) -> dict[str, Any]:
+    """Run the pipeline on demo data: generate, start Redis, check Airflow, run the daily DAGs, then
+    ``hourly_passes`` hourly passes (0: none) on the first hours of the day after the last date.
 
     ``days``/``start_date``/``events_per_day`` set ``demo.days``/``demo.start_date``/
     ``demo.events_per_day``; ``pipeline=False`` only generates data and checks Airflow and Redis.
@@ -277,7 +294,10 @@ def run_demo(cfg: Config, days: int | None = None, start_date: str | None = None
     given = {"demo.days": days, "demo.start_date": start_date, "demo.events_per_day": events_per_day}
     cfg = cfg.with_overrides({k: v for k, v in given.items() if v is not None})
     overrides = {k: v for k, v in run_overrides(cfg).items() if not k.startswith("demo.")}
-    return demo(cfg, cfg.demo.days, cfg.demo.start_date, run_pipeline=pipeline, overrides=overrides)
+    if not 0 <= hourly_passes <= 24:
+        raise ValueError(f"--hourly-passes must be 0-24, got {hourly_passes}")
+    return demo(cfg, cfg.demo.days, cfg.demo.start_date, run_pipeline=pipeline, overrides=overrides,
+                hourly_passes=hourly_passes)
 
 
 def print_summary(result: dict[str, Any]) -> None:

@@ -163,4 +163,3 @@ def publish_pass(run: StepRun, hour: int, prequential: str | None = None) -> str
             "warm_start": {"from": man["warm_start"]["from"], "model_version": man["warm_start"].get("model_version")},
             "prequential": prequential}
     return mark_pass_published(run.store, NAME, run.cur_date, start, {"model_dir": mdir, **info})
-

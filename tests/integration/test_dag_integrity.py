@@ -20,19 +20,33 @@ EXPECTED: dict[str, dict] = {
         "edges": {("start", "wait_for_success"), ("wait_for_success", "validate")},
     },
     "daily_retrieval": {
-        "tasks": {"start", "wait_for_logs", "wait_for_earlier_runs", "validate_day", "build_features",
+        "tasks": {"start", "wait_for_logs", "wait_for_earlier_runs", "wait_for_last_pass", "validate_day",
+                  "build_features",
                   "select_samples", "train_two_tower", "evaluate_gate", "should_publish", "export_embeddings",
                   "build_index", "publish_redis", "serving_check", "report"},
         "edges": {
             # start is upstream of the first task only (no fan: the others read the run from its XCom),
             # plus the report, its teardown
             ("start", "wait_for_logs"), ("start", "report"),
-            ("wait_for_logs", "wait_for_earlier_runs"), ("wait_for_earlier_runs", "validate_day"),
-            ("validate_day", "build_features"),
+            ("wait_for_logs", "wait_for_earlier_runs"), ("wait_for_earlier_runs", "wait_for_last_pass"),
+            ("wait_for_last_pass", "validate_day"), ("validate_day", "build_features"),
             ("build_features", "select_samples"), ("select_samples", "train_two_tower"),
             ("train_two_tower", "evaluate_gate"), ("evaluate_gate", "should_publish"),
             ("should_publish", "export_embeddings"), ("export_embeddings", "build_index"),
             ("build_index", "publish_redis"), ("publish_redis", "serving_check"), ("serving_check", "report"),
+        },
+    },
+    "hourly_training": {
+        "tasks": {"start", "should_train_pass", "wait_for_pass_logs", "wait_for_previous_pass", "pass_samples",
+                  "prequential", "train_pass", "export_delta", "publish_delta", "ranking_prequential",
+                  "train_mmoe_pass", "report"},
+        "edges": {
+            ("start", "should_train_pass"), ("start", "report"),
+            ("should_train_pass", "wait_for_pass_logs"), ("wait_for_pass_logs", "wait_for_previous_pass"),
+            ("wait_for_previous_pass", "pass_samples"), ("pass_samples", "prequential"),
+            ("prequential", "train_pass"), ("train_pass", "export_delta"), ("export_delta", "publish_delta"),
+            ("publish_delta", "ranking_prequential"), ("ranking_prequential", "train_mmoe_pass"),
+            ("train_mmoe_pass", "report"),
         },
     },
     "daily_ranking": {
@@ -112,6 +126,13 @@ def test_training_is_pooled_and_gated(dagbag, path):
         assert t.queue == ("training" if t.task_id.startswith("train_") else "default"), (t.task_id, t.queue)
     # no start_date: a run for a date before it would get no task at all and "succeed" (issue 15, 6)
     assert dag.start_date is None and all(t.start_date is None for t in dag.tasks)
+    if path.stem == "hourly_training":
+        # passes go in hour order (wait_for_previous_pass, before any work), whatever created the runs
+        sensor = dag.get_task("wait_for_previous_pass")
+        assert sensor.mode == "reschedule" and dag.get_task("wait_for_pass_logs").mode == "reschedule"
+        downstream = sensor.get_flat_relative_ids()
+        assert {"pass_samples", "train_pass", "train_mmoe_pass", "report"} <= downstream
+        assert dag.get_task("should_train_pass").get_flat_relative_ids() >= downstream
     if path.stem.startswith("daily_"):
         assert "cur_date" in dag.params
         # the order is the DAG's own business (wait_for_earlier_runs), not max_active_runs=1's:
@@ -123,7 +144,7 @@ def test_training_is_pooled_and_gated(dagbag, path):
         assert "train_" in " ".join(downstream) and "report" in downstream
 
 
-@pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking"])
+@pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking", "hourly_training"])
 def test_report_is_the_teardown_and_any_failure_fails_the_run(dagbag, dag_id):
     """`report` runs whatever happened (teardown of `start`) and is not a leaf that decides the run's
     state: the working leaf (serving/score check) does, so a failed task fails the run (issue 15, 7)."""
@@ -137,7 +158,7 @@ def test_report_is_the_teardown_and_any_failure_fails_the_run(dagbag, dag_id):
     assert dag.get_task("report").get_flat_relative_ids(upstream=True) == set(dag.task_ids) - {"report"}
 
 
-@pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking", "hourly_log_check"])
+@pytest.mark.parametrize("dag_id", ["daily_retrieval", "daily_ranking", "hourly_log_check", "hourly_training"])
 def test_every_param_has_a_description_and_start_accepts_exactly_the_params(dagbag, dag_id):
     from dailyrec.runctx import RANKING_PARAM_KEYS, RETRIEVAL_PARAM_KEYS, accepted_keys
 
@@ -145,7 +166,9 @@ def test_every_param_has_a_description_and_start_accepts_exactly_the_params(dagb
     for name in dag.params:
         assert dag.params.get_param(name).description, f"{dag_id}: param {name} has no description"
     mapping = {"daily_retrieval": RETRIEVAL_PARAM_KEYS, "daily_ranking": RANKING_PARAM_KEYS}.get(dag_id, {})
-    assert accepted_keys(mapping, hourly=dag_id == "hourly_log_check") == sorted(dag.params)
+    hourly = dag_id.startswith("hourly_")
+    overridable = None if dag_id != "hourly_training" else True
+    assert accepted_keys(mapping, hourly=hourly, overridable=overridable) == sorted(dag.params)
 
 
 def test_loss_dropdown_shows_no_literal_null(dagbag):
@@ -166,12 +189,14 @@ BAD_PARAMS = {
                         {"hard_negative_sources": ["nope"]}, {"negatives_per_positive": -1}],
     "daily_ranking": [{"cur_date": "2026-02-30"}, {"epochs": 0}],
     "hourly_log_check": [{"hour": 24}, {"cur_date": "11/01/2026"}],
+    "hourly_training": [{"hour": -1}, {"cur_date": "2026-02-30"}, {"config_overrides": "passes.enabled=true"}],
 }
 GOOD_PARAMS = {
     "daily_retrieval": {"cur_date": "2026-11-02", "epochs": 3, "loss": "bce", "hard_negative_sources": ["exposed"],
                         "publish": False, "config_overrides": {"sampling.popularity_alpha": 0.5}},
     "daily_ranking": {"cur_date": "2026-11-02", "publish": False},
     "hourly_log_check": {"cur_date": "2026-11-02", "hour": 23},
+    "hourly_training": {"cur_date": "2026-11-02", "hour": 0, "config_overrides": {"passes.enabled": True}},
 }
 
 
@@ -208,6 +233,13 @@ def test_start_task_refuses_unknown_trigger_conf_keys():
     hourly = SimpleNamespace(conf={"cur_date": "2026-11-02", "hour": 3, "epochs": 2})
     with pytest.raises(ConfigError, match=r"\['epochs'\]; accepted keys: \['cur_date', 'hour'\]"):
         start_run({"params": {"cur_date": "2026-11-02", "hour": 3}, "dag_run": hourly}, {}, hourly=True)
+    # hourly_training also takes config_overrides (e.g. {"passes.enabled": true} for one run)
+    with pytest.raises(ConfigError, match=r"\['epochs'\]; accepted keys: \['config_overrides', 'cur_date', 'hour'\]"):
+        start_run({"params": {"cur_date": "2026-11-02", "hour": 3}, "dag_run": hourly}, {}, hourly=True,
+                  overridable=True)
+    conf = {"cur_date": "2026-11-02", "hour": 3, "config_overrides": {"passes.enabled": True}}
+    run = start_run({"params": conf, "dag_run": SimpleNamespace(conf=conf)}, {}, hourly=True, overridable=True)
+    assert (run["cur_date"], run["hour"], run["overrides"]) == ("2026-11-02", 3, {"passes.enabled": True})
 
 
 def test_start_task_refuses_unknown_config_keys():
@@ -241,7 +273,9 @@ def test_dag_tasks_call_the_stage_functions_the_clis_call(dagbag, path):
     from dailyrec.stages import STAGES, ready_of, step_of
 
     dag = dagbag.get_dag(path.stem)
-    glue = {dag_tasks.start.function, dag_tasks.should_publish.function, dag_tasks.wait_for_earlier_runs.function}
+    glue = {dag_tasks.start.function, dag_tasks.should_publish.function, dag_tasks.wait_for_earlier_runs.function,
+            dag_tasks.should_train_pass.function, dag_tasks.wait_for_previous_pass.function,
+            dag_tasks.wait_for_last_pass.function}
     for t in dag.tasks:
         stage = _stage_of(t)
         if stage is None:
@@ -272,13 +306,16 @@ def test_doc_table_matches_the_dag(dagbag, path):
 
 
 GROUPS = {
-    "daily_retrieval": {"inputs": {"wait_for_logs", "wait_for_earlier_runs", "validate_day"},
+    "daily_retrieval": {"inputs": {"wait_for_logs", "wait_for_earlier_runs", "wait_for_last_pass", "validate_day"},
                         "data": {"build_features", "select_samples"}, "train": {"train_two_tower", "evaluate_gate"},
                         "publish": {"should_publish", "export_embeddings", "build_index", "publish_redis",
                                     "serving_check"}},
     "daily_ranking": {"inputs": {"wait_for_features", "wait_for_earlier_runs"}, "data": {"build_ranking_samples"},
                       "train": {"train_mmoe", "evaluate_gate"},
                       "publish": {"should_publish", "publish_model", "score_check"}},
+    "hourly_training": {"inputs": {"should_train_pass", "wait_for_pass_logs", "wait_for_previous_pass"},
+                        "retrieval": {"pass_samples", "prequential", "train_pass", "export_delta", "publish_delta"},
+                        "ranking": {"ranking_prequential", "train_mmoe_pass"}},
 }
 
 
