@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from dailyrec.errors import MissingPassError  # noqa: F401 - re-exported: one class for the chain (not retried)
 from dailyrec.passes import (MissingHourError, is_pass_end, pass_dir, pass_hours, pass_label,  # noqa: F401
                              pass_start, previous_pass, warm_source_for_pass)
-from dailyrec.ranking import NAME
 
 if TYPE_CHECKING:
     import pyarrow as pa
