@@ -49,7 +49,8 @@ def train_pass(run: StepRun, hour: int) -> dict[str, Any]:
 
     Returns ``{"model_dir", "model_version", "rows", "final_loss", "warm_start_from", "admitted", "trained"}``.
     Raises:
-        MissingPassError: the warm source or an hour of the pass is missing (naming it);
+        MissingPassError: the warm source is missing (naming it); MissingHourError: an hour of the pass
+            is incomplete (when the samples are built here);
         WarmStartError: the warm source's archive cannot be read (whatever ``training.warm_start_on_error``:
             a pass never trains from scratch);
         FloatingPointError: the training loss is not finite (nothing is written).
@@ -80,6 +81,9 @@ def train_pass(run: StepRun, hour: int) -> dict[str, Any]:
                  label, hours, n, counts["click"], src_label, src_dir, admitted or "none",
                  "" if admission else " (no admission state for this pass: the warm source's vocabularies)")
 
+    import keras
+
+    keras.utils.clear_session()  # fresh name counters: the same files whatever ran before in this process
     deterministic_training(rc.seed)
     with timer.step("build"):
         model = build_ranking_model(rc, cfg.features, vocabularies, kind=rc.kind, seed=rc.seed, numeric_stats=nstats)

@@ -20,10 +20,10 @@ Storage (every output atomic, byte-identical on a re-run of the same pass):
 * ``passes/mmoe/dt=D/hour=HH/``: ``model/model.keras``, ``saved_model/``, ``_manifest.json``
   (the layout of ``models/mmoe/dt=D``: :func:`dailyrec.ranking.artifacts.artifact_dirs` works on it).
 
-The pass identity helpers (:func:`pass_start`, :func:`pass_hours`, :func:`is_pass_end`,
-:func:`previous_pass`, :func:`warm_source_for_pass`, :class:`MissingPassError`) follow the shared
-``dailyrec/passes.py`` interface of the design (same names and semantics), kept here until that module
-lands. pyarrow and TensorFlow are imported inside the functions.
+The pass identity, the warm-source chain and the checkpoint retention are the shared
+:mod:`dailyrec.passes` (re-exported here: :func:`pass_start`, :func:`pass_hours`,
+:func:`warm_source_for_pass`, :class:`MissingPassError`...). pyarrow and TensorFlow are imported
+inside the functions.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ import json
 import zipfile
 from typing import TYPE_CHECKING, Any
 
-from dailyrec.dates import check_hour, parse_date
 from dailyrec.errors import MissingPassError  # noqa: F401 - re-exported: one class for the chain (not retried)
-from dailyrec.ranking import NAME
+from dailyrec.passes import (MissingHourError, is_pass_end, pass_dir, pass_hours, pass_label,  # noqa: F401
+                             pass_start, previous_pass, warm_source_for_pass)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -48,96 +48,23 @@ SAMPLES = "ranking_pass_samples"
 IMPRESSIONS_FILE = "impressions.parquet"
 
 
-# ---- pass identity (the design's dailyrec/passes.py interface) ---------------------------------
-def pass_start(cfg: Config, hour: int) -> int:
-    """The first hour of the pass holding ``hour`` (0-23): ``hour - hour % training.split_per_pass``.
-
-    Raises ``ValueError`` for an hour outside 0-23."""
-    return check_hour(hour) - hour % cfg.training.split_per_pass
-
-
-def pass_hours(cfg: Config, hour: int) -> list[int]:
-    """The hours of the pass holding ``hour``: ``[start, ..., start + split_per_pass - 1]``."""
-    start = pass_start(cfg, hour)
-    return list(range(start, start + cfg.training.split_per_pass))
-
-
-def is_pass_end(cfg: Config, hour: int) -> bool:
-    """True for the last hour of a pass (``hour % s == s - 1``): the hourly run that trains."""
-    s = cfg.training.split_per_pass
-    return check_hour(hour) % s == s - 1
-
-
-def previous_pass(store: Store, cfg: Config, cur_date: str, hour: int) -> tuple[str, int] | None:
-    """``(cur_date, first hour)`` of the pass before the one holding ``hour`` on the same day, or
-    ``None`` for the day's first pass (it starts from the daily base)."""
-    start = pass_start(cfg, hour)
-    return None if start == 0 else (parse_date(cur_date).isoformat(), start - cfg.training.split_per_pass)
-
-
-def pass_label(cur_date: str, hour: int) -> str:
-    """``YYYY-MM-DDTHH``: how a pass is named in manifests and model versions."""
-    return f"{parse_date(cur_date).isoformat()}T{check_hour(hour):02d}"
-
-
-def pass_dir(store: Store, name: str, cur_date: str, hour: int) -> str:
-    """``<root>/passes/<name>/dt=D/hour=HH`` (``hour`` the pass's first hour)."""
-    return store.partition(f"passes/{name}", cur_date, hour)
-
-
-def warm_source_for_pass(store: Store, cfg: Config, name: str, cur_date: str, hour: int) -> tuple[str, str]:
-    """``(label, model dir)`` a pass of ``name`` starts from (and the serving model it is scored with).
-
-    ``hour > 0`` (pass start): the previous pass's dir, label ``D T HH``; the day's first pass: the
-    daily base ``models/<name>/dt=D-1`` (its gate passed), label ``D-1``.
-
-    Raises:
-        MissingPassError: that pass was not trained (no ``_manifest.json``), or the base of D-1 is
-            missing or failed its gate, naming it.
-    """
-    from dailyrec.dates import previous
-    from dailyrec.registry import eval_report_path, gate_passed, model_dir
-    from dailyrec.storage import MANIFEST
-
-    d = parse_date(cur_date).isoformat()
-    prev = previous_pass(store, cfg, d, hour)
-    if prev is not None:
-        pdir = pass_dir(store, name, *prev)
-        if not store.exists(f"{pdir}/{MANIFEST}"):
-            raise MissingPassError(
-                f"pass {pass_label(d, pass_start(cfg, hour))} of {name} needs the previous pass "
-                f"{pass_label(*prev)} ({pdir}), which was not trained: run the hourly passes in hour order "
-                f"(a missing hour stops the chain)")
-        return pass_label(*prev), pdir
-    base_date = previous(d)
-    base = model_dir(store, name, base_date)
-    if not store.exists(f"{base}/{MANIFEST}"):
-        raise MissingPassError(f"pass {pass_label(d, 0)} of {name} starts from the daily base of {base_date} "
-                               f"({base}), which does not exist: run the daily DAG of {base_date} first")
-    if not gate_passed(store, name, base_date):
-        raise MissingPassError(f"pass {pass_label(d, 0)} of {name} starts from the daily base of {base_date}, "
-                               f"which did not pass its gate ({eval_report_path(store, name, base_date)})")
-    return base_date, base
-
-
 # ---- the pass's impressions ----------------------------------------------------------------------
 def pass_log_files(store: Store, cfg: Config, cur_date: str, hour: int) -> list[str]:
-    """The Parquet files of the pass's hourly log partitions, in hour order, each checked against
-    the log contract (:func:`dailyrec.contract.validate_partition`).
+    """The Parquet files of the pass's hourly log partitions, in hour order
+    (:func:`dailyrec.passes.require_hours`), each checked against the log contract
+    (:func:`dailyrec.contract.validate_partition`).
 
     Raises:
-        MissingPassError: an hour of the pass has no ``_SUCCESS`` marker (naming the partition).
+        MissingHourError: an hour of the pass has no ``_SUCCESS`` marker (naming the partition).
         ContractError: a partition breaks the contract.
     """
-    from dailyrec.contract import hour_complete, validate_partition
+    from dailyrec.contract import validate_partition
+    from dailyrec.passes import require_hours
 
-    files: list[str] = []
-    for h in pass_hours(cfg, hour):
-        if not hour_complete(store, cur_date, h):
-            raise MissingPassError(f"pass {pass_label(cur_date, pass_start(cfg, hour))}: log partition "
-                                   f"{store.partition('logs', cur_date, h)} is not complete (no _SUCCESS)")
+    hours = pass_hours(cfg, hour)
+    files = require_hours(store, cur_date, hours)
+    for h in hours:
         validate_partition(store, "logs", cur_date, h)
-        files += store.list_files(store.partition("logs", cur_date, h), ".parquet")
     return files
 
 
@@ -152,7 +79,7 @@ def build_pass_samples(run: StepRun, hour: int) -> dict[str, Any]:
 
     Returns ``{"path", "train", "impressions", "rows", "negative_downsample_rate", "labels"}``.
     Raises:
-        MissingPassError: an hour of the pass is incomplete; FileNotFoundError: a snapshot is missing;
+        MissingHourError: an hour of the pass is incomplete; FileNotFoundError: a snapshot is missing;
         ContractError / ValueError: bad labels or features (:func:`dailyrec.ranking.samples.query_impressions`).
     """
     import numpy as np
@@ -221,8 +148,9 @@ def prequential_metrics(run: StepRun, impressions: pa.Table, where: str, source:
     (:func:`dailyrec.ranking.evaluation.task_metrics`): ``<task>_auc`` (``None`` without both classes)
     and ``<task>_logloss`` (binary) or ``<task>_rmse`` / ``<task>_mae`` (regression), calibration and means.
 
-    Returns ``{"impressions", "clicks", "conversions", "model_version", "serving": {"from", "path"},
-    **metrics, "warnings"}``; metrics are absent (and a warning says so) for a pass without impressions.
+    Returns ``{"impressions", "clicks", "conversions", "model_version", "scored_by": {"from", "path"},
+    **metrics, "warnings"}`` (``scored_by`` as in the two-tower prequential); metrics are absent (and a
+    warning says so) for a pass without impressions.
     Raises KeyError / TypeError: the serving model cannot score the rows (another feature set).
     """
     from dailyrec.ranking.artifacts import artifact_dirs, model_rate
@@ -234,7 +162,7 @@ def prequential_metrics(run: StepRun, impressions: pa.Table, where: str, source:
     man = run.store.read_json(f"{mdir}/{MANIFEST}")
     n = impressions.num_rows
     out: dict[str, Any] = {"impressions": n, "model_version": man.get("model_version"),
-                           "serving": {"from": label, "path": mdir}, "warnings": []}
+                           "scored_by": {"from": label, "path": mdir}, "warnings": []}
     for col in ("click", "conversion"):
         out[f"{col}s"] = int(sum(impressions.column(col).to_pylist())) if n else 0
     if n == 0:
@@ -290,7 +218,7 @@ def pass_vocabularies(store: Store, keras_dir: str, cur_date: str, hour: int
     order kept) with the ids admitted so far appended in sorted order (:func:`admitted_ids`): the
     embedding tables grow pass by pass; known ids keep their rows through the warm start's id remap.
 
-    Returns ``(vocabularies, {feature: ids added}, admission state found)``."""
+    Returns ``(vocabularies, {feature: ids added (features with none left out)}, admission state found)``."""
     vocab = archive_vocabularies(keras_dir)
     admitted = admitted_ids(store, cur_date, hour)
     added: dict[str, int] = {}
@@ -299,6 +227,7 @@ def pass_vocabularies(store: Store, keras_dir: str, cur_date: str, hour: int
             continue
         known = set(vocab[feature])
         new = [i for i in ids if i not in known]
-        vocab[feature] = vocab[feature] + new
-        added[feature] = len(new)
-    return vocab, added, bool(admitted) or store.exists(f"{store.partition('admission', cur_date, hour)}/state.parquet")
+        if new:
+            vocab[feature] = vocab[feature] + new
+            added[feature] = len(new)
+    return vocab, added, store.exists(f"{store.partition('admission', cur_date, hour)}/state.parquet")

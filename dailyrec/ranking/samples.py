@@ -142,6 +142,8 @@ def query_impressions(store: Store, cfg: Config, cur_date: str, files: list[str]
     Raises:
         ContractError / ValueError: as :func:`impression_rows`, ``where`` naming the run.
     """
+    import pyarrow.parquet as pq
+
     from dailyrec import sql
     from dailyrec.contract import ITEM_SCHEMA
     from dailyrec.errors import ContractError

@@ -10,8 +10,9 @@ the serving MMoE, the pass's warm source (the previous pass ``passes/mmoe/dt=D/h
 the day's first pass the daily base ``models/mmoe/dt=D-1/``), scores every impression of the pass:
 AUC and log loss per task, calibrated from its training down-sample rate
 (:func:`dailyrec.ranking.passes.prequential_metrics`). Written atomically to
-``prequential/mmoe/dt=D/hour=HH/metrics.json``. A missing previous pass / base or an incomplete hour
-is :class:`dailyrec.ranking.passes.MissingPassError` (named; the chain stops).
+``prequential/mmoe/dt=D/hour=HH/metrics.json``. A missing previous pass / base is
+:class:`dailyrec.errors.MissingPassError`, an incomplete hour :class:`dailyrec.passes.MissingHourError`
+(named; the chain stops).
 """
 
 from __future__ import annotations
@@ -24,6 +25,24 @@ from dailyrec.ranking import NAME
 from dailyrec.ranking.passes import (IMPRESSIONS_FILE, build_pass_samples, pass_hours, pass_label, pass_start,
                                      prequential_metrics, warm_source_for_pass)
 from dailyrec.step import begin
+
+
+def ready(cur_date: str, cfg: Config, hour: int) -> tuple[bool, str]:
+    """True when every hour of the pass has its ``_SUCCESS`` marker and the pass's warm source (the
+    previous pass, or the daily base of D-1) exists; else what is missing."""
+    from dailyrec.errors import MissingPassError
+    from dailyrec.passes import log_hours_complete
+    from dailyrec.storage import open_store
+
+    store = open_store(cfg)
+    complete, why = log_hours_complete(store, cur_date, pass_hours(cfg, hour))
+    if not complete:
+        return False, why
+    try:
+        label, path = warm_source_for_pass(store, cfg, NAME, cur_date, hour)
+    except MissingPassError as exc:
+        return False, str(exc)
+    return True, f"hours {pass_hours(cfg, hour)} complete, serving model {label} at {path}"
 
 
 def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
@@ -49,7 +68,7 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
                  label, metrics["model_version"], source[0], metrics["impressions"], metrics["clicks"], aucs, out)
     for w in metrics["warnings"]:
         run.log.warning("%s", w)
-    return {"metrics": f"{out}/metrics.json", "pass": label, "serving": source[0],
+    return {"metrics": f"{out}/metrics.json", "pass": label, "scored_by": source[0],
             "model_version": metrics["model_version"], "impressions": metrics["impressions"], **aucs}
 
 

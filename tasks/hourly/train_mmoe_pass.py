@@ -11,7 +11,9 @@ id remap; ids admitted since, ``admission/dt=D/hour=HH/state.parquet``, get thei
 :func:`dailyrec.ranking.pass_training.train_pass`. Output (atomic, byte-identical on a re-run):
 ``passes/mmoe/dt=D/hour=HH/`` (``model/``, ``saved_model/``, ``_manifest.json``), then the publish
 pointer ``registry/mmoe/dt=D/hour=HH/published.json`` the scorer (:mod:`dailyrec.scoring`) loads when
-it is the newest. A missing previous pass / base is :class:`dailyrec.ranking.passes.MissingPassError`.
+it is the newest. Older pass checkpoints (``model/``; the SavedModel and the pointer stay) are pruned by
+``training.checkpoint_per_pass`` / ``passes.checkpoints_keep`` (:func:`dailyrec.passes.prune_checkpoints`).
+A missing previous pass / base is :class:`dailyrec.errors.MissingPassError`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.ranking import NAME
+from dailyrec.passes import prune_checkpoints
 from dailyrec.ranking.pass_training import publish_pass, train_pass
 from dailyrec.ranking.passes import pass_start
 from dailyrec.step import begin
@@ -34,7 +37,8 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     preq = f"{run.partition(f'prequential/{NAME}', start)}/metrics.json"
     pointer = publish_pass(run, start, preq if run.store.exists(preq) else None)
     run.log.info("pass %s of %s published: %s", trained["model_version"], NAME, pointer)
-    return {**trained, "published": pointer}
+    pruned = prune_checkpoints(run.store, cfg, NAME, run.cur_date, start)
+    return {**trained, "published": pointer, "pruned": pruned}
 
 
 if __name__ == "__main__":
