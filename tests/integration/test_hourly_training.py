@@ -9,7 +9,7 @@
 * with `passes.enabled` off an hourly run does nothing and says so;
 * `airflow backfill create --dag-id hourly_training --from-date ... --to-date ...` (default flags,
   through a real scheduler on PostgreSQL) runs the hours in hour order, each from the one before;
-* the daily run of D2 consolidates: it waits for D2's passes and starts from the newest one.
+* the daily runs of D2 consolidate: they wait for D2's passes and start from the newest one.
 
 The tests continue one chain in file order (same data root: one module fixture).
 """
@@ -28,7 +28,12 @@ from tests.helpers import REPO, SMALL_DEMO_ENV, run_airflow
 from tests.integration.test_backfill import _env, _free_port, _json_out, _start_standalone, _stop, _task_log
 
 D1, D2 = "2026-11-01", "2026-11-02"
-ENV = {**SMALL_DEMO_ENV, "DAILYREC__PASSES__ENABLED": "true"}
+# a small world (about 500 impressions an hour) and short daily training: the passes' chain is under
+# test, not the models' quality (the daily gates only refuse a collapse, as in tests.helpers.TINY_ENV)
+ENV = {**SMALL_DEMO_ENV, "DAILYREC__DEMO__EVENTS_PER_DAY": "12000", "DAILYREC__DEMO__N_USERS": "600",
+       "DAILYREC__DEMO__N_ITEMS": "300", "DAILYREC__TRAINING__EPOCHS": "2", "DAILYREC__RANKING__EPOCHS": "1",
+       "DAILYREC__EVALUATION__REQUIRE_BEAT_POPULARITY": "false", "DAILYREC__EVALUATION__MAX_DROP_VS_PREVIOUS": "1.0",
+       "DAILYREC__PASSES__ENABLED": "true"}
 
 
 def _ok(res: subprocess.CompletedProcess) -> bool:
@@ -160,8 +165,9 @@ def test_hourly_backfill_runs_in_hour_order(base, airflow_home, pg_database, tmp
 
 @pytest.mark.slow
 def test_daily_run_consolidates_the_days_last_pass(base):
-    """With passes on, the daily run of D2 waits for D2's passes and starts from the newest (hour 04:
-    the chain stopped there in these tests; the log says it is not the day's last)."""
+    """With passes on, the daily runs of D2 wait for D2's passes and start from the newest (hour 04:
+    the chain stopped there in these tests; the log says it is not the day's last), the two-tower
+    and the MMoE alike."""
     root, env = base
     assert (root / f"passes/two_tower/dt={D2}/hour=04/_manifest.json").exists(), "runs after the backfill"
     res = run_airflow(env, "dags", "test", "daily_retrieval", D2)
@@ -173,3 +179,10 @@ def test_daily_run_consolidates_the_days_last_pass(base):
     assert man["warm_start"]["from"] == f"{D2}T04"
     last = _json(root / f"passes/two_tower/dt={D2}/hour=04/_manifest.json")
     assert man["warm_start"]["model_version"] == last["model_version"]
+    # the ranking model too (daily_ranking waits for D2's features, which come after that sensor)
+    res = run_airflow(env, "dags", "test", "daily_ranking", D2)
+    assert _ok(res), (res.stdout + res.stderr)[-6000:]
+    mm = _json(root / f"models/mmoe/dt={D2}/_manifest.json")
+    assert mm["warm_start"]["from"] == f"{D2}T04"
+    assert mm["warm_start"]["model_version"] == _json(root / f"passes/mmoe/dt={D2}/hour=04/_manifest.json")[
+        "model_version"]
