@@ -63,12 +63,12 @@ def test_deterministic_errors_are_not_retried():
     from airflow.sdk import RetryAction
 
     from dailyrec.config import ConfigError
-    from dailyrec.errors import ContractError, GateRejected
+    from dailyrec.errors import ContractError, GateRejected, MissingPassError
     from dailyrec.runctx import retry_policy
 
     policy = retry_policy()
     for exc in (ValueError("x"), ContractError("x"), ConfigError("x"), KeyError("x"), TypeError("x"),
-                GateRejected("x")):
+                GateRejected("x"), MissingPassError("pass (2026-11-02, 05): the previous pass is missing")):
         assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.FAIL, exc
     for exc in (FileNotFoundError("logs not there yet"), ConnectionError("redis down"), TimeoutError()):
         assert policy.evaluate(exc, try_number=1, max_tries=3).action == RetryAction.DEFAULT, exc
@@ -85,6 +85,19 @@ def test_run_verdict():
     assert run_verdict(skipped, {"passed": True}) == "gate passed; not published (publish param off)"
     failed = {**ok, "evaluate_gate": "failed", "publish_redis": "upstream_failed"}
     assert run_verdict(failed, None) == "FAILED: evaluate_gate (see their logs); nothing was published"
+
+
+def test_pass_verdict():
+    from dailyrec.runctx import pass_verdict
+
+    ok = {"start": "success", "train_pass": "success", "publish_delta": "success", "report": "running"}
+    assert pass_verdict(ok, {"version": "2026-11-02T05_tt-x"}) == ("pass trained; delta published", "2026-11-02T05_tt-x")
+    off = {**ok}
+    assert pass_verdict(off, {"skipped": True, "reason": "passes.delta_publish is off"}) == (
+        "pass trained; no delta published (passes.delta_publish is off)", None)
+    failed = {**ok, "wait_for_previous_pass": "failed", "train_pass": "upstream_failed"}
+    assert pass_verdict(failed, None) == (
+        "FAILED: wait_for_previous_pass (see their logs); the chain stops at this pass", None)
 
 
 def test_hour_params_must_come_together():
