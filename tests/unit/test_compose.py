@@ -152,6 +152,6 @@ def test_the_training_tasks_go_to_the_training_queue():
                 task_id = ast.literal_eval(kw.get("task_id", "None"))
                 seen[task_id] = (kw.get("queue"), kw.get("pool"))
     training = {t: v for t, v in seen.items() if t and t.startswith("train_")}
-    assert set(training) == {"train_two_tower", "train_mmoe"}, training
+    assert set(training) == {"train_two_tower", "train_mmoe", "train_pass", "train_mmoe_pass"}, training
     assert all(v == ("TRAINING_QUEUE", "TRAINING_POOL") for v in training.values()), training
     assert all(q is None for t, (q, _) in seen.items() if t not in training), seen
