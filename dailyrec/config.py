@@ -409,6 +409,12 @@ class ServingConfig(_Strict):
     """The most recent distinct clicked items kept per user (bounds Redis memory and the over-fetch)."""
     seen_users_per_bucket: int = Field(1024, ge=1)
     """Users per Redis hash of the seen set (``ns:v:<ver>:seen:<bucket>``)."""
+    popularity_beta: float = Field(0.0, ge=0, le=10)
+    """Weight of the popularity prior added back at retrieval: ``score = u . v + beta * log q_i``
+    with ``q`` the items' clicks over ``popularity_window_days`` (cosine units; 0 = off, plain
+    ``u . v``). Index, serving and the gate score alike (:mod:`dailyrec.popularity_prior`)."""
+    popularity_window_days: int = Field(7, ge=1, le=365)
+    """Window of the prior's click counts: one of ``features.counter_windows_days`` (``clicks_<W>d``)."""
 
 
 class IndexConfig(_Strict):
@@ -695,6 +701,14 @@ class Config(_Strict):
                 raise ValueError(f"training.distribute={t.distribute}: numeric features {numeric} are not carried to "
                                  "the distributed workers yet (their normalisation statistics); use "
                                  "training.distribute: none")
+        return self
+
+    @model_validator(mode="after")
+    def _prior_window_is_counted(self) -> "Config":
+        s, w = self.serving, self.features.counter_windows_days
+        if s.popularity_beta > 0 and s.popularity_window_days not in w:
+            raise ValueError(f"serving.popularity_window_days {s.popularity_window_days} is not one of "
+                             f"features.counter_windows_days {w}: the popularity prior needs its clicks counter")
         return self
 
     def digest(self) -> str:

@@ -11,8 +11,10 @@ whole catalog minus, when ``serving.exclude_seen`` (as serving does), the items 
 in the training window. Truth: the user's distinct held-out clicked items. The same users,
 candidates and truth for every ranker (:func:`dailyrec.metrics.holdout_eval_set`):
 
-* ``new``: the model trained for ``cur_date``;
-* ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any;
+* ``new``: the model trained for ``cur_date``, scored as serving scores (``u . v``, plus
+  ``serving.popularity_beta * log q`` with ``q`` from the held-out-free clicks of
+  ``serving.popularity_window_days``: :mod:`dailyrec.popularity_prior`);
+* ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any, scored alike;
 * ``popularity``: the catalog ranked by clicks over the longest counter window before the holdout
   (held-out clicks subtracted), ties broken by the shortest window's clicks, then ``item_id``
   (:func:`dailyrec.metrics.popularity_scores`).
@@ -44,7 +46,8 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
-    from dailyrec.metrics import (constant_scorer, dot_scorer, format_table, gate_decision, holdout_eval_set,
+    from dailyrec.popularity_prior import catalog_log_prior, describe, prior_scorer
+    from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
                                   metrics_from_topk, per_user_metrics, popularity_scores, top_k)
 
     run = begin("evaluate_two_tower", cur_date, cfg)
@@ -63,13 +66,15 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     if prev is not None:
         models["previous"] = prev["model_dir"]
     kmax, metric = max(ev.ks), ev.gate_metric
+    beta = cfg.serving.popularity_beta  # serving's score u.v + beta log q, q leak-free (held-out clicks out)
+    log_q = catalog_log_prior(cfg, es["catalog"], es["holdout_table"], run.cur_date) if beta > 0 else None
     table: dict[str, dict[str, float]] = {}
     topks = {}
     for name, mdir in models.items():
         with run.timer.step(name):
             u = tower_vectors(f"{mdir}/user_tower", es["user_rows"], specs)
             v = tower_vectors(f"{mdir}/item_tower", es["catalog"], specs)
-            topks[name] = top_k(dot_scorer(u, v), len(es["truth"]), kmax, es["exclude"])
+            topks[name] = top_k(prior_scorer(u, v, log_q, beta), len(es["truth"]), kmax, es["exclude"])
     with run.timer.step("popularity"):
         pop, pop_info = popularity_scores(es["catalog"], es["holdout_table"], run.cur_date)
         topks["popularity"] = top_k(constant_scorer(pop), len(es["truth"]), kmax, es["exclude"])
@@ -85,7 +90,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
                                 "holdout_users": es["holdout"]["users"], "holdout_hours": es["holdout"]["hours"],
                                 "candidates": es["catalog"].num_rows},
                           table=table, gate=gate, popularity_column=pop_info["column"], popularity=pop_info,
-                          excluded_seen=es["exclude"] is not None)
+                          excluded_seen=es["exclude"] is not None, popularity_prior=describe(cfg))
     with store.atomic_output(run.partition(f"eval/{NAME}")) as tmp:
         store.write_json(f"{tmp}/report.json", report)
     run.log.info("evaluation of %s on %d users (holdout: %s), %d candidates:\n%s", run.cur_date, len(es["users"]),
