@@ -33,11 +33,21 @@ are passed as ``dailyrec.sampling.ModelVectors``. ``exposed`` is empty on MovieL
 row is a click, there are no shown-but-not-clicked items): its samples are checked to be
 identical to the base configuration's and its row reuses the base models.
 
+Every two-tower row is scored as serving scores: ``u.v + serving.popularity_beta * log q``
+(``dailyrec.popularity_prior``; ``q`` from the catalog counter ``clicks_<serving.popularity_window_days>d``
+of ``T - 1``, no test row), ``metrics_no_prior`` keeps plain ``u.v``. The ``two_tower_default`` row is
+the product's default configuration as it is (config.py defaults, only the protocol and the seeds
+set), with paired bootstrap intervals (users, seeds averaged) against both popularity baselines.
+``--tune popularity_prior`` chose the serving prior's window and beta: two validation folds inside
+the training period (cuts 1998-03-04 and 1998-02-04, each with the 4 weeks after it, users pooled),
+models trained once per fold and seed and scored for every (window, beta).
+
 Hyper-parameters (``TUNED``) were chosen on a validation split inside the training period
 (``--tune``: cut ``1998-03-04``, the 4 weeks before ``T`` as validation, 85 users), not on the
 test period; the full run re-checks the chosen setting against popularity on that split.
 
-    ./dev bench retrieval_quality_ml100k [--seeds 3] [--quick] [--tune] [--data DIR]
+    ./dev bench retrieval_quality_ml100k [--seeds 3] [--quick] [--tune STAGE] [--losses ...]
+        [--hard-sources ...] [--data DIR]
 """
 
 from __future__ import annotations
@@ -66,7 +76,7 @@ from bench._common import command_line, load_avg, save_result  # noqa: E402
 from dailyrec.config import REPO_ROOT, Config, load_config  # noqa: E402
 from dailyrec.dates import previous, window  # noqa: E402
 from dailyrec.metrics import paired_bootstrap  # noqa: E402
-from dailyrec.popularity_prior import describe as prior_describe  # noqa: E402
+from dailyrec.popularity_prior import window_days as prior_window  # noqa: E402
 from dailyrec.storage import Store, open_store  # noqa: E402
 
 log = logging.getLogger("bench.retrieval_quality_ml100k")
@@ -247,7 +257,7 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False)
     """select_samples -> train_two_tower -> exported towers -> metrics (plus sampling/training info)."""
     from dailyrec.embeddings import tower_vectors
     from dailyrec.metrics import dot_scorer
-    from dailyrec.popularity_prior import catalog_log_prior, prior_on, prior_scorer
+    from dailyrec.popularity_prior import auto_beta, catalog_log_prior, prior_scorer
     from dailyrec.sampling import select_samples
     from tasks.retrieval.train_two_tower import step as train_two_tower
 
@@ -259,14 +269,25 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False)
     specs = cfg.features.spec
     u = tower_vectors(f"{tr['model_dir']}/user_tower", ev.user_rows, specs)
     v = tower_vectors(f"{tr['model_dir']}/item_tower", ev.catalog, specs)
-    # scored as served: u.v + serving.popularity_beta * log q (q: the catalog's counter of T - 1, no test row)
-    lq = catalog_log_prior(cfg, ev.catalog) if prior_on(cfg) else None
-    m = evaluate_scores(ev, prior_scorer(u, v, lq, cfg.serving.popularity_beta))
-    out = {"metrics": m, "per_user_recall_at_50": per_user_recall(ev, prior_scorer(u, v, lq, cfg.serving.popularity_beta)),
-           "metrics_no_prior": evaluate_scores(ev, dot_scorer(u, v)) if lq is not None else m, "samples": s["rows"], "negatives_by_source": s["negatives_by_source"],
+    # scored as served: u.v + beta * log q (q: the catalog's counter of T - 1, no test row); with a beta grid
+    # (the product default) beta is what the pipeline's evaluation step chose on its holdout (inside training)
+    beta, chosen = cfg.serving.popularity_beta, None
+    if auto_beta(cfg):
+        from tasks.retrieval.evaluate_two_tower import step as evaluate_two_tower
+
+        chosen = evaluate_two_tower(ev.cur_date, cfg)
+        beta = chosen["popularity_beta"]
+    lq = catalog_log_prior(cfg, ev.catalog) if beta > 0 else None
+    m = evaluate_scores(ev, prior_scorer(u, v, lq, beta))
+    out = {"metrics": m, "per_user_recall_at_50": per_user_recall(ev, prior_scorer(u, v, lq, beta)),
+           "metrics_no_prior": evaluate_scores(ev, dot_scorer(u, v)) if lq is not None else m,
+           "popularity_beta": beta, "samples": s["rows"], "negatives_by_source": s["negatives_by_source"],
            "train_path": s["train"], "final_loss": tr["final_loss"], "examples_per_s": tr["examples_per_s"],
            "seconds": {"sample": round(t1 - t0, 2), "train": round(t2 - t1, 2),
                        "eval": round(time.perf_counter() - t2, 2)}}
+    if chosen is not None:
+        out["beta_choice"] = {k: chosen[k] for k in ("holdout", "new", "popularity", "verdict")}
+        out["beta_choice"]["report"] = chosen["report"]
     if keep_vectors:
         out["model_vectors"] = model_vectors(cfg, ev, tr["model_dir"], tr["model_version"], v)
     return out
@@ -288,7 +309,7 @@ def _expand(base: Config, overrides: dict[str, Any]) -> dict[str, Any]:
 def run_config(base: Config, loss: str, seed: int, sources: list[str], extra: dict[str, Any] | None = None,
                tuned: dict[str, Any] | None = None) -> Config:
     tuned = {**TUNED, **TUNED_PER_LOSS.get(loss, {})} if tuned is None else tuned
-    return base.with_overrides(_expand(base, {**tuned, **LOSSES[loss], **(extra or {}),
+    return base.with_overrides(_expand(base, {**NO_PRIOR, **tuned, **LOSSES[loss], **(extra or {}),
                                               "sampling.hard_negative_sources": list(sources),
                                               "sampling.seed": seed, "training.seed": seed}))
 
@@ -298,7 +319,16 @@ DEFAULT_ROW = "two_tower_default"
 
 
 def default_config(base: Config, seed: int) -> Config:
-    return base.with_overrides({"sampling.seed": seed, "training.seed": seed})
+    """The product's defaults on the protocol's data: the default holdout (the evaluation step chooses
+    the popularity prior's beta on it, as the daily DAG does) and the seeds."""
+    from dailyrec.config import TrainingConfig
+
+    return base.with_overrides({"training.holdout_hours": TrainingConfig().holdout_hours,
+                                "sampling.seed": seed, "training.seed": seed})
+
+
+#: The configurations of the loss rows score plain u.v (their meaning before the prior existed).
+NO_PRIOR = {"serving.popularity_beta": 0.0, "serving.popularity_beta_grid": []}
 
 
 def config_name(loss: str, source: str | None) -> str:
@@ -512,9 +542,12 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str], ha
         print(_fmt_row(name, table[name]), flush=True)
     rs = [run_two_tower(default_config(cfg, seed), ev) for seed in seeds]
     table[DEFAULT_ROW] = _aggregate([r["metrics"] for r in rs], seeds)
-    details[DEFAULT_ROW] = {"recall_at_50_without_prior": [round(r["metrics_no_prior"]["recall_at_50"], 4) for r in rs],
+    details[DEFAULT_ROW] = {"popularity_beta_chosen": [r["popularity_beta"] for r in rs],
+                            "beta_choice": [r.get("beta_choice") for r in rs],
+                            "recall_at_50_without_prior": [round(r["metrics_no_prior"]["recall_at_50"], 4) for r in rs],
                             "train_seconds": [r["seconds"]["train"] for r in rs], "final_loss": [r["final_loss"] for r in rs],
-                            "popularity_prior": prior_describe(cfg)}
+                            "popularity_prior": {"grid": cfg.serving.popularity_beta_grid,
+                                                 "window_days": prior_window(cfg)}}
     mine = np.mean([r["per_user_recall_at_50"] for r in rs], axis=0)  # per user, mean over the seeds
     for name, days in (("popularity", WINDOW_DAYS), ("recent_popularity", RECENT_DAYS)):
         details[DEFAULT_ROW][f"paired_vs_{name}"] = paired_bootstrap(

@@ -8,12 +8,21 @@ now. Serving adds the prior back ("popularity-adjusted" retrieval):
 
     score(u, i) = u . v_i + beta * log q_i,   q_i = (c_i + floor) / sum_j (c_j + floor)
 
-with ``c_i`` the item's clicks over the last ``serving.popularity_window_days`` days (the
+with ``c_i`` the item's clicks over the last ``serving.popularity_window_days`` days (default: the
+shortest counter window of at least a week; the
 features step's ``clicks_<W>d`` counter of ``features/dt=D/catalog.parquet``), ``floor`` =
 ``sampling.popularity_floor`` (an unclicked item keeps ``q > 0``) and ``beta`` =
 ``serving.popularity_beta`` (cosine units: the towers are L2-normalised, so ``u . v`` is in
 ``[-1, 1]``; ``beta = training.temperature`` is the logit-scale ``+ log q`` of the training
 softmax). ``beta = 0`` switches it off (plain ``u . v``, vectors unchanged).
+
+How much popularity helps depends on the log (MovieLens-100K: most of the next clicks go to what
+is popular now; the demo logs: any beta > 0 costs recall), so by default beta is chosen per day:
+the evaluation step scores the new model on its holdout for every beta of
+``serving.popularity_beta_grid`` and the best one serves (:func:`gate_choice`, recorded in
+``eval/two_tower/dt=D/report.json``, read by the index build through :func:`served_beta`); the
+gate's own figures are cross-fitted (:func:`choose_beta`). An empty grid serves the fixed
+``serving.popularity_beta``.
 
 So that FAISS inner-product search still returns the top items by this score, the prior lives in
 the vectors: the index holds ``[v_i, beta * log q_i]`` (:func:`augment_items`, one more
@@ -35,14 +44,109 @@ import numpy as np
 log = logging.getLogger("dailyrec.popularity_prior")
 
 
+def auto_beta(cfg: Any) -> bool:
+    """Whether the evaluation step chooses beta on the day's holdout (``serving.popularity_beta_grid``
+    has a beta > 0)."""
+    return any(b > 0 for b in cfg.serving.popularity_beta_grid)
+
+
 def prior_on(cfg: Any) -> bool:
-    """Whether ``cfg`` adds the prior (``serving.popularity_beta > 0``)."""
-    return cfg.serving.popularity_beta > 0
+    """Whether ``cfg`` may add the prior (a fixed ``serving.popularity_beta > 0`` or a grid)."""
+    return cfg.serving.popularity_beta > 0 or auto_beta(cfg)
+
+
+def choose_beta(per_user: dict[float, np.ndarray], seed: Any) -> dict[str, Any]:
+    """The beta of the grid with the best mean per-user metric, and a 2-fold cross-fitted assignment.
+
+    ``per_user``: ``{beta: float[n_users]}`` (the gate metric of every user under each beta, the
+    same users in the same order). The users are split in two halves (``numpy.random.default_rng(seed)``);
+    each half gets the beta that is best on the *other* half (cross-fitting, Chernozhukov et al. 2018,
+    "Double/debiased machine learning": the choice never sees the users it is scored on), so the
+    scores under ``assign`` are not inflated by the choice. Ties go to the smaller beta.
+
+    Returns ``{"beta": best on all users, "grid": {str(beta): mean}, "fold_betas": [b0, b1],
+    "assign": float64[n_users] (each user's beta)}``. ``ValueError`` without betas or users.
+    """
+    betas = sorted(per_user)
+    if not betas or len(per_user[betas[0]]) == 0:
+        raise ValueError("choose_beta needs at least one beta and one user")
+    n = len(per_user[betas[0]])
+
+    def best(rows: np.ndarray) -> float:
+        return max(betas, key=lambda b: (float(np.mean(per_user[b][rows])), -b))
+
+    every = np.arange(n)
+    perm = np.random.default_rng(seed).permutation(n)
+    halves = [perm[: n // 2], perm[n // 2:]]
+    assign = np.empty(n, np.float64)
+    fold_betas = []
+    for f in (0, 1):
+        other = halves[1 - f] if len(halves[1 - f]) else every
+        fold_betas.append(best(other))
+        assign[halves[f]] = fold_betas[-1]
+    return {"beta": best(every), "grid": {str(b): round(float(np.mean(per_user[b])), 6) for b in betas},
+            "fold_betas": fold_betas, "assign": assign}
+
+
+def gate_choice(cfg: Any, cur_date: str, by_beta: dict[str, dict[float, np.ndarray]], truth: Any, n_truth: Any,
+                metric: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The evaluation gate's beta: ``(report's popularity_prior record, top-K per ranker)``.
+
+    ``by_beta``: ``{ranker: {beta: int64[n_users, K] top-K}}`` (``"new"`` among the rankers);
+    ``truth``/``n_truth``: as :func:`dailyrec.metrics.per_user_metrics`. One beta: it. Several: the
+    beta with the best mean ``metric`` for ``new`` on all users serves (:func:`choose_beta`, seeded
+    with ``(training.seed, cur_date)``), and every ranker's top-K is cross-fitted (each half of the
+    users under the beta the other half chose), so the gate's figures do not profit from the choice.
+    """
+    from dailyrec.metrics import per_user_metrics
+
+    betas = sorted(by_beta["new"])
+    if len(betas) == 1:
+        return describe(cfg, betas[0]), {n: t[betas[0]] for n, t in by_beta.items()}
+    ks = cfg.evaluation.ks
+    per_user = {b: per_user_metrics(by_beta["new"][b], truth, n_truth, ks)[metric] for b in betas}
+    choice = choose_beta(per_user, [cfg.training.seed, int(cur_date.replace("-", "")), 3])
+    assign = choice.pop("assign")
+    topks = {}
+    for name, tks in by_beta.items():
+        topks[name] = np.empty_like(tks[betas[0]])
+        for b in set(assign.tolist()):
+            topks[name][assign == b] = tks[b][assign == b]
+    return {**describe(cfg, choice["beta"]), "beta": choice["beta"], "chosen_on": "holdout", "metric": metric,
+            "grid": choice["grid"], "cross_fitted_betas": choice["fold_betas"]}, topks
+
+
+def served_beta(store: Any, cfg: Any, cur_date: str) -> tuple[float, dict[str, Any]]:
+    """The beta the index of ``cur_date`` holds, with its manifest record: the evaluation report's
+    choice (``eval/two_tower/dt=D/report.json``, ``popularity_prior.beta``) when ``cfg`` has a grid,
+    else ``serving.popularity_beta``. With a grid but no report (the evaluation did not run) it falls
+    back to ``serving.popularity_beta`` with a warning, and the record says so."""
+    from dailyrec.registry import eval_report_path
+
+    if not auto_beta(cfg):
+        return cfg.serving.popularity_beta, describe(cfg)
+    path = eval_report_path(store, "two_tower", cur_date)
+    chosen = (store.read_json(path).get("popularity_prior") or {}) if store.exists(path) else {}
+    if "beta" not in chosen:
+        log.warning("serving.popularity_beta_grid is set but %s has no chosen beta: the index of %s uses "
+                    "serving.popularity_beta=%s", path, cur_date, cfg.serving.popularity_beta)
+        return cfg.serving.popularity_beta, {**describe(cfg), "note": f"no choice in {path}: serving.popularity_beta"}
+    beta = float(chosen["beta"])
+    return beta, {**describe(cfg, beta), "chosen_by": path}
+
+
+def window_days(cfg: Any) -> int:
+    """``serving.popularity_window_days``, or when None the shortest of ``features.counter_windows_days``
+    of at least 7 days (else the longest)."""
+    if cfg.serving.popularity_window_days is not None:
+        return int(cfg.serving.popularity_window_days)
+    w = sorted(cfg.features.counter_windows_days)
+    return next((d for d in w if d >= 7), w[-1])
 
 
 def counter_column(cfg: Any) -> str:
-    """The catalog counter the prior uses: ``clicks_<serving.popularity_window_days>d``."""
-    return f"clicks_{cfg.serving.popularity_window_days}d"
+    """The catalog counter the prior uses: ``clicks_<window_days(cfg)>d``."""
+    return f"clicks_{window_days(cfg)}d"
 
 
 def log_prior(counts: np.ndarray, floor: float = 1.0) -> np.ndarray:
@@ -160,15 +264,14 @@ def index_embeddings(store: Any, cfg: Any, cur_date: str, emb: Any) -> tuple[Any
 
     from dailyrec.errors import ContractError
 
-    if not prior_on(cfg):
-        return emb, describe(cfg)
+    beta, record = served_beta(store, cfg, cur_date)
+    if beta <= 0:
+        return emb, record
     path = f"{store.partition('features', cur_date)}/catalog.parquet"
     if not store.exists(path):  # embeddings from elsewhere (tests, benches): no counters, no prior
-        log.warning("serving.popularity_beta=%s but %s is missing: the index of %s is built WITHOUT the "
-                    "popularity prior (run tasks.retrieval.features for that day to have it)",
-                    cfg.serving.popularity_beta, path, cur_date)
-        return emb, {"beta": 0.0, "configured_beta": cfg.serving.popularity_beta,
-                     "note": f"no {path}: built without the popularity prior"}
+        log.warning("popularity beta %s but %s is missing: the index of %s is built WITHOUT the "
+                    "popularity prior (run tasks.retrieval.features for that day to have it)", beta, path, cur_date)
+        return emb, {"beta": 0.0, "configured_beta": beta, "note": f"no {path}: built without the popularity prior"}
     schema = pq.read_schema(path, filesystem=store.fs)
     catalog = pq.read_table(path, columns=["item_id"] + [c for c in [counter_column(cfg)] if c in schema.names],
                             filesystem=store.fs)
@@ -178,13 +281,15 @@ def index_embeddings(store: Any, cfg: Any, cur_date: str, emb: Any) -> tuple[Any
     if missing:
         raise ContractError(f"{emb.path}: {len(missing)} item(s) are not in {path}, e.g. {missing[:3]}")
     lq = lq_all[np.fromiter((pos[i] for i in emb.item_ids), np.int64, count=emb.n)]
-    vectors = augment_items(emb.vectors, lq, cfg.serving.popularity_beta)
-    return dataclasses.replace(emb, vectors=vectors), describe(cfg)
+    vectors = augment_items(emb.vectors, lq, beta)
+    return dataclasses.replace(emb, vectors=vectors), record
 
 
-def describe(cfg: Any) -> dict[str, Any]:
-    """What a manifest records about the prior: ``{"beta", "window_days", "column", "floor"}`` or ``{"beta": 0}``."""
-    if not prior_on(cfg):
+def describe(cfg: Any, beta: float | None = None) -> dict[str, Any]:
+    """What a manifest records about the prior: ``{"beta", "window_days", "column", "floor"}`` or
+    ``{"beta": 0.0}`` (``beta``: the one used, default ``serving.popularity_beta``)."""
+    beta = cfg.serving.popularity_beta if beta is None else float(beta)
+    if beta <= 0:
         return {"beta": 0.0}
-    return {"beta": cfg.serving.popularity_beta, "window_days": cfg.serving.popularity_window_days,
+    return {"beta": beta, "window_days": window_days(cfg),
             "column": counter_column(cfg), "floor": cfg.sampling.popularity_floor}

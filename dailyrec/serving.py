@@ -91,7 +91,7 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
     cur = meta["cur_date"]
     row, path = user_row(store, cfg, cur, user_id)
     vec = tower_vectors(f"{model_dir(store, 'two_tower', cur)}/user_tower", row, cfg.features.spec)
-    vec = augment_queries(vec, index.d)  # [u, 1] against an index with the popularity prior
+    vec = augment_queries(vec, getattr(index, "d", vec.shape[1]))  # [u, 1] against an index with the prior
     return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],
             "cur_date": cur, "k": k, **top_unseen(cfg, meta, index, ids, vec, user_id, k)}
 

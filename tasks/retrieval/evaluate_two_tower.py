@@ -11,9 +11,12 @@ whole catalog minus, when ``serving.exclude_seen`` (as serving does), the items 
 in the training window. Truth: the user's distinct held-out clicked items. The same users,
 candidates and truth for every ranker (:func:`dailyrec.metrics.holdout_eval_set`):
 
-* ``new``: the model trained for ``cur_date``, scored as serving scores (``u . v``, plus
-  ``serving.popularity_beta * log q`` with ``q`` from the held-out-free clicks of
-  ``serving.popularity_window_days``: :mod:`dailyrec.popularity_prior`);
+* ``new``: the model trained for ``cur_date``, scored as serving scores (``u . v + beta * log q``
+  with ``q`` from the held-out-free clicks of ``serving.popularity_window_days``:
+  :mod:`dailyrec.popularity_prior`). With ``serving.popularity_beta_grid`` the beta with the best
+  ``gate_metric`` on the holdout is chosen here and recorded (``popularity_prior``; the index build
+  reads it), and the rows of every model are cross-fitted (each half of the users scored with the
+  beta the other half chose), so the gate does not profit from the choice;
 * ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any, scored alike;
 * ``popularity``: the catalog ranked by clicks over the longest counter window before the holdout
   (held-out clicks subtracted), ties broken by the shortest window's clicks, then ``item_id``
@@ -46,7 +49,7 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
-    from dailyrec.popularity_prior import catalog_log_prior, describe, prior_scorer
+    from dailyrec.popularity_prior import auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
                                   metrics_from_topk, per_user_metrics, popularity_scores, top_k)
 
@@ -66,15 +69,21 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     if prev is not None:
         models["previous"] = prev["model_dir"]
     kmax, metric = max(ev.ks), ev.gate_metric
-    beta = cfg.serving.popularity_beta  # serving's score u.v + beta log q, q leak-free (held-out clicks out)
-    log_q = catalog_log_prior(cfg, es["catalog"], es["holdout_table"], run.cur_date) if beta > 0 else None
+    # serving's score u.v + beta log q (q leak-free: held-out clicks out); beta from the grid, chosen here
+    betas = sorted(set(cfg.serving.popularity_beta_grid)) if auto_beta(cfg) else [cfg.serving.popularity_beta]
+    log_q = catalog_log_prior(cfg, es["catalog"], es["holdout_table"], run.cur_date) if prior_on(cfg) else None
     table: dict[str, dict[str, float]] = {}
-    topks = {}
+    by_beta: dict[str, dict[float, Any]] = {}
     for name, mdir in models.items():
         with run.timer.step(name):
             u = tower_vectors(f"{mdir}/user_tower", es["user_rows"], specs)
             v = tower_vectors(f"{mdir}/item_tower", es["catalog"], specs)
-            topks[name] = top_k(prior_scorer(u, v, log_q, beta), len(es["truth"]), kmax, es["exclude"])
+            by_beta[name] = {b: top_k(prior_scorer(u, v, log_q, b), len(es["truth"]), kmax, es["exclude"])
+                             for b in betas}
+    prior, topks = gate_choice(cfg, run.cur_date, by_beta, es["truth"], es["n_truth"], metric)
+    if len(betas) > 1:
+        run.log.info("popularity prior: beta %s serves (%s per beta on the holdout: %s; cross-fitted halves: %s)",
+                     prior["beta"], metric, prior["grid"], prior["cross_fitted_betas"])
     with run.timer.step("popularity"):
         pop, pop_info = popularity_scores(es["catalog"], es["holdout_table"], run.cur_date)
         topks["popularity"] = top_k(constant_scorer(pop), len(es["truth"]), kmax, es["exclude"])
@@ -90,7 +99,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
                                 "holdout_users": es["holdout"]["users"], "holdout_hours": es["holdout"]["hours"],
                                 "candidates": es["catalog"].num_rows},
                           table=table, gate=gate, popularity_column=pop_info["column"], popularity=pop_info,
-                          excluded_seen=es["exclude"] is not None, popularity_prior=describe(cfg))
+                          excluded_seen=es["exclude"] is not None, popularity_prior=prior)
     with store.atomic_output(run.partition(f"eval/{NAME}")) as tmp:
         store.write_json(f"{tmp}/report.json", report)
     run.log.info("evaluation of %s on %d users (holdout: %s), %d candidates:\n%s", run.cur_date, len(es["users"]),
@@ -110,7 +119,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             "new": round(table["new"][metric], 4),
             "previous": round(table["previous"][metric], 4) if "previous" in table else None,
             "popularity": round(table["popularity"][metric], 4),
-            "intervals": {n: c["ci"] for n, c in gate["comparisons"].items()},
+            "intervals": {n: c["ci"] for n, c in gate["comparisons"].items()}, "popularity_beta": prior["beta"],
             "holdout": {k: es["holdout"][k] for k in ("hours", "users", "clicks", "extended", "enough")}}
 
 

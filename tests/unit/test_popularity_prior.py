@@ -17,8 +17,8 @@ import pytest
 from dailyrec.ann import build_index, clustered_vectors, index_dir
 from dailyrec.config import ConfigError
 from dailyrec.embeddings import write_embeddings
-from dailyrec.popularity_prior import (augment_items, augment_queries, catalog_log_prior, leak_free_counts, log_prior,
-                                       prior_scorer)
+from dailyrec.popularity_prior import (augment_items, augment_queries, catalog_log_prior, choose_beta, gate_choice,
+                                       counter_column, leak_free_counts, log_prior, prior_scorer, served_beta)
 
 DAY = "2026-11-01"
 N, DIM = 3000, 16
@@ -101,6 +101,9 @@ def test_leak_free_counts_subtract_held_out_clicks_inside_the_window_only():
 def test_config_rules(cfg):
     on = cfg.with_overrides({"serving.popularity_beta": 0.4, "serving.popularity_window_days": 7,
                              "features.counter_windows_days": [1, 7]})
+    assert cfg.serving.popularity_beta_grid and counter_column(cfg) == "clicks_7d"  # the default: the week
+    assert counter_column(cfg.with_overrides({"features.counter_windows_days": [3, 1]})) == "clicks_3d"
+    assert counter_column(cfg.with_overrides({"features.counter_windows_days": [1, 30, 14]})) == "clicks_14d"
     assert on.serving.popularity_beta == 0.4
     with pytest.raises(ConfigError, match="popularity_window_days 14 is not one of features.counter_windows_days"):
         cfg.with_overrides({"serving.popularity_beta": 0.4, "serving.popularity_window_days": 14,
@@ -109,8 +112,14 @@ def test_config_rules(cfg):
         cfg.with_overrides({"serving.popularity_beta": -0.1})
     with pytest.raises(ConfigError, match="unknown key 'serving.popularity_bta'"):
         cfg.with_overrides({"serving.popularity_bta": 0.1})
+    with pytest.raises(ConfigError, match="popularity_window_days 14 is not one of"):  # a grid needs it too
+        cfg.with_overrides({"serving.popularity_window_days": 14, "features.counter_windows_days": [1, 7]})
+    for bad in ([0.1, 0.1], [-1.0], [11.0]):
+        with pytest.raises(ConfigError, match="popularity_beta_grid must be distinct betas"):
+            cfg.with_overrides({"serving.popularity_beta_grid": bad})
     # off: any window is accepted (nothing reads it)
-    assert cfg.with_overrides({"serving.popularity_beta": 0.0, "serving.popularity_window_days": 30,
+    assert cfg.with_overrides({"serving.popularity_beta": 0.0, "serving.popularity_beta_grid": [],
+                               "serving.popularity_window_days": 30,
                                "features.counter_windows_days": [1, 7]}).serving.popularity_beta == 0.0
 
 
@@ -128,7 +137,7 @@ def test_build_index_holds_the_prior_from_the_days_catalog(cfg, store):
     pq.write_table(catalog, f"{feats}/catalog.parquet")
     beta = 0.25
     c = cfg.with_overrides({"serving.popularity_beta": beta, "serving.popularity_window_days": 7,
-                            "features.counter_windows_days": [1, 7]})
+                            "serving.popularity_beta_grid": [], "features.counter_windows_days": [1, 7]})
     res = build_index(DAY, c, query_vectors=users)
     assert res["recall_at_k"] == 1.0 and res["dim"] == DIM + 1
     manifest = json.loads(Path(index_dir(store, DAY), "_manifest.json").read_text())
@@ -148,7 +157,63 @@ def test_build_index_without_a_catalog_says_it_has_no_prior(cfg, store):
     items, _ = clustered_vectors(500, DIM, clusters=10, seed=4)
     write_embeddings(store, DAY, [f"i{i}" for i in range(500)], items, "tt-v1")
     res = build_index(DAY, cfg.with_overrides({"serving.popularity_beta": 0.3, "serving.popularity_window_days": 7,
+                                               "serving.popularity_beta_grid": [],
                                                "features.counter_windows_days": [1, 7]}))
     assert res["dim"] == DIM and res["popularity_prior"]["beta"] == 0.0
     assert res["popularity_prior"]["configured_beta"] == 0.3 and "without the popularity prior" in res[
         "popularity_prior"]["note"]
+
+
+def test_choose_beta_is_cross_fitted():
+    """Each half of the users gets the beta that is best on the other half, never its own best."""
+    n = 100
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(n)  # the split choose_beta draws with the same seed
+    first, second = perm[:50], perm[50:]
+    a, b = np.zeros(n), np.zeros(n)
+    a[first], b[first] = 0.5, 0.1    # the first half likes beta 0 ...
+    a[second], b[second] = 0.2, 0.3  # ... the second half beta 1
+    out = choose_beta({0.0: a, 1.0: b}, seed=0)
+    assert out["fold_betas"] == [1.0, 0.0]  # first half scored with the second half's pick, and back
+    assert (out["assign"][first] == 1.0).all() and (out["assign"][second] == 0.0).all()
+    assert out["beta"] == 0.0 and out["grid"] == {"0.0": 0.35, "1.0": 0.2}  # on everyone: 0.35 > 0.2
+    tie = choose_beta({0.0: np.ones(4), 0.5: np.ones(4)}, seed=1)
+    assert tie["beta"] == 0.0 and tie["fold_betas"] == [0.0, 0.0]  # ties go to the smaller beta
+    with pytest.raises(ValueError):
+        choose_beta({}, seed=0)
+
+
+def test_gate_choice_scores_every_ranker_under_the_cross_fitted_betas(cfg):
+    n, k = 40, 5
+    truth = [np.array([0]) for _ in range(n)]
+    good = np.tile(np.arange(k), (n, 1))          # item 0 ranked first: recall 1
+    bad = np.tile(np.arange(10, 10 + k), (n, 1))  # item 0 absent: recall 0
+    by_beta = {"new": {0.0: bad, 0.5: good}, "previous": {0.0: good, 0.5: bad}}
+    record, topks = gate_choice(cfg, DAY, by_beta, truth, [1] * n, "recall_at_10")
+    assert record["beta"] == 0.5 and record["chosen_on"] == "holdout" and record["cross_fitted_betas"] == [0.5, 0.5]
+    assert record["column"] == "clicks_7d" and record["grid"] == {"0.0": 0.0, "0.5": 1.0}
+    assert (topks["new"] == good).all() and (topks["previous"] == bad).all()  # the same beta for both models
+    one, t1 = gate_choice(cfg, DAY, {"new": {0.0: bad}}, truth, [1] * n, "recall_at_10")
+    assert one == {"beta": 0.0} and (t1["new"] == bad).all()
+
+
+def test_the_index_uses_the_beta_the_evaluation_chose(cfg, store):
+    """With a grid (the default) the index build reads eval/two_tower/dt=D/report.json's choice."""
+    users, items, counts = _world(n=400, seed=5)
+    ids = [f"i{i:04d}" for i in range(400)]
+    write_embeddings(store, DAY, ids, items, "tt-v1")
+    feats = store.partition("features", DAY)
+    Path(feats).mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item_id": ids, "clicks_7d": counts}), f"{feats}/catalog.parquet")
+    assert served_beta(store, cfg, DAY)[0] == cfg.serving.popularity_beta == 0.0  # no report: the fixed beta
+    assert build_index(DAY, cfg, query_vectors=users)["dim"] == DIM
+    report = Path(store.partition("eval/two_tower", DAY), "report.json")
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({"popularity_prior": {"beta": 0.3, "chosen_on": "holdout"}}))
+    res = build_index(DAY, cfg, query_vectors=users)
+    assert res["dim"] == DIM + 1 and res["popularity_prior"]["beta"] == 0.3
+    assert res["popularity_prior"]["chosen_by"].endswith("eval/two_tower/dt=2026-11-01/report.json")
+    index = faiss.read_index(f"{index_dir(store, DAY)}/index.faiss")
+    scores, _ = index.search(augment_queries(users, index.d), 5)
+    want = users.astype(np.float64) @ items.T + 0.3 * log_prior(counts).astype(np.float64)
+    np.testing.assert_allclose(scores, np.sort(want, axis=1)[:, ::-1][:, :5], atol=1e-5)
