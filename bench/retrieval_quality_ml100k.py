@@ -253,7 +253,8 @@ def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str, item_v
                         item_vectors=v, version=version)
 
 
-def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False) -> dict[str, Any]:
+def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False,
+                  fixed_prior: dict[str, Any] | None = None) -> dict[str, Any]:
     """select_samples -> train_two_tower -> exported towers -> metrics (plus sampling/training info)."""
     from dailyrec.embeddings import tower_vectors
     from dailyrec.metrics import dot_scorer
@@ -280,11 +281,16 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False)
     lq = catalog_log_prior(cfg, ev.catalog) if beta > 0 else None
     m = evaluate_scores(ev, prior_scorer(u, v, lq, beta))
     out = {"metrics": m, "per_user_recall_at_50": per_user_recall(ev, prior_scorer(u, v, lq, beta)),
+           "per_user_recall_at_50_no_prior": per_user_recall(ev, dot_scorer(u, v)),
            "metrics_no_prior": evaluate_scores(ev, dot_scorer(u, v)) if lq is not None else m,
            "popularity_beta": beta, "samples": s["rows"], "negatives_by_source": s["negatives_by_source"],
            "train_path": s["train"], "final_loss": tr["final_loss"], "examples_per_s": tr["examples_per_s"],
            "seconds": {"sample": round(t1 - t0, 2), "train": round(t2 - t1, 2),
                        "eval": round(time.perf_counter() - t2, 2)}}
+    if fixed_prior is not None:  # the same model under the prior --tune popularity_prior picked
+        c = cfg.with_overrides({"serving.popularity_window_days": fixed_prior["window_days"]})
+        out["metrics_fixed_prior"] = evaluate_scores(ev, prior_scorer(u, v, catalog_log_prior(c, ev.catalog),
+                                                                      fixed_prior["beta"]))
     if chosen is not None:
         out["beta_choice"] = {k: chosen[k] for k in ("holdout", "new", "popularity", "verdict")}
         out["beta_choice"]["report"] = chosen["report"]
@@ -451,6 +457,13 @@ PRIOR_BASES: dict[str, dict[str, Any]] = {
 }
 
 
+#: The fixed prior the ``+prior`` rows add to the TUNED models: the pick of ``--tune popularity_prior``
+#: for the base ``linear_t0.1_e16`` (= TUNED) on the validation folds.
+PRIOR_PICK: dict[str, Any] = {"window_days": 14, "beta": 0.5}
+PRIOR_PICK_NOTE = ("the same models as the row without +prior, scored u.v + beta * log q_W with (W, beta) "
+                   "picked by --tune popularity_prior on the validation folds (never the test rows)")
+
+
 def tune_prior(cfg: Config, seeds: list[int], bases: list[str]) -> dict[str, Any]:
     """Serving's popularity prior (``u.v + beta * log q_W``) on the validation folds: each base
     setting is trained once per fold and seed with beta 0 (training does not depend on the serving
@@ -556,7 +569,7 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str], ha
     for loss in losses:
         runs: dict[str, list[dict[str, Any]]] = {config_name(loss, s): [] for s in [None, *hard_sources]}
         for seed in seeds:
-            base = run_two_tower(run_config(cfg, loss, seed, []), ev, keep_vectors=True)
+            base = run_two_tower(run_config(cfg, loss, seed, []), ev, keep_vectors=True, fixed_prior=PRIOR_PICK)
             base_train = pq.read_table(base["train_path"])
             mv = base.pop("model_vectors")
             runs[config_name(loss, None)].append(base)
@@ -576,6 +589,10 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str], ha
                 runs[config_name(loss, source)].append(r)
             del base_train
             log.warning("loss %s seed %d done (load %.2f)", loss, seed, load_avg())
+        with_prior = [r["metrics_fixed_prior"] for r in runs[config_name(loss, None)]]
+        table[f"{config_name(loss, None)}+prior"] = _aggregate(with_prior, seeds)
+        details[f"{config_name(loss, None)}+prior"] = {"popularity_prior": PRIOR_PICK, "note": PRIOR_PICK_NOTE}
+        print(_fmt_row(f"{config_name(loss, None)}+prior", table[f"{config_name(loss, None)}+prior"]), flush=True)
         for name, rs in runs.items():
             table[name] = _aggregate([r["metrics"] for r in rs], seeds)
             details[name] = {
@@ -646,7 +663,18 @@ def main(argv: list[str] | None = None) -> int:
         ev_val = eval_set(cfg, T_VALIDATION, previous(T_TEST))
         validation: dict[str, Any] = {"set": ev_val.summary(),
                                       **{k: _short(v) for k, v in popularity_rows(ev_val).items()}}
-        validation[DEFAULT_ROW] = _short(run_two_tower(default_config(cfg, seeds[0]), ev_val)["metrics"])
+        for seed in seeds:  # the product default on the validation split: the prior (beta chosen on the holdout) vs none
+            r = run_two_tower(default_config(cfg, seed), ev_val)
+            validation.setdefault(DEFAULT_ROW, []).append({
+                **_short(r["metrics"]), "recall_at_50_without_prior": round(r["metrics_no_prior"]["recall_at_50"], 4),
+                "popularity_beta": r["popularity_beta"], "per_user": r["per_user_recall_at_50"],
+                "per_user_no_prior": r["per_user_recall_at_50_no_prior"]})
+        mine = np.mean([x.pop("per_user") for x in validation[DEFAULT_ROW]], axis=0)
+        none = np.mean([x.pop("per_user_no_prior") for x in validation[DEFAULT_ROW]], axis=0)
+        validation[f"{DEFAULT_ROW}_paired"] = {
+            "vs_no_prior": paired_bootstrap(mine, none, 10_000, 0.95, [0, 50]),
+            "vs_recent_popularity": paired_bootstrap(mine, per_user_recall(ev_val, popularity_scorer(ev_val, RECENT_DAYS)),
+                                                     10_000, 0.95, [RECENT_DAYS, 50])}
         for loss in args.losses:
             validation[config_name(loss, None)] = _short(run_two_tower(run_config(cfg, loss, seeds[0], []),
                                                                        ev_val)["metrics"])
@@ -662,8 +690,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tt = {k: v for k, v in table.items() if k.startswith("two_tower_")}
     best = max(tt, key=lambda k: (tt[k]["recall_at_50"]["mean"], tt[k]["ndcg_at_50"]["mean"]))
-    best_val = max((k for k in validation if k.startswith("two_tower_")),
-                   key=lambda k: validation[k]["recall_at_50"])
+    best_val = max((k for k in validation if k.startswith("two_tower_") and isinstance(validation[k], dict)
+                    and "recall_at_50" in validation[k]), key=lambda k: validation[k]["recall_at_50"])
     import keras
     import tensorflow as tf
 

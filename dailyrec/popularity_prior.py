@@ -92,26 +92,26 @@ def gate_choice(cfg: Any, cur_date: str, by_beta: dict[str, dict[float, np.ndarr
                 metric: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The evaluation gate's beta: ``(report's popularity_prior record, top-K per ranker)``.
 
-    ``by_beta``: ``{ranker: {beta: int64[n_users, K] top-K}}`` (``"new"`` among the rankers);
-    ``truth``/``n_truth``: as :func:`dailyrec.metrics.per_user_metrics`. One beta: it. Several: the
-    beta with the best mean ``metric`` for ``new`` on all users serves (:func:`choose_beta`, seeded
-    with ``(training.seed, cur_date)``), and every ranker's top-K is cross-fitted (each half of the
-    users under the beta the other half chose), so the gate's figures do not profit from the choice.
+    ``by_beta``: ``{ranker: {beta: int64[n_users, K] top-K}}`` (``"new"`` among the rankers; the
+    others, e.g. the previous model as it was served, with one beta each); ``truth``/``n_truth``: as
+    :func:`dailyrec.metrics.per_user_metrics`. ``new`` with one beta: it. Several: the beta with the
+    best mean ``metric`` for ``new`` on all users serves (:func:`choose_beta`, seeded with
+    ``(training.seed, cur_date)``), and ``new``'s top-K is cross-fitted (each half of the users under
+    the beta the other half chose), so the gate's figures do not profit from the choice.
     """
     from dailyrec.metrics import per_user_metrics
 
     betas = sorted(by_beta["new"])
+    topks = {n: next(iter(t.values())) for n, t in by_beta.items() if n != "new"}
     if len(betas) == 1:
-        return describe(cfg, betas[0]), {n: t[betas[0]] for n, t in by_beta.items()}
+        return describe(cfg, betas[0]), {**topks, "new": by_beta["new"][betas[0]]}
     ks = cfg.evaluation.ks
     per_user = {b: per_user_metrics(by_beta["new"][b], truth, n_truth, ks)[metric] for b in betas}
     choice = choose_beta(per_user, [cfg.training.seed, int(cur_date.replace("-", "")), 3])
     assign = choice.pop("assign")
-    topks = {}
-    for name, tks in by_beta.items():
-        topks[name] = np.empty_like(tks[betas[0]])
-        for b in set(assign.tolist()):
-            topks[name][assign == b] = tks[b][assign == b]
+    topks["new"] = np.empty_like(by_beta["new"][betas[0]])
+    for b in set(assign.tolist()):
+        topks["new"][assign == b] = by_beta["new"][b][assign == b]
     return {**describe(cfg, choice["beta"]), "beta": choice["beta"], "chosen_on": "holdout", "metric": metric,
             "grid": choice["grid"], "cross_fitted_betas": choice["fold_betas"]}, topks
 

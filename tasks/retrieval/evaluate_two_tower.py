@@ -15,9 +15,10 @@ candidates and truth for every ranker (:func:`dailyrec.metrics.holdout_eval_set`
   with ``q`` from the held-out-free clicks of ``serving.popularity_window_days``:
   :mod:`dailyrec.popularity_prior`). With ``serving.popularity_beta_grid`` the beta with the best
   ``gate_metric`` on the holdout is chosen here and recorded (``popularity_prior``; the index build
-  reads it), and the rows of every model are cross-fitted (each half of the users scored with the
-  beta the other half chose), so the gate does not profit from the choice;
-* ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any, scored alike;
+  reads it), and its rows are cross-fitted (each half of the users scored with the beta the other
+  half chose), so the gate does not profit from the choice;
+* ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any, scored as it
+  was served (with the beta its own evaluation chose);
 * ``popularity``: the catalog ranked by clicks over the longest counter window before the holdout
   (held-out clicks subtracted), ties broken by the shortest window's clicks, then ``item_id``
   (:func:`dailyrec.metrics.popularity_scores`).
@@ -49,7 +50,8 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
-    from dailyrec.popularity_prior import auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer
+    from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
+                                           served_beta)
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
                                   metrics_from_topk, per_user_metrics, popularity_scores, top_k)
 
@@ -74,12 +76,13 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     log_q = catalog_log_prior(cfg, es["catalog"], es["holdout_table"], run.cur_date) if prior_on(cfg) else None
     table: dict[str, dict[str, float]] = {}
     by_beta: dict[str, dict[float, Any]] = {}
-    for name, mdir in models.items():
+    for name, mdir in models.items():  # previous: the beta it was served with (its own report's choice)
+        own = betas if name == "new" else [served_beta(store, cfg, prev["cur_date"])[0]]
         with run.timer.step(name):
             u = tower_vectors(f"{mdir}/user_tower", es["user_rows"], specs)
             v = tower_vectors(f"{mdir}/item_tower", es["catalog"], specs)
             by_beta[name] = {b: top_k(prior_scorer(u, v, log_q, b), len(es["truth"]), kmax, es["exclude"])
-                             for b in betas}
+                             for b in own}
     prior, topks = gate_choice(cfg, run.cur_date, by_beta, es["truth"], es["n_truth"], metric)
     if len(betas) > 1:
         run.log.info("popularity prior: beta %s serves (%s per beta on the holdout: %s; cross-fitted halves: %s)",

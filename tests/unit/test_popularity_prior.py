@@ -188,11 +188,11 @@ def test_gate_choice_scores_every_ranker_under_the_cross_fitted_betas(cfg):
     truth = [np.array([0]) for _ in range(n)]
     good = np.tile(np.arange(k), (n, 1))          # item 0 ranked first: recall 1
     bad = np.tile(np.arange(10, 10 + k), (n, 1))  # item 0 absent: recall 0
-    by_beta = {"new": {0.0: bad, 0.5: good}, "previous": {0.0: good, 0.5: bad}}
+    by_beta = {"new": {0.0: bad, 0.5: good}, "previous": {0.2: bad}}  # previous: as it was served
     record, topks = gate_choice(cfg, DAY, by_beta, truth, [1] * n, "recall_at_10")
     assert record["beta"] == 0.5 and record["chosen_on"] == "holdout" and record["cross_fitted_betas"] == [0.5, 0.5]
     assert record["column"] == "clicks_7d" and record["grid"] == {"0.0": 0.0, "0.5": 1.0}
-    assert (topks["new"] == good).all() and (topks["previous"] == bad).all()  # the same beta for both models
+    assert (topks["new"] == good).all() and (topks["previous"] == bad).all()
     one, t1 = gate_choice(cfg, DAY, {"new": {0.0: bad}}, truth, [1] * n, "recall_at_10")
     assert one == {"beta": 0.0} and (t1["new"] == bad).all()
 
