@@ -459,7 +459,7 @@ PRIOR_BASES: dict[str, dict[str, Any]] = {
 
 #: The fixed prior the ``+prior`` rows add to the TUNED models: the pick of ``--tune popularity_prior``
 #: for the base ``linear_t0.1_e16`` (= TUNED) on the validation folds.
-PRIOR_PICK: dict[str, Any] = {"window_days": 14, "beta": 0.5}
+PRIOR_PICK: dict[str, Any] = {"window_days": 14, "beta": 0.6}
 PRIOR_PICK_NOTE = ("the same models as the row without +prior, scored u.v + beta * log q_W with (W, beta) "
                    "picked by --tune popularity_prior on the validation folds (never the test rows)")
 
@@ -609,6 +609,15 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str], ha
     return table, details
 
 
+def _wait_for(path: str, minutes: float = 60) -> Path:
+    """A --tuning-results file, waited for (up to ``minutes``) when a --tune run still writes it."""
+    p, t0 = Path(path), time.monotonic()
+    while not p.exists() and time.monotonic() - t0 < minutes * 60:
+        log.warning("waiting for %s (a --tune run in progress)", p)
+        time.sleep(30)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"./dev bench {NAME}", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=DEFAULT_DATA, help="MovieLens-100K directory (u.data, u.user, u.item)")
@@ -723,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
         "details": details,
         "validation_check": validation,
-        "tuning": [_compact_tuning(json.loads(Path(p).read_text())) for p in args.tuning_results],
+        "tuning": [_compact_tuning(json.loads(_wait_for(p).read_text())) for p in args.tuning_results],
         "tuning_note": ("the records of the --tune runs are embedded under tuning" if args.tuning_results else
                         "no --tune records embedded: TUNED / TUNED_PER_LOSS were chosen with --tune sweeps on "
                         "the validation split whose output files were not kept; validation_check re-runs the "

@@ -97,6 +97,9 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with run.timer.step("bootstrap"):
         paired = _paired(run, es, topks, per_user, metric)
     gate = gate_decision(table, ev, prev["cur_date"] if prev else None, paired=paired, holdout=es["holdout"])
+    if len(betas) > 1 and prior["beta"] == betas[-1]:  # served ~ popularity: say so, whatever the verdict
+        gate["notes"].append(f"the popularity prior dominates: beta {prior['beta']} (the largest of serving."
+                             f"popularity_beta_grid) serves; {metric} per beta on the holdout: {prior['grid']}")
     report = run.manifest(inputs=[new_dir, run.partition("samples")],
                           rows={"eval_users": len(es["users"]), "holdout_clicks": es["holdout_rows"],
                                 "holdout_users": es["holdout"]["users"], "holdout_hours": es["holdout"]["hours"],
