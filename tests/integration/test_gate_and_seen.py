@@ -99,11 +99,11 @@ def test_an_undecidable_holdout_passes_with_a_note(world):
     _stages(world, DAYS[1], "retrieval.evaluate_two_tower")  # back to the module's config
 
 
-@pytest.mark.slow
 BROKEN = {"training.optimizer.learning_rate": 1e-9, "training.optimizer.floor": 0.0, "training.warm_start": False,
           "training.epochs": 1}
 
 
+@pytest.mark.slow
 def test_a_broken_model_gets_the_largest_popularity_beta_and_a_note(world):
     """With the default beta grid the prior rescues an untrained model (served ~ popularity): the
     evaluation chooses the largest beta, and the gate says so in a note."""
@@ -115,6 +115,7 @@ def test_a_broken_model_gets_the_largest_popularity_beta_and_a_note(world):
     assert any("the popularity prior dominates" in n for n in rep["gate"]["notes"]), rep["gate"]["notes"]
 
 
+@pytest.mark.slow
 def test_a_clearly_worse_model_is_blocked(world, tmp_path):
     bad = {**BROKEN, "serving.popularity_beta_grid": []}  # the model as it is, without the popularity prior
     _stages(world, DAYS[1], "retrieval.train_two_tower", "retrieval.evaluate_two_tower", **bad)
