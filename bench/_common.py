@@ -375,6 +375,22 @@ HEADLINES: dict[str, Summary] = {
             Headline("recall@50, MovieLens-100K, streamed, seed 2", "movielens.runs.2.recall_at_50_bounded", ".4f",
                      "full shuffle, seed 2", "movielens.runs.2.recall_at_50_full_shuffle"),
         )),
+    "delta_publish": Summary(
+        scale=(("items", "items"), ("dim", "dim"), ("fields per delta", "delta_fields"), ("chain", "chain")),
+        load=(("start", "load_avg_1m_start"), ("end", "load_avg_1m_end")),
+        rows=(
+            Headline("delta publish, s (median of the chain)", "delta_publish_s", ",.2f", "full publish of the catalog, s",
+                     "full_publish_s"),
+            Headline("delta publish without its recall check, s", "delta_publish_s_without_recall_check", ",.2f",
+                     "full publish, s", "full_publish_s"),
+            Headline("bytes the Redis server received, delta", "delta_net_in_bytes", ",.0f", "full publish",
+                     "full_net_in_bytes"),
+            Headline("served recall@100, base index + delta overlay (lowest of the chain)", "delta_recall_at_100", ".4f",
+                     "the base index alone", "full_recall_at_100"),
+            Headline("load_current, s, last delta", "load_current_delta_s", ",.2f", "full version", "load_current_full_s"),
+            Headline("single-query search, ms (median, k=50), last delta ({masked_base_items} base items masked)",
+                     "search_ms_p50_delta_k50", ",.3f", "full version", "search_ms_p50_full_k50"),
+        )),
     "retrieval_speed": Summary(
         scale=(("events", "events"), ("users", "users"), ("items", "items"), ("batch", "batch_size")),
         load=(("start", "load_avg_1m.start"), ("min", "load_avg_1m.min"), ("max", "load_avg_1m.max")),

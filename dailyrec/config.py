@@ -320,6 +320,10 @@ class PassConfig(_Strict):
     """K of the per-pass recall@K (predict-then-train: the serving model scores the pass before training)."""
     delta_publish: bool = True
     """Publish each pass as a delta version in Redis (items touched by the pass and the new user tower)."""
+    max_delta_chain: int = Field(24, ge=1, le=1000)
+    """Most deltas between a served version and its full base (docs/redis-layout.md, "Delta versions"):
+    a delta that would go deeper is published squashed (the chain's changes merged into one delta on the
+    base, depth 1); the next daily full publish restarts the chain anyway."""
 
 
 class AdmissionConfig(_Strict):

@@ -30,3 +30,10 @@ class DistributedTrainingError(RuntimeError):
     """A worker of a distributed training task (``training.distribute``, ``dailyrec.distributed``)
     failed, was killed or could not start. The message names the worker, how it ended (exit code or
     signal) and its log; every other worker process was stopped. Retried like any transient failure."""
+
+
+class MissingPassError(FileNotFoundError):
+    """A pass of the hourly chain cannot start: the pass before it (or, for a day's first pass, the
+    daily base of the day before) is missing and will not come (its run failed, or there is none).
+    A missing hour stops the chain: no pass skips data (docs/hourly.md). The message names the
+    missing pass ``(cur_date, hour)`` or base and what to run. Not retried (the run fails at once)."""

@@ -3,6 +3,7 @@
     <root>/models/<name>/dt=D/          the model trained for D (written atomically)
     <root>/eval/<name>/dt=D/report.json the evaluation and gate decision for D
     <root>/registry/<name>/dt=D/published.json   written when D's model went online
+    <root>/registry/<name>/dt=D/hour=HH/published.json   written when pass (D, HH)'s delta went online
 
 Warm start uses the newest model strictly before ``cur_date`` whose gate passed; evaluation
 compares with the newest *published* model strictly before ``cur_date`` ("yesterday's model").
@@ -48,23 +49,43 @@ def warm_start_source(store: Store, name: str, cur_date: str) -> tuple[str, str]
     return None
 
 
-def published_path(store: Store, name: str, cur_date: str) -> str:
-    """``<root>/registry/<name>/dt=<cur_date>/published.json``."""
-    return f"{store.partition(f'registry/{name}', cur_date)}/published.json"
+def published_path(store: Store, name: str, cur_date: str, hour: int | None = None) -> str:
+    """``<root>/registry/<name>/dt=<cur_date>[/hour=HH]/published.json`` (``hour``: a pass's entry)."""
+    return f"{store.partition(f'registry/{name}', cur_date, hour)}/published.json"
 
 
-def read_published(store: Store, name: str, cur_date: str) -> dict[str, Any] | None:
-    """The registry entry of ``cur_date`` (withdrawn or not), or ``None``."""
-    path = published_path(store, name, cur_date)
+def read_published(store: Store, name: str, cur_date: str, hour: int | None = None) -> dict[str, Any] | None:
+    """The registry entry of ``cur_date`` (``hour``: of that pass), withdrawn or not, or ``None``."""
+    path = published_path(store, name, cur_date, hour)
     return store.read_json(path) if store.exists(path) else None
+
+
+def _write_day_entry(store: Store, name: str, cur_date: str, entry: dict[str, Any]) -> str:
+    """Replace ``dt=D/published.json`` atomically, keeping the hourly entries ``dt=D/hour=HH/``."""
+    out = store.partition(f"registry/{name}", cur_date)
+    with store.atomic_output(out) as tmp:
+        store.write_json(f"{tmp}/published.json", entry)
+        for h in range(24):
+            path = f"{published_path(store, name, cur_date, h)}"
+            if store.exists(path):
+                store.write_json(f"{tmp}/hour={h:02d}/published.json", store.read_json(path))
+    return f"{out}/published.json"
 
 
 def mark_published(store: Store, name: str, cur_date: str, info: dict[str, Any]) -> str:
     """Write ``cur_date``'s entry: ``{name, cur_date, model_dir, **info}`` (replacing any older one)."""
-    out = store.partition(f"registry/{name}", cur_date)
-    with store.atomic_output(out) as tmp:
-        store.write_json(f"{tmp}/published.json", {"name": name, "cur_date": cur_date,
+    return _write_day_entry(store, name, cur_date, {"name": name, "cur_date": cur_date,
                                                     "model_dir": model_dir(store, name, cur_date), **info})
+
+
+def mark_pass_published(store: Store, name: str, cur_date: str, hour: int, info: dict[str, Any]) -> str:
+    """Write the entry of pass ``(cur_date, hour)``, ``registry/<name>/dt=D/hour=HH/published.json``:
+    ``{name, cur_date, hour, **info}`` (a delta version went online; replaces an older one). The
+    day's ``dt=D/published.json`` (the daily model) is not touched, so :func:`published_before` and
+    the daily gate are unaffected."""
+    out = store.partition(f"registry/{name}", cur_date, hour)
+    with store.atomic_output(out) as tmp:
+        store.write_json(f"{tmp}/published.json", {"name": name, "cur_date": cur_date, "hour": hour, **info})
     return f"{out}/published.json"
 
 
@@ -78,8 +99,7 @@ def mark_online(store: Store, name: str, cur_date: str, info: dict[str, Any]) ->
         entry = read_published(store, name, d) if d > c else None
         if entry is not None and not entry.get("withdrawn"):
             entry["withdrawn"] = {"online": c, "version": info.get("version")}
-            with store.atomic_output(store.partition(f"registry/{name}", d)) as tmp:
-                store.write_json(f"{tmp}/published.json", entry)
+            _write_day_entry(store, name, d, entry)
     return path
 
 

@@ -6,7 +6,9 @@
 map: :func:`dailyrec.publishing.reader.load_current`; one Redis server or a Redis Cluster, whichever
 ``redis.url`` names: docs/redis-layout.md), computes the user's vector with that
 version's exported user tower (``models/two_tower/dt=<its date>/user_tower``), searches the index
-and returns the top items with scores and the model version. The daily check of the retrieval DAG
+and returns the top items with scores and the model version. A delta version (an hourly pass:
+docs/redis-layout.md, "Delta versions") is served the same way: the base's index with the chain
+applied, the pass's user tower (``meta.user_tower``) and the user features of the base's date. The daily check of the retrieval DAG
 is the ``tasks.serving.serving_check`` stage.
 
 User features (:func:`user_row`): the user's row in the ``users`` snapshot of the version's date,
@@ -89,8 +91,13 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
     store = open_store(cfg)
     meta, index, ids = load_current(cfg)
     cur = meta["cur_date"]
-    row, path = user_row(store, cfg, cur, user_id)
-    vec = tower_vectors(f"{model_dir(store, 'two_tower', cur)}/user_tower", row, cfg.features.spec)
+    if meta.get("kind") == "delta":  # a pass's delta: its own user tower, the features of its base's date
+        row, path = user_row(store, cfg, meta["base_cur_date"], user_id)
+        tower = meta["user_tower"]
+    else:
+        row, path = user_row(store, cfg, cur, user_id)
+        tower = f"{model_dir(store, 'two_tower', cur)}/user_tower"
+    vec = tower_vectors(tower, row, cfg.features.spec)
     vec = augment_queries(vec, getattr(index, "d", vec.shape[1]))  # [u, 1] against an index with the prior
     return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],
             "cur_date": cur, "k": k, **top_unseen(cfg, meta, index, ids, vec, user_id, k)}

@@ -34,6 +34,12 @@ STAGES: tuple[str, ...] = (
     "ranking.report",
     "serving.serving_check",
     "serving.score_check",
+    "hourly.pass_samples",
+    "hourly.prequential",
+    "hourly.train_pass",
+    "hourly.export_delta",
+    "hourly.publish_delta",
+    "hourly.report",
 )
 
 

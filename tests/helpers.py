@@ -219,3 +219,30 @@ def make_day(cfg, day: str, k: int, n: int = 2000, seed: int | None = None) -> t
 
 def k_of(vec: np.ndarray) -> int:
     return int(round(float(vec[0]) * 10))
+
+
+def write_delta(cfg, day: str, hour: int, upserts: dict, deletes: list, model_version: str,
+                user_tower: str | None = None) -> str:
+    """A pass's delta partition ``deltas/two_tower/dt=D/hour=HH/`` in the contract of
+    docs/hourly-design ("Storage"): ``upserts`` ``{item_id: float32 vector}``, ``deletes`` item ids
+    (zero vectors), the manifest (``user_tower`` defaults to the pass's path). Returns the partition."""
+    from dailyrec.embeddings import embeddings_table
+    from dailyrec.storage import open_store
+
+    store = open_store(cfg)
+    ids = list(upserts) + list(deletes)
+    dim = len(next(iter(upserts.values()))) if upserts else VECTOR_DIM
+    vecs = np.array([upserts[i] for i in upserts] + [np.zeros(dim, np.float32)] * len(deletes),
+                    dtype=np.float32).reshape(len(ids), dim)
+    t = embeddings_table(ids, vecs, model_version)
+    table = pa.table({"item_id": t.column("item_id"),
+                      "op": pa.array(["upsert"] * len(upserts) + ["delete"] * len(deletes), pa.string()),
+                      "vector": t.column("vector")})
+    part = store.partition("deltas/two_tower", day, hour)
+    pass_dir = store.partition("passes/two_tower", day, hour)
+    with store.atomic_output(part) as tmp:
+        pq.write_table(table, f"{tmp}/delta.parquet", filesystem=store.fs)
+        store.write_json(f"{tmp}/_manifest.json", {
+            "model_version": model_version, "pass_dir": pass_dir, "user_tower": user_tower or f"{pass_dir}/user_tower",
+            "counts": {"upsert": len(upserts), "delete": len(deletes)}, "dim": dim})
+    return part

@@ -3,6 +3,8 @@
     python -m dailyrec.publishing status
     python -m dailyrec.publishing rollback [--to-version VERSION]
 
+Rollback works across delta versions (an hourly pass's ``<D>T<HH>_...``): the target may be the
+previous delta, the base, or any complete version whose delta chain is complete.
 A rollback moves ``current`` *and* the registry together (``registry/two_tower/dt=D/published.json``
 of the target's date is written, later entries are marked withdrawn), so the next day's gate
 compares with the model actually online (:func:`dailyrec.registry.published_before`).
@@ -68,9 +70,20 @@ def rollback(cfg: Config, to_version: str | None = None) -> dict[str, Any]:
 
 
 def _record_rollback(cfg: Config, r: Any, keys: Keys, target: str, cur: str | None) -> None:
-    """The registry side of a rollback: the target's date is online again (its entry kept, un-withdrawn)."""
-    day = read_meta(r, keys.ns, target)["cur_date"]
+    """The registry side of a rollback: the target's date is online again (its entry kept, un-withdrawn).
+    A delta target: its base's date is the daily model online (later daily entries withdrawn), and the
+    pass's entry ``dt=D/hour=HH`` is rewritten with ``rolled_back_from``."""
+    meta = read_meta(r, keys.ns, target)
     store = open_store(cfg)
+    if meta.get("kind") == "delta":
+        from dailyrec.registry import mark_pass_published
+
+        hour_entry = read_published(store, MODEL, meta["cur_date"], meta["hour"]) or {}
+        mark_pass_published(store, MODEL, meta["cur_date"], meta["hour"],
+                            {k: v for k, v in hour_entry.items() if k not in ("name", "cur_date", "hour")}
+                            | {"version": target, "rolled_back_from": cur})
+        target = meta["base"]
+    day = read_meta(r, keys.ns, target)["cur_date"]
     old = {k: v for k, v in (read_published(store, MODEL, day) or {}).items()
            if k not in ("withdrawn", "name", "cur_date", "model_dir")}
     record_online(cfg, store, day, old | {"version": target, "previous": cur, "previous_version": cur,
@@ -127,5 +140,6 @@ def _version_status(r: Any, keys: Keys, ver: str, score: int | None) -> dict[str
     chk = check_version(r, keys, ver)
     meta = chk.pop("meta")
     ix = meta.get("index") or {}
-    return {"version": ver, "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
+    return {"version": ver, "kind": meta.get("kind", "full") if meta else None, "parent": meta.get("parent"),
+            "cur_date": meta.get("cur_date"), "score": score, "count": meta.get("count"),
             "dim": meta.get("dim"), "index": ix.get("type"), "recall_at_k": ix.get("recall_at_k")} | chk

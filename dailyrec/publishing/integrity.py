@@ -58,7 +58,7 @@ def expected_keys(keys: Keys, ver: str, meta: dict[str, Any]) -> dict[str, list[
     empty = set(meta["vectors"].get("empty_buckets") or [])
     gen = meta.get("generation")  # only on a Redis Cluster (ClusterKeys)
     strings = [keys.v(ver, "meta"), keys.v(ver, "complete")]
-    for name in ("index", "ids"):
+    for name in () if meta.get("kind") == "delta" else ("index", "ids"):  # a delta has no blobs (its base has)
         strings += [keys.data(ver, gen, s) for s in blob_suffixes(name, int(meta[name]["chunks"]))]
     from dailyrec.publishing.seen import seen_keys
 
@@ -147,9 +147,11 @@ def check_version(r: Any, keys: Keys, ver: str) -> dict[str, Any]:
     seen_users = sum(sizes[len(exp["strings"]) + len(exp["vectors"]):])
     if meta.get("seen") and seen_users != meta["seen"]["users"]:
         problems.append(f"{seen_users} users in the seen sets, the meta says {meta['seen']['users']}")
-    if found != meta["count"]:
-        problems.append(f"{found} vectors in the buckets, the meta says {meta['count']}")
-    for name in ("index", "ids"):
+    delta = meta.get("kind") == "delta"
+    fields = meta["delta"]["fields"] if delta else meta["count"]  # a delta's buckets: upserts + tombstones
+    if found != fields:
+        problems.append(f"{found} vectors in the buckets, the meta says {fields}")
+    for name in () if delta else ("index", "ids"):
         got = sum(size_of[keys.data(ver, meta.get("generation"), s)]
                   for s in blob_suffixes(name, int(meta[name]["chunks"])))
         if got != meta[name]["bytes"]:
@@ -158,5 +160,12 @@ def check_version(r: Any, keys: Keys, ver: str) -> dict[str, Any]:
         problems.append(f"the complete marker's count differs from the meta's {meta['count']}")
     if score is None:
         problems.append(f"not a member of {keys.versions}")
+    if delta:  # a delta serves only with its whole chain (parents and base)
+        pipe = r.pipeline(transaction=False)
+        for v in meta.get("chain") or []:
+            pipe.get(keys.v(v, "complete"))
+        gone = [v for v, m in zip(meta.get("chain") or [], pipe.execute()) if m is None]
+        if gone:
+            problems.append(f"its delta chain is broken: {gone} not complete")
     return {"complete": not missing and not problems, "missing_keys": missing[:SHOW_KEYS],
             "missing_count": len(missing), "vectors_found": found, "problems": problems, "meta": meta}

@@ -46,16 +46,37 @@ DELETE_BATCH = 1000
 """Keys per ``UNLINK`` command."""
 
 
+def _key_safe(model_version: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]", "-", model_version)[:64]
+    if safe != model_version or not safe:
+        safe = f"{safe}-{hashlib.sha1(model_version.encode()).hexdigest()[:8]}"
+    return safe
+
+
 def version_id(cur_date: str, model_version: str) -> str:
     """``<cur_date>_<model_version>``; a model_version with characters outside ``[A-Za-z0-9._-]``
     (or longer than 64) is sanitised and suffixed with 8 hex of its sha1, so the id stays unique
     and never contains ``:``. Raises ``ValueError`` if ``cur_date`` is not ``YYYY-MM-DD``."""
+    return f"{parse_date(cur_date).isoformat()}_{_key_safe(model_version)}"
 
-    cur_date = parse_date(cur_date).isoformat()
-    safe = re.sub(r"[^A-Za-z0-9._-]", "-", model_version)[:64]
-    if safe != model_version or not safe:
-        safe = f"{safe}-{hashlib.sha1(model_version.encode()).hexdigest()[:8]}"
-    return f"{cur_date}_{safe}"
+
+def delta_version_id(cur_date: str, hour: int, model_version: str) -> str:
+    """The id of the delta version of pass ``(cur_date, hour)``: ``<cur_date>T<HH>_<model_version>``
+    (``2026-11-02T05_tt-pass-a1``; the model_version made key-safe as in :func:`version_id`).
+    ``ValueError`` for a bad date or an hour outside 0..23."""
+    if not 0 <= int(hour) <= 23:
+        raise ValueError(f"hour must be 0..23, got {hour!r}")
+    return f"{parse_date(cur_date).isoformat()}T{int(hour):02d}_{_key_safe(model_version)}"
+
+
+def version_position(ver: str) -> tuple[str, int, int]:
+    """Where a version stands in publish order: ``(cur_date, 0, hour)`` for a delta ``<D>T<HH>_...``,
+    ``(cur_date, 1, 0)`` for a full ``<D>_...`` (the daily full version of D consolidates D's passes, so
+    it comes after every delta of D). The same order as sorting ids as strings within one date
+    (``'T' < '_'``), which retention's tie-break relies on."""
+    if len(ver) > 13 and ver[10] == "T" and ver[11:13].isdigit():
+        return ver[:10], 0, int(ver[11:13])
+    return ver[:10], 1, 0
 
 
 def date_score(cur_date: str) -> int:

@@ -38,6 +38,7 @@ from dailyrec.config import Config, RedisConfig, load_config
 from dailyrec.dates import parse_date
 from dailyrec.embeddings import read_embeddings
 from dailyrec.errors import ContractError
+from dailyrec.publishing.chain import live_members
 from dailyrec.publishing.cluster import drop_unreferenced, publish_cluster, retention_cluster
 from dailyrec.publishing.connection import describe, get_redis, keys_for
 from dailyrec.publishing.layout import (Keys, blob_suffixes, date_score, n_buckets, queue_pointer_switch, scan_keys,
@@ -281,7 +282,7 @@ def _blobs_and_meta(ver: str, cur_date: str, inp: _Inputs, counts: np.ndarray, c
     ids_blob = json.dumps(inp.ids, separators=(",", ":"), ensure_ascii=False).encode()
     blobs = {"index": chunks(inp.index_bytes, chunk), "ids": chunks(ids_blob, chunk)}
     meta = {
-        "version": ver, "cur_date": cur_date, "created": cur_date, "model_version": emb.model_version,
+        "kind": "full", "version": ver, "cur_date": cur_date, "created": cur_date, "model_version": emb.model_version,
         "count": emb.n, "dim": emb.dim, "dtype": "float32-le",
         "vectors": {"key": "vec:<bucket>", "buckets": buckets, "bucket_of": "crc32(utf8(item_id)) % buckets",
                     "empty_buckets": [int(b) for b in np.flatnonzero(counts == 0)]},
@@ -341,7 +342,9 @@ def _verify(r: Any, keys: Keys, ver: str, emb: Any, expected_counts: np.ndarray,
 
 
 def _retention(r: Any, keys: Keys, keep: int, lock: PublishLock) -> list[str]:
-    """Delete versions beyond the ``keep`` newest (by cur_date), never ``current``/``previous``.
+    """Delete versions beyond the ``keep`` newest (by cur_date; within a date the deltas ``<D>T<HH>_``
+    sort before the full ``<D>_``), never ``current``/``previous``, nor any version the delta chain of
+    a kept one needs.
 
     Only keys under ``ns:v:<ver>:`` are deleted (plus the version's ``ns:versions`` member);
     versions with keys but no ``ns:versions`` entry (left by an interrupted deletion) go too.
@@ -349,7 +352,8 @@ def _retention(r: Any, keys: Keys, keep: int, lock: PublishLock) -> list[str]:
     current, previous = text(r.get(keys.current)), text(r.get(keys.previous))
     members = [(text(m), s) for m, s in r.zrange(keys.versions, 0, -1, withscores=True)]
     ranked = [m for m, _ in sorted(members, key=lambda t: (t[1], t[0]), reverse=True)]
-    protected = set(ranked[:keep]) | {v for v in (current, previous) if v}
+    # a kept delta keeps its chain (parents and base): dailyrec.publishing.chain
+    protected = live_members(r, keys, set(ranked[:keep]) | {v for v in (current, previous) if v})
     groups: dict[str, list[str]] = {}
     for key in scan_keys(r, keys.version_pattern()):
         groups.setdefault(keys.version_of(key), []).append(key)

@@ -25,6 +25,7 @@ from dailyrec.config import Config
 from dailyrec.publishing.connection import describe, get_redis, keys_for
 from dailyrec.publishing.integrity import (CurrentKeptChanging, MissingVersionKeys, NothingPublished,
                                            VersionNotPublished, missing_keys_error, no_current_error)
+from dailyrec.publishing.chain import TOMBSTONE, chain_of, is_delta, read_chain
 from dailyrec.publishing.layout import Keys, blob_suffixes, bucket_of, text
 
 __all__ = ["CurrentKeptChanging", "MissingVersionKeys", "NothingPublished", "VersionNotPublished",
@@ -79,6 +80,9 @@ def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str
     :class:`VersionNotPublished` if the version was deleted meanwhile.
     """
     keys = keys_for(r, ns)
+    meta = json.loads(_meta_raw(r, keys, version))
+    if is_delta(meta):
+        return _read_delta_vectors(r, keys, meta, item_ids)
     for _ in range(READ_ATTEMPTS):
         raw = _meta_raw(r, keys, version)
         meta = json.loads(raw)
@@ -115,6 +119,50 @@ def read_vectors(r: Any, ns: str, version: str, item_ids: list[str]) -> dict[str
     return out
 
 
+def _read_delta_vectors(r: Any, keys: Keys, meta: dict[str, Any], item_ids: list[str]) -> dict[str, np.ndarray]:
+    """:func:`read_vectors` of a delta version: each id is looked up in the delta, then its chain
+    (newest first: an upsert is the vector, a tombstone means deleted), then in the base; one
+    pipelined ``HMGET`` per delta bucket, then the base's read."""
+    ver, dim = meta["version"], int(meta["dim"])
+    out: dict[str, np.ndarray] = {}
+    todo = list(dict.fromkeys(item_ids))
+    for dver in [ver] + chain_of(meta)[:-1]:
+        if not todo:
+            break
+        dmeta = meta if dver == ver else read_meta(r, keys.ns, dver)
+        groups: dict[int, list[str]] = {}
+        for item in todo:
+            groups.setdefault(bucket_of(item, int(dmeta["vectors"]["buckets"])), []).append(item)
+        empty = set(dmeta["vectors"].get("empty_buckets") or [])
+        groups = {b: items for b, items in groups.items() if b not in empty}
+        pipe = r.pipeline(transaction=False)
+        for b, items in groups.items():
+            pipe.exists(keys.v(dver, f"vec:{b}"))
+            pipe.hmget(keys.v(dver, f"vec:{b}"), items)
+        res = pipe.execute()
+        gone = [keys.v(dver, f"vec:{b}") for b, there in zip(groups, res[::2]) if not there]
+        if gone:
+            if _is_published(r, keys, ver):
+                raise missing_keys_error(r, keys, ver, gone)
+            raise VersionNotPublished(f"version {ver!r} was deleted under {keys.ns!r} while reading it: "
+                                      "read current again")
+        decided = set()
+        for items, values in zip(groups.values(), res[1::2]):
+            for item, raw in zip(items, values):
+                if raw is None:
+                    continue
+                decided.add(item)
+                if raw == TOMBSTONE:
+                    continue
+                if len(raw) != dim * 4:
+                    raise ValueError(f"vector of {item!r} in {dver} has {len(raw)} bytes, expected {dim * 4}")
+                out[item] = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+        todo = [item for item in todo if item not in decided]
+    if todo:
+        out.update(read_vectors(r, keys.ns, meta["base"], todo))
+    return out
+
+
 def _read_blob(r: Any, keys: Keys, ver: str, gen: str | None, name: str,
                info: dict[str, Any]) -> tuple[bytes | None, list[str]]:
     """``(blob, [])``, or ``(None, bad keys)`` if chunks are gone or the sha256 differs from the meta's."""
@@ -138,15 +186,24 @@ def _read_version(r: Any, keys: Keys, ver: str) -> tuple[bytes | None, dict[str,
     if raw is None:
         return None, {}, [keys.v(ver, "meta")]
     meta = json.loads(raw)
-    gen = meta.get("generation")
-    index_bytes, bad = _read_blob(r, keys, ver, gen, "index", meta["index"])
-    ids_bytes, bad_ids = _read_blob(r, keys, ver, gen, "ids", meta["ids"])
-    return raw, {"meta": meta, "index": index_bytes, "ids": ids_bytes}, bad + bad_ids
+    got: dict[str, Any] = {"meta": meta}
+    blobs_of = meta
+    if is_delta(meta):  # the base's index and ids, and what the chain changed
+        blobs_of, got["merged"], bad = read_chain(r, keys, meta)
+        if bad:
+            return raw, got, bad
+    gen = blobs_of.get("generation")
+    got["index"], bad = _read_blob(r, keys, blobs_of["version"], gen, "index", blobs_of["index"])
+    got["ids"], bad_ids = _read_blob(r, keys, blobs_of["version"], gen, "ids", blobs_of["ids"])
+    return raw, got, bad + bad_ids
 
 
 def load_current(cfg: Config) -> tuple[dict[str, Any], Any, np.ndarray]:
     """``(meta, faiss index, ids)`` of the current version, for serving: ``ids[label]`` (object
-    array of str) is the item id of faiss label ``label``.
+    array of str) is the item id of faiss label ``label``. For a delta version (``meta.kind ==
+    "delta"``) the index is the base's, with the chain applied in memory as an
+    :class:`dailyrec.publishing.overlay.OverlayIndex` (same ``search``/``ntotal``; the chain's upserts
+    replace vectors, its tombstones remove items; docs/redis-layout.md, "Delta versions").
 
     If a key is missing, ``current`` (and the meta) are read again: when they moved, a publish or a
     rollback switched versions meanwhile and the read is retried; when they did not, the version
@@ -184,6 +241,13 @@ def _assemble(faiss: Any, ver: str, got: dict[str, Any]) -> tuple[dict[str, Any]
     meta = got["meta"]
     index = faiss.deserialize_index(np.frombuffer(got["index"], dtype=np.uint8))
     ids = np.array(json.loads(got["ids"]), dtype=object)
+    if "merged" in got:  # a delta: the base's index with the chain as an overlay (dailyrec.publishing.overlay)
+        from dailyrec.publishing.overlay import build_overlay
+
+        index, ids, _ = build_overlay(index, ids, got["merged"], int(meta["dim"]))
+        if index.ntotal != meta["count"]:
+            raise ValueError(f"version {ver}: base + chain serve {index.ntotal} items, the meta says {meta['count']}")
+        return meta, index, ids
     if index.ntotal != len(ids) or len(ids) != meta["count"]:
         raise ValueError(f"version {ver}: index has {index.ntotal} vectors, ids {len(ids)}, meta {meta['count']}")
     return meta, index, ids

@@ -170,7 +170,8 @@ def seen_keys(keys: Keys, ver: str, meta: dict[str, Any]) -> list[str]:
 def read_seen(r: Any, ns: str, meta: dict[str, Any], user_id: str) -> list[str] | None:
     """The items ``user_id`` has seen according to the version of ``meta`` (most recent first; ``[]``
     for a user without clicks), or ``None`` when the version carries no seen sets (published before
-    them, or with ``serving.exclude_seen`` off).
+    them, or with ``serving.exclude_seen`` off). A delta version's are its base's (a pass ships no
+    seen sets: clicks since the base's date are not excluded, a documented staleness).
 
     Works on one server and on a Redis Cluster (:func:`dailyrec.publishing.connection.keys_for`):
     there the bucket is the generation's key the meta names. If that bucket is gone and the
@@ -187,6 +188,10 @@ def read_seen(r: Any, ns: str, meta: dict[str, Any], user_id: str) -> list[str] 
     from dailyrec.publishing.integrity import CurrentKeptChanging, VersionNotPublished, missing_keys_error
     from dailyrec.publishing.reader import READ_ATTEMPTS
 
+    if meta.get("kind") == "delta":  # a delta carries no seen sets: its base's are served (clicks up to its date)
+        from dailyrec.publishing.reader import read_meta
+
+        meta = read_meta(r, ns, meta["base"])
     keys, ver = keys_for(r, ns), meta["version"]
     for _ in range(READ_ATTEMPTS):
         s = meta.get("seen")

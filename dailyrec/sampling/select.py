@@ -131,7 +131,7 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
         with timer.step("sql_clicks"):
             clicks = sql.query_arrow(con, "sample_clicks", params, {"context": context})
         with ThreadPoolExecutor(1, thread_name_prefix="sample-codes") as pool:
-            codes_done = pool.submit(_click_codes, timer, clicks, catalog)
+            codes_done = pool.submit(click_codes, timer, clicks, catalog)
             with timer.step("sql_popularity"):
                 pop = sql.query_arrow(con, "sample_popularity", params)
             click_rows, cu, ci, uids, unknown = codes_done.result()
@@ -159,7 +159,7 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
     return d, result
 
 
-def _click_codes(timer: Any, clicks: pa.Table, catalog: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+def click_codes(timer: Any, clicks: pa.Table, catalog: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                              pa.Array, int]:
     """``(click_rows, cu, ci, user_ids, unknown_item_clicks)`` of the window's clicks: the rows of
     the training window on catalog items, their user codes (rank of the ``user_id`` among those

@@ -497,3 +497,11 @@ def test_seen_sets_on_the_cluster_exclude_and_a_lost_bucket_is_named(ccfg, clust
     left = set().union(*per_node(cluster, ns).values())
     assert not [k for k in left if f":v:{ver}:" in k]  # its seen buckets too, on every master
     assert ver not in registry(r, keys) and status(cfg)["healthy"]
+
+
+def test_delta_publish_is_refused_on_the_cluster(ccfg, cluster):
+    """Delta versions are single-server only: a named error before anything is read or written."""
+    from dailyrec.publishing.delta import DeltaNotSupportedOnCluster, publish_delta
+
+    with pytest.raises(DeltaNotSupportedOnCluster, match="not supported on a Redis Cluster"):
+        publish_delta(ccfg, "2026-11-02", 5)
