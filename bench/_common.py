@@ -346,6 +346,11 @@ HEADLINES: dict[str, Summary] = {
                ("training clicks", "protocol.train_clicks"), ("seeds", "seeds")),
         load=(("start", "load_avg_1m.start"), ("end", "load_avg_1m.end")),
         rows=(
+            Headline("Recall@50, default configuration (popularity prior at serving)", "recall_at_50_default_config",
+                     ".4f", "recent popularity (14 days)", "recall_at_50_recent_popularity",
+                     "recall_at_50_default_config_std"),
+            Headline("Recall@50, default configuration (popularity prior at serving)", "recall_at_50_default_config",
+                     ".4f", "popularity (catalog counter)", "recall_at_50_popularity", "recall_at_50_default_config_std"),
             Headline("Recall@50, best two-tower ({best_config})", "recall_at_50_two_tower", ".4f",
                      "popularity (catalog counter)", "recall_at_50_popularity", "recall_at_50_two_tower_std"),
             Headline("Recall@50, best two-tower ({best_config})", "recall_at_50_two_tower", ".4f",

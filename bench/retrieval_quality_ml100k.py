@@ -33,11 +33,21 @@ are passed as ``dailyrec.sampling.ModelVectors``. ``exposed`` is empty on MovieL
 row is a click, there are no shown-but-not-clicked items): its samples are checked to be
 identical to the base configuration's and its row reuses the base models.
 
+Every two-tower row is scored as serving scores: ``u.v + serving.popularity_beta * log q``
+(``dailyrec.popularity_prior``; ``q`` from the catalog counter ``clicks_<serving.popularity_window_days>d``
+of ``T - 1``, no test row), ``metrics_no_prior`` keeps plain ``u.v``. The ``two_tower_default`` row is
+the product's default configuration as it is (config.py defaults, only the protocol and the seeds
+set), with paired bootstrap intervals (users, seeds averaged) against both popularity baselines.
+``--tune popularity_prior`` chose the serving prior's window and beta: two validation folds inside
+the training period (cuts 1998-03-04 and 1998-02-04, each with the 4 weeks after it, users pooled),
+models trained once per fold and seed and scored for every (window, beta).
+
 Hyper-parameters (``TUNED``) were chosen on a validation split inside the training period
 (``--tune``: cut ``1998-03-04``, the 4 weeks before ``T`` as validation, 85 users), not on the
 test period; the full run re-checks the chosen setting against popularity on that split.
 
-    ./dev bench retrieval_quality_ml100k [--seeds 3] [--quick] [--tune] [--data DIR]
+    ./dev bench retrieval_quality_ml100k [--seeds 3] [--quick] [--tune STAGE] [--losses ...]
+        [--hard-sources ...] [--data DIR]
 """
 
 from __future__ import annotations
@@ -65,6 +75,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from bench._common import command_line, load_avg, save_result  # noqa: E402
 from dailyrec.config import REPO_ROOT, Config, load_config  # noqa: E402
 from dailyrec.dates import previous, window  # noqa: E402
+from dailyrec.metrics import paired_bootstrap  # noqa: E402
+from dailyrec.popularity_prior import window_days as prior_window  # noqa: E402
 from dailyrec.storage import Store, open_store  # noqa: E402
 
 log = logging.getLogger("bench.retrieval_quality_ml100k")
@@ -83,7 +95,7 @@ PROTOCOL = {
     "sampling.window_days": WINDOW_DAYS,
     "training.holdout_hours": 0,
     "training.warm_start": False,
-    "features.counter_windows_days": [RECENT_DAYS, WINDOW_DAYS],
+    "features.counter_windows_days": [7, RECENT_DAYS, WINDOW_DAYS],  # 7, 14: the popularity prior's windows
     "features.min_count": 1,
     "evaluation.ks": KS,
 }
@@ -204,6 +216,19 @@ def evaluate_scores(ev: EvalSet, score_fn) -> dict[str, float]:
     return evaluate_ranker(score_fn, ev.truth, ev.n_truth, ev.exclude, KS)
 
 
+def per_user_recall(ev: EvalSet, score_fn, k: int = 50) -> np.ndarray:
+    """Recall@k of every evaluation user (``float64[n_users]``, the order of ``ev.users``)."""
+    from dailyrec.metrics import per_user_metrics, top_k
+
+    return per_user_metrics(top_k(score_fn, len(ev.truth), k, ev.exclude), ev.truth, ev.n_truth, [k])[f"recall_at_{k}"]
+
+
+def popularity_scorer(ev: EvalSet, days: int):
+    from dailyrec.metrics import constant_scorer
+
+    return constant_scorer(ev.catalog.column(f"clicks_{days}d").to_numpy(zero_copy_only=False).astype("float32"))
+
+
 def popularity_rows(ev: EvalSet) -> dict[str, dict[str, float]]:
     from dailyrec.metrics import constant_scorer
 
@@ -228,10 +253,12 @@ def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str, item_v
                         item_vectors=v, version=version)
 
 
-def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False) -> dict[str, Any]:
+def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False,
+                  fixed_prior: dict[str, Any] | None = None) -> dict[str, Any]:
     """select_samples -> train_two_tower -> exported towers -> metrics (plus sampling/training info)."""
     from dailyrec.embeddings import tower_vectors
     from dailyrec.metrics import dot_scorer
+    from dailyrec.popularity_prior import auto_beta, catalog_log_prior, prior_scorer
     from dailyrec.sampling import select_samples
     from tasks.retrieval.train_two_tower import step as train_two_tower
 
@@ -243,11 +270,30 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False)
     specs = cfg.features.spec
     u = tower_vectors(f"{tr['model_dir']}/user_tower", ev.user_rows, specs)
     v = tower_vectors(f"{tr['model_dir']}/item_tower", ev.catalog, specs)
-    m = evaluate_scores(ev, dot_scorer(u, v))
-    out = {"metrics": m, "samples": s["rows"], "negatives_by_source": s["negatives_by_source"],
+    # scored as served: u.v + beta * log q (q: the catalog's counter of T - 1, no test row); with a beta grid
+    # (the product default) beta is what the pipeline's evaluation step chose on its holdout (inside training)
+    beta, chosen = cfg.serving.popularity_beta, None
+    if auto_beta(cfg):
+        from tasks.retrieval.evaluate_two_tower import step as evaluate_two_tower
+
+        chosen = evaluate_two_tower(ev.cur_date, cfg)
+        beta = chosen["popularity_beta"]
+    lq = catalog_log_prior(cfg, ev.catalog) if beta > 0 else None
+    m = evaluate_scores(ev, prior_scorer(u, v, lq, beta))
+    out = {"metrics": m, "per_user_recall_at_50": per_user_recall(ev, prior_scorer(u, v, lq, beta)),
+           "per_user_recall_at_50_no_prior": per_user_recall(ev, dot_scorer(u, v)),
+           "metrics_no_prior": evaluate_scores(ev, dot_scorer(u, v)) if lq is not None else m,
+           "popularity_beta": beta, "samples": s["rows"], "negatives_by_source": s["negatives_by_source"],
            "train_path": s["train"], "final_loss": tr["final_loss"], "examples_per_s": tr["examples_per_s"],
            "seconds": {"sample": round(t1 - t0, 2), "train": round(t2 - t1, 2),
                        "eval": round(time.perf_counter() - t2, 2)}}
+    if fixed_prior is not None:  # the same model under the prior --tune popularity_prior picked
+        c = cfg.with_overrides({"serving.popularity_window_days": fixed_prior["window_days"]})
+        out["metrics_fixed_prior"] = evaluate_scores(ev, prior_scorer(u, v, catalog_log_prior(c, ev.catalog),
+                                                                      fixed_prior["beta"]))
+    if chosen is not None:
+        out["beta_choice"] = {k: chosen[k] for k in ("holdout", "new", "popularity", "verdict")}
+        out["beta_choice"]["report"] = chosen["report"]
     if keep_vectors:
         out["model_vectors"] = model_vectors(cfg, ev, tr["model_dir"], tr["model_version"], v)
     return out
@@ -269,9 +315,26 @@ def _expand(base: Config, overrides: dict[str, Any]) -> dict[str, Any]:
 def run_config(base: Config, loss: str, seed: int, sources: list[str], extra: dict[str, Any] | None = None,
                tuned: dict[str, Any] | None = None) -> Config:
     tuned = {**TUNED, **TUNED_PER_LOSS.get(loss, {})} if tuned is None else tuned
-    return base.with_overrides(_expand(base, {**tuned, **LOSSES[loss], **(extra or {}),
+    return base.with_overrides(_expand(base, {**NO_PRIOR, **tuned, **LOSSES[loss], **(extra or {}),
                                               "sampling.hard_negative_sources": list(sources),
                                               "sampling.seed": seed, "training.seed": seed}))
+
+
+DEFAULT_ROW = "two_tower_default"
+"""The product's default configuration (config/default.yaml + config.py defaults; only PROTOCOL and seeds set)."""
+
+
+def default_config(base: Config, seed: int) -> Config:
+    """The product's defaults on the protocol's data: the default holdout (the evaluation step chooses
+    the popularity prior's beta on it, as the daily DAG does) and the seeds."""
+    from dailyrec.config import TrainingConfig
+
+    return base.with_overrides({"training.holdout_hours": TrainingConfig().holdout_hours,
+                                "sampling.seed": seed, "training.seed": seed})
+
+
+#: The configurations of the loss rows score plain u.v (their meaning before the prior existed).
+NO_PRIOR = {"serving.popularity_beta": 0.0, "serving.popularity_beta_grid": []}
 
 
 def config_name(loss: str, source: str | None) -> str:
@@ -380,8 +443,94 @@ def tune(cfg: Config, stage: str, losses: list[str], seeds: list[int]) -> dict[s
     return out
 
 
+#: --tune popularity_prior: two validation folds inside the training period (users pooled: ~2x the
+#: users of one fold), each (cut, end of its evaluation period).
+PRIOR_FOLDS = [(T_VALIDATION, previous(T_TEST)), ("1998-02-04", "1998-03-03")]
+PRIOR_BETAS = [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 1.0, 1.5]
+PRIOR_WINDOWS = [7, RECENT_DAYS]
+LINEAR_T01 = {"sampling.positive_subsample_t": None, **LINEAR, "training.temperature": 0.1}
+#: Training settings the prior is tried with ({} = the product defaults as they are in config.py).
+PRIOR_BASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "linear_t0.1_e4": {**LINEAR_T01, "training.epochs": 4},
+    "linear_t0.1_e16": {**LINEAR_T01, "training.epochs": 16},
+}
+
+
+#: The fixed prior the ``+prior`` rows add to the TUNED models: the pick of ``--tune popularity_prior``
+#: for the base ``linear_t0.1_e16`` (= TUNED) on the validation folds.
+PRIOR_PICK: dict[str, Any] = {"window_days": 14, "beta": 0.6}
+PRIOR_PICK_NOTE = ("the same models as the row without +prior, scored u.v + beta * log q_W with (W, beta) "
+                   "picked by --tune popularity_prior on the validation folds (never the test rows)")
+
+
+def tune_prior(cfg: Config, seeds: list[int], bases: list[str]) -> dict[str, Any]:
+    """Serving's popularity prior (``u.v + beta * log q_W``) on the validation folds: each base
+    setting is trained once per fold and seed with beta 0 (training does not depend on the serving
+    keys), then scored for every (window W, beta); per-user Recall@50 pooled over the folds'
+    users, averaged over seeds. Returns the grid, the pick (best mean) and paired bootstrap
+    intervals of the pick against recent popularity and against the same model without the prior."""
+    from dailyrec.embeddings import tower_vectors
+    from dailyrec.popularity_prior import catalog_log_prior, prior_scorer
+    from dailyrec.sampling import select_samples
+    from tasks.retrieval.train_two_tower import step as train_two_tower
+
+    evs = [eval_set(cfg, cut, end) for cut, end in PRIOR_FOLDS]
+    pops = {f"popularity_{d}d": np.concatenate([per_user_recall(ev, popularity_scorer(ev, d)) for ev in evs])
+            for d in (*PRIOR_WINDOWS, WINDOW_DAYS)}
+    grid: dict[str, list[np.ndarray]] = {}
+    for base in bases:
+        for seed in seeds:
+            per_fold: dict[str, list[np.ndarray]] = {}
+            for ev in evs:
+                c = cfg.with_overrides({**PRIOR_BASES[base], "serving.popularity_beta": 0.0,
+                                        "sampling.seed": seed, "training.seed": seed})
+                select_samples(ev.cur_date, c)
+                tr = train_two_tower(ev.cur_date, c)
+                u = tower_vectors(f"{tr['model_dir']}/user_tower", ev.user_rows, c.features.spec)
+                v = tower_vectors(f"{tr['model_dir']}/item_tower", ev.catalog, c.features.spec)
+                for w in PRIOR_WINDOWS:
+                    lq = catalog_log_prior(c.with_overrides({"serving.popularity_window_days": w}), ev.catalog)
+                    for beta in PRIOR_BETAS:
+                        if beta == 0 and w != PRIOR_WINDOWS[0]:
+                            continue
+                        key = json.dumps({"base": base, "window_days": w if beta else None, "beta": beta})
+                        per_fold.setdefault(key, []).append(per_user_recall(ev, prior_scorer(u, v, lq, beta)))
+            for key, parts in per_fold.items():
+                grid.setdefault(key, []).append(np.concatenate(parts))
+            log.warning("prior sweep: %s seed %d done (load %.2f)", base, seed, load_avg())
+    mean = {k: np.mean(v, axis=0) for k, v in grid.items()}  # per user, mean over seeds
+    pick = max(mean, key=lambda k: float(mean[k].mean()))
+    no_prior = json.dumps({"base": json.loads(pick)["base"], "window_days": None, "beta": 0.0})
+    out = {"folds": [ev.summary() for ev in evs], "users": int(len(pops["popularity_14d"])), "seeds": seeds,
+           "bases": {b: PRIOR_BASES[b] for b in bases},
+           "baselines": {k: round(float(v.mean()), 4) for k, v in pops.items()},
+           "grid": {k: {"recall_at_50": round(float(mean[k].mean()), 4),
+                        "per_seed": [round(float(x.mean()), 4) for x in grid[k]]} for k in grid},
+           "pick": json.loads(pick), "pick_recall_at_50": round(float(mean[pick].mean()), 4),
+           "pick_vs_recent_popularity": paired_bootstrap(mean[pick], pops[f"popularity_{RECENT_DAYS}d"], 10_000,
+                                                         0.95, [1, 50]),
+           "pick_vs_no_prior": paired_bootstrap(mean[pick], mean[no_prior], 10_000, 0.95, [2, 50])}
+    for base in bases:  # the best (window, beta) of every base, with its interval against no prior
+        keys = [k for k in mean if json.loads(k)["base"] == base]
+        best = max(keys, key=lambda k: float(mean[k].mean()))
+        zero = json.dumps({"base": base, "window_days": None, "beta": 0.0})
+        out.setdefault("best_per_base", {})[base] = {
+            "pick": json.loads(best), "recall_at_50": round(float(mean[best].mean()), 4),
+            "no_prior": round(float(mean[zero].mean()), 4),
+            "vs_no_prior": paired_bootstrap(mean[best], mean[zero], 10_000, 0.95, [3, 50]),
+            "vs_recent_popularity": paired_bootstrap(mean[best], pops[f"popularity_{RECENT_DAYS}d"], 10_000, 0.95,
+                                                     [4, 50])}
+    print(json.dumps({k: v for k, v in out.items() if k != "grid"}, indent=1), flush=True)
+    return out
+
+
 def _compact_tuning(res: dict[str, Any]) -> dict[str, Any]:
     """A --tune record, reduced to what the choice rests on (Recall@50, NDCG@50 per seed)."""
+    if res["stage"] == "popularity_prior":
+        return {k: res.get(k) for k in ("stage", "command", "date", "folds", "users", "seeds", "bases", "baselines",
+                                        "pick", "pick_recall_at_50", "pick_vs_recent_popularity", "pick_vs_no_prior",
+                                        "best_per_base", "grid")}
     return {
         "stage": res["stage"], "command": res.get("command"), "date": res.get("date"),
         "validation": {k: res["validation"][k] for k in ("cut", "eval_end", "eval_users", "candidates")},
@@ -397,20 +546,34 @@ def _compact_tuning(res: dict[str, Any]) -> dict[str, Any]:
 
 # ---- the benchmark -----------------------------------------------------------------------------
 
-def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str], hard_sources: list[str]
+               ) -> tuple[dict[str, Any], dict[str, Any]]:
     table: dict[str, Any] = {}
     details: dict[str, Any] = {}
     for name, m in popularity_rows(ev).items():
         table[name] = {**{k: {"mean": v, "std": 0.0} for k, v in _short(m).items()}, "seeds": "deterministic"}
         print(_fmt_row(name, table[name]), flush=True)
+    rs = [run_two_tower(default_config(cfg, seed), ev) for seed in seeds]
+    table[DEFAULT_ROW] = _aggregate([r["metrics"] for r in rs], seeds)
+    details[DEFAULT_ROW] = {"popularity_beta_chosen": [r["popularity_beta"] for r in rs],
+                            "beta_choice": [r.get("beta_choice") for r in rs],
+                            "recall_at_50_without_prior": [round(r["metrics_no_prior"]["recall_at_50"], 4) for r in rs],
+                            "train_seconds": [r["seconds"]["train"] for r in rs], "final_loss": [r["final_loss"] for r in rs],
+                            "popularity_prior": {"grid": cfg.serving.popularity_beta_grid,
+                                                 "window_days": prior_window(cfg)}}
+    mine = np.mean([r["per_user_recall_at_50"] for r in rs], axis=0)  # per user, mean over the seeds
+    for name, days in (("popularity", WINDOW_DAYS), ("recent_popularity", RECENT_DAYS)):
+        details[DEFAULT_ROW][f"paired_vs_{name}"] = paired_bootstrap(
+            mine, per_user_recall(ev, popularity_scorer(ev, days)), 10_000, 0.95, [days, 50])
+    print(_fmt_row(DEFAULT_ROW, table[DEFAULT_ROW]), flush=True)
     for loss in losses:
-        runs: dict[str, list[dict[str, Any]]] = {config_name(loss, s): [] for s in [None, *HARD_SOURCES]}
+        runs: dict[str, list[dict[str, Any]]] = {config_name(loss, s): [] for s in [None, *hard_sources]}
         for seed in seeds:
-            base = run_two_tower(run_config(cfg, loss, seed, []), ev, keep_vectors=True)
+            base = run_two_tower(run_config(cfg, loss, seed, []), ev, keep_vectors=True, fixed_prior=PRIOR_PICK)
             base_train = pq.read_table(base["train_path"])
             mv = base.pop("model_vectors")
             runs[config_name(loss, None)].append(base)
-            for source in HARD_SOURCES:
+            for source in hard_sources:
                 c = run_config(cfg, loss, seed, [source])
                 if source == "exposed":
                     from dailyrec.sampling import select_samples
@@ -426,6 +589,10 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str]) ->
                 runs[config_name(loss, source)].append(r)
             del base_train
             log.warning("loss %s seed %d done (load %.2f)", loss, seed, load_avg())
+        with_prior = [r["metrics_fixed_prior"] for r in runs[config_name(loss, None)]]
+        table[f"{config_name(loss, None)}+prior"] = _aggregate(with_prior, seeds)
+        details[f"{config_name(loss, None)}+prior"] = {"popularity_prior": PRIOR_PICK, "note": PRIOR_PICK_NOTE}
+        print(_fmt_row(f"{config_name(loss, None)}+prior", table[f"{config_name(loss, None)}+prior"]), flush=True)
         for name, rs in runs.items():
             table[name] = _aggregate([r["metrics"] for r in rs], seeds)
             details[name] = {
@@ -442,21 +609,34 @@ def full_table(cfg: Config, ev: EvalSet, seeds: list[int], losses: list[str]) ->
     return table, details
 
 
+def _wait_for(path: str, minutes: float = 60) -> Path:
+    """A --tuning-results file, waited for (up to ``minutes``) when a --tune run still writes it."""
+    p, t0 = Path(path), time.monotonic()
+    while not p.exists() and time.monotonic() - t0 < minutes * 60:
+        log.warning("waiting for %s (a --tune run in progress)", p)
+        time.sleep(30)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=f"./dev bench {NAME}", description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=DEFAULT_DATA, help="MovieLens-100K directory (u.data, u.user, u.item)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 seed (smoke run)")
     ap.add_argument("--losses", nargs="+", choices=list(LOSSES), default=list(LOSSES))
-    ap.add_argument("--tune", metavar="STAGE", choices=list(TUNING_STAGES),
+    ap.add_argument("--tune", metavar="STAGE", choices=[*TUNING_STAGES, "popularity_prior"],
                     help="run a validation sweep stage only (prints; --tune-out FILE keeps it)")
     ap.add_argument("--tune-out", help="where --tune writes its JSON")
+    ap.add_argument("--prior-bases", nargs="+", choices=list(PRIOR_BASES), default=list(PRIOR_BASES),
+                    help="--tune popularity_prior: the training settings the prior is tried with")
     ap.add_argument("--tuning-results", nargs="*", default=[],
                     help="JSON files written by --tune, embedded in the result as the record of the tuning")
     ap.add_argument("--data-root", help="use (and keep) this data root instead of a temporary one")
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra config override for every two-tower run (smoke tests; recorded)")
     ap.add_argument("--no-save", action="store_true", help="print only; do not write results")
+    ap.add_argument("--hard-sources", nargs="*", choices=HARD_SOURCES, default=HARD_SOURCES,
+                    help="hard-negative sources tried per loss (none: the base rows only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     seeds = [1] if args.quick else list(range(1, args.seeds + 1))
@@ -478,7 +658,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"imported {summary['rows']:,} ratings into {root} in {time.perf_counter() - t0:.1f}s", flush=True)
 
         if args.tune:
-            res = tune(cfg, args.tune, args.losses, seeds)
+            res = (tune_prior(cfg, seeds, args.prior_bases) if args.tune == "popularity_prior"
+                   else tune(cfg, args.tune, args.losses, seeds))
+            res["stage"] = args.tune
             res.update({"command": command_line(NAME, argv), "date": dt.datetime.now(dt.timezone.utc).isoformat(
                 timespec="seconds"), "base_overrides": {**PROTOCOL, **TUNE_BASE}, "losses": LOSSES})
             if args.tune_out:
@@ -490,6 +672,18 @@ def main(argv: list[str] | None = None) -> int:
         ev_val = eval_set(cfg, T_VALIDATION, previous(T_TEST))
         validation: dict[str, Any] = {"set": ev_val.summary(),
                                       **{k: _short(v) for k, v in popularity_rows(ev_val).items()}}
+        for seed in seeds:  # the product default on the validation split: the prior (beta chosen on the holdout) vs none
+            r = run_two_tower(default_config(cfg, seed), ev_val)
+            validation.setdefault(DEFAULT_ROW, []).append({
+                **_short(r["metrics"]), "recall_at_50_without_prior": round(r["metrics_no_prior"]["recall_at_50"], 4),
+                "popularity_beta": r["popularity_beta"], "per_user": r["per_user_recall_at_50"],
+                "per_user_no_prior": r["per_user_recall_at_50_no_prior"]})
+        mine = np.mean([x.pop("per_user") for x in validation[DEFAULT_ROW]], axis=0)
+        none = np.mean([x.pop("per_user_no_prior") for x in validation[DEFAULT_ROW]], axis=0)
+        validation[f"{DEFAULT_ROW}_paired"] = {
+            "vs_no_prior": paired_bootstrap(mine, none, 10_000, 0.95, [0, 50]),
+            "vs_recent_popularity": paired_bootstrap(mine, per_user_recall(ev_val, popularity_scorer(ev_val, RECENT_DAYS)),
+                                                     10_000, 0.95, [RECENT_DAYS, 50])}
         for loss in args.losses:
             validation[config_name(loss, None)] = _short(run_two_tower(run_config(cfg, loss, seeds[0], []),
                                                                        ev_val)["metrics"])
@@ -498,15 +692,15 @@ def main(argv: list[str] | None = None) -> int:
         ev = eval_set(cfg, T_TEST, DATA_END)
         print("test set:", json.dumps(ev.summary()), flush=True)
         print(_header(), flush=True)
-        table, details = full_table(cfg, ev, seeds, args.losses)
+        table, details = full_table(cfg, ev, seeds, args.losses, args.hard_sources)
     finally:
         if not args.data_root:
             shutil.rmtree(root, ignore_errors=True)
 
     tt = {k: v for k, v in table.items() if k.startswith("two_tower_")}
     best = max(tt, key=lambda k: (tt[k]["recall_at_50"]["mean"], tt[k]["ndcg_at_50"]["mean"]))
-    best_val = max((k for k in validation if k.startswith("two_tower_")),
-                   key=lambda k: validation[k]["recall_at_50"])
+    best_val = max((k for k in validation if k.startswith("two_tower_") and isinstance(validation[k], dict)
+                    and "recall_at_50" in validation[k]), key=lambda k: validation[k]["recall_at_50"])
     import keras
     import tensorflow as tf
 
@@ -518,6 +712,11 @@ def main(argv: list[str] | None = None) -> int:
         "best_config_note": ("best mean Recall@50 on the test period among the two-tower rows (a max over "
                              "configurations: optimistic); the validation split picked "
                              f"{best_val} among the base configurations"),
+        "recall_at_50_default_config": table[DEFAULT_ROW]["recall_at_50"]["mean"],
+        "recall_at_50_default_config_std": table[DEFAULT_ROW]["recall_at_50"]["std"],
+        "default_config_note": ("the product's default configuration (config.py defaults; the protocol's data "
+                                "settings and the seeds only), scored as served: u.v + serving.popularity_beta * "
+                                "log q (dailyrec.popularity_prior), chosen on the validation split"),
         "recall_at_50_popularity": table["popularity"]["recall_at_50"]["mean"],
         "ndcg_at_50_popularity": table["popularity"]["ndcg_at_50"]["mean"],
         "recall_at_50_recent_popularity": table["recent_popularity"]["recall_at_50"]["mean"],
@@ -533,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": table,
         "details": details,
         "validation_check": validation,
-        "tuning": [_compact_tuning(json.loads(Path(p).read_text())) for p in args.tuning_results],
+        "tuning": [_compact_tuning(json.loads(_wait_for(p).read_text())) for p in args.tuning_results],
         "tuning_note": ("the records of the --tune runs are embedded under tuning" if args.tuning_results else
                         "no --tune records embedded: TUNED / TUNED_PER_LOSS were chosen with --tune sweeps on "
                         "the validation split whose output files were not kept; validation_check re-runs the "

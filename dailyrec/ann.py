@@ -346,24 +346,25 @@ def build_index(run: Any, cfg: Config | None = None, query_vectors: np.ndarray |
     """Build, check and write the item index of a run; returns a small summary.
 
     Args:
-        run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` string (a run named
-            ``build_index`` is begun with ``cfg``).
-        query_vectors: ``float[m, dim]`` recall queries; ``None``: :func:`user_query_vectors` (real
-            user vectors, as the stage uses), or perturbed item vectors when there is no active user.
+        run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` (a run begun with ``cfg``).
+        query_vectors: ``float[m, dim]`` user vectors; ``None``: :func:`user_query_vectors` (or perturbed items).
     Raises:
         FileNotFoundError, ContractError: the embeddings (:func:`dailyrec.embeddings.read_embeddings`).
         ValueError: ``query_vectors`` of the wrong shape or with non-finite values.
         RecallTooLow: recall@K below ``index.min_recall_at_k`` (nothing is written).
     """
+    from dailyrec.popularity_prior import augment_queries, index_embeddings
     from dailyrec.step import begin
 
     run = begin("build_index", run, cfg) if isinstance(run, str) else run
     cfg, cur_date = run.cfg, run.cur_date
-    with run.timer.step("read"):
-        emb = read_embeddings(run.store, cur_date)
+    with run.timer.step("read"):  # with serving.popularity_beta: [v, beta log q] (dailyrec.popularity_prior)
+        emb, prior = index_embeddings(run.store, cfg, cur_date, read_embeddings(run.store, cur_date))
     if query_vectors is None:
         with run.timer.step("queries"):
             query_vectors = user_query_vectors(run)
+    if prior["beta"] and query_vectors is not None:
+        query_vectors = augment_queries(query_vectors, emb.dim)
     kind, factory = choose_factory(emb.n, cfg)
     log.info("dt=%s: %d items x %d dims (model %s) -> %s index %r", cur_date, emb.n, emb.dim, emb.model_version,
              kind, factory)
@@ -376,7 +377,7 @@ def build_index(run: Any, cfg: Config | None = None, query_vectors: np.ndarray |
         recall, k, source, query_timing = _recall_check(index, emb, cfg, query_vectors)
     summary = {"type": kind, "factory": factory, "n": emb.n, "dim": emb.dim, "model_version": emb.model_version,
                f"recall_at_{k}": round(recall, 4), "recall_k": k, "recall_queries": source,
-               "min_recall_at_k": cfg.index.min_recall_at_k}
+               "min_recall_at_k": cfg.index.min_recall_at_k, "popularity_prior": prior}
     if recall < cfg.index.min_recall_at_k:
         raise RecallTooLow(
             f"index for dt={cur_date} ({kind} {factory!r}, {search_params(index)}) has recall@{k} = "

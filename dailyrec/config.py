@@ -413,6 +413,25 @@ class ServingConfig(_Strict):
     """The most recent distinct clicked items kept per user (bounds Redis memory and the over-fetch)."""
     seen_users_per_bucket: int = Field(1024, ge=1)
     """Users per Redis hash of the seen set (``ns:v:<ver>:seen:<bucket>``)."""
+    popularity_beta: float = Field(0.0, ge=0, le=10)
+    """Weight of the popularity prior added back at retrieval: ``score = u . v + beta * log q_i``
+    with ``q`` the items' clicks over ``popularity_window_days`` (cosine units; 0 = off, plain
+    ``u . v``). Index, serving and the gate score alike (:mod:`dailyrec.popularity_prior`). Used as
+    it is when ``popularity_beta_grid`` is empty, else only where no evaluation chose one."""
+    popularity_beta_grid: list[float] = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5]
+    """Betas the evaluation step tries on the day's holdout; the best serves (recorded in the eval
+    report, read by the index build); the gate's ``new`` row is cross-fitted (each half of the users
+    scored with the beta the other half chose). Empty: ``popularity_beta`` as it is."""
+    popularity_window_days: int | None = Field(None, ge=1, le=365)
+    """Window of the prior's click counts: one of ``features.counter_windows_days`` (``clicks_<W>d``);
+    None = the recent week: the shortest counter window of at least 7 days (else the longest)."""
+
+    @model_validator(mode="after")
+    def _grid(self) -> "ServingConfig":
+        g = self.popularity_beta_grid
+        if len(set(g)) != len(g) or any(not 0 <= b <= 10 for b in g):
+            raise ValueError(f"serving.popularity_beta_grid must be distinct betas in [0, 10], got {g}")
+        return self
 
 
 class IndexConfig(_Strict):
@@ -699,6 +718,15 @@ class Config(_Strict):
                 raise ValueError(f"training.distribute={t.distribute}: numeric features {numeric} are not carried to "
                                  "the distributed workers yet (their normalisation statistics); use "
                                  "training.distribute: none")
+        return self
+
+    @model_validator(mode="after")
+    def _prior_window_is_counted(self) -> "Config":
+        s, w = self.serving, self.features.counter_windows_days
+        if s.popularity_window_days is not None and s.popularity_window_days not in w and (
+                s.popularity_beta > 0 or any(s.popularity_beta_grid)):
+            raise ValueError(f"serving.popularity_window_days {s.popularity_window_days} is not one of "
+                             f"features.counter_windows_days {w}: the popularity prior needs its clicks counter")
         return self
 
     def digest(self) -> str:

@@ -73,7 +73,8 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
         ``{"user_id", "path", "version", "model_version", "cur_date", "k", "seen", "excluded_seen",
         "items": [{"rank", "item_id", "score"}]}``, items best first (inner product of the
         L2-normalised vectors); ``seen``: the size of the user's seen set (``None``: not filtered),
-        ``excluded_seen``: how many seen items the search returned and were dropped.
+        ``excluded_seen``: how many seen items the search returned and were dropped. With
+        ``serving.popularity_beta`` the score is ``u . v + beta * log q`` (:mod:`dailyrec.popularity_prior`).
     Raises:
         dailyrec.publishing.reader.NothingPublished: nothing is published (a ``KeyError``, like all below).
         dailyrec.publishing.reader.MissingVersionKeys: ``current`` or a key of the current version is
@@ -81,9 +82,8 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
         dailyrec.publishing.reader.CurrentKeptChanging: ``current`` moved during every read (transient).
         FileNotFoundError / KeyError: the version's model or logs are missing.
     """
-    import numpy as np
-
     from dailyrec.embeddings import tower_vectors
+    from dailyrec.popularity_prior import augment_queries
     from dailyrec.publishing.reader import load_current
     from dailyrec.registry import model_dir
 
@@ -98,7 +98,7 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
         row, path = user_row(store, cfg, cur, user_id)
         tower = f"{model_dir(store, 'two_tower', cur)}/user_tower"
     vec = tower_vectors(tower, row, cfg.features.spec)
-    vec = np.ascontiguousarray(vec.astype(np.float32))
+    vec = augment_queries(vec, getattr(index, "d", vec.shape[1]))  # [u, 1] against an index with the prior
     return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],
             "cur_date": cur, "k": k, **top_unseen(cfg, meta, index, ids, vec, user_id, k)}
 

@@ -115,6 +115,8 @@ def build_overlay(base_index: Any, base_ids: np.ndarray, merged: dict[str, bytes
             raise ValueError(f"delta vector of {item!r} has {len(merged[item])} bytes, expected {dim * 4}")
     ups = (np.frombuffer(b"".join(merged[i] for i in up_ids), dtype="<f4").reshape(len(up_ids), dim)
            .astype(np.float32) if up_ids else np.zeros((0, dim), np.float32))
+    if base_index.d == dim + 1:  # the base holds [v, beta log q] (dailyrec.popularity_prior): upserts too
+        ups = np.concatenate([ups, _prior_column(base_index, [pos.get(i) for i in up_ids])[:, None]], axis=1)
     index = OverlayIndex(base_index, masked, ups)
     ids = np.concatenate([np.asarray(base_ids, dtype=object), np.array(up_ids, dtype=object)])
     keep = np.ones(index.n_base, dtype=bool)
@@ -123,6 +125,18 @@ def build_overlay(base_index: Any, base_ids: np.ndarray, merged: dict[str, bytes
     to_served[:index.n_base][keep] = np.arange(int(keep.sum()))
     to_served[index.n_base:] = int(keep.sum()) + np.arange(len(up_ids))
     return index, ids, to_served
+
+
+def _prior_column(base_index: Any, labels: list[int | None]) -> np.ndarray:
+    """``float32[len(labels)]``: the popularity-prior coordinate (``beta * log q``, the last one) the
+    base index stores for each base label; a new item (``None``) gets the smallest one, the prior of
+    an unclicked item. ``ValueError`` on a lossy base index (no exact stored vectors)."""
+    vecs = stored_vectors(base_index)
+    if vecs is None:
+        raise ValueError("a delta on a lossy base index with the popularity prior: its prior column cannot be read")
+    col = vecs[:, -1]
+    low = float(col.min()) if len(col) else 0.0
+    return np.array([col[lab] if lab is not None else low for lab in labels], dtype=np.float32)
 
 
 def stored_vectors(index: Any) -> np.ndarray | None:

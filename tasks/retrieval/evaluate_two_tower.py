@@ -11,8 +11,14 @@ whole catalog minus, when ``serving.exclude_seen`` (as serving does), the items 
 in the training window. Truth: the user's distinct held-out clicked items. The same users,
 candidates and truth for every ranker (:func:`dailyrec.metrics.holdout_eval_set`):
 
-* ``new``: the model trained for ``cur_date``;
-* ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any;
+* ``new``: the model trained for ``cur_date``, scored as serving scores (``u . v + beta * log q``
+  with ``q`` from the held-out-free clicks of ``serving.popularity_window_days``:
+  :mod:`dailyrec.popularity_prior`). With ``serving.popularity_beta_grid`` the beta with the best
+  ``gate_metric`` on the holdout is chosen here and recorded (``popularity_prior``; the index build
+  reads it), and its rows are cross-fitted (each half of the users scored with the beta the other
+  half chose), so the gate does not profit from the choice;
+* ``previous``: the newest *published* model before ``cur_date`` (yesterday's), if any, scored as it
+  was served (with the beta its own evaluation chose);
 * ``popularity``: the catalog ranked by clicks over the longest counter window before the holdout
   (held-out clicks subtracted), ties broken by the shortest window's clicks, then ``item_id``
   (:func:`dailyrec.metrics.popularity_scores`).
@@ -44,7 +50,9 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
-    from dailyrec.metrics import (constant_scorer, dot_scorer, format_table, gate_decision, holdout_eval_set,
+    from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
+                                           served_beta)
+    from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
                                   metrics_from_topk, per_user_metrics, popularity_scores, top_k)
 
     run = begin("evaluate_two_tower", cur_date, cfg)
@@ -63,13 +71,22 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     if prev is not None:
         models["previous"] = prev["model_dir"]
     kmax, metric = max(ev.ks), ev.gate_metric
+    # serving's score u.v + beta log q (q leak-free: held-out clicks out); beta from the grid, chosen here
+    betas = sorted(set(cfg.serving.popularity_beta_grid)) if auto_beta(cfg) else [cfg.serving.popularity_beta]
+    log_q = catalog_log_prior(cfg, es["catalog"], es["holdout_table"], run.cur_date) if prior_on(cfg) else None
     table: dict[str, dict[str, float]] = {}
-    topks = {}
-    for name, mdir in models.items():
+    by_beta: dict[str, dict[float, Any]] = {}
+    for name, mdir in models.items():  # previous: the beta it was served with (its own report's choice)
+        own = betas if name == "new" else [served_beta(store, cfg, prev["cur_date"])[0]]
         with run.timer.step(name):
             u = tower_vectors(f"{mdir}/user_tower", es["user_rows"], specs)
             v = tower_vectors(f"{mdir}/item_tower", es["catalog"], specs)
-            topks[name] = top_k(dot_scorer(u, v), len(es["truth"]), kmax, es["exclude"])
+            by_beta[name] = {b: top_k(prior_scorer(u, v, log_q, b), len(es["truth"]), kmax, es["exclude"])
+                             for b in own}
+    prior, topks = gate_choice(cfg, run.cur_date, by_beta, es["truth"], es["n_truth"], metric)
+    if len(betas) > 1:
+        run.log.info("popularity prior: beta %s serves (%s per beta on the holdout: %s; cross-fitted halves: %s)",
+                     prior["beta"], metric, prior["grid"], prior["cross_fitted_betas"])
     with run.timer.step("popularity"):
         pop, pop_info = popularity_scores(es["catalog"], es["holdout_table"], run.cur_date)
         topks["popularity"] = top_k(constant_scorer(pop), len(es["truth"]), kmax, es["exclude"])
@@ -80,12 +97,15 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     with run.timer.step("bootstrap"):
         paired = _paired(run, es, topks, per_user, metric)
     gate = gate_decision(table, ev, prev["cur_date"] if prev else None, paired=paired, holdout=es["holdout"])
+    if len(betas) > 1 and prior["beta"] == betas[-1]:  # served ~ popularity: say so, whatever the verdict
+        gate["notes"].append(f"the popularity prior dominates: beta {prior['beta']} (the largest of serving."
+                             f"popularity_beta_grid) serves; {metric} per beta on the holdout: {prior['grid']}")
     report = run.manifest(inputs=[new_dir, run.partition("samples")],
                           rows={"eval_users": len(es["users"]), "holdout_clicks": es["holdout_rows"],
                                 "holdout_users": es["holdout"]["users"], "holdout_hours": es["holdout"]["hours"],
                                 "candidates": es["catalog"].num_rows},
                           table=table, gate=gate, popularity_column=pop_info["column"], popularity=pop_info,
-                          excluded_seen=es["exclude"] is not None)
+                          excluded_seen=es["exclude"] is not None, popularity_prior=prior)
     with store.atomic_output(run.partition(f"eval/{NAME}")) as tmp:
         store.write_json(f"{tmp}/report.json", report)
     run.log.info("evaluation of %s on %d users (holdout: %s), %d candidates:\n%s", run.cur_date, len(es["users"]),
@@ -105,7 +125,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             "new": round(table["new"][metric], 4),
             "previous": round(table["previous"][metric], 4) if "previous" in table else None,
             "popularity": round(table["popularity"][metric], 4),
-            "intervals": {n: c["ci"] for n, c in gate["comparisons"].items()},
+            "intervals": {n: c["ci"] for n, c in gate["comparisons"].items()}, "popularity_beta": prior["beta"],
             "holdout": {k: es["holdout"][k] for k in ("hours", "users", "clicks", "extended", "enough")}}
 
 

@@ -32,7 +32,9 @@ _STAGES = "import sys\nfrom dailyrec import stages\nfor s in sys.argv[2:]:\n    
 
 def _py(root: Path, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("DAILYREC")}
-    env.update(TINY_ENV, DAILYREC_DATA_ROOT=str(root))
+    # plain u.v: the delta's new item must score exactly as the item it replaces (with the popularity
+    # prior an unclicked new item scores lower; that overlay is tests/unit/test_overlay.py's)
+    env.update(TINY_ENV, DAILYREC_DATA_ROOT=str(root), DAILYREC__SERVING__POPULARITY_BETA_GRID="[]")
     res = subprocess.run([sys.executable, *args], cwd=str(REPO), env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-5000:]
     return res

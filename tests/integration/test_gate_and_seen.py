@@ -99,10 +99,25 @@ def test_an_undecidable_holdout_passes_with_a_note(world):
     _stages(world, DAYS[1], "retrieval.evaluate_two_tower")  # back to the module's config
 
 
+BROKEN = {"training.optimizer.learning_rate": 1e-9, "training.optimizer.floor": 0.0, "training.warm_start": False,
+          "training.epochs": 1}
+
+
+@pytest.mark.slow
+def test_a_broken_model_gets_the_largest_popularity_beta_and_a_note(world):
+    """With the default beta grid the prior rescues an untrained model (served ~ popularity): the
+    evaluation chooses the largest beta, and the gate says so in a note."""
+    _stages(world, DAYS[1], "retrieval.train_two_tower", "retrieval.evaluate_two_tower", **BROKEN)
+    rep = _report(world, DAYS[1])
+    prior = rep["popularity_prior"]
+    assert prior["chosen_on"] == "holdout" and prior["beta"] == max(float(b) for b in prior["grid"])
+    assert prior["grid"]["0.0"] < rep["table"]["popularity"]["recall_at_50"] - 0.05  # the model alone: far worse
+    assert any("the popularity prior dominates" in n for n in rep["gate"]["notes"]), rep["gate"]["notes"]
+
+
 @pytest.mark.slow
 def test_a_clearly_worse_model_is_blocked(world, tmp_path):
-    bad = {"training.optimizer.learning_rate": 1e-9, "training.optimizer.floor": 0.0, "training.warm_start": False,
-           "training.epochs": 1}
+    bad = {**BROKEN, "serving.popularity_beta_grid": []}  # the model as it is, without the popularity prior
     _stages(world, DAYS[1], "retrieval.train_two_tower", "retrieval.evaluate_two_tower", **bad)
     gate = _report(world, DAYS[1])["gate"]
     assert not gate["passed"] and gate["verdict"] == "block"

@@ -59,3 +59,30 @@ def test_fewer_items_than_k_pad_like_faiss():
     d, i = index.search(vectors[:2], 8)
     assert d.shape == i.shape == (2, 8) and (i[:, 5:] == -1).all() and np.isneginf(d[:, 5:]).all()
     assert set(i[0, :5].tolist()) == {1, 2, 3, 4, 5}  # 4 base items left, the new one is label 5
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat"])
+def test_a_base_with_the_popularity_prior_gets_prior_upserts(factory):
+    """A base index holding [v, beta log q] (dailyrec.popularity_prior): an upserted item keeps its
+    base prior coordinate, a new one gets the smallest (an unclicked item's); queried with [u, 1] the
+    overlay returns u.v + beta log q exactly."""
+    from dailyrec.popularity_prior import augment_items, augment_queries, log_prior
+
+    vectors, _ = clustered_vectors(N, DIM, seed=2)
+    ids = [f"it{i}" for i in range(N)]
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 50, N)
+    counts[7] = 0
+    prior = 0.3 * log_prior(counts)
+    base = make_index(augment_items(vectors, log_prior(counts), 0.3), factory, nprobe=16)
+    merged = _chain(vectors, ids)
+    index, id_of, _ = build_overlay(base, np.array(ids, dtype=object), merged, DIM)
+    assert index.d == DIM + 1
+    users = rng.standard_normal((20, DIM)).astype(np.float32)
+    scores, labels = index.search(augment_queries(users, index.d), 10)
+    for q in range(len(users)):
+        for s, lab in zip(scores[q], labels[q]):
+            item = id_of[lab]
+            v = (np.frombuffer(merged[item], dtype="<f4") if item in merged else vectors[ids.index(item)])
+            p = prior[ids.index(item)] if item in ids else prior.min()  # new items: an unclicked item's prior
+            assert np.isclose(s, users[q] @ v + p, atol=1e-4), (item, s, users[q] @ v + p)
