@@ -389,9 +389,10 @@ HEADLINES: dict[str, Summary] = {
             Headline("prequential pointwise AUC (two-tower u.v), hourly passes", "prequential_auc_pointwise_hourly",
                      ".4f", "daily-only model", "prequential_auc_pointwise_daily"),
             Headline("freshness: _SUCCESS to delta serving, s (median; goal < 180)", "freshness_s_median", ",.1f"),
-            Headline("delta publish, s (median; {delta_items_median} items changed)", "delta_publish_s", ",.2f",
-                     "full publish of {full_items} items, s", "full_publish_s"),
-            Headline("peak RSS of a pass's training step, MB (process peak)", "pass_peak_rss_mb", ",.0f"),
+            Headline("delta publish, s (median, lock to switch; {delta_items_median} items changed)", "delta_publish_s",
+                     ",.2f", "full publish of {full_items} items, s", "full_publish_s"),
+            Headline("peak RSS of a pass's training step (its own process), MB, max over passes", "pass_peak_rss_mb",
+                     ",.0f"),
         )),
     "delta_publish": Summary(
         scale=(("items", "items"), ("dim", "dim"), ("fields per delta", "delta_fields"), ("chain", "chain")),
