@@ -169,6 +169,7 @@ def write_report(run: Any, pipeline: str, cfg: Config | None = None) -> dict[str
     Raises:
         ValueError: an unknown pipeline, or a bad ``cur_date``.
     """
+    from dailyrec.pass_curve import collect_passes, markdown_lines
     from dailyrec.step import begin
     from dailyrec.ui.pages import report_html
 
@@ -177,12 +178,14 @@ def write_report(run: Any, pipeline: str, cfg: Config | None = None) -> dict[str
     store, cur_date = run.store, run.cur_date
     steps = collect(store, cur_date, sources)
     lines = (_retrieval_lines if pipeline == "retrieval" else _ranking_lines)(cur_date, steps)
-    text = "\n".join(lines) + "\n"
+    passes = collect_passes(store, cur_date)   # the day's hourly passes, if any: a curve over the hours
+    text = "\n".join(lines + markdown_lines(passes)) + "\n"
     out = store.partition(f"reports/daily_{pipeline}", cur_date)
     with store.atomic_output(out) as tmp:
-        store.write_json(f"{tmp}/report.json", {"cur_date": cur_date, "pipeline": pipeline, "steps": steps})
+        doc = {"cur_date": cur_date, "pipeline": pipeline, "steps": steps}
+        store.write_json(f"{tmp}/report.json", {**doc, "passes": passes} if passes else doc)
         store.write_text(f"{tmp}/report.md", text)
-        store.write_text(f"{tmp}/report.html", report_html(pipeline, cur_date, steps, sources))
+        store.write_text(f"{tmp}/report.html", report_html(pipeline, cur_date, steps, sources, passes=passes))
     log.info("run summary\n%s", text)
     done = [k for k, v in steps.items() if v is not None]
     pub = steps.get("publish") or {}

@@ -73,6 +73,7 @@ def _xcom(dag_id: str, run_id: str, task_id: str) -> Any:
 
 def _report(pipeline: str, cur_date: str, run_verdict: str | None = None, note: str = "") -> str:
     from dailyrec.dates import parse_date
+    from dailyrec.pass_curve import collect_passes
     from dailyrec.report import collect, sources_of
     from dailyrec.ui.pages import report_html
 
@@ -86,7 +87,8 @@ def _report(pipeline: str, cur_date: str, run_verdict: str | None = None, note: 
     nav = (f'<nav><a href="{BASE}/history?pipeline={pipeline}" target="_top">Model history</a>'
            f'<a href="{BASE}/serving" target="_top">Serving</a>{note}</nav>')
     return report_html(pipeline, cur_date, steps, sources, run_verdict,
-                       link=lambda step: f"{BASE}/manifest/{pipeline}/{cur_date}/{step}", nav=nav)
+                       link=lambda step: f"{BASE}/manifest/{pipeline}/{cur_date}/{step}", nav=nav,
+                       passes=collect_passes(store, cur_date))
 
 
 @app.get("/report/date/{pipeline}/{cur_date}", response_class=HTMLResponse)

@@ -214,7 +214,8 @@ def artifacts(steps: dict[str, Any], sources: dict[str, str], cur_date: str, lin
 
 
 def report_html(pipeline: str, cur_date: str, steps: dict[str, Any], sources: dict[str, str],
-                run_verdict: str | None = None, link: Any = None, nav: str = "") -> str:
+                run_verdict: str | None = None, link: Any = None, nav: str = "",
+                passes: list[dict[str, Any]] | None = None) -> str:
     """The run report page of ``pipeline`` (``"retrieval"`` / ``"ranking"``) for ``cur_date``.
 
     Args:
@@ -222,6 +223,8 @@ def report_html(pipeline: str, cur_date: str, steps: dict[str, Any], sources: di
         sources: the pipeline's ``{step: path pattern}`` (for the artifacts list).
         run_verdict: the Airflow run's verdict (its ``report`` task's), if known.
         link: ``link(step) -> URL`` of a step's manifest (the plugin's), or None (plain paths).
+        passes: the date's hourly passes (:func:`dailyrec.pass_curve.collect_passes`): a curve of
+            their prequential metrics over the hours; None or empty: no section.
     Returns:
         A complete HTML document (str).
     """
@@ -238,5 +241,9 @@ def report_html(pipeline: str, cur_date: str, steps: dict[str, Any], sources: di
         parts.append("<h2>Samples</h2>" + (table(list(rs.get("rows", {})), [list(rs.get("rows", {}).values())])
                                            if rs else "<p>not selected</p>"))
         parts += [_training(steps, "MMoE"), _ranking_gate(steps), _ranking_publish(steps)]
+    if passes:
+        from dailyrec.pass_curve import html_section
+
+        parts.append(html_section(passes))
     parts.append(artifacts(steps, sources, cur_date, link))
     return page(f"daily_{pipeline} {cur_date}", "".join(parts), nav)

@@ -196,3 +196,27 @@ def test_a_missing_previous_pass_stops_the_chain(world):
     with pytest.raises(MissingPassError, match=rf"previous pass {DAYS[1]}T03"):
         step(DAYS[1], cfg, 4)
     assert not _part(root, "admission", 4).exists() and not _part(root, "pass_samples", 4).exists()
+
+
+@pytest.mark.slow
+def test_the_daily_report_shows_the_passes_curve(world):
+    """The per-date report of D (report.md, .json, .html) carries the prequential metrics of D's passes
+    per hour, as recorded by the passes, and a plot of them over the hours."""
+    root = world
+    run_stages(root, DAYS[1], "retrieval.report")
+    out = root / "reports/daily_retrieval" / f"dt={DAYS[1]}"
+    doc = _json(out / "report.json")
+    assert [r["hour"] for r in doc["passes"]] == [0, 1, 2]
+    for r in doc["passes"]:
+        m = _json(_part(root, "prequential/two_tower", r["hour"]) / "metrics.json")
+        assert r["k"] == K and r["recall_at_k"] == m[f"recall_at_{K}"] and r["auc"] == m["auc"]
+        assert r["new_item_recall_at_k"] == m[f"new_item_recall_at_{K}"]
+    md = (out / "report.md").read_text()
+    assert "## Hourly passes" in md and f"| 02 | {doc['passes'][2]['recall_at_k']:.4f} |" in md
+    page = (out / "report.html").read_text()
+    section = page[page.index("<h2>Hourly passes</h2>"):]
+    assert '<img class="plot"' in section.split("<h2>")[1]
+    # a date without passes keeps its report as before: no section, no key
+    run_stages(root, DAYS[0], "retrieval.report")
+    before = root / "reports/daily_retrieval" / f"dt={DAYS[0]}"
+    assert "passes" not in _json(before / "report.json") and "Hourly passes" not in (before / "report.md").read_text()
