@@ -26,6 +26,8 @@ from typing import Any
 
 HOURLY_DAG = "hourly_training"
 DAILY_DAGS = ("daily_retrieval", "daily_ranking")
+PASS_MODELS = ("two_tower", "mmoe")
+"""The models a pass of ``hourly_training`` trains: each chains from its own previous pass or base."""
 MANIFEST = "_manifest.json"
 
 
@@ -92,12 +94,26 @@ def check_previous_pass(dag_run: Any, run: dict[str, Any]) -> tuple[bool, str]:
                 return False, (f"pass ({cur}, 00) waits for the daily base of {before}: {dag_id} run "
                                f"{waiting[0].describe()} is unfinished")
     try:
-        label, src = _warm_source_for_pass(open_store(cfg), cfg, "two_tower", cur, first)
+        found = pass_sources(open_store(cfg), cfg, cur, first)
     except MissingPassError as exc:
         prev = f"daily runs of {_day_before(cur)}" if first == 0 else f"run of hour {first - 1:02d}"
         raise MissingPassError(f"pass ({cur}, {first:02d}) cannot start and nothing is left to wait for (no "
                                f"unfinished {prev}): {exc}") from exc
-    return True, f"pass ({cur}, {first:02d}) starts from {label} ({src}): {what}"
+    return True, f"pass ({cur}, {first:02d}) starts {', '.join(found)}: {what}"
+
+
+def pass_sources(store: Any, cfg: Any, cur_date: str, hour: int) -> list[str]:
+    """``["<model> from <label> (<dir>)", ...]``: the warm source of every model the pass holding
+    ``hour`` trains (:data:`PASS_MODELS`: the DAG trains both, so neither may start a pass without its
+    own previous pass or base).
+
+    Raises:
+        MissingPassError: a model's previous pass or base is missing (the first one, named)."""
+    out = []
+    for name in PASS_MODELS:
+        label, src = _warm_source_for_pass(store, cfg, name, cur_date, hour)
+        out.append(f"{name} from {label} ({src})")
+    return out
 
 
 def last_pass(store: Any, name: str, cur_date: str) -> tuple[int, str] | None:

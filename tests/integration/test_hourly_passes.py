@@ -220,3 +220,17 @@ def test_the_daily_report_shows_the_passes_curve(world):
     run_stages(root, DAYS[0], "retrieval.report")
     before = root / "reports/daily_retrieval" / f"dt={DAYS[0]}"
     assert "passes" not in _json(before / "report.json") and "Hourly passes" not in (before / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_hourly_dag_needs_both_chains(world):
+    """The DAG's wait_for_previous_pass checks every model it trains: here only the two-tower passes
+    ran (no MMoE pass nor MMoE base), so the next pass is refused before any work, naming the MMoE chain."""
+    from dailyrec.config import load_config
+    from dailyrec.errors import MissingPassError
+    from dailyrec.passchain import pass_sources
+    from dailyrec.storage import open_store
+
+    cfg = load_config(overrides={"storage.data_root": str(world)}, environ={})
+    with pytest.raises(MissingPassError, match=rf"mmoe pass {DAYS[1]}T03 needs the previous pass {DAYS[1]}T02"):
+        pass_sources(open_store(cfg), cfg, DAYS[1], 3)
