@@ -38,6 +38,9 @@ def setup_logging(level: int = logging.INFO) -> None:
     # faiss logs at INFO each SIMD build it could not load before the one it uses; absl/TF chatter
     for noisy in ("faiss.loader", "absl", "tensorflow"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from dailyrec.logs import QuietTensorFlowImport
+
+    QuietTensorFlowImport.install()   # TensorFlow's start-up lines on fd 2 (dailyrec.logs)
 
 
 def _first_line(fn: Callable[..., Any]) -> str:
