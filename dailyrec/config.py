@@ -721,6 +721,22 @@ class Config(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _freshness_features(self) -> "Config":
+        # item_age_days / item_clicks_<H>h are computed per row by dailyrec.freshness (docs/features-and-sampling.md)
+        from dailyrec.freshness import is_freshness, window_hours
+
+        fresh = [f for f in self.features.spec if is_freshness(f.name)]
+        for f in fresh:
+            if f.side != "item" or f.kind != "numeric":
+                raise ValueError(f"feature {f.name!r} is an item freshness feature: it needs side 'item' and kind "
+                                 f"'numeric' (dtype 'float'), got side {f.side!r}, kind {f.kind!r}")
+            window_hours(f.name)  # H in range
+        if fresh and self.passes.enabled:
+            raise ValueError(f"item freshness features {[f.name for f in fresh]} are computed by the daily steps only; "
+                             "the hourly passes (passes.enabled) do not compute them yet")
+        return self
+
+    @model_validator(mode="after")
     def _prior_window_is_counted(self) -> "Config":
         s, w = self.serving, self.features.counter_windows_days
         if s.popularity_window_days is not None and s.popularity_window_days not in w and (

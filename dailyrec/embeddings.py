@@ -43,7 +43,8 @@ ROW_GROUP_ROWS = 131_072
 
 def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, specs: list[Any],
                  vocabularies_path: str | None, model_version: str, timer: Any,
-                 text_path: str | None = None, exclude_items: set[str] | None = None) -> tuple[int, int]:
+                 text_path: str | None = None, exclude_items: set[str] | None = None,
+                 catalog: pa.Table | None = None) -> tuple[int, int]:
     """Embed every item of the catalog at ``catalog_path`` (``features/dt=D/catalog.parquet``) with
     the item tower SavedModel at ``tower_dir`` and write ``items.parquet`` at ``path`` (the
     partition contract; ``text_path``: also the ``items.tsv`` lines). Returns ``(n, dim)``.
@@ -51,6 +52,8 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
     ``specs``: the item tower's feature specs; only those columns and ``item_id`` are read.
     ``vocabularies_path``: the model's ``vocabularies.json`` (``models/two_tower/dt=D/model/``).
     ``exclude_items``: item ids left out (items evicted by the admission shrink, ``passes.enabled``).
+    ``catalog``: the catalog table itself, when the caller added columns (the item freshness
+    features of :func:`dailyrec.freshness.catalog_freshness`); ``catalog_path`` then only names it.
 
     The export step's path, pipelined on two cores: the SavedModel loads in a background thread
     while the catalog is read and its columns are encoded to integer ids on the Arrow side
@@ -77,9 +80,9 @@ def export_items(store: Store, path: str, tower_dir: str, catalog_path: str, spe
         loading = pool.submit(load_tower, tower_dir)
         with timer.step("read_catalog"):
             names = list(dict.fromkeys(["item_id", *(s.name for s in specs)]))
-            schema = pq.read_schema(catalog_path, filesystem=store.fs)
-            catalog = pq.read_table(catalog_path, columns=[c for c in names if c in schema.names],
-                                    filesystem=store.fs)
+            schema = catalog.schema if catalog is not None else pq.read_schema(catalog_path, filesystem=store.fs)
+            catalog = catalog.select([c for c in names if c in schema.names]) if catalog is not None else \
+                pq.read_table(catalog_path, columns=[c for c in names if c in schema.names], filesystem=store.fs)
             if "item_id" not in catalog.column_names:
                 raise ValueError(f"{catalog_path}: column 'item_id' is missing (columns: {schema.names})")
             item_ids = catalog.column("item_id").combine_chunks()

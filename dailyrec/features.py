@@ -136,7 +136,10 @@ def numeric_stats(con: Any, cur_date: str, cfg: Config, catalog: pa.Table) -> di
     ``training.holdout_hours`` hours). ``std`` is 1.0 when the values are constant or absent, ``mean``
     0.0 without a value (the model then maps every value to 0). Rounded to :data:`STAT_DIGITS`
     significant digits. Raises ``ValueError`` for a feature no view holds (:func:`numeric_source`)."""
-    specs = [f for f in cfg.features.spec if f.kind == "numeric"]
+    from dailyrec.freshness import is_freshness
+
+    # the item freshness features are computed per row, not read from a view: dailyrec.freshness.freshness_stats
+    specs = [f for f in cfg.features.spec if f.kind == "numeric" and not (f.side == "item" and is_freshness(f.name))]
     if not specs:
         return {}
     sql.register_arrow(con, "catalog", catalog)

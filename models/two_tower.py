@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from models import losses
-from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
+from models.features import FeatureEncoder, attach_numeric_stats, spec_dicts, warm_start_encoder
 from models.optim import make_optimizer
 from models.serving import KERAS_FILE, dummy_features, input_signature, load_keras, save_keras
 
@@ -273,7 +273,8 @@ class TwoTowerModel(keras.Model):
 
 
 def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, list[str]] | None = None,
-                    item_id_feature: str = "item_id") -> TwoTowerModel:
+                    item_id_feature: str = "item_id",
+                    numeric_stats: dict[str, dict[str, Any]] | None = None) -> TwoTowerModel:
     """Build (on a dummy batch) and compile a :class:`TwoTowerModel`.
 
     Args:
@@ -282,10 +283,18 @@ def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, l
         features_cfg: ``dailyrec.config.FeaturesConfig``; user + context specs feed the user tower,
             item specs the item tower.
         vocabularies: ``{feature name: [id, ...]}`` for ``vocab`` features.
+        numeric_stats: ``{feature: {"mean", "std", ...}}`` of the ``numeric`` features (the features
+            step's ``numeric_stats.json``), stored in the towers' configs
+            (:func:`models.features.attach_numeric_stats`); needed only with numeric features.
+    Raises:
+        KeyError: a numeric feature without statistics.
     """
     vocabularies = vocabularies or {}
     user_specs = features_cfg.by_side("user") + features_cfg.by_side("context")
     item_specs = features_cfg.by_side("item")
+    if any(s.kind == "numeric" for s in user_specs + item_specs):
+        user_specs = attach_numeric_stats(user_specs, numeric_stats)
+        item_specs = attach_numeric_stats(item_specs, numeric_stats)
     if not user_specs or not item_specs:
         raise ValueError("features.spec needs at least one user/context feature and one item feature")
     user = UserTower(user_specs, vocabularies, train_cfg.user_hidden, train_cfg.output_dim, name="user_tower")

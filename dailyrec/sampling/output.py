@@ -143,13 +143,19 @@ class _TrainColumns:
         self.cols += [(n, "click", _Gather(d.clicks[n])) for n in context]
         self.cols += [("event_time", "click", _Gather(d.clicks["event_time"])),
                       ("item_id", "item", _Gather(d.catalog["item_id"], plain=True))]
-        self.cols += [(n, "item", _Gather(d.catalog[n])) for n in item_feats]
+        fresh = d.freshness  # item freshness features: per row, as of the positive's event_time (dailyrec.freshness)
+        self.cols += [(n, "item", _Gather(d.catalog[n])) for n in item_feats if fresh is None or n not in fresh.names]
+        self.fresh, self.click_time = fresh, None
+        if fresh is not None:
+            self.click_time = _Gather(d.clicks["event_time"]).values
         self.source = pa.array(SOURCES)
 
     def table(self, rows: TrainRows, lo: int, hi: int) -> pa.Table:
         """The Arrow table of rows ``lo:hi``."""
         idx = {"user": rows.user[lo:hi], "click": rows.click[lo:hi], "item": rows.item[lo:hi]}
         out = {name: g.take(idx[kind]) for name, kind, g in self.cols}
+        if self.fresh is not None:
+            out |= self.fresh.columns(idx["item"], self.click_time[idx["click"]])
         src = rows.src[lo:hi]
         out["label"] = pa.array((src == 0).astype(np.float32))
         out["log_q"] = pa.array(rows.log_q[lo:hi])

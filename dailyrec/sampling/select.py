@@ -31,6 +31,7 @@ from dailyrec.config import Config
 from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
 from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
+from dailyrec.freshness import is_freshness, row_freshness
 from dailyrec.holdout import choose_holdout
 from dailyrec.sampling.arrays import codes
 from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
@@ -71,6 +72,8 @@ class DayInputs:
     features: tuple[list[str], list[str], list[str]]
     holdout_span: dict[str, Any] | None = None
     """:func:`dailyrec.holdout.choose_holdout`'s decision (hours, users, clicks, why)."""
+    freshness: Any = None
+    """:class:`dailyrec.freshness.RowFreshness` when the spec has item freshness features, else None."""
 
     @property
     def n_items(self) -> int:
@@ -86,7 +89,7 @@ def feature_names(cfg: Config, catalog: pa.Table) -> tuple[list[str], list[str],
     item = [f.name for f in fc.by_side("item") if f.name != "item_id"]
     bad = ([n for n in user if n not in USER_SCHEMA.names]
            + [n for n in context if n not in LOG_SCHEMA.names and n != "hour_of_day"]
-           + [n for n in item if n not in catalog.column_names])
+           + [n for n in item if n not in catalog.column_names and not is_freshness(n)])
     if bad:
         raise ValueError(f"feature(s) {bad} of features.spec are neither users, log (context) nor catalog columns")
     return user, context, item
@@ -155,7 +158,7 @@ def read_inputs(run: StepRun, then: Any = None) -> tuple[DayInputs, Any]:
     d = DayInputs(catalog=catalog, clicks=clicks.drop_columns(["in_holdout", "request_id"]), click_rows=click_rows,
                   cu=cu, ci=ci, user_ids=uids, users=users, popularity=pop, exposed=exposed, holdout=holdout,
                   hours=hours, unknown_item_clicks=unknown, features=(user_feats, context, item_feats),
-                  holdout_span=span)
+                  holdout_span=span, freshness=row_freshness(run.store, run.cfg, run.cur_date, catalog))
     return d, result
 
 

@@ -23,6 +23,10 @@ candidates and truth for every ranker (:func:`dailyrec.metrics.holdout_eval_set`
   (held-out clicks subtracted), ties broken by the shortest window's clicks, then ``item_id``
   (:func:`dailyrec.metrics.popularity_scores`).
 
+Item freshness features (:mod:`dailyrec.freshness`: ``item_age_days``, ``item_clicks_<H>h``) are
+computed for the candidates as of the start of the holdout span (what the model may know: the end of
+its training data), for ``new`` and ``previous`` alike; serving computes them as of the end of the day.
+
 Gate (``evaluation.*``, :func:`dailyrec.metrics.gate_decision`): paired over users, the per-user
 ``gate_metric`` of new minus previous (and minus popularity) with a seeded bootstrap interval
 (``bootstrap_samples``, ``confidence``). The new model is blocked when it is worse than the previous
@@ -50,6 +54,7 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
+    from dailyrec.freshness import catalog_freshness, iso_to_us
     from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
                                            served_beta)
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
@@ -67,6 +72,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         overlap = _previous_overlap(store, cfg, prev, es["holdout"]) if prev else None
         if overlap:
             es = holdout_eval_set(store, cfg, run.cur_date, fresh_since=overlap)
+        # item freshness features as of the holdout's start (the end of the training data): dailyrec.freshness
+        es["catalog"] = catalog_freshness(store, cfg, run.cur_date, es["catalog"], iso_to_us(es["holdout"]["start"]))
     models = {"new": new_dir}
     if prev is not None:
         models["previous"] = prev["model_dir"]

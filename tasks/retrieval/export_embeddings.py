@@ -8,6 +8,7 @@ model's vocabularies and the item tower SavedModel's ``embed_ids`` endpoint runs
 with the Parquet write (``dailyrec.embeddings.export_items``). Output (atomic), ``embeddings/dt=D/`` (the contract of
 :mod:`dailyrec.embeddings`): ``items.parquet`` with ``item_id`` (string), ``model_version``
 (string) and ``vector`` (fixed-size list of float32, L2-normalised), plus ``_manifest.json``;
+Item freshness features (:mod:`dailyrec.freshness`) are computed as of the end of ``D``.
 ``--format text`` also writes ``items.tsv`` with the classic ``item_id<TAB>v1,v2,...`` lines.
 With ``passes.enabled`` the items evicted by the admission shrink (``admission/dt=D/evicted.parquet``,
 written by the features step) are left out, so they leave the full Redis version and the index.
@@ -26,6 +27,7 @@ from dailyrec.step import begin
 def step(cur_date: str, cfg: Config, format: Literal["parquet", "text"] = "parquet") -> dict[str, Any]:
     """Run the day's item tower over the catalog; write ``embeddings/dt=D/`` (``format="text"``: also TSV)."""
     from dailyrec.embeddings import ITEMS_FILE, TEXT_FILE, export_items
+    from dailyrec.freshness import catalog_freshness, day_start_us, freshness_names, next_day
     from models.two_tower import VOCAB_FILE
 
     run = begin("export_embeddings", cur_date, cfg)
@@ -42,11 +44,20 @@ def step(cur_date: str, cfg: Config, format: Literal["parquet", "text"] = "parqu
         run.require(run.path("admission", EVICTED_FILE),
                     hint=f"passes.enabled: run tasks.retrieval.features for {run.cur_date} (it runs the shrink)")
         evicted = evicted_ids(store, run.cur_date).get("item_id", set())
+    catalog = None
+    if freshness_names(cfg):  # item freshness features as of the end of D (serving D+1): dailyrec.freshness
+        import pyarrow.parquet as pq
+
+        with run.timer.step("freshness"):
+            with store.fs.open_input_file(catalog_path) as fh:
+                catalog = catalog_freshness(store, cfg, run.cur_date, pq.read_table(fh),
+                                            day_start_us(next_day(run.cur_date)))
     out = run.partition("embeddings")
     with store.atomic_output(out) as tmp:
         n, dim = export_items(store, f"{tmp}/{ITEMS_FILE}", f"{mdir}/item_tower", catalog_path,
                               cfg.features.by_side("item"), f"{mdir}/model/{VOCAB_FILE}", version, run.timer,
-                              text_path=f"{tmp}/{TEXT_FILE}" if format == "text" else None, exclude_items=evicted)
+                              text_path=f"{tmp}/{TEXT_FILE}" if format == "text" else None, exclude_items=evicted,
+                              catalog=catalog)
         total = run.timer.total()
         extra = {} if evicted is None else {
             "evicted_items_left_out": _catalog_rows(store, catalog_path) - n, "evicted_items": len(evicted)}

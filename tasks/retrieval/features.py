@@ -19,7 +19,9 @@ Writes atomically to ``<root>/features/dt=D/``:
 * ``numeric_stats.json``: ``{feature: {"mean", "std", "rows", "count", "missing", "transform"}}``
   for each ``numeric`` feature of the spec (``sql/numeric_stats.sql``: over the training window,
   the held-out hours excluded), which the training steps store with their models
-  (``models.features.attach_numeric_stats``); ``{}`` without numeric features;
+  (``models.features.attach_numeric_stats``); ``{}`` without numeric features; the item freshness
+  features (``item_age_days``, ``item_clicks_<H>h``) with :func:`dailyrec.freshness.freshness_stats`
+  (one value per training-window impression, as of its event time);
 * ``_manifest.json``.
 """
 
@@ -37,6 +39,7 @@ from dailyrec.dates import window
 from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
 from dailyrec.features import (NUMERIC_STATS_FILE, OUTPUT_FILES, counters_and_catalog, numeric_stats,
                                shrink_vocabularies, vocabularies)
+from dailyrec.freshness import freshness_stats
 from dailyrec.step import begin
 
 
@@ -63,6 +66,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
             vocabs, state, prev_path = vocabularies(con, store, d, cfg)
         with run.timer.step("numeric_stats"):
             nstats = numeric_stats(con, d, cfg, catalog)
+            nstats |= freshness_stats(store, cfg, d, catalog)  # item age / recent clicks: dailyrec.freshness
     finally:
         con.close()
     admission = None

@@ -37,6 +37,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from dailyrec.features import read_numeric_stats
     from dailyrec.stream import ParquetStream, id_encoders
     from models.serving import export_towers
     from models.two_tower import build_two_tower, load_model, save_model, warm_start_from
@@ -58,7 +59,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
 
     deterministic_training(tc.seed)
     with run.timer.step("build"):
-        model = build_two_tower(tc, cfg.features, vocabularies)
+        model = build_two_tower(tc, cfg.features, vocabularies, numeric_stats=read_numeric_stats(store, run.cur_date))
     src = warm_source(run, NAME)
     warm = warm_start(run, model, src, src[1] if src else None, load_model, warm_start_from, label=NAME,
                       archive=f"{src[1]}/model" if src else None)
