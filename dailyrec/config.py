@@ -208,6 +208,11 @@ class FeaturesConfig(_Strict):
     min_count: int = Field(1, ge=1)
     evict_after_days: int = Field(30, ge=1)
     spec: list[FeatureSpec] = Field(default_factory=_default_features)
+    freshness_as_of: Literal["day_start", "event_time"] = "day_start"
+    """What the item freshness features (``item_age_days``, ``item_clicks_<H>h``; dailyrec.freshness) of a
+    training row or a holdout may know: ``day_start`` (as of 00:00 UTC of its day: the staleness the
+    exported vectors of a day have, as of the end of the day before) or ``event_time`` (as of the
+    row's own time; the gate: the holdout's start)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> "FeaturesConfig":

@@ -9,18 +9,19 @@ what it is (no column of the logs or the catalog holds it; it is computed per ro
   ``[as_of - H h, as_of)`` (float; *missing* when that interval starts before the first instant the
   click log given covers, so a count is never silently truncated).
 
-``as_of`` is what the feature may know (docs/features-and-sampling.md, "Item freshness features"):
+``as_of`` is what the feature may know (docs/features-and-sampling.md, "Item freshness features"),
+by ``features.freshness_as_of`` (:func:`row_as_of`): ``day_start`` (default) floors a row's time to
+00:00 UTC of its day, the staleness the exported vectors of a day have; ``event_time`` keeps it:
 
 * a training row of ``train.parquet`` (a positive and its negatives): the positive click's
-  ``event_time`` (strictly earlier clicks only; ``dailyrec.sampling.output``);
-* the evaluation gate (the holdout of ``cur_date``): the start of the holdout span, the end of the
-  data the model trained on, for every catalog item (what a model serving the holdout hours would
-  know; ``tasks.retrieval.evaluate_two_tower``);
+  ``event_time`` or its day's start (strictly earlier clicks only; ``dailyrec.sampling.output``);
+* the evaluation gate (the holdout of ``cur_date``): the start of the holdout span (or its day's
+  start), for every catalog item (``tasks.retrieval.evaluate_two_tower``);
 * serving day ``D+1`` (``tasks.retrieval.export_embeddings``, the ``model`` hard negatives of the
   sample step): the end of ``D`` (00:00 UTC of ``D+1``), every catalog item.
 
 Every caller computes the values with :func:`item_freshness` over the clicks
-:func:`read_clicks` reads from the logs (``click = 1`` rows, validated days only), so training and
+:func:`read_clicks` reads from the logs (``click = 1`` rows of the complete hourly partitions), so training and
 serving share one definition. The normalisation statistics are computed by the features step
 over the training window's impressions with the same function (:func:`freshness_stats`).
 """
@@ -204,8 +205,9 @@ def freshness_stats(store: Any, cfg: Any, cur_date: str, catalog: pa.Table) -> d
     them (``{feature: {"mean", "std", "rows", "count", "missing", "transform"}}``, rounded as
     :func:`dailyrec.features.numeric_stats` rounds): one value per impression of the training window
     (the ``sampling.window_days`` days up to ``cur_date`` without its last ``training.holdout_hours``
-    hours, as ``sql/numeric_stats.sql``), each as of its own ``event_time`` (:func:`item_freshness`
-    over the clicks from ``lookback_days`` before the window). ``{}`` without such features."""
+    hours, as ``sql/numeric_stats.sql``), each as of its ``event_time`` or its day's start
+    (:func:`row_as_of`, ``features.freshness_as_of``; :func:`item_freshness` over the clicks from
+    ``lookback_days`` before the window). ``{}`` without such features."""
     from dailyrec.features import STAT_DIGITS
     from models.features import numeric_transform
 
@@ -218,7 +220,8 @@ def freshness_stats(store: Any, cfg: Any, cur_date: str, catalog: pa.Table) -> d
     item, time, _ = _read_log(store, win, ids, clicks_only=False)
     keep = time < day_start_us(cur_date) + (24 - cfg.training.holdout_hours) * US_PER_HOUR
     item, time = item[keep], time[keep]
-    vals = item_freshness(names, clicks, item, time, created_days(catalog)[item] if AGE in names else None)
+    vals = item_freshness(names, clicks, item, row_as_of(time, cfg.features.freshness_as_of),
+                          created_days(catalog)[item] if AGE in names else None)
     spec = {f.name: f for f in cfg.features.spec}
     out = {}
     for n in names:
@@ -235,6 +238,17 @@ def days_before(day: str, n: int) -> list[str]:
     """The ``n`` days before ``day`` then ``day`` itself, ascending ISO dates."""
     d = date.fromisoformat(day)
     return [(d - timedelta(days=k)).isoformat() for k in range(n, -1, -1)]
+
+
+def row_as_of(times: np.ndarray, mode: str) -> np.ndarray:
+    """``int64[n]``: the ``as_of`` of rows at ``times`` (int64 us) under ``features.freshness_as_of``:
+    the times themselves (``event_time``) or 00:00 UTC of their day (``day_start``)."""
+    t = np.asarray(times, np.int64)
+    if mode == "event_time":
+        return t
+    if mode == "day_start":
+        return (t // US_PER_DAY) * US_PER_DAY
+    raise ValueError(f"features.freshness_as_of: unknown mode {mode!r} (expected 'day_start' or 'event_time')")
 
 
 def catalog_freshness(store: Any, cfg: Any, cur_date: str, catalog: pa.Table, as_of: int,
@@ -270,13 +284,14 @@ class RowFreshness:
     ``names``, the :class:`ClickLog` over the window and its lookback (codes = catalog rows), and
     ``created`` (float64[I] ``item_created_dt`` days, or None without :data:`AGE`)."""
 
-    def __init__(self, names: list[str], clicks: ClickLog, created: np.ndarray | None) -> None:
-        self.names, self.clicks, self.created = names, clicks, created
+    def __init__(self, names: list[str], clicks: ClickLog, created: np.ndarray | None,
+                 mode: str = "day_start") -> None:
+        self.names, self.clicks, self.created, self.mode = names, clicks, created, mode
 
     def columns(self, item: np.ndarray, as_of: np.ndarray) -> dict[str, pa.Array]:
         """``{name: float32 Arrow array}`` (null = missing) of rows with catalog codes ``item`` as of
-        ``as_of`` (int64 us: the positive click's ``event_time`` for its negatives too)."""
-        vals = item_freshness(self.names, self.clicks, item, as_of,
+        the positive click's ``event_time`` (int64 us, for its negatives too) under ``mode`` (:func:`row_as_of`)."""
+        vals = item_freshness(self.names, self.clicks, item, row_as_of(as_of, self.mode),
                               self.created[item] if self.created is not None else None)
         return {n: pa.array(v, mask=np.isnan(v)) for n, v in vals.items()}
 
@@ -291,4 +306,4 @@ def row_freshness(store: Any, cfg: Any, cur_date: str, catalog: pa.Table) -> Row
     win = days_before(cur_date, cfg.sampling.window_days - 1)
     clicks = read_clicks(store, days_before(win[0], lookback_days(names))[:-1] + win,
                          catalog.column("item_id").combine_chunks())
-    return RowFreshness(names, clicks, created_days(catalog) if AGE in names else None)
+    return RowFreshness(names, clicks, created_days(catalog) if AGE in names else None, cfg.features.freshness_as_of)

@@ -24,8 +24,10 @@ candidates and truth for every ranker (:func:`dailyrec.metrics.holdout_eval_set`
   (:func:`dailyrec.metrics.popularity_scores`).
 
 Item freshness features (:mod:`dailyrec.freshness`: ``item_age_days``, ``item_clicks_<H>h``) are
-computed for the candidates as of the start of the holdout span (what the model may know: the end of
-its training data), for ``new`` and ``previous`` alike; serving computes them as of the end of the day.
+computed for the candidates as the training rows of the holdout's time would see them
+(``features.freshness_as_of``: ``day_start``, as of 00:00 of the holdout's first day, the staleness
+a day's exported vectors have; ``event_time``, as of the holdout's start), for ``new`` and
+``previous`` alike; the export computes them as of the end of the day.
 
 Gate (``evaluation.*``, :func:`dailyrec.metrics.gate_decision`): paired over users, the per-user
 ``gate_metric`` of new minus previous (and minus popularity) with a seeded bootstrap interval
@@ -54,7 +56,7 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
-    from dailyrec.freshness import catalog_freshness, iso_to_us
+    from dailyrec.freshness import catalog_freshness, iso_to_us, row_as_of
     from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
                                            served_beta)
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
@@ -72,8 +74,9 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         overlap = _previous_overlap(store, cfg, prev, es["holdout"]) if prev else None
         if overlap:
             es = holdout_eval_set(store, cfg, run.cur_date, fresh_since=overlap)
-        # item freshness features as of the holdout's start (the end of the training data): dailyrec.freshness
-        es["catalog"] = catalog_freshness(store, cfg, run.cur_date, es["catalog"], iso_to_us(es["holdout"]["start"]))
+        # item freshness features as of the holdout's start or its day's start (dailyrec.freshness.row_as_of)
+        es["catalog"] = catalog_freshness(store, cfg, run.cur_date, es["catalog"], int(row_as_of(
+            iso_to_us(es["holdout"]["start"]), cfg.features.freshness_as_of)))
     models = {"new": new_dir}
     if prev is not None:
         models["previous"] = prev["model_dir"]

@@ -12,7 +12,7 @@ import pytest
 
 from dailyrec.config import ConfigError, load_config
 from dailyrec.freshness import (AGE, US_PER_DAY, US_PER_HOUR, ClickLog, catalog_freshness, day_start_us,
-                                is_freshness, item_freshness, lookback_days, window_hours)
+                                is_freshness, item_freshness, lookback_days, row_as_of, window_hours)
 from dailyrec.storage import open_store
 from tests.helpers import config, make_events, make_items, make_users, write_day
 
@@ -133,13 +133,15 @@ def _raw_clicks(store, days, ids):
     return items, times
 
 
-def test_train_rows_and_catalog_follow_the_definition(tmp_path):
+@pytest.mark.parametrize("mode", ["day_start", "event_time"])
+def test_train_rows_and_catalog_follow_the_definition(tmp_path, mode):
     """The sample step's rows carry the features as of their positive's event_time; the catalog as of
     a time (gate, export) the same definition; both against a brute-force count over the raw logs."""
     from tasks.retrieval.features import step as features
     from tasks.retrieval.sample import step as sample
 
-    base = config(tmp_path, **{"sampling.positive_subsample_t": None, "features.min_count": 1})
+    base = config(tmp_path, **{"sampling.positive_subsample_t": None, "features.min_count": 1,
+                               "features.freshness_as_of": mode})
     cfg = base.with_overrides({"features.spec": _spec(base, NAMES)}, source="test")
     store = _two_days(tmp_path, cfg)
     for day in ("2026-11-01", DAY):
@@ -156,6 +158,8 @@ def test_train_rows_and_catalog_follow_the_definition(tmp_path):
     t_us = train["event_time"].astype("int64").to_numpy() // 1000 if str(train["event_time"].dtype).endswith(
         "ns, UTC]") else train["event_time"].astype("int64").to_numpy()
     it = np.array([ids.index(v) for v in train["item_id"]])
+    t_us = row_as_of(t_us, mode)
+    assert (t_us == (t_us // US_PER_DAY) * US_PER_DAY).all() == (mode == "day_start")
     for name in NAMES[1:]:
         want = np.array([_brute(items, times, since, i, t, window_hours(name)) for i, t in zip(it, t_us)])
         np.testing.assert_array_equal(train[name].to_numpy(np.float64, na_value=np.nan), want)
