@@ -33,6 +33,7 @@ def feature_columns(cfg: Config, catalog_columns: list[str]) -> tuple[list[str],
         ValueError: a feature is not a column of its source, naming each.
     """
     from dailyrec.contract import LOG_SCHEMA, USER_SCHEMA
+    from dailyrec.freshness import is_freshness
 
     fc = cfg.features
     user = [f.name for f in fc.by_side("user") if f.name != "user_id"]
@@ -41,7 +42,9 @@ def feature_columns(cfg: Config, catalog_columns: list[str]) -> tuple[list[str],
     bad = ([f"{n} (user side: not a users column)" for n in user if n not in USER_SCHEMA.names]
            + [f"{n} (context: not a log column)" for n in context
               if n not in LOG_SCHEMA.names and n != "hour_of_day"]
-           + [f"{n} (item side: not a catalog column)" for n in item if n not in catalog_columns])
+           + [f"{n} (item side: not a catalog column)" for n in item if n not in catalog_columns and not is_freshness(n)]
+           + [f"{n} (an item freshness feature: the two-tower steps compute it, the ranking steps not yet; "
+              "docs/features-and-sampling.md)" for n in item if is_freshness(n)])
     if bad:
         raise ValueError(f"features.spec: {bad}")
     return user, context, item

@@ -169,3 +169,12 @@ def test_train_rows_and_catalog_follow_the_definition(tmp_path, mode):
     np.testing.assert_array_equal(cat["item_clicks_3h"].to_numpy(zero_copy_only=False), np.asarray(want))
     ages = cat[AGE].to_pylist()
     assert ages[ids.index("i5")] == 1.0 and ages[ids.index("i0")] == pytest.approx(33.0)
+
+
+def test_ranking_refuses_freshness_features_by_name(tmp_path):
+    from dailyrec.ranking.samples import feature_columns
+
+    base = config(tmp_path)
+    cfg = base.with_overrides({"features.spec": _spec(base, ["item_clicks_3h"])}, source="test")
+    with pytest.raises(ValueError, match="item_clicks_3h .an item freshness feature"):
+        feature_columns(cfg, ["item_id", "item_category", "item_domain", "item_publisher"])
