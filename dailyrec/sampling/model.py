@@ -157,7 +157,7 @@ def previous_model_vectors(store: Store, cfg: Config, cur_date: str) -> ModelVec
 
     from dailyrec.embeddings import tower_vectors
     from dailyrec.events import active_user_rows
-    from dailyrec.freshness import catalog_freshness, day_start_us, next_day
+    from dailyrec.freshness import catalog_freshness, day_start_us, freshness_names, next_day
     from dailyrec.registry import warm_start_source
 
     src = warm_start_source(store, "two_tower", cur_date)
@@ -166,7 +166,8 @@ def previous_model_vectors(store: Store, cfg: Config, cur_date: str) -> ModelVec
     rows = active_user_rows(store, cfg, cur_date)
     catalog = pq.read_table(f"{store.partition('features', cur_date)}/catalog.parquet", filesystem=store.fs)
     # item freshness features as that model serves them: as of the end of its day (dailyrec.freshness)
-    catalog = catalog_freshness(store, cfg, cur_date, catalog, day_start_us(next_day(src[0][:10])))
+    if freshness_names(cfg):
+        catalog = catalog_freshness(store, cfg, cur_date, catalog, day_start_us(next_day(src[0][:10])))
     u = tower_vectors(f"{src[1]}/user_tower", rows, cfg.features.spec)
     v = tower_vectors(f"{src[1]}/item_tower", catalog, cfg.features.spec)
     log.info("model hard negatives from the model of %s: %d users x %d items", src[0], len(u), len(v))

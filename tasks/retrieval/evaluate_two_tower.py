@@ -56,7 +56,7 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
-    from dailyrec.freshness import catalog_freshness, iso_to_us, row_as_of
+    from dailyrec.freshness import catalog_freshness, freshness_names, iso_to_us, row_as_of
     from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
                                            served_beta)
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
@@ -74,9 +74,9 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         overlap = _previous_overlap(store, cfg, prev, es["holdout"]) if prev else None
         if overlap:
             es = holdout_eval_set(store, cfg, run.cur_date, fresh_since=overlap)
-        # item freshness features as of the holdout's start or its day's start (dailyrec.freshness.row_as_of)
-        es["catalog"] = catalog_freshness(store, cfg, run.cur_date, es["catalog"], int(row_as_of(
-            iso_to_us(es["holdout"]["start"]), cfg.features.freshness_as_of)))
+        if freshness_names(cfg):  # as of the holdout's start or its day's start (dailyrec.freshness.row_as_of)
+            es["catalog"] = catalog_freshness(store, cfg, run.cur_date, es["catalog"], int(row_as_of(
+                iso_to_us(es["holdout"]["start"]), cfg.features.freshness_as_of)))
     models = {"new": new_dir}
     if prev is not None:
         models["previous"] = prev["model_dir"]
