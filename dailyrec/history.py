@@ -239,3 +239,22 @@ def day_histories(clicks: pa.Table, positive_rows: np.ndarray, cur_date: str, ho
 
     return {"positives": log.for_rows(positive_rows, n, lookback_days),
             "end": log.as_of(us(end), n, lookback_days), "holdout": log.as_of(us(start), n, lookback_days)}
+
+
+def history_encoders(features_cfg: Any, vocabularies: dict[str, list[str]]) -> dict[str, HistoryEncoder]:
+    """``{HISTORY_COLUMN: HistoryEncoder}`` when ``features_cfg.user_history.enabled`` (else ``{}``),
+    to add to :func:`dailyrec.stream.id_encoders` for a :class:`dailyrec.stream.ParquetStream`."""
+    h = features_cfg.user_history
+    if not h.enabled:
+        return {}
+    return {HISTORY_COLUMN: HistoryEncoder(h.length, vocabularies.get(HISTORY_COLUMN) or vocabularies.get("item_id"))}
+
+
+def rows_with_history(rows: pa.Table, store: Any, cfg: Any, cur_date: str, as_of: str = "end") -> pa.Table:
+    """``rows`` (user rows with ``user_id``) with the history the sample step wrote for ``cur_date``
+    (:func:`read_history` ``as_of``, then :func:`attach_history`) when ``features.user_history.enabled``;
+    unchanged otherwise. What the evaluation (``as_of="holdout"``), serving, the ANN recall queries
+    and the model hard negatives call before :func:`dailyrec.towers.tower_vectors`."""
+    if not cfg.features.user_history.enabled:
+        return rows
+    return attach_history(rows, read_history(store, cur_date, as_of), replace=True)
