@@ -330,7 +330,8 @@ def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, s
 
 def select_samples(run: StepRun | str, cfg: Config | None = None,
                    model_vectors: ModelVectors | None = None) -> dict[str, Any]:
-    """Select and write the day's training samples and holdout (``samples/dt=D/``).
+    """Select and write the day's training samples and holdout (``samples/dt=D/``); with
+    ``features.user_history.enabled`` also the history column and files (:mod:`dailyrec.history`).
 
     Args:
         run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` (a run named ``sample``
