@@ -206,12 +206,15 @@ class UserHistoryConfig(_Strict):
     per training row, the user's last ``length`` clicked item ids strictly before the row's
     ``event_time``, within ``lookback_days`` (None: the whole sampling window), most recent first,
     written by the sample step as the ``history_item_ids`` column; the user tower pools their
-    embeddings (``pooling``: ``mean``, masked over the padding)."""
+    embeddings (``pooling``, masked over the padding). Off by default: no significant validation win
+    (docs/benchmarks.md, "User history")."""
 
     enabled: bool = False
     length: int = Field(20, ge=1, le=1000)
     lookback_days: int | None = Field(None, ge=1)
-    pooling: Literal["mean"] = "mean"
+    pooling: Literal["mean", "attention"] = "mean"
+    """``mean``: masked mean of the history's embeddings; ``attention``: softmax-weighted by their
+    match with a projection of the user's other features (models/history.py)."""
     embedding_dim: int = Field(32, ge=1)
     """Width of the history's item embeddings (a table over the ``item_id`` vocabulary of the
     user tower, separate from the item tower's ``item_id`` table)."""

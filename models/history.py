@@ -9,7 +9,12 @@ out-of-vocabulary, and both are **masked out** of the pooling. Output ``float32[
     pooled = sum_j m_j e_j / sum_j m_j      (m_j = 1 for a real, known item)
     pooled = empty                          (a learned vector) when sum_j m_j = 0
 
-so a new user with no (known) click gets a trained default instead of a zero row. The table is
+so a new user with no (known) click gets a trained default instead of a zero row. With
+``pooling="attention"`` the mean becomes a weighted one, ``w = softmax_j(m_j, (W q) . e_j / sqrt(E))``
+over the real entries, where ``q`` is the tower's other features (their encoder output, ``[B, F]``)
+and ``W`` a learned ``[F, E]`` projection: DIN-style attention (Zhou et al. 2018, "Deep Interest
+Network") with the user's own context as the query instead of the candidate item, which a two-tower
+model cannot see. The table is
 the user tower's own (``E = features.user_history.embedding_dim`` columns over the same
 ``item_id`` vocabulary as the item tower): exporting one SavedModel per tower keeps each tower
 self-contained, at the cost of not sharing the item tower's ``item_id`` rows (YouTube DNN,
@@ -23,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from models.features import FeatureEncoder
@@ -45,7 +51,7 @@ class HistoryPooling(keras.layers.Layer):
         vocabulary: the ``item_id`` vocabulary (features step); required (``ValueError`` without).
         embedding_dim: ``E``.
         length: ``N`` (the placeholder batch width; any width is accepted at call time).
-        pooling: ``"mean"`` (the only one implemented).
+        pooling: ``"mean"`` or ``"attention"`` (then ``call`` needs ``query``, ``float32[B, F]``).
     """
 
     def __init__(self, vocabulary: list[str], embedding_dim: int = 32, length: int = 20, pooling: str = "mean",
@@ -53,13 +59,15 @@ class HistoryPooling(keras.layers.Layer):
         super().__init__(**kwargs)
         if not vocabulary:
             raise ValueError(f"{HISTORY_COLUMN}: the history needs the item_id vocabulary (features step)")
-        if pooling != "mean":
-            raise ValueError(f"{HISTORY_COLUMN}: pooling {pooling!r} is not implemented (mean)")
+        if pooling not in ("mean", "attention"):
+            raise ValueError(f"{HISTORY_COLUMN}: pooling {pooling!r} is not implemented (mean, attention)")
         self.vocabulary = [str(v) for v in vocabulary]
         self.embedding_dim, self.length, self.pooling = int(embedding_dim), int(length), pooling
         self.encoder = FeatureEncoder([history_spec(length, embedding_dim)], {HISTORY_COLUMN: self.vocabulary},
                                       name="history_encoder")
         self.empty = self.add_weight(shape=(self.embedding_dim,), initializer="zeros", name="empty_history")
+        self.query = keras.layers.Dense(self.embedding_dim, use_bias=False, name="history_query") \
+            if pooling == "attention" else None
 
     def build(self, input_shape: Any = None) -> None:
         self.encoder.embeddings[HISTORY_COLUMN].build()
@@ -72,13 +80,18 @@ class HistoryPooling(keras.layers.Layer):
             return ops.cast(values, "int64")
         return self.encoder.lookups[HISTORY_COLUMN](values)
 
-    def call(self, values: Any) -> Any:
+    def call(self, values: Any, query: Any = None) -> Any:
         ids = self.ids(values)
         emb = self.encoder.embeddings[HISTORY_COLUMN](ids)              # [B, N, E]
         mask = ops.expand_dims(ops.cast(ops.not_equal(ids, 0), "float32"), -1)  # [B, N, 1]
         count = ops.sum(mask, axis=1)                                   # [B, 1]
-        mean = ops.sum(emb * mask, axis=1) / ops.maximum(count, 1.0)    # [B, E]
-        return ops.where(count > 0, mean, ops.expand_dims(self.empty, 0))
+        weights = mask
+        if self.query is not None:  # masked softmax of (W q) . e_j / sqrt(E) over the real entries
+            logits = ops.sum(emb * ops.expand_dims(self.query(query), 1), axis=-1, keepdims=True)
+            logits = ops.where(mask > 0, logits / float(np.sqrt(self.embedding_dim)), -1e9)
+            weights = ops.exp(logits - ops.max(logits, axis=1, keepdims=True)) * mask
+        pooled = ops.sum(emb * weights, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1e-9)  # [B, E]
+        return ops.where(count > 0, pooled, ops.expand_dims(self.empty, 0))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "vocabulary": self.vocabulary, "embedding_dim": self.embedding_dim,
@@ -107,3 +120,19 @@ def history_args(features_cfg: Any, vocabularies: dict[str, list[str]]) -> tuple
         return vocabularies, None
     return ({**vocabularies, HISTORY_COLUMN: vocabularies.get("item_id") or []},
             {"length": h.length, "embedding_dim": h.embedding_dim, "pooling": h.pooling})
+
+
+def warm_start_history(new: HistoryPooling | None, old: HistoryPooling | None) -> dict[str, dict[str, int]]:
+    """Copy what applies from ``old`` into ``new`` (both built): the table's rows by item id
+    (:func:`models.features.warm_start_encoder`), the empty-history vector, the attention query
+    projection when the shapes match. ``{}`` when either is None."""
+    from models.features import warm_start_encoder
+
+    if new is None or old is None:
+        return {}
+    stats = warm_start_encoder(new.encoder, old.encoder)
+    if new.empty.shape == old.empty.shape:
+        new.empty.assign(old.empty)
+    if new.query is not None and old.query is not None and new.query.kernel.shape == old.query.kernel.shape:
+        new.query.kernel.assign(old.query.kernel)
+    return stats

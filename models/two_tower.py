@@ -47,7 +47,7 @@ from keras import ops
 
 from models import losses
 from models.features import FeatureEncoder, spec_dicts, warm_start_encoder
-from models.history import HISTORY_COLUMN, HistoryPooling, history_args, with_history
+from models.history import HISTORY_COLUMN, HistoryPooling, history_args, warm_start_history, with_history
 from models.optim import make_optimizer
 from models.serving import KERAS_FILE, dummy_features, ids_signature, input_signature, load_keras, save_keras
 
@@ -120,7 +120,7 @@ class _Tower(keras.Model):
         if self.history is not None:
             if HISTORY_COLUMN not in inputs:
                 raise KeyError(f"{self.name}: no {HISTORY_COLUMN!r} input (dailyrec.history.attach_history)")
-            x = ops.concatenate([x, self.history(inputs[HISTORY_COLUMN])], axis=-1)
+            x = ops.concatenate([x, self.history(inputs[HISTORY_COLUMN], x)], axis=-1)  # x: attention's query
         for layer in self.hidden:
             x = layer(x)
         x = self.projection(x)
@@ -377,9 +377,7 @@ def warm_start_from(new_model: TwoTowerModel, old_model: TwoTowerModel) -> dict[
         new_t: _Tower = getattr(new_model, tower)
         old_t: _Tower = getattr(old_model, tower)
         stats["embeddings"][tower] = warm_start_encoder(new_t.encoder, old_t.encoder)
-        if new_t.history is not None and old_t.history is not None:  # history rows matched by item id
-            stats["embeddings"][tower].update(warm_start_encoder(new_t.history.encoder, old_t.history.encoder))
-            new_t.history.empty.assign(old_t.history.empty)
+        stats["embeddings"][tower].update(warm_start_history(new_t.history, old_t.history))  # rows by item id
         copied, skipped = [], []
         for i, layer in enumerate(new_t.dense_layers()):
             # hidden layers pair by position, the projection with the projection

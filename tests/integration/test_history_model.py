@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 import tensorflow as tf
 
 from dailyrec.config import FeaturesConfig, TrainingConfig
@@ -21,8 +22,8 @@ ITEMS = [f"i{i}" for i in range(12)]
 USERS = [f"u{i}" for i in range(6)]
 
 
-def _fc(n: int = 4) -> FeaturesConfig:
-    return FeaturesConfig(user_history={"enabled": True, "length": n, "embedding_dim": 6})
+def _fc(n: int = 4, pooling: str = "mean") -> FeaturesConfig:
+    return FeaturesConfig(user_history={"enabled": True, "length": n, "embedding_dim": 6, "pooling": pooling})
 
 
 def _batch(fc: FeaturesConfig, rows: int, seed: int = 0) -> dict:
@@ -58,8 +59,24 @@ def test_pooling_masks_padding_and_oov_and_defaults_an_empty_history():
     np.testing.assert_allclose(layer(tf.constant(ids)).numpy()[0], out[1], atol=1e-6)
 
 
-def test_history_model_trains_saves_loads_warm_starts_and_exports(tmp_path):
-    fc = _fc()
+def test_attention_pooling_weights_only_real_entries():
+    layer = HistoryPooling(["a", "b", "c"], embedding_dim=3, length=4, pooling="attention")
+    q = tf.constant(np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32))
+    out = layer(tf.constant([["a", "b", "", ""], ["a", "b", "zz", "zz"], ["", "", "", ""]]), q).numpy()
+    np.testing.assert_allclose(out[0], layer(tf.constant([["a", "b", "", ""]]), q[:1]).numpy()[0], atol=1e-6)
+    e = layer.encoder.embeddings[HISTORY_COLUMN].embeddings.numpy()[[1, 2]]  # a, b
+    logits = e @ (q.numpy()[0] @ layer.query.kernel.numpy()) / np.sqrt(3)
+    w = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(out[0], w @ e, atol=1e-5)  # softmax over the two real entries only
+    q1 = tf.concat([q[:1], q[:1], q[2:]], axis=0)
+    out1 = layer(tf.constant([["a", "b", "", ""], ["a", "b", "zz", "zz"], ["", "", "", ""]]), q1).numpy()
+    np.testing.assert_allclose(out1[1], out1[0], atol=1e-6)  # OOV entries masked like padding
+    np.testing.assert_allclose(out[2], layer.empty.numpy())
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_history_model_trains_saves_loads_warm_starts_and_exports(tmp_path, pooling):
+    fc = _fc(pooling=pooling)
     tc = TrainingConfig(**SMALL)
     vocabs = {"user_id": USERS, "item_id": ITEMS}
     model = tt.build_two_tower(tc, fc, vocabs)
