@@ -74,13 +74,25 @@ class ClickLog:
         self.code, self.t = code[self.order], t[self.order]
         items = item_ids.combine_chunks() if isinstance(item_ids, pa.ChunkedArray) else item_ids
         self.items = items.cast(pa.string()).take(pa.array(self.order))
-        self._base = self.t.min() if len(self.t) else 0
 
     def __len__(self) -> int:
         return len(self.t)
 
-    def _key(self, users: np.ndarray, times: np.ndarray, ranks: np.ndarray) -> np.ndarray:
-        return users * np.int64(len(ranks) + 1) + np.searchsorted(ranks, times, side="left")
+    def _keys(self, users: np.ndarray, *times: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Sortable int64 keys of ``(user, time)`` for the log (sorted, as the log is) and for each
+        query time array: ``user * span + (time - t0)`` with query times clipped to the log's range
+        (which keeps every ``<`` comparison with the log's times), or, when that could overflow
+        int64, the time's rank among all the times involved."""
+        t_lo = int(self.t.min()) if len(self.t) else 0
+        t_hi = int(self.t.max()) + 1 if len(self.t) else 1
+        span = t_hi - t_lo + 1
+        if span * max(len(self.users), 1) < 2 ** 62:
+            return (self.code * span + (self.t - t_lo),
+                    [users * span + (np.clip(t, t_lo, t_hi) - t_lo) for t in times])
+        ranks = np.sort(np.concatenate([self.t, *times]))
+        ranks = ranks[np.r_[True, ranks[1:] != ranks[:-1]]]
+        r = np.int64(len(ranks) + 1)
+        return self.code * r + np.searchsorted(ranks, self.t), [users * r + np.searchsorted(ranks, t) for t in times]
 
     def before(self, users: np.ndarray, times: np.ndarray, n: int, lookback_days: int | None = None) -> pa.ListArray:
         """``list<string>[Q]``: for query ``q`` (``users[q]``: code in :attr:`users`, ``-1`` = not in
@@ -88,14 +100,13 @@ class ClickLog:
         ``time < times[q]`` (and ``>= times[q] - lookback_days``), most recent first."""
         users = np.asarray(users, np.int64)
         times = np.asarray(times, np.int64)
-        lo_t = times - (lookback_days * US_PER_DAY if lookback_days else 0)
-        ranks = np.unique(np.concatenate([self.t, times, lo_t]))
-        click_key = self._key(self.code, self.t, ranks)  # sorted: the log is sorted by (user, time)
         known = users >= 0
         u = np.where(known, users, 0)
-        end = np.searchsorted(click_key, self._key(u, times, ranks), side="left")
-        start = np.searchsorted(click_key, self._key(u, lo_t, ranks) if lookback_days else u * np.int64(len(ranks) + 1),
-                                side="left")
+        first = int(self.t.min()) if len(self.t) else 0  # no lookback: from the user's first click
+        lo_t = times - lookback_days * US_PER_DAY if lookback_days else np.full(len(times), first, np.int64)
+        click_key, (end_key, start_key) = self._keys(u, times, lo_t)
+        end = np.searchsorted(click_key, end_key, side="left")
+        start = np.searchsorted(click_key, start_key, side="left")
         count = np.where(known, np.minimum(np.maximum(end - start, 0), n), 0)
         offsets = np.zeros(len(users) + 1, np.int64)
         np.cumsum(count, out=offsets[1:])

@@ -120,3 +120,14 @@ def test_config_refuses_unsupported_combinations(overrides, match):
     cfg = load_config(overrides={"features.user_history.enabled": True}, environ={})
     assert cfg.features.user_history.length == 20 and cfg.features.user_history.lookback_days is None
     assert load_config(environ={}).features.user_history.enabled is False
+
+
+def test_wide_time_range_takes_the_rank_keys_and_gives_the_same_lists():
+    """A log whose (user, time) keys would overflow int64 (years apart, many users) uses time ranks."""
+    far = [(f"u{k}", f"x{k}", 0) for k in range(2000)]  # 2,000 users at T0
+    t = _log(far + [("u1", "late", 60 * 24 * 365 * 150), ("u1", "later", 60 * 24 * 365 * 150 + 1)])
+    log = _click_log(t)
+    span = int(log.t.max() - log.t.min()) + 2
+    assert span * len(log.users) >= 2 ** 62  # the rank path
+    got = log.for_rows(np.array([1, 2000, 2001]), n=5).to_pylist()
+    assert got == [[], ["x1"], ["late", "x1"]]
