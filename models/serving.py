@@ -173,7 +173,7 @@ def to_tensor(value: Any, dtype: tf.DType, rank: int | None = 1) -> tf.Tensor:
         value = tf.constant(float_array(value))
     else:
         value = tf.cast(value, dtype)
-    return tf.reshape(value, [-1]) if rank == 1 else value
+    return value if rank == 2 else tf.reshape(value, [-1])
 
 
 def to_tensors(features: Mapping[str, Any], specs_or_signature: Signature | Sequence[Any],
@@ -227,7 +227,9 @@ def export_tower(tower: "_Tower", path: str | os.PathLike[str]) -> str:
     Signatures: ``serving_default``: raw values ``{feature: [None]}`` (``tf.string`` / ``tf.int64``
     by :func:`tf_dtype`) -> ``{"embedding": float32[None, D]}``; :data:`IDS_SIGNATURE`
     (``embed_ids``): ``{feature: int64[None]}`` row ids of each feature's embedding table
-    (``dailyrec.stream.IdEncoder``) -> the same ``{"embedding": float32[None, D]}``.
+    (``dailyrec.stream.IdEncoder``) -> the same ``{"embedding": float32[None, D]}``. A user tower
+    with a history (``models.history``) also takes ``history_item_ids``: ``tf.string[None, None]``
+    (``""`` = padding) / ``int64[None, None]`` on ``embed_ids``.
     """
 
     def serve(features: dict[str, Any]) -> dict[str, Any]:
