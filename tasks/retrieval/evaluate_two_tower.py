@@ -50,6 +50,7 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
+    from dailyrec.history import rows_with_history
     from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
                                            served_beta)
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
@@ -67,6 +68,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         overlap = _previous_overlap(store, cfg, prev, es["holdout"]) if prev else None
         if overlap:
             es = holdout_eval_set(store, cfg, run.cur_date, fresh_since=overlap)
+    # features.user_history: the users' clicks strictly before the holdout start (no held-out click)
+    es["user_rows"] = rows_with_history(es["user_rows"], store, cfg, run.cur_date, as_of="holdout")
     models = {"new": new_dir}
     if prev is not None:
         models["previous"] = prev["model_dir"]
