@@ -38,7 +38,8 @@ Every two-tower row is scored as serving scores: ``u.v + serving.popularity_beta
 of ``T - 1``, no test row), ``metrics_no_prior`` keeps plain ``u.v``. The ``two_tower_default`` row is
 the product's default configuration as it is (config.py defaults, only the protocol and the seeds
 set), with paired bootstrap intervals (users, seeds averaged) against both popularity baselines.
-``--tune popularity_prior`` chose the serving prior's window and beta: two validation folds inside
+``--tune history`` compares ``features.user_history`` off/on with the product defaults on the
+validation split (paired interval over users). ``--tune popularity_prior`` chose the serving prior's window and beta: two validation folds inside
 the training period (cuts 1998-03-04 and 1998-02-04, each with the 4 weeks after it, users pooled),
 models trained once per fold and seed and scored for every (window, beta).
 
@@ -244,9 +245,11 @@ def popularity_rows(ev: EvalSet) -> dict[str, dict[str, float]]:
 def model_vectors(cfg: Config, ev: EvalSet, model_dir: str, version: str, item_vectors: np.ndarray):
     """Every training user's vector and the catalog's (already computed for the metrics)."""
     from dailyrec.embeddings import tower_vectors
+    from dailyrec.history import rows_with_history
     from dailyrec.sampling import ModelVectors
 
-    u = tower_vectors(f"{model_dir}/user_tower", ev.train_user_rows, cfg.features.spec)
+    rows = rows_with_history(ev.train_user_rows, open_store(cfg), cfg, ev.cur_date)  # features.user_history
+    u = tower_vectors(f"{model_dir}/user_tower", rows, cfg.features.spec)
     v = item_vectors
     return ModelVectors(user_ids=ev.train_user_rows.column("user_id").to_numpy(zero_copy_only=False),
                         user_vectors=u, item_ids=ev.catalog.column("item_id").to_numpy(zero_copy_only=False),
@@ -257,6 +260,7 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False,
                   fixed_prior: dict[str, Any] | None = None) -> dict[str, Any]:
     """select_samples -> train_two_tower -> exported towers -> metrics (plus sampling/training info)."""
     from dailyrec.embeddings import tower_vectors
+    from dailyrec.history import rows_with_history
     from dailyrec.metrics import dot_scorer
     from dailyrec.popularity_prior import auto_beta, catalog_log_prior, prior_scorer
     from dailyrec.sampling import select_samples
@@ -268,7 +272,9 @@ def run_two_tower(cfg: Config, ev: EvalSet, mv=None, keep_vectors: bool = False,
     tr = train_two_tower(ev.cur_date, cfg)
     t2 = time.perf_counter()
     specs = cfg.features.spec
-    u = tower_vectors(f"{tr['model_dir']}/user_tower", ev.user_rows, specs)
+    # features.user_history: each user's clicks up to the end of T - 1 (the sample step's as-of-end file)
+    user_rows = rows_with_history(ev.user_rows, open_store(cfg), cfg, ev.cur_date)
+    u = tower_vectors(f"{tr['model_dir']}/user_tower", user_rows, specs)
     v = tower_vectors(f"{tr['model_dir']}/item_tower", ev.catalog, specs)
     # scored as served: u.v + beta * log q (q: the catalog's counter of T - 1, no test row); with a beta grid
     # (the product default) beta is what the pipeline's evaluation step chose on its holdout (inside training)
@@ -440,6 +446,46 @@ def tune(cfg: Config, stage: str, losses: list[str], seeds: list[int]) -> dict[s
                    "train_seconds": secs, "load_avg_1m": load_avg()}
             out["runs"].append(row)
             print(_fmt_row(f"{loss} {json.dumps(extra)}"[:36], row), flush=True)
+    return out
+
+
+HISTORY_ON = {"features.user_history.enabled": True}
+
+
+def tune_history(cfg: Config, seeds: list[int]) -> dict[str, Any]:
+    """``--tune history``: the product defaults (:func:`default_config`, scored as served) with
+    ``features.user_history`` off and on, on the validation split only (cut ``T_VALIDATION``, the 4
+    weeks before ``T_TEST``), with mean pooling and with attention pooling; per user recall@50
+    averaged over the seeds, on - off with a paired bootstrap interval (10,000 resamples, 95%), with
+    and without the popularity prior. The default turns on only if the interval of the default
+    pooling (mean, as served) excludes 0 on the positive side."""
+    ev = eval_set(cfg, T_VALIDATION, previous(T_TEST))
+    log.warning("validation set: %s", ev.summary())
+    out: dict[str, Any] = {"stage": "history", "validation": ev.summary(), "seeds": seeds,
+                           "baselines": {k: _short(v) for k, v in popularity_rows(ev).items()}, "runs": {}}
+    per_user: dict[str, Any] = {}
+    print(_header())
+    arms = (("history_off", {}), ("history_on", HISTORY_ON),
+            ("history_on_attention", {**HISTORY_ON, "features.user_history.pooling": "attention"}))
+    for name, extra in arms:
+        rs = [run_two_tower(default_config(cfg, seed).with_overrides(extra), ev) for seed in seeds]
+        out["runs"][name] = {**_aggregate([r["metrics"] for r in rs], seeds), "overrides": extra,
+                             "popularity_beta": [r["popularity_beta"] for r in rs],
+                             "recall_at_50_no_prior": [round(r["metrics_no_prior"]["recall_at_50"], 4) for r in rs],
+                             "train_seconds": [r["seconds"]["train"] for r in rs]}
+        per_user[name] = (np.mean([r["per_user_recall_at_50"] for r in rs], axis=0),
+                          np.mean([r["per_user_recall_at_50_no_prior"] for r in rs], axis=0))
+        print(_fmt_row(name, out["runs"][name]), flush=True)
+    (on, on_np), (off, off_np) = per_user["history_on"], per_user["history_off"]
+    out["on_minus_off"] = paired_bootstrap(on, off, 10_000, 0.95, [11, 50])
+    out["on_minus_off_no_prior"] = paired_bootstrap(on_np, off_np, 10_000, 0.95, [12, 50])
+    att, att_np = per_user["history_on_attention"]
+    out["attention_minus_off"] = paired_bootstrap(att, off, 10_000, 0.95, [13, 50])
+    out["attention_minus_off_no_prior"] = paired_bootstrap(att_np, off_np, 10_000, 0.95, [14, 50])
+    out["significant_win"] = bool(out["on_minus_off"]["ci"][0] > 0)
+    for k in ("on_minus_off", "attention_minus_off"):
+        print(f"{k} (as served):", json.dumps(out[k]), "| without the prior:", json.dumps(out[f"{k}_no_prior"]),
+              flush=True)
     return out
 
 
@@ -624,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="1 seed (smoke run)")
     ap.add_argument("--losses", nargs="+", choices=list(LOSSES), default=list(LOSSES))
-    ap.add_argument("--tune", metavar="STAGE", choices=[*TUNING_STAGES, "popularity_prior"],
+    ap.add_argument("--tune", metavar="STAGE", choices=[*TUNING_STAGES, "popularity_prior", "history"],
                     help="run a validation sweep stage only (prints; --tune-out FILE keeps it)")
     ap.add_argument("--tune-out", help="where --tune writes its JSON")
     ap.add_argument("--prior-bases", nargs="+", choices=list(PRIOR_BASES), default=list(PRIOR_BASES),
@@ -659,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.tune:
             res = (tune_prior(cfg, seeds, args.prior_bases) if args.tune == "popularity_prior"
+                   else tune_history(cfg, seeds) if args.tune == "history"
                    else tune(cfg, args.tune, args.losses, seeds))
             res["stage"] = args.tune
             res.update({"command": command_line(NAME, argv), "date": dt.datetime.now(dt.timezone.utc).isoformat(

@@ -328,8 +328,8 @@ def user_query_vectors(run: Any) -> np.ndarray | None:
     warning) when no user is active or the day has no complete log hour."""
     from dailyrec.embeddings import tower_vectors
     from dailyrec.events import active_user_rows
+    from dailyrec.history import rows_with_history
     from dailyrec.registry import model_dir
-
     try:
         rows = active_user_rows(run.store, run.cfg, run.cur_date)
     except FileNotFoundError as exc:
@@ -338,8 +338,8 @@ def user_query_vectors(run: Any) -> np.ndarray | None:
     if not rows.num_rows:
         log.warning("no active user on %s: recall is measured on perturbed item vectors", run.cur_date)
         return None
-    return tower_vectors(f"{model_dir(run.store, 'two_tower', run.cur_date)}/user_tower",
-                         rows.slice(0, MAX_QUERY_USERS), run.cfg.features.spec)
+    rows = rows_with_history(rows.slice(0, MAX_QUERY_USERS), run.store, run.cfg, run.cur_date)
+    return tower_vectors(f"{model_dir(run.store, 'two_tower', run.cur_date)}/user_tower", rows, run.cfg.features.spec)
 
 
 def build_index(run: Any, cfg: Config | None = None, query_vectors: np.ndarray | None = None) -> dict[str, Any]:

@@ -201,7 +201,27 @@ class SamplingConfig(_Strict):
     seed: int = 7
 
 
+class UserHistoryConfig(_Strict):
+    """The user's recent clicks as a user-tower input (dailyrec/history.py, docs/features-and-sampling.md):
+    per training row, the user's last ``length`` clicked item ids strictly before the row's
+    ``event_time``, within ``lookback_days`` (None: the whole sampling window), most recent first,
+    written by the sample step as the ``history_item_ids`` column; the user tower pools their
+    embeddings (``pooling``, masked over the padding). Off by default: no significant validation win
+    (docs/benchmarks.md, "User history")."""
+
+    enabled: bool = False
+    length: int = Field(20, ge=1, le=1000)
+    lookback_days: int | None = Field(None, ge=1)
+    pooling: Literal["mean", "attention"] = "mean"
+    """``mean``: masked mean of the history's embeddings; ``attention``: softmax-weighted by their
+    match with a projection of the user's other features (models/history.py)."""
+    embedding_dim: int = Field(32, ge=1)
+    """Width of the history's item embeddings (a table over the ``item_id`` vocabulary of the
+    user tower, separate from the item tower's ``item_id`` table)."""
+
+
 class FeaturesConfig(_Strict):
+    user_history: UserHistoryConfig = UserHistoryConfig()
     counter_windows_days: list[int] = [1, 7]
     """Windows (days) of the item/user counters; distinct, each 1..365."""
     ctr_prior_strength: float = Field(20.0, gt=0)
@@ -739,6 +759,26 @@ class Config(_Strict):
         if fresh and self.passes.enabled:
             raise ValueError(f"item freshness features {[f.name for f in fresh]} are computed by the daily steps only; "
                              "the hourly passes (passes.enabled) do not compute them yet")
+        return self
+
+    @model_validator(mode="after")
+    def _user_history_is_supported(self) -> "Config":
+        h = self.features.user_history
+        if not h.enabled:
+            return self
+        if self.passes.enabled:
+            raise ValueError("features.user_history.enabled: the hourly passes (passes.enabled) do not compute the "
+                             "history column yet; turn one of them off")
+        if self.training.distribute != "none":
+            raise ValueError(f"features.user_history.enabled: training.distribute={self.training.distribute} does "
+                             "not carry the history column to the workers yet; use training.distribute: none")
+        if self.sql.engine != "duckdb":
+            raise ValueError(f"features.user_history.enabled: sql.engine={self.sql.engine} is not supported yet "
+                             "(the history is built from the DuckDB sample step's clicks); use sql.engine: duckdb")
+        item_id = [f for f in self.features.by_side("item") if f.name == "item_id"]
+        if not item_id or item_id[0].kind != "vocab":
+            raise ValueError("features.user_history.enabled needs an item feature 'item_id' of kind vocab (the "
+                             "history's vocabulary)")
         return self
 
     @model_validator(mode="after")

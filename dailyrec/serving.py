@@ -83,6 +83,7 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
         FileNotFoundError / KeyError: the version's model or logs are missing.
     """
     from dailyrec.embeddings import tower_vectors
+    from dailyrec.history import rows_with_history
     from dailyrec.popularity_prior import augment_queries
     from dailyrec.publishing.reader import load_current
     from dailyrec.registry import model_dir
@@ -97,6 +98,7 @@ def recommend(user_id: str, k: int = 50, cfg: Config | None = None) -> dict[str,
     else:
         row, path = user_row(store, cfg, cur, user_id)
         tower = f"{model_dir(store, 'two_tower', cur)}/user_tower"
+    row = rows_with_history(row, store, cfg, cur)  # features.user_history: clicks up to the end of cur_date
     vec = tower_vectors(tower, row, cfg.features.spec)
     vec = augment_queries(vec, getattr(index, "d", vec.shape[1]))  # [u, 1] against an index with the prior
     return {"user_id": user_id, "path": path, "version": meta.get("version"), "model_version": meta["model_version"],

@@ -159,7 +159,8 @@ class ParquetStream:
 
     Args:
         paths: Parquet files (one or more; e.g. a day's ``train.parquet``), read in this order.
-        encoders: ``{column: IdEncoder}`` (:func:`id_encoders`); each becomes an ``int32[B]`` array.
+        encoders: ``{column: IdEncoder}`` (:func:`id_encoders`); each becomes an ``int32[B]`` array
+            (``dailyrec.history.HistoryEncoder``: a ``list<string>`` column -> ``int32[B, N]``).
             String columns are read dictionary-encoded (Parquet dictionary pages are not expanded
             into strings), so each distinct value of a row group is looked up once.
         extra: ``{column: numpy dtype}`` passed through (e.g. ``{"label": "float32"}``); nulls -> 0.
@@ -203,7 +204,7 @@ class ParquetStream:
         self.units: list[tuple[int, int, int]] = []  # (file index, row group, rows)
         for fi, path in enumerate(self.paths):
             meta = self._file(path).metadata
-            names = set(meta.schema.names)
+            names = set(meta.schema.to_arrow_schema().names)  # top-level columns (a list column is one)
             missing = [c for c in self.columns if c not in names]
             if missing:
                 raise KeyError(f"{path}: column(s) {missing} missing; columns: {sorted(names)}")
@@ -235,7 +236,7 @@ class ParquetStream:
         self.batch_size = local_batch
 
     def _file(self, path: str) -> pq.ParquetFile:
-        strings = [n for n, e in self.encoders.items() if e.mode not in ("int", "numeric")]
+        strings = [n for n, e in self.encoders.items() if e.mode not in ("int", "numeric", "history")]
         source = path if self.filesystem is None else self.filesystem.open_input_file(path)
         return pq.ParquetFile(source, read_dictionary=strings)
 
@@ -314,10 +315,12 @@ class ParquetStream:
         return rest
 
     def output_signature(self) -> dict[str, Any]:
-        """``{column: tf.TensorSpec([None], int32 | float32 (numeric) | extra dtype)}`` of :meth:`dataset`."""
+        """``{column: tf.TensorSpec([None], int32 | float32 (numeric) | extra dtype)}`` of :meth:`dataset`
+        (an encoder with a ``shape``, ``dailyrec.history.HistoryEncoder``: ``[None, N]``)."""
         import tensorflow as tf
 
-        sig = {name: tf.TensorSpec([None], tf.as_dtype(enc.dtype), name=name) for name, enc in self.encoders.items()}
+        sig = {name: tf.TensorSpec([None, *getattr(enc, "shape", ())], tf.as_dtype(enc.dtype), name=name)
+               for name, enc in self.encoders.items()}
         for name, dtype in self.extra.items():
             sig.setdefault(name, tf.TensorSpec([None], tf.as_dtype(dtype), name=name))
         return sig
@@ -346,7 +349,7 @@ class ParquetStream:
             return tuple(batch[k] for k in names)
 
         def as_dict(*columns: Any) -> dict[str, Any]:
-            return {k: tf.ensure_shape(c, [None]) for k, c in zip(names, columns)}
+            return {k: tf.ensure_shape(c, sig[k].shape) for k, c in zip(names, columns)}
 
         ds = tf.data.Dataset.range(self.steps_per_epoch).map(
             lambda i: tf.numpy_function(next_batch, [i], dtypes, stateful=True))

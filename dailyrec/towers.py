@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from dailyrec.errors import ContractError
+from dailyrec.history import HISTORY_COLUMN, HistoryEncoder, MissingHistoryError, history_matrix
 
 EXPORT_BATCH_ROWS = 16_384
 """Rows per tower call on the id path (measured: 16k rows per call ran the 1M x 64 item tower with
@@ -36,7 +37,10 @@ def guard_rows(n: int) -> np.ndarray:
 def tower_specs(tower: Any, specs: list[Any], table: pa.Table, where: str) -> list[Any]:
     """The specs of the tower's inputs; ``KeyError`` for an input without a spec or a column."""
     wanted = [s for s in specs if s.name in tower.feature_names]
-    missing = sorted(set(tower.feature_names) - {s.name for s in wanted})
+    missing = sorted(set(tower.feature_names) - {s.name for s in wanted} - {HISTORY_COLUMN})
+    if HISTORY_COLUMN in tower.feature_names and HISTORY_COLUMN not in table.column_names:
+        raise MissingHistoryError(f"{where}: the tower pools the user history ({HISTORY_COLUMN}) but the rows have no "
+                                  f"such column (dailyrec.history.attach_history); columns: {table.column_names}")
     if missing:
         raise KeyError(f"{where}: no feature spec for tower input(s) {missing}")
     for s in wanted:
@@ -48,10 +52,35 @@ def tower_specs(tower: Any, specs: list[Any], table: pa.Table, where: str) -> li
 
 
 def encode_ids(table: pa.Table, specs: list[Any], vocabularies: dict[str, list[str]]) -> dict[str, np.ndarray]:
-    """``{feature: int32[N]}`` embedding-table row ids, computed on the Arrow side (``IdEncoder``)."""
+    """``{feature: int32[N]}`` embedding-table row ids, computed on the Arrow side (``IdEncoder``);
+    a ``history_item_ids`` column of ``table`` -> ``int32[N, W]`` (``HistoryEncoder``)."""
     from dailyrec.stream import id_encoders
 
-    return {name: enc(table.column(name)) for name, enc in id_encoders(specs, vocabularies).items()}
+    out = {name: enc(table.column(name)) for name, enc in id_encoders(specs, vocabularies).items()}
+    if HISTORY_COLUMN in table.column_names:
+        col = table.column(HISTORY_COLUMN)
+        out[HISTORY_COLUMN] = HistoryEncoder(_width(col), vocabularies.get(HISTORY_COLUMN)
+                                             or vocabularies.get("item_id"))(col)
+    return out
+
+
+def _width(col: Any) -> int:
+    """Matrix width of a history column: its longest list (at least 1)."""
+    import pyarrow.compute as pc
+
+    return max(1, int(pc.max(pc.list_value_length(col)).as_py() or 0))
+
+
+def raw_features(table: pa.Table, specs: list[Any], tower: Any, where: str) -> dict[str, np.ndarray]:
+    """:func:`dailyrec.inputs.feature_arrays` plus, for a tower that takes it, the history as an
+    ``object[N, W]`` string matrix padded with ``""`` (:func:`dailyrec.history.history_matrix`)."""
+    from dailyrec.inputs import feature_arrays
+
+    out = feature_arrays(table, specs, where=where)
+    if HISTORY_COLUMN in tower.feature_names:
+        col = table.column(HISTORY_COLUMN)
+        out[HISTORY_COLUMN] = history_matrix(col, _width(col))
+    return out
 
 
 def id_batches(tower: Any, ids: dict[str, np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
@@ -72,10 +101,8 @@ def id_batches(tower: Any, ids: dict[str, np.ndarray], batch_size: int) -> Itera
 def check_against_serving(tower: Any, table: pa.Table, specs: list[Any], rows: np.ndarray, got: np.ndarray, where: str) -> None:
     """Raise ``ContractError`` unless ``got`` (the id path's vectors of ``rows``) equals the raw
     serving signature's vectors of those rows to :data:`CHECK_ATOL`."""
-    from dailyrec.inputs import feature_arrays
-
     sample = table.take(pa.array(rows))
-    want = tower(feature_arrays(sample, specs, where=where))
+    want = tower(raw_features(sample, specs, tower, where))
     diff = np.abs(got - want).max(axis=1)
     if (diff > CHECK_ATOL).any():
         bad = int(np.argmax(diff > CHECK_ATOL))
@@ -101,20 +128,26 @@ def tower_vectors(tower_dir: str, table: pa.Table, specs: list[Any],
       signature and must give the same vectors (to :data:`CHECK_ATOL`).
     * Otherwise: raw values (:func:`dailyrec.inputs.feature_arrays`) through ``serving_default``.
 
+    A history-enabled user tower (``features.user_history``) takes the ``history_item_ids`` column
+    of ``table`` (``list<string>``, :func:`dailyrec.history.attach_history`).
+
     Raises:
-        KeyError: a column the tower needs is missing (naming it and ``tower_dir``).
+        KeyError: a column the tower needs is missing (naming it and ``tower_dir``);
+            :class:`dailyrec.history.MissingHistoryError` for the history column.
         ContractError: the id path disagrees with the serving signature (``vocabularies`` are not
             the tower's), naming the tower, the feature values of the first differing row and the
             largest difference.
         ValueError: ``table`` has no rows.
     """
-    from dailyrec.inputs import feature_arrays, predict_in_batches
+    from dailyrec.inputs import predict_in_batches
     from models.serving import IDS_SIGNATURE, load_tower
 
     tower = load_tower(tower_dir)
     wanted = tower_specs(tower, specs, table, tower_dir)
+    if HISTORY_COLUMN not in tower.feature_names and HISTORY_COLUMN in table.column_names:
+        table = table.drop_columns([HISTORY_COLUMN])  # a tower without history ignores the column
     if vocabularies is None or IDS_SIGNATURE not in tower.signatures:
-        return predict_in_batches(tower, feature_arrays(table, wanted, where=tower_dir))
+        return predict_in_batches(tower, raw_features(table, wanted, tower, tower_dir))
     out = np.concatenate(list(id_batches(tower, encode_ids(table, wanted, vocabularies), batch_size)))
     rows = guard_rows(len(out))
     check_against_serving(tower, table, wanted, rows, out[rows], tower_dir)

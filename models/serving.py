@@ -155,8 +155,9 @@ def raw_column(values: Any, dtype: tf.DType | None = None) -> np.ndarray:
     return arr
 
 
-def to_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
-    """One raw value column (tensor, numpy array, list) -> a ``[B]`` tensor of ``dtype``.
+def to_tensor(value: Any, dtype: tf.DType, rank: int | None = 1) -> tf.Tensor:
+    """One raw value column (tensor, numpy array, list) -> a ``[B]`` tensor of ``dtype`` (``rank``
+    2: a ``[B, N]`` matrix kept as it is, e.g. the user history ``history_item_ids``).
 
     Strings: tensors of another dtype through ``tf.strings.as_string``, other values through
     :func:`string_array`. Integers: ``tf.cast`` (floats truncate; strings raise
@@ -172,7 +173,7 @@ def to_tensor(value: Any, dtype: tf.DType) -> tf.Tensor:
         value = tf.constant(float_array(value))
     else:
         value = tf.cast(value, dtype)
-    return tf.reshape(value, [-1])
+    return value if rank == 2 else tf.reshape(value, [-1])
 
 
 def to_tensors(features: Mapping[str, Any], specs_or_signature: Signature | Sequence[Any],
@@ -187,7 +188,7 @@ def to_tensors(features: Mapping[str, Any], specs_or_signature: Signature | Sequ
     if missing:
         prefix = f"{where}: " if where else ""
         raise KeyError(f"{prefix}missing input feature(s) {missing}; got {sorted(features)}")
-    return {name: to_tensor(features[name], spec.dtype) for name, spec in sig.items()}
+    return {name: to_tensor(features[name], spec.dtype, spec.shape.rank) for name, spec in sig.items()}
 
 
 def row_batches(features: Mapping[str, Any], batch_size: int) -> Iterator[dict[str, Any]]:
@@ -226,14 +227,16 @@ def export_tower(tower: "_Tower", path: str | os.PathLike[str]) -> str:
     Signatures: ``serving_default``: raw values ``{feature: [None]}`` (``tf.string`` / ``tf.int64``
     by :func:`tf_dtype`) -> ``{"embedding": float32[None, D]}``; :data:`IDS_SIGNATURE`
     (``embed_ids``): ``{feature: int64[None]}`` row ids of each feature's embedding table
-    (``dailyrec.stream.IdEncoder``) -> the same ``{"embedding": float32[None, D]}``.
+    (``dailyrec.stream.IdEncoder``) -> the same ``{"embedding": float32[None, D]}``. A user tower
+    with a history (``models.history``) also takes ``history_item_ids``: ``tf.string[None, None]``
+    (``""`` = padding) / ``int64[None, None]`` on ``embed_ids``.
     """
 
     def serve(features: dict[str, Any]) -> dict[str, Any]:
         return {EMBEDDING: tower(features, training=False)}
 
     return export_model(tower, path, tower.input_signature(), serve,
-                        extra_endpoints={IDS_SIGNATURE: (ids_signature(tower.specs), serve)})
+                        extra_endpoints={IDS_SIGNATURE: (tower.ids_signature(), serve)})
 
 
 def export_towers(model: "TwoTowerModel", directory: str | os.PathLike[str]) -> dict[str, str]:

@@ -2,7 +2,8 @@
 
 Shapes: ``B`` batch rows, ``D = TrainingConfig.output_dim``.
 
-* :class:`UserTower`: raw user + context features ``{name: [B]}`` -> ``FeatureEncoder`` ->
+* :class:`UserTower`: raw user + context features ``{name: [B]}`` -> ``FeatureEncoder`` (+ with
+  ``history``: :class:`models.history.HistoryPooling` of ``history_item_ids[B, N]``) ->
   ``Dense(user_hidden, relu)...`` -> ``Dense(D)`` -> L2 normalisation -> ``float32[B, D]``.
 * :class:`ItemTower`: raw item features ``{name: [B]}`` -> same structure -> ``float32[B, D]``.
 * :class:`TwoTowerModel`: both towers with a custom ``train_step``/``test_step`` so that
@@ -42,11 +43,13 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from models import losses
 from models.features import FeatureEncoder, attach_numeric_stats, spec_dicts, warm_start_encoder
+from models.history import HISTORY_COLUMN, HistoryPooling, history_args, warm_start_history, with_history
 from models.optim import make_optimizer
-from models.serving import KERAS_FILE, dummy_features, input_signature, load_keras, save_keras
+from models.serving import KERAS_FILE, dummy_features, ids_signature, input_signature, load_keras, save_keras
 
 LABEL_KEY = "label"
 LOG_Q_KEY = "log_q"
@@ -78,11 +81,15 @@ class _Tower(keras.Model):
     """
 
     def __init__(self, specs: list[Any], vocabularies: dict[str, list[str]] | None = None,
-                 hidden_units: list[int] | tuple[int, ...] = (128, 64), output_dim: int = 64, **kwargs: Any):
+                 hidden_units: list[int] | tuple[int, ...] = (128, 64), output_dim: int = 64,
+                 history: dict[str, Any] | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.specs = spec_dicts(specs)
-        names = {s["name"] for s in self.specs}
+        self.history_config = dict(history) if history else None
+        names = {s["name"] for s in self.specs} | ({HISTORY_COLUMN} if history else set())
         self.vocabularies = {k: list(v) for k, v in (vocabularies or {}).items() if k in names}
+        self.history = HistoryPooling(self.vocabularies.get(HISTORY_COLUMN), name="history",
+                                      **self.history_config) if history else None
         self.hidden_units = [int(h) for h in hidden_units]
         self.output_dim = int(output_dim)
         self.encoder = FeatureEncoder(self.specs, self.vocabularies, name="encoder")
@@ -92,21 +99,35 @@ class _Tower(keras.Model):
 
     @property
     def feature_names(self) -> list[str]:
-        return [s["name"] for s in self.specs]
+        """The spec features, then ``history_item_ids`` when the tower has a history."""
+        return [s["name"] for s in self.specs] + ([HISTORY_COLUMN] if self.history is not None else [])
 
     def input_signature(self) -> dict[str, tf.TensorSpec]:
-        """``{name: tf.TensorSpec([None], tf.string | tf.int64, name=name)}`` of the raw features."""
-        return input_signature(self.specs)
+        """``{name: tf.TensorSpec([None], tf.string | tf.int64, name=name)}`` of the raw features
+        (``history_item_ids``: ``tf.string[None, None]``, ``""`` = padding)."""
+        return with_history(input_signature(self.specs), self.history, tf.string)
+
+    def ids_signature(self) -> dict[str, tf.TensorSpec]:
+        """The ``embed_ids`` endpoint's inputs (``models.serving.ids_signature``; history: ``int64[None, None]``)."""
+        return with_history(ids_signature(self.specs), self.history, tf.int64)
+
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        """A placeholder batch of 2 rows (history: ``[2, length]`` of padding)."""
+        return with_history(dummy_features(self.specs), self.history, None)
 
     def call(self, inputs: dict[str, Any], training: bool | None = None) -> Any:
-        x = self.encoder({n: inputs[n] for n in self.feature_names})
+        x = self.encoder({s["name"]: inputs[s["name"]] for s in self.specs})
+        if self.history is not None:
+            if HISTORY_COLUMN not in inputs:
+                raise KeyError(f"{self.name}: no {HISTORY_COLUMN!r} input (dailyrec.history.attach_history)")
+            x = ops.concatenate([x, self.history(inputs[HISTORY_COLUMN], x)], axis=-1)  # x: attention's query
         for layer in self.hidden:
             x = layer(x)
         x = self.projection(x)
         return tf.math.l2_normalize(x, axis=-1, epsilon=1e-12)
 
     def build_dummy(self) -> None:
-        self(dummy_features(self.specs))
+        self(self.dummy_inputs())
 
     def get_build_config(self) -> dict[str, Any]:
         return {"dummy": True}
@@ -119,7 +140,7 @@ class _Tower(keras.Model):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "specs": self.specs, "vocabularies": self.vocabularies,
-                "hidden_units": self.hidden_units, "output_dim": self.output_dim}
+                "hidden_units": self.hidden_units, "output_dim": self.output_dim, "history": self.history_config}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "_Tower":
@@ -184,7 +205,7 @@ class TwoTowerModel(keras.Model):
                 "item": self.item_tower(inputs, training=training)}
 
     def build_dummy(self) -> None:
-        self(dummy_features(self.user_tower.specs + self.item_tower.specs))
+        self({**self.item_tower.dummy_inputs(), **self.user_tower.dummy_inputs()})
 
     def get_build_config(self) -> dict[str, Any]:
         return {"dummy": True}
@@ -273,8 +294,7 @@ class TwoTowerModel(keras.Model):
 
 
 def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, list[str]] | None = None,
-                    item_id_feature: str = "item_id",
-                    numeric_stats: dict[str, dict[str, Any]] | None = None) -> TwoTowerModel:
+                    item_id_feature: str = "item_id", numeric_stats: dict[str, Any] | None = None) -> TwoTowerModel:
     """Build (on a dummy batch) and compile a :class:`TwoTowerModel`.
 
     Args:
@@ -283,21 +303,17 @@ def build_two_tower(train_cfg: Any, features_cfg: Any, vocabularies: dict[str, l
         features_cfg: ``dailyrec.config.FeaturesConfig``; user + context specs feed the user tower,
             item specs the item tower.
         vocabularies: ``{feature name: [id, ...]}`` for ``vocab`` features.
-        numeric_stats: ``{feature: {"mean", "std", ...}}`` of the ``numeric`` features (the features
-            step's ``numeric_stats.json``), stored in the towers' configs
-            (:func:`models.features.attach_numeric_stats`); needed only with numeric features.
-    Raises:
-        KeyError: a numeric feature without statistics.
+        numeric_stats: the ``numeric`` features' ``{name: {"mean", "std"}}`` (``numeric_stats.json``), stored in the
+            towers (:func:`models.features.attach_numeric_stats`: ``KeyError`` for a numeric feature without them).
     """
     vocabularies = vocabularies or {}
-    user_specs = features_cfg.by_side("user") + features_cfg.by_side("context")
-    item_specs = features_cfg.by_side("item")
-    if any(s.kind == "numeric" for s in user_specs + item_specs):
-        user_specs = attach_numeric_stats(user_specs, numeric_stats)
-        item_specs = attach_numeric_stats(item_specs, numeric_stats)
+    user_specs = attach_numeric_stats(features_cfg.by_side("user") + features_cfg.by_side("context"), numeric_stats)
+    item_specs = attach_numeric_stats(features_cfg.by_side("item"), numeric_stats)
     if not user_specs or not item_specs:
         raise ValueError("features.spec needs at least one user/context feature and one item feature")
-    user = UserTower(user_specs, vocabularies, train_cfg.user_hidden, train_cfg.output_dim, name="user_tower")
+    vocabularies, history = history_args(features_cfg, vocabularies)
+    user = UserTower(user_specs, vocabularies, train_cfg.user_hidden, train_cfg.output_dim, history=history,
+                     name="user_tower")
     item = ItemTower(item_specs, vocabularies, train_cfg.item_hidden, train_cfg.output_dim, name="item_tower")
     model = TwoTowerModel(user, item, loss_name=train_cfg.loss, temperature=train_cfg.temperature,
                           logq_correction=train_cfg.logq_correction, item_id_feature=item_id_feature,
@@ -363,6 +379,7 @@ def warm_start_from(new_model: TwoTowerModel, old_model: TwoTowerModel) -> dict[
         new_t: _Tower = getattr(new_model, tower)
         old_t: _Tower = getattr(old_model, tower)
         stats["embeddings"][tower] = warm_start_encoder(new_t.encoder, old_t.encoder)
+        stats["embeddings"][tower].update(warm_start_history(new_t.history, old_t.history))  # rows by item id
         copied, skipped = [], []
         for i, layer in enumerate(new_t.dense_layers()):
             # hidden layers pair by position, the projection with the projection

@@ -246,3 +246,30 @@ def write_delta(cfg, day: str, hour: int, upserts: dict, deletes: list, model_ve
             "model_version": model_version, "pass_dir": pass_dir, "user_tower": user_tower or f"{pass_dir}/user_tower",
             "counts": {"upsert": len(upserts), "delete": len(deletes)}, "dim": dim})
     return part
+
+
+def without_keys(obj, volatile: set[str]):
+    """``obj`` (parsed JSON) without the keys in ``volatile``, at any depth."""
+    if isinstance(obj, dict):
+        return {k: without_keys(v, volatile) for k, v in obj.items() if k not in volatile}
+    if isinstance(obj, list):
+        return [without_keys(v, volatile) for v in obj]
+    return obj
+
+
+def file_digests(files, root: Path, volatile: set[str]) -> dict[str, str]:
+    """``{path relative to root: sha256}`` of ``files`` (an iterable of paths; directories are skipped); a
+    ``.json`` file is hashed as its canonical dump without the ``volatile`` keys (what describes the run,
+    not the output: timings, pids, rates)."""
+    import hashlib
+    import json
+
+    out = {}
+    for p in sorted(Path(f) for f in files):
+        if not p.is_file():
+            continue
+        data = p.read_bytes()
+        if p.suffix == ".json":
+            data = json.dumps(without_keys(json.loads(data), volatile), sort_keys=True).encode()
+        out[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
+    return out

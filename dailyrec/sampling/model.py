@@ -149,10 +149,13 @@ def model_negatives(rng: np.random.Generator, negs: Negatives, mv: ModelVectors,
              skip_top=skip_top, min_rank=int(rank[off].min()) if len(off) else None)
 
 
-def previous_model_vectors(store: Store, cfg: Config, cur_date: str) -> ModelVectors | None:
+def previous_model_vectors(store: Store, cfg: Config, cur_date: str,
+                           history: "pa.Table | None" = None) -> ModelVectors | None:
     """:class:`ModelVectors` of the newest gate-passed two-tower model before ``cur_date``: its user
     tower on this day's active users (latest context), its item tower on ``features/dt=D/catalog``;
-    ``None`` when there is no such model. ``FileNotFoundError`` when the day's logs are missing."""
+    ``None`` when there is no such model. ``FileNotFoundError`` when the day's logs are missing.
+    ``history``: ``user_id -> history_item_ids`` as of the end of ``cur_date``
+    (:func:`dailyrec.history.day_histories`), attached when ``features.user_history.enabled``."""
     import pyarrow.parquet as pq
 
     from dailyrec.embeddings import tower_vectors
@@ -164,6 +167,10 @@ def previous_model_vectors(store: Store, cfg: Config, cur_date: str) -> ModelVec
     if src is None:
         return None
     rows = active_user_rows(store, cfg, cur_date)
+    if cfg.features.user_history.enabled:
+        from dailyrec.history import attach_history
+
+        rows = attach_history(rows, history)
     catalog = pq.read_table(f"{store.partition('features', cur_date)}/catalog.parquet", filesystem=store.fs)
     # item freshness features as that model serves them: as of the end of its day (dailyrec.freshness)
     if freshness_names(cfg):

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from dailyrec.history import HISTORY_COLUMN
 from dailyrec.sampling.negatives import Negatives
 from dailyrec.sampling.positives import Positives
 
@@ -54,6 +55,9 @@ class TrainRows:
     item: np.ndarray
     log_q: np.ndarray
     src: np.ndarray
+    history: pa.Array | None = None
+    """``list<string>[P]`` per positive slot (``features.user_history``, :mod:`dailyrec.history`):
+    every row of a positive gets its list (``history_item_ids``); None: no such column."""
 
     @property
     def n(self) -> int:
@@ -160,6 +164,8 @@ class _TrainColumns:
         out["label"] = pa.array((src == 0).astype(np.float32))
         out["log_q"] = pa.array(rows.log_q[lo:hi])
         out["source"] = pa.DictionaryArray.from_arrays(pa.array(src), self.source)
+        if rows.history is not None:  # features.user_history: the positive's leak-free history
+            out[HISTORY_COLUMN] = rows.history.take(pa.array(rows.owner[lo:hi]))
         return pa.table(out)
 
 

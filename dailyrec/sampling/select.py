@@ -32,7 +32,8 @@ from dailyrec.contract import ITEM_SCHEMA, LOG_SCHEMA, USER_SCHEMA
 from dailyrec.dates import window
 from dailyrec.events import engine_info, log_inputs, open_events, read_snapshot
 from dailyrec.freshness import is_freshness, row_freshness
-from dailyrec.holdout import choose_holdout
+from dailyrec.history import AS_OF_END_FILE, AS_OF_HOLDOUT_FILE, day_histories
+from dailyrec.holdout import choose_holdout, span_bounds
 from dailyrec.sampling.arrays import codes
 from dailyrec.sampling.model import ModelVectors, model_info, model_negatives, previous_model_vectors
 from dailyrec.sampling.negatives import (Negatives, exposed_negatives, popularity_q, random_negatives,
@@ -291,14 +292,17 @@ def _held_hours(run: StepRun, d: DayInputs) -> int:
     return d.holdout_span["hours"] if d.holdout_span else run.cfg.training.holdout_hours
 
 
-def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives) -> None:
+def _write_side_files(store: Any, tmp: str, d: DayInputs, pos: Positives, hist: dict[str, Any] | None) -> None:
     # one chunk: the bytes do not depend on the SQL engine's batches (see tasks/retrieval/features.py)
     pq.write_table(d.holdout.combine_chunks(), f"{tmp}/holdout.parquet", filesystem=store.fs, compression="zstd")
     pq.write_table(seen_pairs(d, pos), f"{tmp}/seen.parquet", filesystem=store.fs, compression="zstd")
+    for key, name in (("end", AS_OF_END_FILE), ("holdout", AS_OF_HOLDOUT_FILE)) if hist else ():
+        pq.write_table(hist[key], f"{tmp}/{name}", filesystem=store.fs, compression="zstd")
 
 
 def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, stats: dict[str, Any],
-                  counts: dict[str, int], model_vectors: ModelVectors | None) -> str:
+                  counts: dict[str, int], model_vectors: ModelVectors | None,
+                  hist: dict[str, Any] | None = None) -> str:
     """Phase 6: ``train.parquet`` (:func:`write_train`), ``holdout.parquet``, ``seen.parquet``
     (:func:`seen_pairs`, written by a second thread meanwhile) and the manifest, atomically."""
     store, timer, sc = run.store, run.timer, run.cfg.sampling
@@ -306,7 +310,7 @@ def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, s
     out = run.partition("samples")
     with store.atomic_output(out) as tmp:
         with ThreadPoolExecutor(1, thread_name_prefix="samples-side") as side:
-            side_done = side.submit(_write_side_files, store, tmp, d, pos)
+            side_done = side.submit(_write_side_files, store, tmp, d, pos, hist)
             with timer.step("write_train"):
                 groups = write_train(f"{tmp}/train.parquet", store.fs, d, rows, SAMPLE_ROW_GROUP_ROWS)
             with timer.step("write_holdout_seen_wait"):
@@ -329,7 +333,8 @@ def write_samples(run: StepRun, d: DayInputs, rows: TrainRows, pos: Positives, s
 
 def select_samples(run: StepRun | str, cfg: Config | None = None,
                    model_vectors: ModelVectors | None = None) -> dict[str, Any]:
-    """Select and write the day's training samples and holdout (``samples/dt=D/``).
+    """Select and write the day's training samples and holdout (``samples/dt=D/``); with
+    ``features.user_history.enabled`` also the history column and files (:mod:`dailyrec.history`).
 
     Args:
         run: the step's :class:`dailyrec.step.StepRun`, or a ``cur_date`` (a run named ``sample``
@@ -346,9 +351,11 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
     """
     run = begin("sample", run, cfg) if isinstance(run, str) else run
     sc = run.cfg.sampling
-    if model_vectors is None and "model" in sc.hard_negative_sources:
+    hc = run.cfg.features.user_history
+    later = model_vectors is None and "model" in sc.hard_negative_sources
+    if later and not hc.enabled:  # with the history: after the clicks are read (its user vectors need it)
         with run.timer.step("model_vectors"):
-            model_vectors = previous_model_vectors(run.store, run.cfg, run.cur_date)
+            model_vectors, later = previous_model_vectors(run.store, run.cfg, run.cur_date), False
     rng = np.random.default_rng([sc.seed, int(run.cur_date.replace("-", ""))])
 
     def positives(cu: np.ndarray, ci: np.ndarray, n_items: int) -> Positives:
@@ -358,6 +365,15 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
             return p
 
     d, pos = read_inputs(run, then=positives)
+    hist = None
+    if hc.enabled:
+        with run.timer.step("user_history"):
+            start = (d.holdout_span or {}).get("start") or span_bounds(run.cur_date, _held_hours(run, d))[0]
+            hist = day_histories(d.clicks, d.click_rows[pos.click], run.cur_date, start, hc.length, hc.lookback_days)
+    if later:
+        with run.timer.step("model_vectors"):
+            model_vectors = previous_model_vectors(run.store, run.cfg, run.cur_date,
+                                                   history=hist["end"] if hist else None)
     counts = item_counts(d)
     log.info("samples dt=%s: %d events, %d clicks in the training window; %d positives kept "
              "(%d dropped by subsampling, %d by the cap, %d clicks on items outside the catalog)",
@@ -371,10 +387,11 @@ def select_samples(run: StepRun | str, cfg: Config | None = None,
     negs, skipped = draw_negatives(run, rng, d, pos, q, model_vectors)
     with run.timer.step("assemble"):
         train = train_rows(d, pos, negs)
+        train.history = hist["positives"] if hist else None
     with run.timer.step("stats"):
         stats = statistics(run.cfg, d, pos, negs, skipped, counts, log_pop, q)
     rows = {"train": train.n, "positives": pos.n, "negatives": train.n - pos.n, "holdout": d.holdout.num_rows}
-    out = write_samples(run, d, train, pos, stats, rows, model_vectors)
+    out = write_samples(run, d, train, pos, stats, rows, model_vectors, hist)
     by_source = {s: v["count"] for s, v in stats["sources"].items() if s != "positive"}
     log.info("samples dt=%s: %d rows (%d positives, %s) + %d holdout clicks -> %s in %.2fs (%d events/s)",
              run.cur_date, train.n, pos.n, by_source, d.holdout.num_rows, out, run.timer.total(),

@@ -57,6 +57,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Evaluate new vs previous vs popularity on the holdout; write the report and the gate."""
     from dailyrec.embeddings import tower_vectors
     from dailyrec.freshness import catalog_freshness, freshness_names, iso_to_us, row_as_of
+    from dailyrec.history import rows_with_history
     from dailyrec.popularity_prior import (auto_beta, catalog_log_prior, gate_choice, prior_on, prior_scorer,
                                            served_beta)
     from dailyrec.metrics import (constant_scorer, format_table, gate_decision, holdout_eval_set,
@@ -77,6 +78,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
         if freshness_names(cfg):  # as of the holdout's start or its day's start (dailyrec.freshness.row_as_of)
             es["catalog"] = catalog_freshness(store, cfg, run.cur_date, es["catalog"], int(row_as_of(
                 iso_to_us(es["holdout"]["start"]), cfg.features.freshness_as_of)))
+    # features.user_history: the users' clicks strictly before the holdout start (no held-out click)
+    es["user_rows"] = rows_with_history(es["user_rows"], store, cfg, run.cur_date, as_of="holdout")
     models = {"new": new_dir}
     if prev is not None:
         models["previous"] = prev["model_dir"]

@@ -38,6 +38,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from dailyrec.features import read_numeric_stats
+    from dailyrec.history import history_encoders
     from dailyrec.stream import ParquetStream, id_encoders
     from models.serving import export_towers
     from models.two_tower import build_two_tower, load_model, save_model, warm_start_from
@@ -48,7 +49,8 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     run.require(samples, vocab_path, hint=f"run the features and sample steps for {run.cur_date} first")
     with run.timer.step("load"):
         vocabularies = store.read_json(vocab_path)
-        stream = ParquetStream(samples, id_encoders(cfg.features.spec, vocabularies),
+        encoders = {**id_encoders(cfg.features.spec, vocabularies), **history_encoders(cfg.features, vocabularies)}
+        stream = ParquetStream(samples, encoders,
                                extra={"label": "float32", "log_q": "float32"}, batch_size=tc.batch_size,
                                seed=tc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
         labels = pq.read_table(samples, columns=["label"], filesystem=store.fs).column("label")

@@ -13,7 +13,6 @@ is missing stops with ``MissingPassError`` naming it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import run_stages, run_tiny
+from tests.helpers import file_digests, run_stages, run_tiny
 
 DAYS = ["2026-11-01", "2026-11-02"]
 DAILY = ["ingest.validate_day", "retrieval.features", "retrieval.sample", "retrieval.train_two_tower",
@@ -153,24 +152,10 @@ def test_the_delta_holds_the_items_the_pass_touched(world):
     assert after == sorted(scores[scores >= threshold].index) and 0 < len(after) < len(before)
 
 
-def _stable(obj):
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
-
-
 def _outputs(root: Path, hour: int) -> dict[str, str]:
-    out = {}
-    for ds in ("pass_samples", "prequential/two_tower", "passes/two_tower", "deltas/two_tower", "admission"):
-        for p in sorted(_part(root, ds, hour).rglob("*")):
-            if p.is_file():
-                data = p.read_bytes()
-                if p.suffix == ".json":
-                    data = json.dumps(_stable(json.loads(data)), sort_keys=True).encode()
-                out[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
-    return out
+    """``{path: sha256}`` of every file the pass of ``hour`` wrote (JSON without its volatile keys)."""
+    datasets = ("pass_samples", "prequential/two_tower", "passes/two_tower", "deltas/two_tower", "admission")
+    return file_digests([f for ds in datasets for f in _part(root, ds, hour).rglob("*")], root, VOLATILE)
 
 
 @pytest.mark.slow

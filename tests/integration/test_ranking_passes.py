@@ -12,7 +12,6 @@ DAG's task call (``dailyrec.stages.call``, pass 0) and through the steps' own CL
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import pytest
 
 from dailyrec.config import load_config
 from dailyrec.storage import open_store
-from tests.helpers import REPO, validate_day
+from tests.helpers import REPO, file_digests, validate_day
 
 D1, D2 = "2026-11-01", "2026-11-02"
 NEW_ITEM = "i-admitted-in-pass-2"
@@ -264,26 +263,11 @@ def test_a_missing_previous_pass_or_base_is_a_named_error(world):
         marker.with_name("_SUCCESS.away").rename(marker)
 
 
-def _stable(obj):
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
-
-
 def _outputs(root: Path, start: int) -> dict[str, str]:
     """``{path: sha256}`` of every file the pass wrote (JSON without its volatile keys)."""
-    out = {}
-    for ds in ("ranking_pass_samples", "prequential/mmoe", "passes/mmoe", "registry/mmoe"):
-        base = root / ds / f"dt={D2}" / f"hour={start:02d}"
-        for p in sorted(base.rglob("*")):
-            if p.is_file():
-                data = p.read_bytes()
-                if p.suffix == ".json":
-                    data = json.dumps(_stable(json.loads(data)), sort_keys=True).encode()
-                out[str(p.relative_to(root))] = hashlib.sha256(data).hexdigest()
-    return out
+    datasets = ("ranking_pass_samples", "prequential/mmoe", "passes/mmoe", "registry/mmoe")
+    return file_digests([f for ds in datasets for f in (root / ds / f"dt={D2}" / f"hour={start:02d}").rglob("*")],
+                        root, VOLATILE)
 
 
 def test_rerun_of_a_pass_is_byte_identical(world):

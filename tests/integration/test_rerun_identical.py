@@ -14,14 +14,13 @@ the same inputs and config, which must get another version than the warm one.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_stages, run_tiny
+from tests.helpers import file_digests, run_stages, run_tiny
 
 DAYS = ["2026-11-01", "2026-11-02"]
 RETRIEVAL = ["ingest.validate_day", "retrieval.features", "retrieval.sample", "retrieval.train_two_tower",
@@ -39,27 +38,13 @@ def _chains(root: Path, day: str) -> None:
     run_stages(root, day, *RANKING)
 
 
-def _stable(obj):
-    if isinstance(obj, dict):
-        return {k: _stable(v) for k, v in obj.items() if k not in VOLATILE}
-    if isinstance(obj, list):
-        return [_stable(v) for v in obj]
-    return obj
-
-
 def outputs(root: Path, day: str) -> dict[str, str]:
     """``{relative path: sha256}`` of every file a step wrote for ``day`` (JSON without volatile keys)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
+    def written(p: Path) -> bool:
         rel = p.relative_to(root)
-        if not p.is_file() or rel.parts[0] in INPUTS | RUN_LOGS or f"dt={day}" not in rel.parts \
-                or any(part.startswith(".") for part in rel.parts):
-            continue
-        data = p.read_bytes()
-        if p.suffix == ".json":
-            data = json.dumps(_stable(json.loads(data)), sort_keys=True).encode()
-        out[str(rel)] = hashlib.sha256(data).hexdigest()
-    return out
+        return rel.parts[0] not in INPUTS | RUN_LOGS and f"dt={day}" in rel.parts \
+            and not any(part.startswith(".") for part in rel.parts)
+    return file_digests([p for p in root.rglob("*") if written(p)], root, VOLATILE)
 
 
 @pytest.fixture(scope="module")

@@ -421,3 +421,43 @@ def test_row_group_gathers_keep_values_types_and_nulls():
             got = _Gather(arr, plain=plain).take(idx)
             got = got.cast(got.type.value_type) if pa.types.is_dictionary(got.type) else got
             assert got.equals(arr.take(pa.array(idx))), (arr.type, plain)
+
+
+def test_user_history_column_is_leak_free_and_byte_identical(world):
+    """features.user_history: every row's history_item_ids are the user's last N clicks strictly before
+    the positive's time (recomputed from the logs with pandas), the same for a positive's negatives;
+    the as-of files end at the end of the day / the holdout start; a re-run writes the same bytes."""
+    from dailyrec.history import AS_OF_END_FILE, AS_OF_HOLDOUT_FILE, HISTORY_COLUMN
+
+    n = 4
+    over = {"features.user_history.enabled": True, "features.user_history.length": n}
+    res, train, _ = run(world, **over)
+    clicks = world["logs"][world["logs"].click == 1].reset_index(drop=True)
+    by_user = {u: g.sort_values("event_time", kind="stable") for u, g in clicks.groupby("user_id")}
+    g = with_group(train)
+    pos = g[g.label == 1]
+    assert len(pos) > 100
+    checked = 0
+    for _, r in pos.iterrows():
+        h = list(r[HISTORY_COLUMN])
+        prior = by_user[r.user_id]
+        prior = prior[prior.event_time < r.event_time]
+        assert len(h) == min(n, len(prior))
+        assert set(h) <= set(prior.item_id)  # only clicks strictly before the row's time
+        if prior.event_time.is_unique:  # no timestamp tie: the exact list, most recent first
+            assert h == list(prior.item_id.iloc[::-1][:n])
+            checked += len(h)
+    assert checked > 100
+    # negatives carry their positive's history
+    assert all(list(a) == list(b) for a, b in zip(g[HISTORY_COLUMN], pos.set_index("group")[HISTORY_COLUMN]
+                                                     .reindex(g.group)))
+    end = pq.read_table(f"{res['path']}/{AS_OF_END_FILE}").to_pandas()
+    held = pq.read_table(f"{res['path']}/{AS_OF_HOLDOUT_FILE}").to_pandas()
+    last = clicks.sort_values("event_time", kind="stable").groupby("user_id").item_id.last()
+    assert all(list(h)[0] == last[u] or last[u] in list(h) for u, h in zip(end.user_id, end[HISTORY_COLUMN]))
+    train_items = set(world["train_logs"][world["train_logs"].click == 1].item_id)
+    held_only = set(world["holdout_logs"][world["holdout_logs"].click == 1].item_id) - train_items
+    assert not held_only & {i for h in held[HISTORY_COLUMN] for i in h}
+    first = {f: open(f"{res['path']}/{f}", "rb").read() for f in ("train.parquet", AS_OF_END_FILE, AS_OF_HOLDOUT_FILE)}
+    again, _, _ = run(world, **over)
+    assert all(open(f"{again['path']}/{f}", "rb").read() == v for f, v in first.items())

@@ -175,3 +175,32 @@ def test_tf_dataset_walks_epochs(tmp_path):
     np.testing.assert_array_equal(np.sort(e0), np.arange(1_000))
     np.testing.assert_array_equal(e0, _collect(s, 0)["row"])
     np.testing.assert_array_equal(e1, _collect(s, 1)["row"])
+
+
+def test_history_list_column_streams_as_a_padded_id_matrix(tmp_path):
+    """A list<string> history column -> int32[B, N] (vocab position + 1, 0 = padding/OOV), rows kept
+    together with their other columns under the shuffle, and through tf.data with shape [None, N]."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dailyrec.history import HISTORY_COLUMN, HistoryEncoder
+    from dailyrec.stream import ParquetStream
+
+    n = 50
+    lists = [[f"i{(k + j) % 7}" for j in range(k % 5)] + (["zz"] if k % 11 == 0 else []) for k in range(n)]
+    path = str(tmp_path / "h.parquet")
+    pq.write_table(pa.table({"row": np.arange(n, dtype=np.int64), HISTORY_COLUMN: pa.array(lists, pa.list_(pa.string()))}),
+                   path, row_group_size=16)
+    vocab = [f"i{k}" for k in range(7)]
+    stream = ParquetStream(path, {HISTORY_COLUMN: HistoryEncoder(3, vocab)}, extra={"row": "int64"}, batch_size=8,
+                           seed=3, buffer_rows=20)
+    seen = 0
+    for b in stream.batches(0):
+        assert b[HISTORY_COLUMN].shape == (len(b["row"]), 3) and b[HISTORY_COLUMN].dtype == np.int32
+        for r, ids in zip(b["row"], b[HISTORY_COLUMN]):
+            want = [vocab.index(x) + 1 if x in vocab else 0 for x in lists[r][:3]]
+            assert ids.tolist() == want + [0] * (3 - len(want))
+            seen += 1
+    assert seen == n
+    batch = next(iter(stream.dataset()))
+    assert batch[HISTORY_COLUMN].shape.as_list()[1] == 3
