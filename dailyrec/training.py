@@ -254,3 +254,25 @@ def fit(run: StepRun, model: Any, ds: Any, *, rows: int, epochs: int, label: str
     if lrs and "learning_rate" not in history:
         history["learning_rate"] = lrs   # the LR curve of the run report (per epoch, at its end)
     return Fit(history=history, seconds=seconds, examples_per_s=round(rows * epochs / seconds, 1))
+
+
+def sample_stream(store: Any, cfg: Config, samples: str, vocabularies: dict[str, list[str]]) -> tuple[Any, int, int]:
+    """``(stream, rows, positives)`` of the two-tower samples at ``samples`` (the day's
+    ``samples/dt=D/train.parquet`` or a pass's ``pass_samples/.../train.parquet``): a
+    :class:`dailyrec.stream.ParquetStream` whose feature columns (and, with ``features.user_history``, the
+    ``history_item_ids`` list) become integer ids on the Arrow side, with the ``label`` and ``log_q``
+    columns (float32), ``training.batch_size`` rows per batch and ``training.shuffle_buffer_rows`` of
+    bounded shuffle; ``positives`` is the sum of ``label``. Both training steps (daily and pass) read
+    their samples through it."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from dailyrec.history import history_encoders
+    from dailyrec.stream import ParquetStream, id_encoders
+
+    tc = cfg.training
+    encoders = {**id_encoders(cfg.features.spec, vocabularies), **history_encoders(cfg.features, vocabularies)}
+    stream = ParquetStream(samples, encoders, extra={"label": "float32", "log_q": "float32"}, batch_size=tc.batch_size,
+                           seed=tc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
+    labels = pq.read_table(samples, columns=["label"], filesystem=store.fs).column("label")
+    return stream, stream.num_rows, int(pc.sum(labels).as_py() or 0)

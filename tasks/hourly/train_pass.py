@@ -33,13 +33,10 @@ NAME = "two_tower"
 def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     """Train the pass holding ``hour`` from its warm source; write ``passes/two_tower/dt=D/hour=HH/``."""
     import keras
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from dailyrec.passes import (pass_dir, pass_hours, pass_label, pass_start, prune_checkpoints,
                                  warm_source_for_pass)
-    from dailyrec.stream import ParquetStream, id_encoders
-    from dailyrec.training import deterministic_training, fit, lineage, model_version, warm_start
+    from dailyrec.training import deterministic_training, fit, lineage, model_version, sample_stream, warm_start
     from models.serving import export_towers
     from models.two_tower import build_two_tower, load_model, save_model, warm_start_from
 
@@ -54,11 +51,7 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     smanifest = store.read_json(f"{sdir}/_manifest.json")
     with run.timer.step("load"):
         vocabularies = store.read_json(vocab_path)
-        stream = ParquetStream(samples, id_encoders(cfg.features.spec, vocabularies),
-                               extra={"label": "float32", "log_q": "float32"}, batch_size=tc.batch_size,
-                               seed=tc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
-        labels = pq.read_table(samples, columns=["label"], filesystem=store.fs).column("label")
-    n, n_pos = stream.num_rows, int(pc.sum(labels).as_py() or 0)
+        stream, n, n_pos = sample_stream(store, cfg, samples, vocabularies)
     run.log.info("pass %s: training on %d rows (%d positives) from %s, warm start from %s", label, n, n_pos,
                  samples, src[0])
 

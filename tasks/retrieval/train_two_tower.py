@@ -27,19 +27,15 @@ from dailyrec import cli
 from dailyrec.config import Config
 from dailyrec.registry import model_dir
 from dailyrec.step import begin
-from dailyrec.training import deterministic_training, fit, lineage, model_version, warm_source, warm_start
+from dailyrec.training import (deterministic_training, fit, lineage, model_version, sample_stream, warm_source,
+                               warm_start)
 
 NAME = "two_tower"
 
 
 def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     """Train (warm start, checkpoints) and export the day's two-tower model and towers."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from dailyrec.features import read_numeric_stats
-    from dailyrec.history import history_encoders
-    from dailyrec.stream import ParquetStream, id_encoders
     from models.serving import export_towers
     from models.two_tower import build_two_tower, load_model, save_model, warm_start_from
 
@@ -49,12 +45,7 @@ def step(cur_date: str, cfg: Config) -> dict[str, Any]:
     run.require(samples, vocab_path, hint=f"run the features and sample steps for {run.cur_date} first")
     with run.timer.step("load"):
         vocabularies = store.read_json(vocab_path)
-        encoders = {**id_encoders(cfg.features.spec, vocabularies), **history_encoders(cfg.features, vocabularies)}
-        stream = ParquetStream(samples, encoders,
-                               extra={"label": "float32", "log_q": "float32"}, batch_size=tc.batch_size,
-                               seed=tc.seed, buffer_rows=tc.shuffle_buffer_rows, filesystem=store.fs)
-        labels = pq.read_table(samples, columns=["label"], filesystem=store.fs).column("label")
-    n, n_pos = stream.num_rows, int(pc.sum(labels).as_py() or 0)
+        stream, n, n_pos = sample_stream(store, cfg, samples, vocabularies)
     if n_pos == 0:
         raise ValueError(f"{samples}: no positive rows to train on")
     run.log.info("training %s on %d rows (%d positives) from %s, loss=%s", run.cur_date, n, n_pos, samples, tc.loss)
