@@ -340,7 +340,7 @@ def save_model(model: TwoTowerModel, directory: str | os.PathLike[str]) -> dict[
     Path(paths["vocabularies"]).write_text(json.dumps(model.vocabularies))
     meta = {"loss_name": model.loss_name, "temperature": model.temperature,
             "logq_correction": model.logq_correction, "item_id_feature": model.item_id_feature,
-            "output_dim": model.user_tower.output_dim,
+            "output_dim": model.user_tower.output_dim, "user_history": model.user_tower.history_config,
             "user_specs": model.user_tower.specs, "item_specs": model.item_tower.specs,
             "user_hidden": model.user_tower.hidden_units, "item_hidden": model.item_tower.hidden_units}
     Path(paths["meta"]).write_text(json.dumps(meta, indent=2, sort_keys=True))
