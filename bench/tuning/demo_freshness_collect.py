@@ -31,6 +31,7 @@ TRIES = {
     "linear_s7": (7, "linear towers (user_hidden=item_hidden=[])", {"training.user_hidden": [], "training.item_hidden": []}, None, None),
     "bs256_s7": (7, "training.batch_size=256", {"training.batch_size": 256}, None, None),
     "out128_s7": (7, "training.output_dim=128", {"training.output_dim": 128}, None, None),
+    "prior_window_1d": (7, "serving.popularity_window_days=1 (the prior on the last day's clicks)", {"serving.popularity_window_days": 1}, None, None),
     "win1_s7": (7, "sampling.window_days=1 (changes the seen set, so the eval candidates: not comparable)", {"sampling.window_days": 1}, None, None),
     "freshA_s7": (7, "freshness age+clicks_3h+clicks_24h, as_of event_time", {"features.freshness_as_of": "event_time"}, SPEC, "event_time"),
     "freshC3_s7": (7, "freshness clicks_3h only, as_of event_time", {"features.freshness_as_of": "event_time"}, "bench/tuning/demo_freshness_clicks3h.yaml", "event_time"),
@@ -44,7 +45,7 @@ TRIES = {
 # same code paths on all of them)
 RAN_ON = {**{t: "203b33e" for t in ("base_s7", "ep8_s7", "nosub_s7", "t01_s7")},
           **{t: "f38736c" for t in ("freshA_s7", "neg8_s7", "samecat_s7", "linear_s7", "win1_s7", "freshC3_s7",
-                                    "freshAge_s7")}}
+                                    "freshAge_s7")}, "prior_window_1d": "766d474"}
 PAIRS = {"freshA_s7": "base_s7", "freshA_day_s7": "base_s7", "freshA_day_ts12_s7": "base_ts12_s7",
          "freshA_day_s42": "base_s42"}
 
