@@ -43,7 +43,8 @@ def pass_summary(run: StepRun, hour: int) -> dict[str, Any]:
     dlt = _read(run, f"{run.partition(f'deltas/{NAME}', start)}/_manifest.json")
     pub = _read(run, f"{run.partition(f'registry/{NAME}', start)}/published.json")
     missing = [n for n, v in (("pass_samples", smp), ("prequential", pre), ("model", mdl), ("delta", dlt)) if v is None]
-    keys = [f"recall_at_{k}", f"new_item_recall_at_{k}", "auc", "users", "clicks", "impressions", "model_version"]
+    keys = [f"recall_at_{k}", f"popularity_recall_at_{k}", f"new_item_recall_at_{k}", "auc", "users", "clicks",
+            "impressions", "model_version"]
     freshness = pub.get("freshness_s") if pub is not None else None
     switched = _epoch(pub.get("switched_at", pub.get("published_at"))) if pub is not None else None
     if freshness is None and switched is not None:

@@ -13,6 +13,10 @@ For the retrieval model (:func:`score_pass`):
 * ``auc``: the pointwise score (user vector · item vector) of every impression of the pass vs its
   click (Mann-Whitney, :func:`dailyrec.ranking.evaluation.auc`); impressions of items outside the
   catalog are left out (counted).
+* ``popularity_recall_at_<K>`` / ``new_item_popularity_recall_at_<K>``: the same truth against the
+  recent-popularity list a pass competes with: the K catalog items with the most clicks in the
+  :data:`POPULARITY_HOURS` hours before the pass (hours of ``D-1`` and ``D`` whose partitions are
+  complete, :func:`recent_clicks`; ties by ``item_id``), the same list for every user.
 * counts (``users``, ``clicks``, ``impressions``...) and the ``model_version`` scored.
 """
 
@@ -38,6 +42,37 @@ log = logging.getLogger("dailyrec.prequential")
 
 SCORE_BLOCK = 1 << 24
 """Upper bound of the score-matrix entries (users x catalog items) of one top-K batch (64 MB of float32)."""
+POPULARITY_HOURS = 24
+"""Hours of clicks before a pass that its popularity baseline counts."""
+
+
+def recent_clicks(store: Any, cur_date: str, first_hour: int, catalog_ids: pa.ChunkedArray | pa.Array
+                  ) -> tuple[np.ndarray, int]:
+    """``(clicks int64[I], hours read)``: per catalog item (``catalog_ids``, in catalog order), its clicks in
+    the :data:`POPULARITY_HOURS` log hours before hour ``first_hour`` of ``cur_date`` (``D-1`` from hour
+    ``first_hour``, then ``D`` up to ``first_hour - 1``). Hours without ``_SUCCESS`` are skipped (the
+    baseline counts what was there); clicks on items outside the catalog are dropped."""
+    import pyarrow.parquet as pq
+
+    from dailyrec.dates import previous
+    from dailyrec.storage import SUCCESS_MARKER
+
+    prev = previous(cur_date)
+    hours = [(prev, h) for h in range(first_hour, 24)] + [(cur_date, h) for h in range(first_hour)]
+    files, read = [], 0
+    for day, h in hours[-POPULARITY_HOURS:]:
+        part = store.partition("logs", day, h)
+        if store.exists(f"{part}/{SUCCESS_MARKER}"):
+            files += store.list_files(part, ".parquet")
+            read += 1
+    counts = np.zeros(len(catalog_ids), np.int64)
+    if files:
+        t = pq.read_table(files, columns=["item_id", "click"], filesystem=store.fs)
+        code = codes(t.column("item_id"), catalog_ids)
+        click = np.asarray(pc.fill_null(t.column("click"), 0).to_numpy(zero_copy_only=False), np.int64)
+        keep = (code >= 0) & (click > 0)
+        counts = np.bincount(code[keep], weights=click[keep], minlength=len(catalog_ids)).astype(np.int64)
+    return counts, read
 
 
 def pass_impressions(run: StepRun, hours: list[int], catalog: pa.Table) -> pa.Table:
@@ -89,7 +124,8 @@ def score_pass(run: StepRun, hours: list[int], catalog: pa.Table, model_dir: str
                            "impressions_outside_catalog": int((item_code < 0).sum()), "k": k}
     if imp.num_rows == 0:
         return out | {f"recall_at_{k}": None, f"new_item_recall_at_{k}": None, "auc": None, "users": 0,
-                      "new_item_users": 0, "new_item_clicks": 0}
+                      "new_item_users": 0, "new_item_clicks": 0, f"popularity_recall_at_{k}": None,
+                      f"new_item_popularity_recall_at_{k}": None}
     with run.timer.step("user_tower"):
         u = tower_vectors(f"{model_dir}/user_tower", imp, specs, vocabs)
     with run.timer.step("auc"):
@@ -107,7 +143,8 @@ def score_pass(run: StepRun, hours: list[int], catalog: pa.Table, model_dir: str
     out["new_item_clicks"] = int(is_new.sum())
     out["new_items_in_catalog"] = int(born_today.sum())
     if len(users) == 0:
-        return out | {f"recall_at_{k}": None, f"new_item_recall_at_{k}": None, "new_item_users": 0}
+        return out | {f"recall_at_{k}": None, f"new_item_recall_at_{k}": None, "new_item_users": 0,
+                      f"popularity_recall_at_{k}": None, f"new_item_popularity_recall_at_{k}": None}
     ucode = np.searchsorted(users, user_ids[clicked])
     with run.timer.step("top_k"):
         rows_per_batch = max(1, min(1024, SCORE_BLOCK // max(1, len(v))))  # bounded score matrix
@@ -119,4 +156,11 @@ def score_pass(run: StepRun, hours: list[int], catalog: pa.Table, model_dir: str
     out["new_item_users"] = len(rows)
     out[f"new_item_recall_at_{k}"] = (metrics_from_topk(tk[rows], [nt[r] for r in rows], [nn[r] for r in rows], [k])
                                       [f"recall_at_{k}"] if len(rows) else None)
+    with run.timer.step("popularity"):  # the same truth against the recent-popularity list
+        pop, out["popularity_hours"] = recent_clicks(store, run.cur_date, hours[0], catalog.column("item_id"))
+        top = np.lexsort((np.arange(len(pop)), -pop))[:k]  # most clicks first, ties by item_id (catalog order)
+        tp = np.broadcast_to(top, (len(users), len(top)))
+        out[f"popularity_recall_at_{k}"] = metrics_from_topk(tp, truth, n_truth, [k])[f"recall_at_{k}"]
+        out[f"new_item_popularity_recall_at_{k}"] = (metrics_from_topk(
+            tp[rows], [nt[r] for r in rows], [nn[r] for r in rows], [k])[f"recall_at_{k}"] if len(rows) else None)
     return out

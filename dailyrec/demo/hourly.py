@@ -108,8 +108,9 @@ def hourly_lines(store: Any, runs: list[dict[str, Any]], k: int) -> list[str]:
         return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
 
     lines = [f"hourly passes (passes.enabled; prequential = the serving model scores each pass BEFORE training on "
-             f"it; freshness = seconds from the hour's _SUCCESS to its delta serving in Redis):",
-             f"{'cur_date':<10}  {'hour':>4}  {'impr.':>6}  {'clicks':>6}  {f'recall@{k}':>9}  {'AUC':>5}  "
+             f"it; pop = recall@K of the most-clicked items of the 24 hours before the pass; freshness = seconds from "
+             f"the hour's _SUCCESS to its delta serving in Redis):",
+             f"{'cur_date':<10}  {'hour':>4}  {'impr.':>6}  {'clicks':>6}  {f'recall@{k}':>9}  {'pop':>5}  {'AUC':>5}  "
              f"{f'new-item r@{k}':>12}  {'rank AUC':>8}  {'warm from':>13}  {'delta +/-':>9}  {'fresh s':>7}  "
              "Redis version"]
     for r in runs:
@@ -122,7 +123,8 @@ def hourly_lines(store: Any, runs: list[dict[str, Any]], k: int) -> list[str]:
         rauc = ((rq.get("tasks") or {}).get("click") or {}).get("auc", rq.get("click_auc"))
         warm = (man.get("warm_start") or {}).get("from") or "-"
         lines.append(f"{d:<10}  {h:>4}  {pq.get('impressions', '-'):>6}  {pq.get('clicks', '-'):>6}  "
-                     f"{f3(pq.get(f'recall_at_{k}')):>9}  {f3(pq.get('auc')):>5}  "
+                     f"{f3(pq.get(f'recall_at_{k}')):>9}  {f3(pq.get(f'popularity_recall_at_{k}')):>5}  "
+                     f"{f3(pq.get('auc')):>5}  "
                      f"{f3(pq.get(f'new_item_recall_at_{k}')):>12}  {f3(rauc):>8}  {warm:>13}  "
                      f"{str(delta.get('upsert', '-')) + '/' + str(delta.get('delete', '-')):>9}  "
                      f"{r['freshness_s'] if r['freshness_s'] is not None else '-':>7}  "

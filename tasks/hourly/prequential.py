@@ -47,11 +47,13 @@ def step(cur_date: str, cfg: Config, hour: int) -> dict[str, Any]:
     out = run.partition(f"prequential/{NAME}", start)
     with store.atomic_output(out) as tmp:
         store.write_json(f"{tmp}/metrics.json", report)
-    run.log.info("prequential %s (model %s from %s): recall@%d=%s new-item recall@%d=%s auc=%s over %d users, "
-                 "%d impressions", label, version, src_label, k, rounded[f"recall_at_{k}"], k,
-                 rounded[f"new_item_recall_at_{k}"], rounded["auc"], metrics["users"], metrics["impressions"])
+    run.log.info("prequential %s (model %s from %s): recall@%d=%s (popularity of the last %d hours: %s) new-item "
+                 "recall@%d=%s auc=%s over %d users, %d impressions", label, version, src_label, k,
+                 rounded[f"recall_at_{k}"], metrics.get("popularity_hours", 0), rounded.get(f"popularity_recall_at_{k}"),
+                 k, rounded[f"new_item_recall_at_{k}"], rounded["auc"], metrics["users"], metrics["impressions"])
     return {"metrics": f"{out}/metrics.json", "pass": label, "model_version": version,
             f"recall_at_{k}": rounded[f"recall_at_{k}"], f"new_item_recall_at_{k}": rounded[f"new_item_recall_at_{k}"],
+            f"popularity_recall_at_{k}": rounded.get(f"popularity_recall_at_{k}"),
             "auc": rounded["auc"], "users": metrics["users"], "impressions": metrics["impressions"]}
 
 

@@ -96,6 +96,8 @@ def test_three_passes_chain_from_the_base(world):
         assert pre["users"] > 0 and pre["impressions"] >= pre["clicks"] > 0
         assert 0.0 <= pre[f"recall_at_{K}"] <= 1.0 and 0.0 <= pre["auc"] <= 1.0
         assert pre[f"new_item_recall_at_{K}"] is None or 0.0 <= pre[f"new_item_recall_at_{K}"] <= 1.0
+        # the popularity baseline: the 24 complete hours before the pass (the base day's, then this day's)
+        assert pre["popularity_hours"] == 24 and 0.0 < pre[f"popularity_recall_at_{K}"] <= 1.0
         rep = _json(root / f"reports/hourly_training/dt={DAYS[1]}/hour={h:02d}/report.json")
         assert rep["verdict"] == "complete" and rep["prequential"][f"recall_at_{K}"] == pre[f"recall_at_{K}"]
 
