@@ -382,6 +382,8 @@ HEADLINES: dict[str, Summary] = {
         rows=(
             Headline("prequential recall@50, hourly passes (mean over the hours)", "prequential_recall_at_50_hourly",
                      ".4f", "daily-only model (day-1 base)", "prequential_recall_at_50_daily"),
+            Headline("prequential recall@50, hourly passes", "prequential_recall_at_50_hourly", ".4f",
+                     "popularity of the 24 h before each pass", "prequential_recall_at_50_popularity"),
             Headline("prequential recall@50, items born that day", "new_item_recall_at_50_hourly", ".4f",
                      "daily-only model", "new_item_recall_at_50_daily"),
             Headline("prequential click AUC (MMoE), hourly passes", "prequential_auc_click_hourly", ".4f",

@@ -201,6 +201,7 @@ def summarise(hours: list[dict[str, Any]], daily: dict[str, float], full_publish
         "events_per_hour": args.events_per_hour, "hours": len(hours), "items": args.items, "users": args.users,
         "prequential_recall_at_50_hourly": _mean([r["prequential"].get(k) for r in hours]),
         "prequential_recall_at_50_daily": _mean([r["daily"].get(k) for r in hours]),
+        "prequential_recall_at_50_popularity": _mean([r["prequential"].get(f"popularity_{k}") for r in hours]),
         "prequential_auc_click_hourly": _mean([r["prequential_mmoe"].get("click_auc") for r in hours]),
         "prequential_auc_click_daily": _mean([r["daily_mmoe"].get("click_auc") for r in hours]),
         "prequential_auc_pointwise_hourly": _mean([r["prequential"].get("auc") for r in hours]),
