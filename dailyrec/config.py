@@ -839,7 +839,8 @@ def _validate(data: dict[str, Any], source: str) -> Config:
             if err["type"] == "extra_forbidden":
                 lines.append(f"unknown key '{loc}'")
             elif err["type"] == "value_error":  # a cross-field rule: its message names the keys
-                lines.append(f"'{loc}': {err['msg'].removeprefix('Value error, ')}")
+                msg = err["msg"].removeprefix("Value error, ")
+                lines.append(f"'{loc}': {msg}" if loc else msg)  # a whole-config rule has no location
             else:
                 lines.append(f"'{loc}': {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(f"invalid configuration from {source}: " + "; ".join(lines)) from None

@@ -40,7 +40,9 @@ def tower_specs(tower: Any, specs: list[Any], table: pa.Table, where: str) -> li
     missing = sorted(set(tower.feature_names) - {s.name for s in wanted} - {HISTORY_COLUMN})
     if HISTORY_COLUMN in tower.feature_names and HISTORY_COLUMN not in table.column_names:
         raise MissingHistoryError(f"{where}: the tower pools the user history ({HISTORY_COLUMN}) but the rows have no "
-                                  f"such column (dailyrec.history.attach_history); columns: {table.column_names}")
+                                  f"such column (dailyrec.history.attach_history): run with "
+                                  f"features.user_history.enabled=true, as the model was trained; columns: "
+                                  f"{table.column_names}")
     if missing:
         raise KeyError(f"{where}: no feature spec for tower input(s) {missing}")
     for s in wanted:
