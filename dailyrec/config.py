@@ -243,6 +243,11 @@ class FeaturesConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"features.spec: duplicate feature names {sorted(dup)}")
+        sides = {f.side for f in self.spec}
+        if "item" not in sides or not sides & {"user", "context"}:
+            raise ValueError(f"features.spec needs at least one user/context feature and one item feature, got the "
+                             f"sides {sorted(sides)} ({len(names)} features; a list in a config file replaces the "
+                             "default list: repeat the default entries, e.g. config/item-freshness.yaml)")
         return self
 
     def by_side(self, side: str) -> list[FeatureSpec]:
