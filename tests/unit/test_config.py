@@ -78,6 +78,10 @@ def test_shipped_config_files_are_valid():
 @pytest.mark.parametrize("overrides, match", [
     ({"features.spec": [{"name": "user_id", "side": "user", "kind": "int", "dtype": "string"}]},
      "kind='int' needs dtype='int'"),
+    ({"features.spec": [{"name": "item_age_days", "side": "item", "kind": "numeric", "dtype": "float"}]},
+     r"needs at least one user/context feature and one item feature, got the sides \['item'\]"),
+    ({"features.spec": [{"name": "user_id", "side": "user", "kind": "vocab"}]},
+     r"one item feature, got the sides \['user'\]"),
     ({"features.spec": [{"name": "item_id", "side": "item", "kind": "vocab", "dtype": "int"}]},
      "kind='vocab' needs dtype='string'"),
     ({"features.spec": [{"name": "price", "side": "item", "kind": "numeric"}]},
