@@ -52,6 +52,21 @@ def run_tiny(root: Path, *args: str, check: bool = False, timeout: int = 900) ->
     return res
 
 
+
+def run_isolated(root: Path, env: dict[str, str], *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """``python ARGS`` from the repo root in a fresh process whose environment has no ``DAILYREC*`` variable
+    and no ``REDIS_URL`` of the caller's (so only ``env`` and the data root ``root`` configure it: the embedded
+    Redis under ``root``); fails the test unless it exits 0."""
+    import os
+    import sys
+
+    full = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("DAILYREC")}
+    full.update(env, DAILYREC_DATA_ROOT=str(root))
+    res = subprocess.run([sys.executable, *args], cwd=str(REPO), env=full, capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, res.stderr[-5000:]
+    return res
+
 _STAGES = "import sys\nfrom dailyrec import stages\nfor s in sys.argv[2:]:\n    stages.call(s, {'cur_date': sys.argv[1]})"
 
 

@@ -12,16 +12,14 @@ user tower and features: the delta's manifest names the daily model's user tower
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import REPO, TINY_ENV, write_delta
+from tests.helpers import TINY_ENV, run_isolated, write_delta
 
 D1, D2 = "2026-11-01", "2026-11-02"
 STAGES = ["ingest.validate_day", "retrieval.features", "retrieval.sample", "retrieval.train_two_tower",
@@ -31,13 +29,9 @@ _STAGES = "import sys\nfrom dailyrec import stages\nfor s in sys.argv[2:]:\n    
 
 
 def _py(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("DAILYREC")}
     # plain u.v: the delta's new item must score exactly as the item it replaces (with the popularity
     # prior an unclicked new item scores lower; that overlay is tests/unit/test_overlay.py's)
-    env.update(TINY_ENV, DAILYREC_DATA_ROOT=str(root), DAILYREC__SERVING__POPULARITY_BETA_GRID="[]")
-    res = subprocess.run([sys.executable, *args], cwd=str(REPO), env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return res
+    return run_isolated(root, {**TINY_ENV, "DAILYREC__SERVING__POPULARITY_BETA_GRID": "[]"}, *args)
 
 
 @pytest.mark.slow

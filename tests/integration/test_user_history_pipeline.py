@@ -6,16 +6,14 @@ the day (not on an empty history), and a history-enabled tower refuses rows with
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.helpers import REPO, TINY_ENV
+from tests.helpers import TINY_ENV, run_isolated
 
 DAY = "2026-11-01"
 ENV = {**TINY_ENV, "DAILYREC__TRAINING__EPOCHS": "2", "DAILYREC__FEATURES__USER_HISTORY__ENABLED": "true",
@@ -56,11 +54,7 @@ print(json.dumps({"same_as_history": served(with_h) == rec["items"], "same_as_em
 
 
 def _py(root: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("DAILYREC")}
-    env.update(ENV, DAILYREC_DATA_ROOT=str(root))
-    res = subprocess.run([sys.executable, *args], cwd=str(REPO), env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-5000:]
-    return res
+    return run_isolated(root, ENV, *args)
 
 
 @pytest.mark.slow
